@@ -1,0 +1,133 @@
+import type { Express, Router } from 'express';
+import type { Knex } from 'knex';
+import type { Logger } from 'pino';
+import { AuditService } from './audit/audit-service.js';
+import { JsonlAuditSink } from './audit/audit-sink.js';
+import type { Config } from './config.js';
+import { createKeyProvider } from './crypto/create-key-provider.js';
+import type { KeyProvider } from './crypto/key-provider.js';
+import { SystemKeys } from './crypto/system-keys.js';
+import { openDatabase, type DbHandle } from './db/connection.js';
+import { migrateLatest } from './db/migrate.js';
+import { buildApp } from './http/app.js';
+import type { CertificateAuthenticator } from './http/authenticate.js';
+import { createLogger } from './http/logging.js';
+import { createMetrics } from './http/metrics.js';
+import { opsRoutes } from './http/ops-routes.js';
+import { ApiKeysService } from './identity/api-keys-service.js';
+import { AuthService } from './identity/auth-service.js';
+import { ClientsService } from './identity/clients-service.js';
+import { GroupsService } from './identity/groups-service.js';
+import { apiKeyRoutes, authRoutes, clientRoutes, groupRoutes } from './identity/identity-routes.js';
+import { JwtKeyService } from './identity/jwt-key-service.js';
+import { TokenService } from './identity/token-service.js';
+import { clientSecretsRoutes, secretsRoutes } from './secrets/secrets-routes.js';
+import { SecretsService } from './secrets/secrets-service.js';
+
+export interface BrokerOptions {
+  /** Defaults to Date.now; tests pass a controllable clock. */
+  clock?: () => number;
+  logger?: Logger;
+  keyProvider?: KeyProvider;
+  db?: DbHandle;
+  dbSchema?: string;
+  certificates?: CertificateAuthenticator;
+}
+
+export interface Services {
+  config: Config;
+  db: Knex;
+  dbHandle: DbHandle;
+  clock: () => number;
+  logger: Logger;
+  keyProvider: KeyProvider;
+  systemKeys: SystemKeys;
+  audit: AuditService;
+  auditSink?: JsonlAuditSink;
+  jwtKeys: JwtKeyService;
+  tokens: TokenService;
+  apiKeys: ApiKeysService;
+  clients: ClientsService;
+  groups: GroupsService;
+  secrets: SecretsService;
+  auth: AuthService;
+}
+
+export interface Broker {
+  app: Express;
+  services: Services;
+  close(): Promise<void>;
+}
+
+/** Opens the database, runs migrations, and wires every service with its dependencies. */
+export async function createServices(config: Config, options: BrokerOptions = {}): Promise<Services> {
+  const clock = options.clock ?? Date.now;
+  const logger = options.logger ?? createLogger(config.logLevel);
+  const keyProvider = options.keyProvider ?? createKeyProvider(config.keyProvider);
+  const dbHandle = options.db ?? (await openDatabase(config.databaseUrl, { schema: options.dbSchema }));
+  const db = dbHandle.knex;
+  await migrateLatest(db);
+  const systemKeys = new SystemKeys(db, keyProvider, clock);
+  // loaded once up front: they are immutable, and fetching them lazily inside a transaction
+  // would need a second connection (SQLite has one)
+  await systemKeys.get('checksum');
+  await systemKeys.get('audit-hmac');
+  const auditSink = config.auditFile ? new JsonlAuditSink(config.auditFile) : undefined;
+  const audit = new AuditService({ db, systemKeys, clock, logger, sink: auditSink });
+  const jwtKeys = new JwtKeyService({
+    db,
+    keyProvider,
+    clock,
+    maxTokenTtlSeconds: Math.max(config.accessTokenMaxTtlSeconds, config.workloadJwtMaxTtlSeconds),
+  });
+  const tokens = new TokenService({
+    db,
+    jwtKeys,
+    clock,
+    issuer: config.issuer,
+    trustDomain: config.trustDomain,
+    accessTokenTtlSeconds: config.accessTokenTtlSeconds,
+  });
+  const apiKeys = new ApiKeysService({ db, audit, clock });
+  const clients = new ClientsService({ db, audit, clock });
+  const groups = new GroupsService({ db, audit, clock });
+  const secrets = new SecretsService({ db, keyProvider, systemKeys, audit, clock });
+  const auth = new AuthService({ clients, tokens, audit, clock });
+  return { config, db, dbHandle, clock, logger, keyProvider, systemKeys, audit, auditSink, jwtKeys, tokens, apiKeys, clients, groups, secrets, auth };
+}
+
+export function domainRouters(s: Services): Router[] {
+  return [
+    authRoutes(s.auth, s.jwtKeys, s.audit, s.config.issuer),
+    secretsRoutes(s.secrets),
+    clientSecretsRoutes(s.secrets),
+    groupRoutes(s.groups),
+    clientRoutes(s.clients),
+    apiKeyRoutes(s.apiKeys),
+  ];
+}
+
+export async function createBroker(config: Config, options: BrokerOptions = {}): Promise<Broker> {
+  const services = await createServices(config, options);
+  const metrics = createMetrics();
+  const app = buildApp({
+    logger: services.logger,
+    metrics,
+    maxBodyBytes: config.maxBodyBytes,
+    trustProxy: config.trustProxy,
+    apiKeys: services.apiKeys,
+    tokens: services.tokens,
+    audit: services.audit,
+    certificates: options.certificates,
+    publicRouters: [opsRoutes({ db: services.db, keyProvider: services.keyProvider, metrics })],
+    routers: domainRouters(services),
+  });
+  return {
+    app,
+    services,
+    async close() {
+      services.auditSink?.close();
+      if (!options.db) await services.dbHandle.close();
+    },
+  };
+}

@@ -1,0 +1,138 @@
+import path from 'node:path';
+import { z } from 'zod';
+
+const durationSeconds = z.coerce.number().int().positive();
+
+const listenSchema = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must be host:port, e.g. 127.0.0.1:8750');
+
+const envSchema = z.object({
+  KEYWARDEN_DATA_DIR: z.string().min(1).default('./data'),
+  KEYWARDEN_DATABASE_URL: z
+    .string()
+    .regex(/^(sqlite:|postgres:|postgresql:)/, 'must start with sqlite: or postgres:')
+    .optional(),
+  KEYWARDEN_LISTEN: listenSchema.default('127.0.0.1:8750'),
+  KEYWARDEN_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  KEYWARDEN_KEY_PROVIDER: z.enum(['local', 'vault-transit']).default('local'),
+  KEYWARDEN_ROOT_KEY_FILE: z.string().optional(),
+  KEYWARDEN_ROOT_KEY: z.string().optional(),
+  VAULT_ADDR: z.string().url().optional(),
+  VAULT_TOKEN: z.string().optional(),
+  KEYWARDEN_VAULT_TRANSIT_MOUNT: z.string().default('transit'),
+  KEYWARDEN_VAULT_TRANSIT_KEY: z.string().default('keywarden'),
+  KEYWARDEN_ACCESS_TOKEN_TTL: durationSeconds.default(900),
+  KEYWARDEN_ACCESS_TOKEN_MAX_TTL: durationSeconds.default(3600),
+  KEYWARDEN_WORKLOAD_JWT_MAX_TTL: durationSeconds.default(3600),
+  KEYWARDEN_ISSUER: z.string().url().optional(),
+  KEYWARDEN_TRUST_DOMAIN: z.string().regex(/^[a-z0-9.-]+$/).default('keywarden.local'),
+  KEYWARDEN_BOOTSTRAP_ADMIN_KEY: z
+    .string()
+    .regex(/^kw_[A-Za-z0-9_-]{20,}$/, 'must look like kw_<at least 20 url-safe characters>')
+    .optional(),
+  KEYWARDEN_MAX_BODY_BYTES: z.coerce.number().int().positive().default(2 * 1024 * 1024),
+  KEYWARDEN_TRUST_PROXY: z.enum(['true', 'false']).default('false'),
+  KEYWARDEN_TLS_CERT: z.string().optional(),
+  KEYWARDEN_TLS_KEY: z.string().optional(),
+  KEYWARDEN_TLS_CLIENT_CA: z.string().optional(),
+  KEYWARDEN_AUDIT_FILE: z.string().optional(),
+  KEYWARDEN_INSECURE_REGISTRIES: z.string().default(''),
+});
+
+export type KeyProviderConfig =
+  | { kind: 'local'; keyFile: string; keyFromEnv?: string }
+  | { kind: 'vault-transit'; address: string; token: string; mount: string; keyName: string };
+
+export interface Config {
+  dataDir: string;
+  databaseUrl: string;
+  listen: { host: string; port: number };
+  logLevel: string;
+  keyProvider: KeyProviderConfig;
+  accessTokenTtlSeconds: number;
+  accessTokenMaxTtlSeconds: number;
+  workloadJwtMaxTtlSeconds: number;
+  issuer: string;
+  trustDomain: string;
+  bootstrapAdminKey?: string;
+  maxBodyBytes: number;
+  trustProxy: boolean;
+  tls?: { certFile: string; keyFile: string; clientCaFile?: string };
+  auditFile?: string;
+  insecureRegistries: string[];
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n  - ${problems.join('\n  - ')}`);
+  }
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const parsed = envSchema.safeParse(env);
+  if (!parsed.success) {
+    throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`));
+  }
+  const e = parsed.data;
+  const problems: string[] = [];
+  const dataDir = path.resolve(e.KEYWARDEN_DATA_DIR);
+  const databaseUrl = e.KEYWARDEN_DATABASE_URL ?? `sqlite:${path.join(dataDir, 'keywarden.db')}`;
+
+  const lastColon = e.KEYWARDEN_LISTEN.lastIndexOf(':');
+  const host = e.KEYWARDEN_LISTEN.slice(0, lastColon).replace(/^\[|\]$/g, '');
+  const port = Number(e.KEYWARDEN_LISTEN.slice(lastColon + 1));
+  if (port > 65535) problems.push('KEYWARDEN_LISTEN: port must be at most 65535');
+
+  let keyProvider: KeyProviderConfig;
+  if (e.KEYWARDEN_KEY_PROVIDER === 'vault-transit') {
+    if (!e.VAULT_ADDR) problems.push('VAULT_ADDR: required when KEYWARDEN_KEY_PROVIDER=vault-transit');
+    if (!e.VAULT_TOKEN) problems.push('VAULT_TOKEN: required when KEYWARDEN_KEY_PROVIDER=vault-transit');
+    keyProvider = {
+      kind: 'vault-transit',
+      address: e.VAULT_ADDR ?? '',
+      token: e.VAULT_TOKEN ?? '',
+      mount: e.KEYWARDEN_VAULT_TRANSIT_MOUNT,
+      keyName: e.KEYWARDEN_VAULT_TRANSIT_KEY,
+    };
+  } else {
+    keyProvider = {
+      kind: 'local',
+      keyFile: path.resolve(e.KEYWARDEN_ROOT_KEY_FILE ?? path.join(dataDir, 'root-key.json')),
+      keyFromEnv: e.KEYWARDEN_ROOT_KEY,
+    };
+  }
+  if (e.KEYWARDEN_ACCESS_TOKEN_TTL > e.KEYWARDEN_ACCESS_TOKEN_MAX_TTL) {
+    problems.push('KEYWARDEN_ACCESS_TOKEN_TTL: must not exceed KEYWARDEN_ACCESS_TOKEN_MAX_TTL');
+  }
+  let tls: Config['tls'];
+  if (e.KEYWARDEN_TLS_CERT || e.KEYWARDEN_TLS_KEY) {
+    if (!e.KEYWARDEN_TLS_CERT || !e.KEYWARDEN_TLS_KEY) {
+      problems.push('KEYWARDEN_TLS_CERT and KEYWARDEN_TLS_KEY must be set together');
+    } else {
+      tls = { certFile: e.KEYWARDEN_TLS_CERT, keyFile: e.KEYWARDEN_TLS_KEY, clientCaFile: e.KEYWARDEN_TLS_CLIENT_CA };
+    }
+  }
+  if (problems.length) throw new ConfigError(problems);
+
+  const scheme = tls ? 'https' : 'http';
+  const issuerHost = host.includes(':') ? `[${host}]` : host;
+  return {
+    dataDir,
+    databaseUrl,
+    listen: { host, port },
+    logLevel: e.KEYWARDEN_LOG_LEVEL,
+    keyProvider,
+    accessTokenTtlSeconds: e.KEYWARDEN_ACCESS_TOKEN_TTL,
+    accessTokenMaxTtlSeconds: e.KEYWARDEN_ACCESS_TOKEN_MAX_TTL,
+    workloadJwtMaxTtlSeconds: e.KEYWARDEN_WORKLOAD_JWT_MAX_TTL,
+    issuer: (e.KEYWARDEN_ISSUER ?? `${scheme}://${issuerHost}:${port}`).replace(/\/$/, ''),
+    trustDomain: e.KEYWARDEN_TRUST_DOMAIN,
+    bootstrapAdminKey: e.KEYWARDEN_BOOTSTRAP_ADMIN_KEY,
+    maxBodyBytes: e.KEYWARDEN_MAX_BODY_BYTES,
+    trustProxy: e.KEYWARDEN_TRUST_PROXY === 'true',
+    tls,
+    auditFile: e.KEYWARDEN_AUDIT_FILE,
+    insecureRegistries: e.KEYWARDEN_INSECURE_REGISTRIES.split(',').map((s) => s.trim()).filter(Boolean),
+  };
+}

@@ -1,0 +1,17 @@
+import crypto from 'node:crypto';
+
+export function sha256Hex(data: Buffer | string): string {
+  return crypto.createHash('sha256').update(data).digest('hex');
+}
+
+/** Constant-time comparison of two hex digests of equal algorithm. */
+export function digestsEqual(a: string, b: string): boolean {
+  const ab = Buffer.from(a, 'hex');
+  const bb = Buffer.from(b, 'hex');
+  return ab.length === bb.length && ab.length > 0 && crypto.timingSafeEqual(ab, bb);
+}
+
+/** High-entropy random token with a recognisable prefix, URL-safe. */
+export function randomToken(prefix: string, bytes = 32): string {
+  return `${prefix}${crypto.randomBytes(bytes).toString('base64url')}`;
+}

@@ -1,0 +1,90 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import knexFactory, { type Knex } from 'knex';
+import pg from 'pg';
+
+// Timestamps are stored as epoch milliseconds in BIGINT columns; node-postgres returns
+// int8 as strings by default, which would leak string/number differences between dialects.
+pg.types.setTypeParser(20, (value: string) => Number(value));
+
+export type Db = Knex;
+export type Dialect = 'sqlite' | 'postgres';
+
+export interface DbHandle {
+  knex: Knex;
+  dialect: Dialect;
+  close(): Promise<void>;
+}
+
+export interface DbOptions {
+  /** PostgreSQL schema to use (created when missing); tests use one per run. */
+  schema?: string;
+  poolMax?: number;
+}
+
+export function dialectOf(url: string): Dialect {
+  if (url.startsWith('sqlite:')) return 'sqlite';
+  if (url.startsWith('postgres:') || url.startsWith('postgresql:')) return 'postgres';
+  throw new Error(`unsupported database URL scheme in ${url.split(':')[0]}:`);
+}
+
+export function sqliteFileFromUrl(url: string): string {
+  const rest = url.slice('sqlite:'.length).replace(/^\/\/(?=\/)/, '');
+  return rest === ':memory:' ? rest : path.resolve(rest);
+}
+
+export async function openDatabase(url: string, options: DbOptions = {}): Promise<DbHandle> {
+  const dialect = dialectOf(url);
+  let knex: Knex;
+  if (dialect === 'sqlite') {
+    const filename = sqliteFileFromUrl(url);
+    if (filename !== ':memory:') fs.mkdirSync(path.dirname(filename), { recursive: true });
+    knex = knexFactory({
+      client: 'better-sqlite3',
+      connection: { filename },
+      useNullAsDefault: true,
+      acquireConnectionTimeout: 10_000,
+      pool: {
+        min: 1,
+        max: 1,
+        afterCreate(conn: any, done: (err: Error | null, conn: unknown) => void) {
+          conn.pragma('journal_mode = WAL');
+          conn.pragma('synchronous = NORMAL');
+          conn.pragma('foreign_keys = ON');
+          conn.pragma('busy_timeout = 5000');
+          done(null, conn);
+        },
+      },
+    });
+  } else {
+    const schema = options.schema ?? new URL(url).searchParams.get('schema') ?? undefined;
+    const connectionString = stripParam(url, 'schema');
+    if (schema) {
+      if (!/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) throw new Error('invalid PostgreSQL schema name');
+      const bootstrap = knexFactory({ client: 'pg', connection: connectionString, pool: { min: 0, max: 1 } });
+      try {
+        await bootstrap.raw(`CREATE SCHEMA IF NOT EXISTS "${schema}"`);
+      } finally {
+        await bootstrap.destroy();
+      }
+    }
+    knex = knexFactory({
+      client: 'pg',
+      connection: connectionString,
+      searchPath: schema ? [schema] : undefined,
+      acquireConnectionTimeout: 10_000,
+      pool: { min: 0, max: options.poolMax ?? 10 },
+    });
+  }
+  return {
+    knex,
+    dialect,
+    close: () => knex.destroy(),
+  };
+}
+
+function stripParam(url: string, name: string): string {
+  const u = new URL(url);
+  u.searchParams.delete(name);
+  return u.toString();
+}

@@ -1,0 +1,47 @@
+import express, { type Express, type Router } from 'express';
+import type { Logger } from 'pino';
+import { authenticate, type CertificateAuthenticator } from './authenticate.js';
+import { errorHandler, notFoundHandler } from './error-handler.js';
+import { requestLogger } from './logging.js';
+import type { Metrics } from './metrics.js';
+import type { AuditService } from '../audit/audit-service.js';
+import type { ApiKeysService } from '../identity/api-keys-service.js';
+import type { TokenService } from '../identity/token-service.js';
+
+export interface AppDeps {
+  logger: Logger;
+  metrics: Metrics;
+  maxBodyBytes: number;
+  trustProxy: boolean;
+  apiKeys: ApiKeysService;
+  tokens: TokenService;
+  audit: AuditService;
+  certificates?: CertificateAuthenticator;
+  /** Routers that need no authentication step before them (ops, docs). */
+  publicRouters: Router[];
+  /** Domain routers; each route authorizes itself. */
+  routers: Router[];
+}
+
+export function buildApp(deps: AppDeps): Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  app.set('trust proxy', deps.trustProxy);
+  app.set('query parser', 'simple');
+  app.use(deps.metrics.middleware);
+  app.use(requestLogger(deps.logger));
+  app.use((req, res, next) => {
+    req.requestId = String((req as any).id);
+    res.set('X-Content-Type-Options', 'nosniff');
+    next();
+  });
+  for (const router of deps.publicRouters) app.use(router);
+  app.use(express.json({ limit: deps.maxBodyBytes, strict: true, type: ['application/json', 'application/*+json'] }));
+  app.use(express.urlencoded({ limit: '64kb', extended: false, parameterLimit: 50 }));
+  app.use(authenticate(deps));
+  for (const router of deps.routers) app.use(router);
+  app.use(notFoundHandler);
+  app.use(errorHandler(deps.logger));
+  return app;
+}

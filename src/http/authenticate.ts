@@ -1,0 +1,51 @@
+import type { RequestHandler } from 'express';
+import type { TLSSocket } from 'node:tls';
+import type { AuditService } from '../audit/audit-service.js';
+import type { ApiKeysService } from '../identity/api-keys-service.js';
+import type { Principal } from '../identity/identity-types.js';
+import type { TokenService } from '../identity/token-service.js';
+import { ProblemError, problems } from './problem.js';
+import { requestMeta } from './request-context.js';
+
+/** Resolves a client from a verified TLS peer certificate (mTLS), when configured. */
+export type CertificateAuthenticator = (socket: TLSSocket) => Promise<Principal | undefined>;
+
+/**
+ * Establishes who is calling; authorization happens per route. A credential that is presented
+ * but invalid is a 401 (and an audited failure) even on public routes, so mistakes are loud.
+ */
+export function authenticate(deps: {
+  apiKeys: ApiKeysService;
+  tokens: TokenService;
+  audit: AuditService;
+  certificates?: CertificateAuthenticator;
+}): RequestHandler {
+  return async (req, _res, next) => {
+    const header = req.headers.authorization;
+    if (header && /^bearer /i.test(header)) {
+      const token = header.slice(7).trim();
+      if (!token || token.length > 8192) throw problems.unauthenticated('the bearer token is malformed', 'invalid_token');
+      try {
+        req.principal = token.startsWith('kw_') ? await deps.apiKeys.authenticate(token) : await deps.tokens.authenticate(token);
+      } catch (err) {
+        if (err instanceof ProblemError && err.status === 401) {
+          await deps.audit.record({
+            actor: { kind: token.startsWith('kw_') ? 'operator' : 'unknown' },
+            action: 'auth.failure',
+            outcome: 'deny',
+            reason: err.code,
+            details: { credential: await deps.audit.hmac(token), path: req.path },
+            request: requestMeta(req),
+          });
+        }
+        throw err;
+      }
+      return next();
+    }
+    const socket = req.socket as TLSSocket;
+    if (deps.certificates && socket.encrypted) {
+      req.principal = await deps.certificates(socket);
+    }
+    next();
+  };
+}

@@ -1,0 +1,36 @@
+import type { ErrorRequestHandler, RequestHandler } from 'express';
+import type { Logger } from 'pino';
+import { ProblemError } from './problem.js';
+
+export const notFoundHandler: RequestHandler = (req, _res, next) => {
+  next(new ProblemError(404, 'route_not_found', 'Not found', `no route for ${req.method} ${req.path}`));
+};
+
+/** Every failure leaves as application/problem+json; internals are logged, never echoed. */
+export function errorHandler(logger: Logger): ErrorRequestHandler {
+  return (err, req, res, _next) => {
+    let problem: ProblemError;
+    if (err instanceof ProblemError) {
+      problem = err;
+    } else if (err?.type === 'entity.parse.failed') {
+      problem = new ProblemError(400, 'malformed_json', 'Malformed JSON', 'the request body is not well-formed JSON');
+    } else if (err?.type === 'entity.too.large') {
+      problem = new ProblemError(413, 'body_too_large', 'Request body too large', `the request body exceeds ${err.limit} bytes`);
+    } else if (err?.type === 'encoding.unsupported' || err?.type === 'charset.unsupported') {
+      problem = new ProblemError(415, 'unsupported_encoding', 'Unsupported encoding', 'the request body encoding is not supported');
+    } else if (typeof err?.status === 'number' && err.status >= 400 && err.status < 500) {
+      problem = new ProblemError(err.status, 'bad_request', 'Bad request', 'the request could not be processed');
+    } else {
+      logger.error({ err: { name: err?.name, message: err?.message, code: err?.code, stack: err?.stack }, requestId: req.requestId }, 'unhandled error');
+      problem = new ProblemError(500, 'internal_error', 'Internal error', 'an unexpected error occurred; see the broker log for this request id');
+    }
+    if (problem.status >= 500 && problem.code !== 'internal_error') {
+      logger.warn({ code: problem.code, requestId: req.requestId }, problem.title);
+    }
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    res.status(problem.status).set(problem.headers).type('application/problem+json').send(JSON.stringify(problem.toJSON(req.requestId)));
+  };
+}

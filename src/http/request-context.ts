@@ -1,0 +1,26 @@
+import type { Request } from 'express';
+import type { Principal } from '../identity/identity-types.js';
+
+export interface RequestMeta {
+  requestId: string;
+  sourceIp: string | null;
+  userAgent: string | null;
+}
+
+declare global {
+  // eslint-disable-next-line @typescript-eslint/no-namespace
+  namespace Express {
+    interface Request {
+      requestId: string;
+      principal?: Principal;
+    }
+  }
+}
+
+export function requestMeta(req: Request): RequestMeta {
+  return {
+    requestId: req.requestId,
+    sourceIp: req.ip ?? req.socket.remoteAddress ?? null,
+    userAgent: (req.get('user-agent') ?? '').slice(0, 256) || null,
+  };
+}

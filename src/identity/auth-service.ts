@@ -1,0 +1,106 @@
+import type { Request } from 'express';
+import type { AuditService } from '../audit/audit-service.js';
+import { ProblemError, problems } from '../http/problem.js';
+import type { RequestMeta } from '../http/request-context.js';
+import type { ClientsService } from './clients-service.js';
+import type { TokenService } from './token-service.js';
+
+export interface TokenResponse {
+  access_token: string;
+  token_type: 'Bearer';
+  expires_in: number;
+  scope?: string;
+  issued_token_type?: string;
+}
+
+/** One way to trade a proof of identity for an access token (RFC 6749 grant types). */
+export type GrantHandler = (params: Record<string, string>, meta: RequestMeta, req: Request) => Promise<TokenResponse>;
+
+/** OAuth2-style failure: a problem document that also carries the RFC 6749 `error` member. */
+export function oauthError(status: number, error: string, code: string, detail: string): ProblemError {
+  return new ProblemError(status, code, status === 400 ? 'Invalid token request' : 'Authentication failed', detail, { error }, status === 401 ? { 'WWW-Authenticate': 'Basic realm="keywarden"' } : {});
+}
+
+export class AuthService {
+  private readonly grants = new Map<string, GrantHandler>();
+
+  constructor(
+    private readonly deps: {
+      clients: ClientsService;
+      tokens: TokenService;
+      audit: AuditService;
+      clock: () => number;
+    },
+  ) {
+    this.grants.set('client_credentials', (params, meta) => this.clientCredentials(params, meta));
+  }
+
+  registerGrant(grantType: string, handler: GrantHandler): void {
+    this.grants.set(grantType, handler);
+  }
+
+  async token(params: Record<string, string>, meta: RequestMeta, req: Request): Promise<TokenResponse> {
+    const grantType = params.grant_type;
+    if (!grantType) throw oauthError(400, 'invalid_request', 'invalid_request', 'grant_type is required');
+    const handler = this.grants.get(grantType);
+    if (!handler) throw oauthError(400, 'unsupported_grant_type', 'unsupported_grant_type', `grant_type ${grantType} is not supported`);
+    return handler(params, meta, req);
+  }
+
+  async recordFailure(meta: RequestMeta, actor: { kind: string; id?: string; name?: string }, reason: string, details: Record<string, unknown> = {}) {
+    await this.deps.audit.record({ actor, action: 'auth.failure', outcome: 'deny', reason, details, request: meta });
+  }
+
+  private async clientCredentials(params: Record<string, string>, meta: RequestMeta): Promise<TokenResponse> {
+    const clientId = params.client_id;
+    const clientSecret = params.client_secret;
+    if (!clientId || !clientSecret) throw oauthError(400, 'invalid_request', 'invalid_request', 'client_id and client_secret are required');
+    if (clientId.length > 128 || clientSecret.length > 256) throw oauthError(400, 'invalid_request', 'invalid_request', 'client_id or client_secret is too long');
+    const client = await this.deps.clients.verifyCredentials(clientId, clientSecret);
+    if (!client) {
+      await this.recordFailure(meta, { kind: 'client', id: clientId }, 'invalid client credentials', { grantType: 'client_credentials' });
+      throw oauthError(401, 'invalid_client', 'invalid_client', 'the client credentials are not valid');
+    }
+    if (!client.enabled) {
+      await this.recordFailure(meta, { kind: 'client', id: clientId, name: client.name }, 'client disabled', { grantType: 'client_credentials' });
+      throw oauthError(401, 'invalid_client', 'client_disabled', 'the client is disabled');
+    }
+    return this.issueForClient(client, meta, 'client_credentials');
+  }
+
+  async issueForClient(client: { id: number; clientId: string; name: string }, meta: RequestMeta, grantType: string, extra: Record<string, unknown> = {}): Promise<TokenResponse> {
+    const issued = await this.deps.tokens.issueClientToken(client);
+    await this.deps.audit.record({
+      actor: { kind: 'client', id: client.clientId, name: client.name },
+      action: 'auth.token.issue',
+      resource: { kind: 'client', name: client.name },
+      outcome: 'allow',
+      details: { jti: issued.jti, grantType, expiresAt: new Date(issued.expiresAt).toISOString(), ...extra },
+      request: meta,
+    });
+    return {
+      access_token: issued.token,
+      token_type: 'Bearer',
+      expires_in: Math.round((issued.expiresAt - this.deps.clock()) / 1000),
+    };
+  }
+}
+
+/** Accepts OAuth2 client authentication by HTTP Basic as well as in the body. */
+export function tokenParams(req: Request): Record<string, string> {
+  const body = req.body && typeof req.body === 'object' && !Array.isArray(req.body) ? (req.body as Record<string, unknown>) : {};
+  const params: Record<string, string> = {};
+  for (const [k, v] of Object.entries(body)) {
+    if (typeof v === 'string') params[k] = v;
+    else if (v !== undefined) throw oauthError(400, 'invalid_request', 'invalid_request', `${k} must be a string`);
+  }
+  const auth = req.get('authorization');
+  if (auth?.startsWith('Basic ')) {
+    const decoded = Buffer.from(auth.slice(6), 'base64').toString('utf8');
+    const colon = decoded.indexOf(':');
+    if (colon < 0) throw problems.badRequest('malformed Basic authorization');
+    params.client_id ??= decodeURIComponent(decoded.slice(0, colon));
+    params.client_secret ??= decodeURIComponent(decoded.slice(colon + 1));
+  }
+  return params;
+}

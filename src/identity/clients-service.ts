@@ -1,0 +1,250 @@
+import crypto from 'node:crypto';
+import type { Knex } from 'knex';
+import { z } from 'zod';
+import type { AuditService } from '../audit/audit-service.js';
+import { digestsEqual, randomToken, sha256Hex } from '../crypto/hashing.js';
+import { problems } from '../http/problem.js';
+import type { RequestMeta } from '../http/request-context.js';
+import { descriptionSchema, labelsSchema, nameSchema } from '../http/validation.js';
+import { iso, rethrowUniqueAsConflictFn } from './identity-util.js';
+import { actorOf, principalLabel, type Principal } from './identity-types.js';
+
+const audienceSchema = z.string().min(1).max(512);
+const certIdentitySchema = z
+  .string()
+  .min(1)
+  .max(512)
+  .regex(/^(spiffe:\/\/[A-Za-z0-9.-]+\/\S*|CN=[^\s,]{1,200})$/, 'must be a spiffe:// URI or CN=<common name>');
+
+export const createClientSchema = z
+  .object({
+    name: nameSchema,
+    description: descriptionSchema.optional(),
+    labels: labelsSchema.optional(),
+    groups: z.array(nameSchema).max(100).optional(),
+    certIdentity: certIdentitySchema.nullable().optional(),
+    allowedAudiences: z.array(audienceSchema).max(50).nullable().optional(),
+  })
+  .strict();
+
+export const updateClientSchema = z
+  .object({
+    description: descriptionSchema.optional(),
+    labels: labelsSchema.optional(),
+    enabled: z.boolean().optional(),
+    certIdentity: certIdentitySchema.nullable().optional(),
+    allowedAudiences: z.array(audienceSchema).max(50).nullable().optional(),
+  })
+  .strict();
+
+export const membershipChangeSchema = z
+  .object({ add: z.array(nameSchema).max(500).default([]), remove: z.array(nameSchema).max(500).default([]) })
+  .strict();
+
+export interface ClientRecord {
+  id: number;
+  name: string;
+  clientId: string;
+  description: string;
+  labels: Record<string, string>;
+  enabled: boolean;
+  certIdentity: string | null;
+  allowedAudiences: string[] | null;
+  createdBy: string;
+  createdAt: number;
+  updatedAt: number;
+}
+
+export function rowToClient(row: any): ClientRecord {
+  return {
+    id: row.id,
+    name: row.name,
+    clientId: row.client_id,
+    description: row.description,
+    labels: JSON.parse(row.labels),
+    enabled: Boolean(row.enabled),
+    certIdentity: row.cert_identity ?? null,
+    allowedAudiences: row.allowed_audiences ? JSON.parse(row.allowed_audiences) : null,
+    createdBy: row.created_by,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+  };
+}
+
+export class ClientsService {
+  constructor(private readonly deps: { db: Knex; audit: AuditService; clock: () => number }) {}
+
+  present(client: ClientRecord, groups?: string[]) {
+    return {
+      name: client.name,
+      clientId: client.clientId,
+      description: client.description,
+      labels: client.labels,
+      enabled: client.enabled,
+      certIdentity: client.certIdentity,
+      allowedAudiences: client.allowedAudiences,
+      createdBy: client.createdBy,
+      createdAt: iso(client.createdAt),
+      updatedAt: iso(client.updatedAt),
+      ...(groups ? { groups } : {}),
+    };
+  }
+
+  async find(name: string, trx: Knex = this.deps.db): Promise<ClientRecord | undefined> {
+    const row = await trx('clients').where({ name }).first();
+    return row ? rowToClient(row) : undefined;
+  }
+
+  async require(name: string, trx?: Knex): Promise<ClientRecord> {
+    const client = await this.find(name, trx);
+    if (!client) throw problems.notFound(`client ${name}`);
+    return client;
+  }
+
+  async groupsOf(clientDbId: number, trx: Knex = this.deps.db): Promise<string[]> {
+    const rows = await trx('memberships as m').join('groups as g', 'g.id', 'm.group_id').where('m.client_id', clientDbId).orderBy('g.name').select('g.name');
+    return rows.map((r: any) => r.name);
+  }
+
+  async create(principal: Principal, meta: RequestMeta, input: z.infer<typeof createClientSchema>) {
+    const clientId = `kwc_${crypto.randomBytes(12).toString('base64url')}`;
+    const clientSecret = randomToken('kws_');
+    const now = this.deps.clock();
+    const groups = [...new Set(input.groups ?? [])];
+    await this.deps.audit
+      .transact(async (trx, record) => {
+        if (await this.find(input.name, trx)) throw problems.conflict(`client ${input.name} already exists`, 'already_exists');
+        const groupRows = groups.length ? await trx('groups').whereIn('name', groups).select('id', 'name') : [];
+        const missing = groups.filter((g) => !groupRows.some((r: any) => r.name === g));
+        if (missing.length) throw problems.badRequest(`unknown groups: ${missing.join(', ')}`);
+        const [row] = await trx('clients')
+          .insert({
+            name: input.name,
+            client_id: clientId,
+            secret_hash: sha256Hex(clientSecret),
+            description: input.description ?? '',
+            labels: JSON.stringify(input.labels ?? {}),
+            enabled: true,
+            cert_identity: input.certIdentity ?? null,
+            allowed_audiences: input.allowedAudiences ? JSON.stringify(input.allowedAudiences) : null,
+            created_by: principalLabel(principal),
+            created_at: now,
+            updated_at: now,
+            secret_rotated_at: now,
+          })
+          .returning('id');
+        const id = typeof row === 'object' ? row.id : row;
+        for (const g of groupRows) await trx('memberships').insert({ group_id: g.id, client_id: id, created_at: now });
+        await record({ actor: actorOf(principal), action: 'client.create', resource: { kind: 'client', name: input.name }, outcome: 'allow', details: { clientId, groups }, request: meta });
+        for (const g of groupRows) {
+          await record({ actor: actorOf(principal), action: 'membership.add', resource: { kind: 'client', name: input.name }, outcome: 'allow', details: { group: g.name }, request: meta });
+        }
+      })
+      .catch(rethrowUniqueAsConflictFn(`client ${input.name} (or its certIdentity) already exists`));
+    const client = await this.require(input.name);
+    return { ...this.present(client, groups.sort()), clientSecret };
+  }
+
+  async list(after: string | undefined, limit: number) {
+    const q = this.deps.db('clients').orderBy('name').limit(limit);
+    if (after !== undefined) q.where('name', '>', after);
+    return (await q).map((r: any) => this.present(rowToClient(r)));
+  }
+
+  async get(name: string) {
+    const client = await this.require(name);
+    return this.present(client, await this.groupsOf(client.id));
+  }
+
+  async update(principal: Principal, meta: RequestMeta, name: string, patch: z.infer<typeof updateClientSchema>) {
+    await this.deps.audit
+      .transact(async (trx, record) => {
+        const client = await this.require(name, trx);
+        const changes: Record<string, unknown> = { updated_at: this.deps.clock() };
+        if (patch.description !== undefined) changes.description = patch.description;
+        if (patch.labels !== undefined) changes.labels = JSON.stringify(patch.labels);
+        if (patch.enabled !== undefined) changes.enabled = patch.enabled;
+        if (patch.certIdentity !== undefined) changes.cert_identity = patch.certIdentity;
+        if (patch.allowedAudiences !== undefined) changes.allowed_audiences = patch.allowedAudiences ? JSON.stringify(patch.allowedAudiences) : null;
+        await trx('clients').where({ id: client.id }).update(changes);
+        const action = patch.enabled === false ? 'client.disable' : patch.enabled === true ? 'client.enable' : 'client.update';
+        await record({ actor: actorOf(principal), action, resource: { kind: 'client', name }, outcome: 'allow', details: { fields: Object.keys(patch).sort() }, request: meta });
+      })
+      .catch(rethrowUniqueAsConflictFn('another client already has that certIdentity'));
+    return this.get(name);
+  }
+
+  async remove(principal: Principal, meta: RequestMeta, name: string) {
+    await this.deps.audit.transact(async (trx, record) => {
+      const client = await this.require(name, trx);
+      await trx('memberships').where({ client_id: client.id }).delete();
+      await trx('clients').where({ id: client.id }).delete();
+      await record({ actor: actorOf(principal), action: 'client.delete', resource: { kind: 'client', name }, outcome: 'allow', details: { clientId: client.clientId }, request: meta });
+    });
+  }
+
+  async rotateSecret(principal: Principal, meta: RequestMeta, name: string) {
+    const clientSecret = randomToken('kws_');
+    await this.deps.audit.transact(async (trx, record) => {
+      const client = await this.require(name, trx);
+      await trx('clients')
+        .where({ id: client.id })
+        .update({ secret_hash: sha256Hex(clientSecret), secret_rotated_at: this.deps.clock(), updated_at: this.deps.clock() });
+      await record({ actor: actorOf(principal), action: 'client.secret.rotate', resource: { kind: 'client', name }, outcome: 'allow', details: { clientId: client.clientId }, request: meta });
+    });
+    const client = await this.require(name);
+    return { name, clientId: client.clientId, clientSecret };
+  }
+
+  async changeGroups(principal: Principal, meta: RequestMeta, name: string, change: z.infer<typeof membershipChangeSchema>) {
+    await this.deps.audit.transact(async (trx, record) => {
+      const client = await this.require(name, trx);
+      await applyMembershipChange(trx, record, principal, meta, [client], change.add, change.remove, 'groups', this.deps.clock());
+    });
+    return this.get(name);
+  }
+
+  /** Client-credentials check; constant-time on the hash. */
+  async verifyCredentials(clientId: string, clientSecret: string): Promise<ClientRecord | undefined> {
+    const row = await this.deps.db('clients').where({ client_id: clientId }).first();
+    const presented = sha256Hex(clientSecret);
+    const stored = row?.secret_hash ?? '0'.repeat(64);
+    if (!digestsEqual(presented, stored) || !row) return undefined;
+    return rowToClient(row);
+  }
+}
+
+type Recorder = (input: import('../audit/audit-types.js').AuditEventInput) => Promise<unknown>;
+
+/**
+ * Adds and removes memberships between the given clients and named groups (direction
+ * 'groups'), or between one group and named clients (direction 'clients').
+ */
+export async function applyMembershipChange(
+  trx: Knex.Transaction,
+  record: Recorder,
+  principal: Principal,
+  meta: RequestMeta,
+  clients: Array<{ id: number; name: string }>,
+  addGroups: string[],
+  removeGroups: string[],
+  _direction: 'groups',
+  now: number,
+) {
+  const names = [...new Set([...addGroups, ...removeGroups])];
+  const rows = names.length ? await trx('groups').whereIn('name', names).select('id', 'name') : [];
+  const missing = names.filter((n) => !rows.some((r: any) => r.name === n));
+  if (missing.length) throw problems.badRequest(`unknown groups: ${missing.join(', ')}`);
+  const idOf = (n: string) => rows.find((r: any) => r.name === n)!.id as number;
+  for (const client of clients) {
+    for (const g of new Set(addGroups)) {
+      const inserted = await trx('memberships').insert({ group_id: idOf(g), client_id: client.id, created_at: now }).onConflict(['client_id', 'group_id']).ignore();
+      void inserted;
+      await record({ actor: actorOf(principal), action: 'membership.add', resource: { kind: 'client', name: client.name }, outcome: 'allow', details: { group: g }, request: meta });
+    }
+    for (const g of new Set(removeGroups)) {
+      await trx('memberships').where({ group_id: idOf(g), client_id: client.id }).delete();
+      await record({ actor: actorOf(principal), action: 'membership.remove', resource: { kind: 'client', name: client.name }, outcome: 'allow', details: { group: g }, request: meta });
+    }
+  }
+}

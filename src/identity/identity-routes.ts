@@ -1,0 +1,232 @@
+import { Router } from 'express';
+import { z } from 'zod';
+import { problems } from '../http/problem.js';
+import { requestMeta } from '../http/request-context.js';
+import { defineRoutes } from '../http/routes.js';
+import { decodeCursor, encodeCursor, limitSchema, parseName, parseWith } from '../http/validation.js';
+import type { ApiKeysService } from './api-keys-service.js';
+import { createApiKeySchema } from './api-keys-service.js';
+import { tokenParams, type AuthService } from './auth-service.js';
+import { createClientSchema, membershipChangeSchema, updateClientSchema, type ClientsService } from './clients-service.js';
+import { createGroupSchema, type GroupsService } from './groups-service.js';
+import type { JwtKeyService } from './jwt-key-service.js';
+import type { AuditService } from '../audit/audit-service.js';
+import { actorOf } from './identity-types.js';
+
+const pageQuery = z.object({ limit: limitSchema, cursor: z.string().max(512).optional() }).strict();
+
+export function groupRoutes(groups: GroupsService): Router {
+  const router = Router();
+  defineRoutes(router, [
+    {
+      method: 'post',
+      path: '/v1/groups',
+      access: ['writer'],
+      handler: async (req, res) => {
+        const body = parseWith(createGroupSchema, req.body);
+        res.status(201).location(`/v1/groups/${body.name}`).json(await groups.create(req.principal!, requestMeta(req), body));
+      },
+    },
+    {
+      method: 'get',
+      path: '/v1/groups',
+      access: ['writer', 'auditor'],
+      handler: async (req, res) => {
+        const q = parseWith(pageQuery, req.query, 'query');
+        const items = await groups.list(decodeCursor<string>(q.cursor, 'string'), q.limit);
+        res.json({ items, nextCursor: items.length === q.limit ? encodeCursor(items[items.length - 1].name) : null });
+      },
+    },
+    {
+      method: 'get',
+      path: '/v1/groups/{name}',
+      access: ['writer', 'auditor'],
+      handler: async (req, res) => {
+        res.json(await groups.get(parseName(req.params.name)));
+      },
+    },
+    {
+      method: 'delete',
+      path: '/v1/groups/{name}',
+      access: ['writer'],
+      handler: async (req, res) => {
+        await groups.remove(req.principal!, requestMeta(req), parseName(req.params.name));
+        res.status(204).end();
+      },
+    },
+    {
+      method: 'put',
+      path: '/v1/groups/{name}/secrets',
+      access: ['writer'],
+      handler: async (req, res) => {
+        const name = parseName(req.params.name);
+        res.json(await groups.changeSecrets(req.principal!, requestMeta(req), name, parseWith(membershipChangeSchema, req.body)));
+      },
+    },
+    {
+      method: 'put',
+      path: '/v1/groups/{name}/clients',
+      access: ['writer'],
+      handler: async (req, res) => {
+        const name = parseName(req.params.name);
+        res.json(await groups.changeClients(req.principal!, requestMeta(req), name, parseWith(membershipChangeSchema, req.body)));
+      },
+    },
+  ]);
+  return router;
+}
+
+export function clientRoutes(clients: ClientsService): Router {
+  const router = Router();
+  defineRoutes(router, [
+    {
+      method: 'post',
+      path: '/v1/clients',
+      access: ['writer'],
+      handler: async (req, res) => {
+        const body = parseWith(createClientSchema, req.body);
+        res.status(201).location(`/v1/clients/${body.name}`).set('Cache-Control', 'no-store').json(await clients.create(req.principal!, requestMeta(req), body));
+      },
+    },
+    {
+      method: 'get',
+      path: '/v1/clients',
+      access: ['writer', 'auditor'],
+      handler: async (req, res) => {
+        const q = parseWith(pageQuery, req.query, 'query');
+        const items = await clients.list(decodeCursor<string>(q.cursor, 'string'), q.limit);
+        res.json({ items, nextCursor: items.length === q.limit ? encodeCursor(items[items.length - 1].name) : null });
+      },
+    },
+    {
+      method: 'get',
+      path: '/v1/clients/{name}',
+      access: ['writer', 'auditor'],
+      handler: async (req, res) => {
+        res.json(await clients.get(parseName(req.params.name)));
+      },
+    },
+    {
+      method: 'patch',
+      path: '/v1/clients/{name}',
+      access: ['writer'],
+      handler: async (req, res) => {
+        const name = parseName(req.params.name);
+        res.json(await clients.update(req.principal!, requestMeta(req), name, parseWith(updateClientSchema, req.body)));
+      },
+    },
+    {
+      method: 'delete',
+      path: '/v1/clients/{name}',
+      access: ['writer'],
+      handler: async (req, res) => {
+        await clients.remove(req.principal!, requestMeta(req), parseName(req.params.name));
+        res.status(204).end();
+      },
+    },
+    {
+      method: 'put',
+      path: '/v1/clients/{name}/groups',
+      access: ['writer'],
+      handler: async (req, res) => {
+        const name = parseName(req.params.name);
+        res.json(await clients.changeGroups(req.principal!, requestMeta(req), name, parseWith(membershipChangeSchema, req.body)));
+      },
+    },
+    {
+      method: 'post',
+      path: '/v1/clients/{name}/secret',
+      access: ['writer'],
+      handler: async (req, res) => {
+        res.set('Cache-Control', 'no-store').json(await clients.rotateSecret(req.principal!, requestMeta(req), parseName(req.params.name)));
+      },
+    },
+  ]);
+  return router;
+}
+
+export function apiKeyRoutes(apiKeys: ApiKeysService): Router {
+  const router = Router();
+  defineRoutes(router, [
+    {
+      method: 'post',
+      path: '/v1/api-keys',
+      access: ['admin'],
+      handler: async (req, res) => {
+        const body = parseWith(createApiKeySchema, req.body);
+        res.status(201).set('Cache-Control', 'no-store').json(await apiKeys.create(req.principal!, requestMeta(req), body));
+      },
+    },
+    {
+      method: 'get',
+      path: '/v1/api-keys',
+      access: ['admin'],
+      handler: async (_req, res) => {
+        res.json({ items: await apiKeys.list() });
+      },
+    },
+    {
+      method: 'delete',
+      path: '/v1/api-keys/{id}',
+      access: ['admin'],
+      handler: async (req, res) => {
+        const id = req.params.id;
+        if (typeof id !== 'string' || !/^[A-Za-z0-9_-]{1,32}$/.test(id)) throw problems.badRequest('id is malformed');
+        await apiKeys.revoke(req.principal!, requestMeta(req), id);
+        res.status(204).end();
+      },
+    },
+  ]);
+  return router;
+}
+
+export function authRoutes(auth: AuthService, jwtKeys: JwtKeyService, audit: AuditService, issuer: string): Router {
+  const router = Router();
+  defineRoutes(router, [
+    {
+      method: 'post',
+      path: '/v1/auth/token',
+      access: 'public',
+      handler: async (req, res) => {
+        const response = await auth.token(tokenParams(req), requestMeta(req), req);
+        res.set('Cache-Control', 'no-store').set('Pragma', 'no-cache').json(response);
+      },
+    },
+    {
+      method: 'get',
+      path: '/.well-known/jwks.json',
+      access: 'public',
+      handler: async (_req, res) => {
+        res.set('Cache-Control', 'public, max-age=60').json(await jwtKeys.jwks());
+      },
+    },
+    {
+      method: 'get',
+      path: '/.well-known/openid-configuration',
+      access: 'public',
+      handler: async (_req, res) => {
+        res.json({
+          issuer,
+          jwks_uri: `${issuer}/.well-known/jwks.json`,
+          token_endpoint: `${issuer}/v1/auth/token`,
+          grant_types_supported: ['client_credentials', 'urn:keywarden:bootstrap', 'urn:ietf:params:oauth:grant-type:token-exchange'],
+          token_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post'],
+          id_token_signing_alg_values_supported: ['ES256'],
+          subject_types_supported: ['public'],
+          response_types_supported: ['token'],
+        });
+      },
+    },
+    {
+      method: 'post',
+      path: '/v1/jwt-keys/rotate',
+      access: ['admin'],
+      handler: async (req, res) => {
+        const result = await jwtKeys.rotate();
+        await audit.record({ actor: actorOf(req.principal), action: 'jwtkey.rotate', resource: { kind: 'jwt-key', name: result.kid }, outcome: 'allow', details: { retired: result.retired }, request: requestMeta(req) });
+        res.json(result);
+      },
+    },
+  ]);
+  return router;
+}

@@ -1,0 +1,154 @@
+import crypto from 'node:crypto';
+import type { Knex } from 'knex';
+import { SignJWT, decodeProtectedHeader, jwtVerify, type JWTPayload } from 'jose';
+import { problems } from '../http/problem.js';
+import type { Principal, SignerScope } from './identity-types.js';
+import { JWT_ALG, type JwtKeyService } from './jwt-key-service.js';
+
+export interface TokenServiceDeps {
+  db: Knex;
+  jwtKeys: JwtKeyService;
+  clock: () => number;
+  issuer: string;
+  trustDomain: string;
+  accessTokenTtlSeconds: number;
+}
+
+/** Claims private to Keywarden access tokens. */
+type KwClaim =
+  | { t: 'client'; id: number; cid: string; n: string; via: 'token' }
+  | { t: 'signer'; sub: string; n: string; scope: SignerScope };
+
+interface VerifiedToken {
+  payload: JWTPayload & { kw: KwClaim };
+  expMs: number;
+}
+
+const ACCESS_TOKEN_TYPE = 'at+jwt';
+
+/**
+ * Access tokens: short-lived JWTs for the broker itself (audience `${issuer}/v1`). Signature
+ * checks are cached per token until expiry; revocation (client disabled or deleted, secret
+ * rotated, jti revoked) is read from the database on every use, so it takes effect on every
+ * instance at once.
+ */
+export class TokenService {
+  private readonly verified = new Map<string, VerifiedToken>();
+  private static readonly MAX_CACHE = 50_000;
+
+  constructor(private readonly deps: TokenServiceDeps) {}
+
+  get accessAudience(): string {
+    return `${this.deps.issuer}/v1`;
+  }
+
+  spiffeId(clientName: string): string {
+    return `spiffe://${this.deps.trustDomain}/client/${clientName}`;
+  }
+
+  async sign(
+    claims: Record<string, unknown>,
+    options: { audience: string | string[]; subject: string; ttlSeconds: number; typ: string },
+  ): Promise<{ token: string; jti: string; expiresAt: number }> {
+    const { kid, privateKey } = await this.deps.jwtKeys.signingKey();
+    const nowS = Math.floor(this.deps.clock() / 1000);
+    const jti = crypto.randomUUID();
+    const exp = nowS + options.ttlSeconds;
+    const token = await new SignJWT(claims)
+      .setProtectedHeader({ alg: JWT_ALG, kid, typ: options.typ })
+      .setIssuer(this.deps.issuer)
+      .setSubject(options.subject)
+      .setAudience(options.audience)
+      .setIssuedAt(nowS)
+      .setNotBefore(nowS)
+      .setExpirationTime(exp)
+      .setJti(jti)
+      .sign(privateKey);
+    return { token, jti, expiresAt: exp * 1000 };
+  }
+
+  async issueClientToken(client: { id: number; clientId: string; name: string }, ttlSeconds = this.deps.accessTokenTtlSeconds) {
+    const kw: KwClaim = { t: 'client', id: client.id, cid: client.clientId, n: client.name, via: 'token' };
+    return this.sign({ kw }, { audience: this.accessAudience, subject: this.spiffeId(client.name), ttlSeconds, typ: ACCESS_TOKEN_TYPE });
+  }
+
+  async issueSignerToken(subject: string, name: string, scope: SignerScope, ttlSeconds: number) {
+    const kw: KwClaim = { t: 'signer', sub: subject, n: name, scope };
+    return this.sign({ kw }, { audience: this.accessAudience, subject, ttlSeconds, typ: ACCESS_TOKEN_TYPE });
+  }
+
+  private async verifySignature(token: string): Promise<VerifiedToken> {
+    const now = this.deps.clock();
+    const hit = this.verified.get(token);
+    if (hit) {
+      if (hit.expMs > now) return hit;
+      this.verified.delete(token);
+      throw problems.unauthenticated('the access token has expired', 'token_expired');
+    }
+    let kid: string | undefined;
+    try {
+      kid = decodeProtectedHeader(token).kid;
+    } catch {
+      throw problems.unauthenticated('the bearer token is malformed', 'invalid_token');
+    }
+    const key = kid ? await this.deps.jwtKeys.publicKey(kid) : undefined;
+    if (!key) throw problems.unauthenticated('the access token was not signed by a current broker key', 'invalid_token');
+    let payload: JWTPayload;
+    try {
+      ({ payload } = await jwtVerify(token, key, {
+        algorithms: [JWT_ALG],
+        issuer: this.deps.issuer,
+        audience: this.accessAudience,
+        typ: ACCESS_TOKEN_TYPE,
+        currentDate: new Date(now),
+        requiredClaims: ['exp', 'jti', 'kw'],
+      }));
+    } catch (err: any) {
+      if (err?.code === 'ERR_JWT_EXPIRED') throw problems.unauthenticated('the access token has expired', 'token_expired');
+      throw problems.unauthenticated('the access token is not valid', 'invalid_token');
+    }
+    const kw = payload.kw as KwClaim | undefined;
+    if (!kw || (kw.t !== 'client' && kw.t !== 'signer')) throw problems.unauthenticated('the access token is not valid', 'invalid_token');
+    const entry: VerifiedToken = { payload: payload as VerifiedToken['payload'], expMs: (payload.exp as number) * 1000 };
+    if (this.verified.size >= TokenService.MAX_CACHE) this.verified.clear();
+    this.verified.set(token, entry);
+    return entry;
+  }
+
+  /** Full check: signature, expiry, and revocation state in the database. */
+  async authenticate(token: string): Promise<Principal> {
+    const { payload } = await this.verifySignature(token);
+    const jti = payload.jti as string;
+    const kw = payload.kw;
+    if (kw.t === 'client') {
+      const row = await this.deps.db('clients as c')
+        .where('c.id', kw.id)
+        .select(
+          'c.enabled',
+          'c.name',
+          'c.secret_rotated_at',
+          this.deps.db('revoked_tokens').where({ jti }).count('*').as('revoked'),
+        )
+        .first();
+      if (!row || row.name !== kw.n) throw problems.unauthenticated('the client no longer exists', 'client_deleted');
+      if (!row.enabled) throw problems.unauthenticated('the client is disabled', 'client_disabled');
+      if (Number(row.revoked) > 0) throw problems.unauthenticated('the access token was revoked', 'token_revoked');
+      if ((payload.iat as number) * 1000 < Number(row.secret_rotated_at) - 999) {
+        throw problems.unauthenticated('the client secret was rotated after this token was issued', 'token_revoked');
+      }
+      return { kind: 'client', id: kw.id, name: kw.n, clientId: kw.cid, via: 'token', jti };
+    }
+    const revoked = await this.deps.db('revoked_tokens').where({ jti }).first();
+    if (revoked) throw problems.unauthenticated('the access token was revoked', 'token_revoked');
+    return { kind: 'operator', role: 'signer', id: kw.sub, name: kw.n, scope: kw.scope, via: 'token-exchange', jti };
+  }
+
+  async revoke(jti: string, expiresAt: number, by: string): Promise<boolean> {
+    const inserted = await this.deps
+      .db('revoked_tokens')
+      .insert({ jti, expires_at: expiresAt, revoked_at: this.deps.clock(), revoked_by: by })
+      .onConflict('jti')
+      .ignore();
+    return Array.isArray(inserted) ? inserted.length > 0 || true : true;
+  }
+}

@@ -1,0 +1,356 @@
+import type { Knex } from 'knex';
+import type { AuditService } from '../audit/audit-service.js';
+import type { AuditEventInput } from '../audit/audit-types.js';
+import { open, seal, DecryptionError } from '../crypto/envelope.js';
+import type { KeyProvider } from '../crypto/key-provider.js';
+import type { SystemKeys } from '../crypto/system-keys.js';
+import { ProblemError, problems } from '../http/problem.js';
+import type { RequestMeta } from '../http/request-context.js';
+import { actorOf, principalLabel, type Principal } from '../identity/identity-types.js';
+import { rethrowUniqueAsConflictFn } from '../identity/identity-util.js';
+import { SecretsDal, type SecretListFilter } from './secrets-dal.js';
+import {
+  MAX_CONTENT_BYTES,
+  iso,
+  secretAad,
+  type FileMetadata,
+  type SecretRecord,
+  type SecretVersionRecord,
+} from './secrets-types.js';
+
+export interface SecretsServiceDeps {
+  db: Knex;
+  keyProvider: KeyProvider;
+  systemKeys: SystemKeys;
+  audit: AuditService;
+  clock: () => number;
+}
+
+export interface CreateSecretInput {
+  name: string;
+  content: Buffer;
+  description?: string;
+  type?: string;
+  labels?: Record<string, string>;
+  metadata?: FileMetadata;
+  expiry?: number | null;
+  groups?: string[];
+}
+
+export interface SecretDetail {
+  name: string;
+  description: string;
+  type: string;
+  labels: Record<string, string>;
+  metadata: FileMetadata;
+  expiry: string | null;
+  version: number;
+  latestVersion: number;
+  checksum: string;
+  size: number;
+  createdBy: string;
+  createdAt: string;
+  updatedBy: string;
+  updatedAt: string;
+  groups?: string[];
+}
+
+export interface DeliveredSecret {
+  name: string;
+  version: number;
+  content: string;
+  checksum: string;
+  metadata: FileMetadata;
+  labels: Record<string, string>;
+  expiry: string | null;
+  updatedAt: string;
+}
+
+/** Decodes exactly one of `content` (base64) or `value` (UTF-8) and enforces the size cap. */
+export function decodeContent(body: { content?: string; value?: string }): Buffer {
+  if ((body.content === undefined) === (body.value === undefined)) {
+    throw problems.badRequest('give exactly one of content (base64) or value (UTF-8)');
+  }
+  if (body.content !== undefined && body.content.length % 4 !== 0) {
+    throw problems.badRequest('content must be padded base64');
+  }
+  const bytes = body.content !== undefined ? Buffer.from(body.content, 'base64') : Buffer.from(body.value!, 'utf8');
+  if (bytes.length > MAX_CONTENT_BYTES) {
+    throw new ProblemError(413, 'content_too_large', 'Content too large', `secret content is ${bytes.length} bytes; the limit is ${MAX_CONTENT_BYTES}`);
+  }
+  return bytes;
+}
+
+export class SecretsService {
+  readonly dal: SecretsDal;
+
+  constructor(private readonly deps: SecretsServiceDeps) {
+    this.dal = new SecretsDal(deps.db);
+  }
+
+  private event(principal: Principal, meta: RequestMeta | undefined, action: string, name: string, extra: Partial<AuditEventInput> = {}): AuditEventInput {
+    return {
+      actor: actorOf(principal),
+      action,
+      resource: { kind: 'secret', name },
+      outcome: 'allow',
+      request: meta,
+      ...extra,
+    };
+  }
+
+  private async checksum(content: Buffer): Promise<string> {
+    return this.deps.systemKeys.hmacHex('checksum', content);
+  }
+
+  private async sealVersion(secretId: number, version: number, name: string, content: Buffer, by: string) {
+    const sealed = await seal(this.deps.keyProvider, content, secretAad(secretId, version, name));
+    return {
+      secret_id: secretId,
+      version,
+      iv: sealed.iv,
+      ciphertext: sealed.ciphertext,
+      wrapped_key: sealed.wrappedKey,
+      root_key_version: sealed.rootKeyVersion,
+      checksum: await this.checksum(content),
+      size: content.length,
+      created_by: by,
+      created_at: this.deps.clock(),
+    };
+  }
+
+  async decrypt(secret: Pick<SecretRecord, 'id' | 'name'>, version: SecretVersionRecord): Promise<Buffer> {
+    try {
+      return await open(
+        this.deps.keyProvider,
+        { iv: version.iv, ciphertext: version.ciphertext, wrappedKey: version.wrappedKey, rootKeyVersion: version.rootKeyVersion },
+        secretAad(secret.id, version.version, secret.name),
+      );
+    } catch (err) {
+      if (err instanceof DecryptionError) {
+        throw new ProblemError(500, 'integrity_failure', 'Stored secret failed its integrity check', 'the stored ciphertext did not authenticate; it has been tampered with or moved');
+      }
+      throw problems.unavailable('the key provider could not unwrap the data key', 'key_provider_unavailable');
+    }
+  }
+
+  async requireLive(name: string, trx?: Knex): Promise<SecretRecord> {
+    const secret = await this.dal.findLive(name, trx);
+    if (!secret) throw problems.notFound(`secret ${name}`);
+    return secret;
+  }
+
+  async detail(secret: SecretRecord, withGroups = true): Promise<SecretDetail> {
+    const version = await this.dal.getVersion(secret.id, secret.currentVersion);
+    return {
+      ...this.summary(secret, version!),
+      ...(withGroups ? { groups: await this.dal.groupsOf(secret.id) } : {}),
+    };
+  }
+
+  summary(secret: SecretRecord, version: { checksum: string; size: number }): SecretDetail {
+    return {
+      name: secret.name,
+      description: secret.description,
+      type: secret.type,
+      labels: secret.labels,
+      metadata: secret.metadata,
+      expiry: iso(secret.expiry),
+      version: secret.currentVersion,
+      latestVersion: secret.latestVersion,
+      checksum: version.checksum,
+      size: version.size,
+      createdBy: secret.createdBy,
+      createdAt: iso(secret.createdAt)!,
+      updatedBy: secret.updatedBy,
+      updatedAt: iso(secret.updatedAt)!,
+    };
+  }
+
+  async create(principal: Principal, meta: RequestMeta, input: CreateSecretInput): Promise<SecretDetail> {
+    const by = principalLabel(principal);
+    const now = this.deps.clock();
+    const groups = [...new Set(input.groups ?? [])];
+    await this.deps.audit.transact(async (trx, record) => {
+      if (await this.dal.findLive(input.name, trx)) throw problems.conflict(`secret ${input.name} already exists`, 'already_exists');
+      const groupRows = groups.length ? await trx('groups').whereIn('name', groups).select('id', 'name') : [];
+      const missing = groups.filter((g) => !groupRows.some((r: any) => r.name === g));
+      if (missing.length) throw problems.badRequest(`unknown groups: ${missing.join(', ')}`);
+      const labels = input.labels ?? {};
+      const id = await this.dal.insertSecret(trx, {
+        name: input.name,
+        description: input.description ?? '',
+        type: input.type ?? 'opaque',
+        labels: JSON.stringify(labels),
+        metadata: JSON.stringify(input.metadata ?? {}),
+        expiry: input.expiry ?? null,
+        current_version: 1,
+        latest_version: 1,
+        created_by: by,
+        created_at: now,
+        updated_by: by,
+        updated_at: now,
+      });
+      await this.dal.replaceLabels(trx, id, labels);
+      await this.dal.insertVersion(trx, await this.sealVersion(id, 1, input.name, input.content, by));
+      for (const g of groupRows) await trx('access_grants').insert({ group_id: g.id, secret_id: id, created_at: now });
+      await record(this.event(principal, meta, 'secret.create', input.name, { details: { version: 1, groups } }));
+      for (const g of groupRows) {
+        await record(this.event(principal, meta, 'grant.add', input.name, { details: { group: g.name } }));
+      }
+    }).catch(rethrowUniqueAsConflict(`secret ${input.name} already exists`));
+    return this.detail(await this.requireLive(input.name));
+  }
+
+  async list(filter: SecretListFilter) {
+    const rows = await this.dal.list(filter);
+    return rows.map((r) => this.summary(r, r));
+  }
+
+  async update(
+    principal: Principal,
+    meta: RequestMeta,
+    name: string,
+    patch: { description?: string; labels?: Record<string, string>; metadata?: FileMetadata; expiry?: number | null },
+  ): Promise<SecretDetail> {
+    await this.deps.audit.transact(async (trx, record) => {
+      const secret = await this.requireLive(name, trx);
+      const changes: Record<string, unknown> = { updated_by: principalLabel(principal), updated_at: this.deps.clock() };
+      if (patch.description !== undefined) changes.description = patch.description;
+      if (patch.labels !== undefined) {
+        changes.labels = JSON.stringify(patch.labels);
+        await this.dal.replaceLabels(trx, secret.id, patch.labels);
+      }
+      if (patch.metadata !== undefined) changes.metadata = JSON.stringify(patch.metadata);
+      if (patch.expiry !== undefined) changes.expiry = patch.expiry;
+      await trx('secrets').where({ id: secret.id }).update(changes);
+      await record(this.event(principal, meta, 'secret.update', name, { details: { fields: Object.keys(patch).sort() } }));
+    });
+    return this.detail(await this.requireLive(name));
+  }
+
+  async addVersion(
+    principal: Principal,
+    meta: RequestMeta,
+    name: string,
+    content: Buffer,
+    conditions: { cas?: number; ifMatch?: number },
+  ): Promise<SecretDetail> {
+    const by = principalLabel(principal);
+    await this.deps.audit.transact(async (trx, record) => {
+      const q = trx('secrets').where({ name }).whereNull('deleted_at');
+      const row = trx.client.config.client === 'pg' ? await q.forUpdate().first() : await q.first();
+      if (!row) throw problems.notFound(`secret ${name}`);
+      const current: number = row.current_version;
+      if (conditions.ifMatch !== undefined && conditions.ifMatch !== current) {
+        throw problems.preconditionFailed(`If-Match names version ${conditions.ifMatch}, but the current version is ${current}`);
+      }
+      if (conditions.cas !== undefined && conditions.cas !== current) {
+        throw problems.conflict(`check-and-set failed: cas is ${conditions.cas}, but the current version is ${current}`, 'cas_mismatch');
+      }
+      const version = row.latest_version + 1;
+      await this.dal.insertVersion(trx, await this.sealVersion(row.id, version, name, content, by));
+      await trx('secrets')
+        .where({ id: row.id })
+        .update({ current_version: version, latest_version: version, updated_by: by, updated_at: this.deps.clock() });
+      await record(this.event(principal, meta, 'secret.version.create', name, { details: { version, previous: current } }));
+    }).catch(rethrowUniqueAsConflict('another version was written concurrently; retry with check-and-set'));
+    return this.detail(await this.requireLive(name));
+  }
+
+  async listVersions(name: string) {
+    const secret = await this.requireLive(name);
+    const versions = await this.dal.listVersions(secret.id);
+    return versions.map((v) => ({
+      version: v.version,
+      current: v.version === secret.currentVersion,
+      checksum: v.checksum,
+      size: v.size,
+      createdBy: v.createdBy,
+      createdAt: iso(v.createdAt),
+    }));
+  }
+
+  async rollback(principal: Principal, meta: RequestMeta, name: string, version: number): Promise<SecretDetail> {
+    await this.deps.audit.transact(async (trx, record) => {
+      const secret = await this.requireLive(name, trx);
+      if (!(await this.dal.getVersion(secret.id, version, trx))) throw problems.notFound(`version ${version} of secret ${name}`);
+      await trx('secrets')
+        .where({ id: secret.id })
+        .update({ current_version: version, updated_by: principalLabel(principal), updated_at: this.deps.clock() });
+      await record(this.event(principal, meta, 'secret.rollback', name, { details: { version, previous: secret.currentVersion } }));
+    });
+    return this.detail(await this.requireLive(name));
+  }
+
+  async remove(principal: Principal, meta: RequestMeta, name: string): Promise<void> {
+    await this.deps.audit.transact(async (trx, record) => {
+      const secret = await this.requireLive(name, trx);
+      const now = this.deps.clock();
+      await trx('secrets').where({ id: secret.id }).update({ deleted_at: now, updated_by: principalLabel(principal), updated_at: now });
+      await trx('access_grants').where({ secret_id: secret.id }).delete();
+      await record(this.event(principal, meta, 'secret.delete', name, { details: { version: secret.currentVersion } }));
+    });
+  }
+
+  /** An operator's audited read of a value (admin and writer only). */
+  async readContent(principal: Principal, meta: RequestMeta, name: string, version?: number) {
+    const secret = await this.requireLive(name);
+    const v = await this.dal.getVersion(secret.id, version ?? secret.currentVersion);
+    if (!v) throw problems.notFound(`version ${version} of secret ${name}`);
+    const content = await this.decrypt(secret, v);
+    await this.deps.audit.record(this.event(principal, meta, 'secret.read', name, { details: { version: v.version, via: 'operator' } }));
+    return { name, version: v.version, content: content.toString('base64'), checksum: v.checksum, size: v.size };
+  }
+
+  /** A client's read: the group rule, decryption, and the committed audit event, then the value. */
+  async deliver(principal: Extract<Principal, { kind: 'client' }>, meta: RequestMeta, names: string[]): Promise<DeliveredSecret[]> {
+    const found = await Promise.all(names.map((n) => this.dal.findForClient(principal.id, n)));
+    if (found.some((f) => !f)) {
+      const missing = names.filter((_, i) => !found[i]);
+      await this.deps.audit.transact(async (_trx, record) => {
+        for (const n of missing) {
+          await record(this.event(principal, meta, 'secret.read', n, { outcome: 'deny', reason: 'not found or not granted' }));
+        }
+      });
+      throw names.length === 1 ? problems.notFound(`secret ${names[0]}`) : problems.notFound('one or more of the requested secrets');
+    }
+    const items = found as Array<NonNullable<(typeof found)[number]>>;
+    const contents = await Promise.all(items.map((f) => this.decrypt(f.secret, f.version)));
+    const now = this.deps.clock();
+    await this.deps.audit.transact(async (trx, record) => {
+      for (const f of items) {
+        await this.dal.recordRead(trx, principal.id, f.secret.id, f.version.version, now);
+        await record(this.event(principal, meta, 'secret.read', f.secret.name, { details: { version: f.version.version, via: 'client', group: f.group } }));
+      }
+    });
+    return items.map((f, i) => ({
+      name: f.secret.name,
+      version: f.version.version,
+      content: contents[i].toString('base64'),
+      checksum: f.version.checksum,
+      metadata: f.secret.metadata,
+      labels: f.secret.labels,
+      expiry: iso(f.secret.expiry),
+      updatedAt: iso(f.secret.updatedAt)!,
+    }));
+  }
+
+  async listForClient(clientId: number) {
+    const rows = await this.dal.listForClient(clientId);
+    return rows.map((r) => ({
+      name: r.name,
+      version: r.currentVersion,
+      checksum: r.checksum,
+      size: r.size,
+      metadata: r.metadata,
+      labels: r.labels,
+      expiry: iso(r.expiry),
+      updatedAt: iso(r.updatedAt),
+    }));
+  }
+}
+
+export function rethrowUniqueAsConflict(detail: string) {
+  return rethrowUniqueAsConflictFn(detail);
+}

@@ -1,0 +1,94 @@
+import { z } from 'zod';
+import { descriptionSchema, labelsSchema, nameSchema } from '../http/validation.js';
+
+export const MAX_CONTENT_BYTES = 1024 * 1024;
+
+export const fileMetadataSchema = z
+  .object({
+    mode: z.string().regex(/^0?[0-7]{3,4}$/, 'mode must be octal, e.g. "0400"').optional(),
+    owner: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/).optional(),
+    group: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/).optional(),
+  })
+  .strict();
+export type FileMetadata = z.infer<typeof fileMetadataSchema>;
+
+/** ISO 8601 date-time with offset, or epoch seconds. */
+export const expirySchema = z.union([
+  z.string().datetime({ offset: true }).transform((s) => Date.parse(s)),
+  z.number().int().positive().max(253402300799).transform((s) => s * 1000),
+]);
+
+const contentFields = {
+  content: z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/, 'content must be base64').optional(),
+  value: z.string().optional(),
+};
+
+export const createSecretSchema = z
+  .object({
+    name: nameSchema,
+    ...contentFields,
+    description: descriptionSchema.optional(),
+    type: z.string().regex(/^[A-Za-z0-9._/-]{1,64}$/).optional(),
+    labels: labelsSchema.optional(),
+    metadata: fileMetadataSchema.optional(),
+    expiry: expirySchema.nullable().optional(),
+    groups: z.array(nameSchema).max(100).optional(),
+  })
+  .strict();
+
+export const updateSecretSchema = z
+  .object({
+    description: descriptionSchema.optional(),
+    labels: labelsSchema.optional(),
+    metadata: fileMetadataSchema.optional(),
+    expiry: expirySchema.nullable().optional(),
+  })
+  .strict();
+
+export const addVersionSchema = z
+  .object({
+    ...contentFields,
+    cas: z.number().int().min(0).optional(),
+  })
+  .strict();
+
+export const rollbackSchema = z.object({ version: z.number().int().positive() }).strict();
+
+export interface SecretRecord {
+  id: number;
+  name: string;
+  description: string;
+  type: string;
+  labels: Record<string, string>;
+  metadata: FileMetadata;
+  expiry: number | null;
+  currentVersion: number;
+  latestVersion: number;
+  createdBy: string;
+  createdAt: number;
+  updatedBy: string;
+  updatedAt: number;
+}
+
+export interface SecretVersionRecord {
+  id: number;
+  secretId: number;
+  version: number;
+  iv: Buffer;
+  ciphertext: Buffer;
+  wrappedKey: Buffer;
+  rootKeyVersion: string;
+  checksum: string;
+  size: number;
+  createdBy: string;
+  createdAt: number;
+}
+
+/** AAD binding a ciphertext to its row: moved elsewhere, it no longer authenticates. */
+export function secretAad(secretId: number, version: number, name: string): string {
+  return `keywarden:secret:v1:${secretId}:${version}:${name}`;
+}
+
+export function iso(ms: number | null | undefined): string | null {
+  return ms === null || ms === undefined ? null : new Date(ms).toISOString();
+}
