@@ -20,7 +20,10 @@ import { ClientsService } from './identity/clients-service.js';
 import { GroupsService } from './identity/groups-service.js';
 import { apiKeyRoutes, authRoutes, clientRoutes, groupRoutes } from './identity/identity-routes.js';
 import { JwtKeyService } from './identity/jwt-key-service.js';
+import { FailureRateLimiter } from './identity/rate-limiter.js';
 import { TokenService } from './identity/token-service.js';
+import { WorkloadIdentityService } from './identity/workload-identity-service.js';
+import { workloadIdentityRoutes } from './identity/workload-identity-routes.js';
 import { clientSecretsRoutes, secretsRoutes } from './secrets/secrets-routes.js';
 import { SecretsService } from './secrets/secrets-service.js';
 
@@ -51,6 +54,7 @@ export interface Services {
   groups: GroupsService;
   secrets: SecretsService;
   auth: AuthService;
+  workload: WorkloadIdentityService;
 }
 
 export interface Broker {
@@ -92,8 +96,24 @@ export async function createServices(config: Config, options: BrokerOptions = {}
   const clients = new ClientsService({ db, audit, clock });
   const groups = new GroupsService({ db, audit, clock });
   const secrets = new SecretsService({ db, keyProvider, systemKeys, audit, clock });
-  const auth = new AuthService({ clients, tokens, audit, clock });
-  return { config, db, dbHandle, clock, logger, keyProvider, systemKeys, audit, auditSink, jwtKeys, tokens, apiKeys, clients, groups, secrets, auth };
+  const windowMs = config.authRateLimit.windowSeconds * 1000;
+  const rateLimiter = new FailureRateLimiter(db, clock, {
+    client: { maxFailures: config.authRateLimit.maxFailuresPerClient, windowMs },
+    address: { maxFailures: config.authRateLimit.maxFailuresPerAddress, windowMs },
+  });
+  const auth = new AuthService({ clients, tokens, audit, clock, rateLimiter });
+  const workload = new WorkloadIdentityService({
+    db,
+    audit,
+    clients,
+    tokens,
+    auth,
+    clock,
+    bootstrapTokenMaxTtlSeconds: config.bootstrapTokenMaxTtlSeconds,
+    workloadJwtMaxTtlSeconds: config.workloadJwtMaxTtlSeconds,
+    accessTokenMaxTtlSeconds: config.accessTokenMaxTtlSeconds,
+  });
+  return { config, db, dbHandle, clock, logger, keyProvider, systemKeys, audit, auditSink, jwtKeys, tokens, apiKeys, clients, groups, secrets, auth, workload };
 }
 
 export function domainRouters(s: Services): Router[] {
@@ -104,6 +124,7 @@ export function domainRouters(s: Services): Router[] {
     groupRoutes(s.groups),
     clientRoutes(s.clients),
     apiKeyRoutes(s.apiKeys),
+    workloadIdentityRoutes(s.workload),
   ];
 }
 
@@ -118,7 +139,7 @@ export async function createBroker(config: Config, options: BrokerOptions = {}):
     apiKeys: services.apiKeys,
     tokens: services.tokens,
     audit: services.audit,
-    certificates: options.certificates,
+    certificates: options.certificates ?? ((socket) => services.workload.authenticateCertificate(socket)),
     publicRouters: [opsRoutes({ db: services.db, keyProvider: services.keyProvider, metrics })],
     routers: domainRouters(services),
   });

@@ -38,6 +38,10 @@ const envSchema = z.object({
   KEYWARDEN_TLS_CLIENT_CA: z.string().optional(),
   KEYWARDEN_AUDIT_FILE: z.string().optional(),
   KEYWARDEN_INSECURE_REGISTRIES: z.string().default(''),
+  KEYWARDEN_AUTH_MAX_FAILURES_PER_CLIENT: z.coerce.number().int().positive().default(10),
+  KEYWARDEN_AUTH_MAX_FAILURES_PER_ADDRESS: z.coerce.number().int().positive().default(30),
+  KEYWARDEN_AUTH_FAILURE_WINDOW: durationSeconds.default(60),
+  KEYWARDEN_BOOTSTRAP_TOKEN_MAX_TTL: durationSeconds.max(3600).default(3600),
 });
 
 export type KeyProviderConfig =
@@ -61,6 +65,8 @@ export interface Config {
   tls?: { certFile: string; keyFile: string; clientCaFile?: string };
   auditFile?: string;
   insecureRegistries: string[];
+  authRateLimit: { maxFailuresPerClient: number; maxFailuresPerAddress: number; windowSeconds: number };
+  bootstrapTokenMaxTtlSeconds: number;
 }
 
 export class ConfigError extends Error {
@@ -133,6 +139,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     trustProxy: e.KEYWARDEN_TRUST_PROXY === 'true',
     tls,
     auditFile: e.KEYWARDEN_AUDIT_FILE,
+    authRateLimit: {
+      maxFailuresPerClient: e.KEYWARDEN_AUTH_MAX_FAILURES_PER_CLIENT,
+      maxFailuresPerAddress: e.KEYWARDEN_AUTH_MAX_FAILURES_PER_ADDRESS,
+      windowSeconds: e.KEYWARDEN_AUTH_FAILURE_WINDOW,
+    },
+    bootstrapTokenMaxTtlSeconds: e.KEYWARDEN_BOOTSTRAP_TOKEN_MAX_TTL,
     insecureRegistries: e.KEYWARDEN_INSECURE_REGISTRIES.split(',').map((s) => s.trim()).filter(Boolean),
   };
 }

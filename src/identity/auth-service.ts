@@ -3,6 +3,7 @@ import type { AuditService } from '../audit/audit-service.js';
 import { ProblemError, problems } from '../http/problem.js';
 import type { RequestMeta } from '../http/request-context.js';
 import type { ClientsService } from './clients-service.js';
+import type { FailureRateLimiter } from './rate-limiter.js';
 import type { TokenService } from './token-service.js';
 
 export interface TokenResponse {
@@ -30,6 +31,7 @@ export class AuthService {
       tokens: TokenService;
       audit: AuditService;
       clock: () => number;
+      rateLimiter?: FailureRateLimiter;
     },
   ) {
     this.grants.set('client_credentials', (params, meta) => this.clientCredentials(params, meta));
@@ -44,7 +46,17 @@ export class AuthService {
     if (!grantType) throw oauthError(400, 'invalid_request', 'invalid_request', 'grant_type is required');
     const handler = this.grants.get(grantType);
     if (!handler) throw oauthError(400, 'unsupported_grant_type', 'unsupported_grant_type', `grant_type ${grantType} is not supported`);
-    return handler(params, meta, req);
+    const buckets = [{ kind: 'address', key: meta.sourceIp ?? 'unknown' }];
+    if (params.client_id) buckets.push({ kind: 'client', key: params.client_id.slice(0, 128) });
+    await this.deps.rateLimiter?.check(buckets);
+    try {
+      const response = await handler(params, meta, req);
+      if (params.client_id) await this.deps.rateLimiter?.reset({ kind: 'client', key: params.client_id.slice(0, 128) });
+      return response;
+    } catch (err) {
+      if (err instanceof ProblemError && err.status === 401) await this.deps.rateLimiter?.recordFailure(buckets);
+      throw err;
+    }
   }
 
   async recordFailure(meta: RequestMeta, actor: { kind: string; id?: string; name?: string }, reason: string, details: Record<string, unknown> = {}) {

@@ -1,0 +1,242 @@
+import crypto from 'node:crypto';
+import type { TLSSocket } from 'node:tls';
+import type { Knex } from 'knex';
+import { z } from 'zod';
+import type { AuditService } from '../audit/audit-service.js';
+import { randomToken, sha256Hex } from '../crypto/hashing.js';
+import { problems } from '../http/problem.js';
+import type { RequestMeta } from '../http/request-context.js';
+import { oauthError, type AuthService } from './auth-service.js';
+import type { ClientsService } from './clients-service.js';
+import { actorOf, principalLabel, type Principal } from './identity-types.js';
+import { iso } from './identity-util.js';
+import type { TokenService } from './token-service.js';
+
+export const BOOTSTRAP_GRANT = 'urn:keywarden:bootstrap';
+
+export const bootstrapTokenRequestSchema = z
+  .object({ ttl: z.number().int().min(10).max(3600).default(600) })
+  .strict();
+
+export const mintJwtSchema = z
+  .object({
+    audience: z.string().min(1).max(512),
+    ttl: z.number().int().min(10).max(86400).default(300),
+  })
+  .strict();
+
+export const revokeSchema = z
+  .object({
+    jti: z.string().min(1).max(64).regex(/^[A-Za-z0-9._-]+$/),
+    expiresAt: z.string().datetime({ offset: true }).optional(),
+  })
+  .strict();
+
+export interface WorkloadIdentityDeps {
+  db: Knex;
+  audit: AuditService;
+  clients: ClientsService;
+  tokens: TokenService;
+  auth: AuthService;
+  clock: () => number;
+  bootstrapTokenMaxTtlSeconds: number;
+  workloadJwtMaxTtlSeconds: number;
+  accessTokenMaxTtlSeconds: number;
+}
+
+/**
+ * How workloads prove who they are beyond client credentials: single-use bootstrap tokens
+ * (response-wrapping style), mTLS certificates, and the workload JWTs they mint to call others.
+ */
+export class WorkloadIdentityService {
+  constructor(private readonly deps: WorkloadIdentityDeps) {
+    deps.auth.registerGrant(BOOTSTRAP_GRANT, (params, meta) => this.exchangeBootstrapToken(params.bootstrap_token, meta));
+  }
+
+  async createBootstrapToken(principal: Principal, meta: RequestMeta, clientName: string, ttlSeconds: number) {
+    if (ttlSeconds > this.deps.bootstrapTokenMaxTtlSeconds) {
+      throw problems.badRequest(`ttl must be at most ${this.deps.bootstrapTokenMaxTtlSeconds} seconds`);
+    }
+    const token = randomToken('kwb_');
+    const accessor = crypto.randomBytes(12).toString('base64url');
+    const now = this.deps.clock();
+    const expiresAt = now + ttlSeconds * 1000;
+    await this.deps.audit.transact(async (trx, record) => {
+      const client = await this.deps.clients.require(clientName, trx);
+      if (!client.enabled) throw problems.conflict(`client ${clientName} is disabled`, 'client_disabled');
+      await trx('bootstrap_tokens').insert({
+        token_hash: sha256Hex(token),
+        accessor,
+        client_id: client.id,
+        created_by: principalLabel(principal),
+        created_at: now,
+        expires_at: expiresAt,
+      });
+      await record({
+        actor: actorOf(principal),
+        action: 'bootstrap.create',
+        resource: { kind: 'client', name: clientName },
+        outcome: 'allow',
+        details: { accessor, expiresAt: iso(expiresAt) },
+        request: meta,
+      });
+    });
+    return { token, accessor, client: clientName, expiresAt: iso(expiresAt) };
+  }
+
+  /**
+   * Exactly one exchange can win: the conditional UPDATE is atomic on both databases. A second
+   * presentation means the token leaked, so it is flagged compromised, the token issued by the
+   * first use is revoked, and an alert-level audit event is written.
+   */
+  async exchangeBootstrapToken(token: string | undefined, meta: RequestMeta) {
+    if (!token || token.length > 256) throw oauthError(400, 'invalid_request', 'invalid_request', 'bootstrap_token is required');
+    const hash = sha256Hex(token);
+    const now = this.deps.clock();
+    const claimed = await this.deps.db('bootstrap_tokens')
+      .where({ token_hash: hash })
+      .whereNull('used_at')
+      .where('expires_at', '>', now)
+      .update({ used_at: now });
+    const row = await this.deps.db('bootstrap_tokens as b').join('clients as c', 'c.id', 'b.client_id').where('b.token_hash', hash).select('b.*', 'c.name', 'c.client_id as public_client_id', 'c.enabled').first();
+    const hmac = await this.deps.audit.hmac(token);
+    if (claimed === 1 && row) {
+      if (!row.enabled) {
+        await this.deps.auth.recordFailure(meta, { kind: 'client', id: row.public_client_id, name: row.name }, 'client disabled', { grantType: BOOTSTRAP_GRANT });
+        throw oauthError(401, 'invalid_grant', 'client_disabled', 'the client is disabled');
+      }
+      const response = await this.deps.auth.issueForClient({ id: row.client_id, clientId: row.public_client_id, name: row.name }, meta, BOOTSTRAP_GRANT, { accessor: row.accessor });
+      const jti = await this.jtiOf(response.access_token);
+      await this.deps.db('bootstrap_tokens').where({ token_hash: hash }).update({ issued_jti: jti });
+      return response;
+    }
+    if (!row) {
+      await this.deps.auth.recordFailure(meta, { kind: 'unknown' }, 'unknown bootstrap token', { grantType: BOOTSTRAP_GRANT, credential: hmac });
+      throw oauthError(401, 'invalid_grant', 'invalid_bootstrap_token', 'the bootstrap token is not valid');
+    }
+    if (row.used_at !== null) {
+      await this.deps.db('bootstrap_tokens').where({ token_hash: hash }).update({ compromised_at: now });
+      if (row.issued_jti) await this.deps.tokens.revoke(row.issued_jti, now + this.deps.accessTokenMaxTtlSeconds * 1000, 'system:bootstrap-reuse');
+      await this.deps.audit.record({
+        actor: { kind: 'client', id: row.public_client_id, name: row.name },
+        action: 'auth.bootstrap.reuse',
+        resource: { kind: 'client', name: row.name },
+        outcome: 'deny',
+        reason: 'bootstrap token presented again after its single use',
+        details: { alert: true, accessor: row.accessor, credential: hmac, revokedJti: row.issued_jti ?? null },
+        request: meta,
+      });
+      throw oauthError(401, 'invalid_grant', 'bootstrap_token_reused', 'the bootstrap token was already used; it is now flagged as compromised');
+    }
+    await this.deps.auth.recordFailure(meta, { kind: 'client', id: row.public_client_id, name: row.name }, 'bootstrap token expired', { grantType: BOOTSTRAP_GRANT, accessor: row.accessor });
+    throw oauthError(401, 'invalid_grant', 'bootstrap_token_expired', 'the bootstrap token has expired');
+  }
+
+  private async jtiOf(accessToken: string): Promise<string> {
+    const payload = JSON.parse(Buffer.from(accessToken.split('.')[1], 'base64url').toString('utf8'));
+    return payload.jti;
+  }
+
+  async listBootstrapTokens(clientName: string) {
+    const client = await this.deps.clients.require(clientName);
+    const rows = await this.deps.db('bootstrap_tokens').where({ client_id: client.id }).orderBy('created_at', 'desc').limit(100);
+    return rows.map((r: any) => ({
+      accessor: r.accessor,
+      createdBy: r.created_by,
+      createdAt: iso(r.created_at),
+      expiresAt: iso(r.expires_at),
+      usedAt: iso(r.used_at),
+      compromised: r.compromised_at !== null,
+      compromisedAt: iso(r.compromised_at),
+    }));
+  }
+
+  /**
+   * Maps a verified client certificate to a client: the URI SAN (spiffe://...) is preferred,
+   * else the subject CN, matched against the client's explicit certIdentity.
+   */
+  async authenticateCertificate(socket: TLSSocket): Promise<Principal | undefined> {
+    const cert = socket.getPeerCertificate();
+    if (!cert || Object.keys(cert).length === 0) return undefined;
+    if (!socket.authorized) {
+      const reason = String(socket.authorizationError ?? 'certificate not trusted');
+      const expired = /EXPIRED/i.test(reason);
+      throw problems.unauthenticated(
+        expired ? 'the client certificate has expired' : `the client certificate is not trusted (${reason})`,
+        expired ? 'certificate_expired' : 'certificate_untrusted',
+      );
+    }
+    const identity = certificateIdentity(cert.subjectaltname, cert.subject?.CN);
+    if (!identity) throw problems.unauthenticated('the client certificate has no SPIFFE URI SAN or CN', 'certificate_unmapped');
+    const row = await this.deps.db('clients').where({ cert_identity: identity }).first();
+    if (!row) throw problems.unauthenticated(`no client is mapped to certificate identity ${identity}`, 'certificate_unmapped');
+    if (!row.enabled) throw problems.unauthenticated('the client is disabled', 'client_disabled');
+    return { kind: 'client', id: row.id, name: row.name, clientId: row.client_id, via: 'mtls' };
+  }
+
+  async allowedAudiences(clientDbId: number): Promise<Set<string>> {
+    const client = await this.deps.db('clients').where({ id: clientDbId }).first('allowed_audiences');
+    const groups = await this.deps.db('memberships as m').join('groups as g', 'g.id', 'm.group_id').where('m.client_id', clientDbId).select('g.allowed_audiences');
+    const allowed = new Set<string>();
+    for (const json of [client?.allowed_audiences, ...groups.map((g: any) => g.allowed_audiences)]) {
+      if (json) for (const a of JSON.parse(json) as string[]) allowed.add(a);
+    }
+    return allowed;
+  }
+
+  async mintWorkloadJwt(principal: Extract<Principal, { kind: 'client' }>, meta: RequestMeta, audience: string, ttlSeconds: number) {
+    if (ttlSeconds > this.deps.workloadJwtMaxTtlSeconds) {
+      throw problems.badRequest(`ttl must be at most ${this.deps.workloadJwtMaxTtlSeconds} seconds`);
+    }
+    if (audience === this.deps.tokens.accessAudience) {
+      throw problems.forbidden('workload JWTs cannot target the broker itself', 'audience_not_allowed');
+    }
+    const allowed = await this.allowedAudiences(principal.id);
+    if (!allowed.has(audience) && !allowed.has('*')) {
+      await this.deps.audit.record({
+        actor: actorOf(principal),
+        action: 'credential.jwt.mint',
+        resource: { kind: 'audience', name: audience },
+        outcome: 'deny',
+        reason: 'audience not allowed for this client or its groups',
+        request: meta,
+      });
+      throw problems.forbidden(`audience ${audience} is not allowed for this client`, 'audience_not_allowed');
+    }
+    const issued = await this.deps.tokens.sign(
+      { client: principal.name },
+      { audience, subject: this.deps.tokens.spiffeId(principal.name), ttlSeconds, typ: 'JWT' },
+    );
+    await this.deps.audit.record({
+      actor: actorOf(principal),
+      action: 'credential.jwt.mint',
+      resource: { kind: 'audience', name: audience },
+      outcome: 'allow',
+      details: { jti: issued.jti, audience, expiresAt: iso(issued.expiresAt) },
+      request: meta,
+    });
+    return { token: issued.token, jti: issued.jti, audience, subject: this.deps.tokens.spiffeId(principal.name), expiresAt: iso(issued.expiresAt) };
+  }
+
+  async revoke(principal: Principal, meta: RequestMeta, jti: string, expiresAt?: number) {
+    await this.deps.audit.transact(async (trx, record) => {
+      await trx('revoked_tokens')
+        .insert({ jti, expires_at: expiresAt ?? this.deps.clock() + this.deps.accessTokenMaxTtlSeconds * 1000, revoked_at: this.deps.clock(), revoked_by: principalLabel(principal) })
+        .onConflict('jti')
+        .ignore();
+      await record({ actor: actorOf(principal), action: 'token.revoke', resource: { kind: 'token', name: jti }, outcome: 'allow', request: meta });
+    });
+    return { jti, revoked: true };
+  }
+}
+
+export function certificateIdentity(subjectAltName: string | undefined, commonName: string | string[] | undefined): string | undefined {
+  const uris = (subjectAltName ?? '')
+    .split(/,\s*/)
+    .filter((entry) => entry.startsWith('URI:'))
+    .map((entry) => entry.slice(4));
+  const spiffe = uris.find((u) => u.startsWith('spiffe://'));
+  if (spiffe) return spiffe;
+  const cn = Array.isArray(commonName) ? commonName[0] : commonName;
+  return cn ? `CN=${cn}` : undefined;
+}
