@@ -1,7 +1,12 @@
 import type { Express, Router } from 'express';
 import type { Knex } from 'knex';
 import type { Logger } from 'pino';
+import { AuditCheckpoints } from './audit/audit-checkpoints.js';
+import { AuditQueryDal } from './audit/audit-query-dal.js';
+import { auditRoutes } from './audit/audit-routes.js';
 import { AuditService } from './audit/audit-service.js';
+import { AuditVerifyService } from './audit/audit-verify-service.js';
+import { ReportsService } from './audit/reports-service.js';
 import { JsonlAuditSink } from './audit/audit-sink.js';
 import type { Config } from './config.js';
 import { createKeyProvider } from './crypto/create-key-provider.js';
@@ -55,6 +60,10 @@ export interface Services {
   secrets: SecretsService;
   auth: AuthService;
   workload: WorkloadIdentityService;
+  auditQuery: AuditQueryDal;
+  checkpoints: AuditCheckpoints;
+  auditVerifier: AuditVerifyService;
+  reports: ReportsService;
 }
 
 export interface Broker {
@@ -113,7 +122,14 @@ export async function createServices(config: Config, options: BrokerOptions = {}
     workloadJwtMaxTtlSeconds: config.workloadJwtMaxTtlSeconds,
     accessTokenMaxTtlSeconds: config.accessTokenMaxTtlSeconds,
   });
-  return { config, db, dbHandle, clock, logger, keyProvider, systemKeys, audit, auditSink, jwtKeys, tokens, apiKeys, clients, groups, secrets, auth, workload };
+  const auditQuery = new AuditQueryDal(db);
+  const checkpoints = new AuditCheckpoints({ db, jwtKeys, clock, issuer: config.issuer });
+  const auditVerifier = new AuditVerifyService({ dal: auditQuery, checkpoints, jwks: () => jwtKeys.jwks({ includeRetired: true }) });
+  const reports = new ReportsService({ db, clock });
+  return {
+    config, db, dbHandle, clock, logger, keyProvider, systemKeys, audit, auditSink, jwtKeys, tokens, apiKeys, clients, groups, secrets, auth, workload,
+    auditQuery, checkpoints, auditVerifier, reports,
+  };
 }
 
 export function domainRouters(s: Services): Router[] {
@@ -125,6 +141,7 @@ export function domainRouters(s: Services): Router[] {
     clientRoutes(s.clients),
     apiKeyRoutes(s.apiKeys),
     workloadIdentityRoutes(s.workload),
+    auditRoutes({ audit: s.audit, dal: s.auditQuery, verifier: s.auditVerifier, checkpoints: s.checkpoints, reports: s.reports }),
   ];
 }
 

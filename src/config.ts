@@ -41,6 +41,7 @@ const envSchema = z.object({
   KEYWARDEN_AUTH_MAX_FAILURES_PER_CLIENT: z.coerce.number().int().positive().default(10),
   KEYWARDEN_AUTH_MAX_FAILURES_PER_ADDRESS: z.coerce.number().int().positive().default(30),
   KEYWARDEN_AUTH_FAILURE_WINDOW: durationSeconds.default(60),
+  KEYWARDEN_AUDIT_CHECKPOINT_INTERVAL: z.coerce.number().int().min(0).default(3600),
   KEYWARDEN_BOOTSTRAP_TOKEN_MAX_TTL: durationSeconds.max(3600).default(3600),
 });
 
@@ -67,6 +68,8 @@ export interface Config {
   insecureRegistries: string[];
   authRateLimit: { maxFailuresPerClient: number; maxFailuresPerAddress: number; windowSeconds: number };
   bootstrapTokenMaxTtlSeconds: number;
+  /** Seconds between scheduled audit checkpoints; 0 turns them off. */
+  auditCheckpointIntervalSeconds: number;
 }
 
 export class ConfigError extends Error {
@@ -145,6 +148,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       windowSeconds: e.KEYWARDEN_AUTH_FAILURE_WINDOW,
     },
     bootstrapTokenMaxTtlSeconds: e.KEYWARDEN_BOOTSTRAP_TOKEN_MAX_TTL,
+    auditCheckpointIntervalSeconds: e.KEYWARDEN_AUDIT_CHECKPOINT_INTERVAL,
     insecureRegistries: e.KEYWARDEN_INSECURE_REGISTRIES.split(',').map((s) => s.trim()).filter(Boolean),
   };
 }

@@ -35,25 +35,55 @@ export interface ChainVerification {
 }
 
 /**
- * Verifies events in ascending order. `anchor` is the trusted (seq, hash) just before the first
- * event: the genesis, or a signed checkpoint when older events were pruned.
+ * Verifies events in ascending order, one at a time, so a log of any size streams through it.
+ * `anchor` is the trusted (seq, hash) just before the first event: the genesis, or a signed
+ * checkpoint when older events were pruned.
  */
-export function verifyChain(events: Iterable<AuditEvent>, anchor: { seq: number; hash: string }): ChainVerification {
-  let prev = anchor;
-  let checked = 0;
-  for (const event of events) {
-    if (event.seq !== prev.seq + 1) {
-      return { ok: false, checked, firstBrokenSeq: prev.seq + 1, reason: `sequence gap: expected ${prev.seq + 1}, found ${event.seq}` };
-    }
-    if (event.prevHash !== prev.hash) {
-      return { ok: false, checked, firstBrokenSeq: event.seq, reason: 'prev_hash does not match the previous event' };
-    }
-    const { hash, ...rest } = event;
-    if (chainHash(event.prevHash, rest) !== hash) {
-      return { ok: false, checked, firstBrokenSeq: event.seq, reason: 'event content does not match its hash' };
-    }
-    checked++;
-    prev = { seq: event.seq, hash };
+export class ChainVerifier {
+  private prev: { seq: number; hash: string };
+  checked = 0;
+  failure?: { firstBrokenSeq: number; reason: string };
+
+  constructor(anchor: { seq: number; hash: string }) {
+    this.prev = anchor;
   }
-  return { ok: true, checked };
+
+  get last(): { seq: number; hash: string } {
+    return this.prev;
+  }
+
+  /** Returns false once the chain is broken; later events are not examined. */
+  push(event: AuditEvent): boolean {
+    if (this.failure) return false;
+    const expected = this.prev.seq + 1;
+    if (event.seq !== expected) {
+      this.failure = { firstBrokenSeq: expected, reason: `sequence gap: expected ${expected}, found ${event.seq}` };
+    } else if (event.prevHash !== this.prev.hash) {
+      this.failure = { firstBrokenSeq: event.seq, reason: 'prev_hash does not match the previous event' };
+    } else {
+      const { hash, ...rest } = event;
+      if (chainHash(event.prevHash, rest) !== hash) {
+        this.failure = { firstBrokenSeq: event.seq, reason: 'event content does not match its hash' };
+      }
+    }
+    if (this.failure) return false;
+    this.checked++;
+    this.prev = { seq: event.seq, hash: event.hash };
+    return true;
+  }
+
+  result(): ChainVerification {
+    return this.failure ? { ok: false, checked: this.checked, ...this.failure } : { ok: true, checked: this.checked };
+  }
+}
+
+export async function verifyChain(
+  events: Iterable<AuditEvent> | AsyncIterable<AuditEvent>,
+  anchor: { seq: number; hash: string },
+): Promise<ChainVerification & { last: { seq: number; hash: string } }> {
+  const verifier = new ChainVerifier(anchor);
+  for await (const event of events) {
+    if (!verifier.push(event)) break;
+  }
+  return { ...verifier.result(), last: verifier.last };
 }

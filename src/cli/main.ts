@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { ConfigError } from '../config.js';
 import { initCommand, migrateCommand, rotateRootKeyCommand } from './admin-commands.js';
+import { auditCommand } from './audit-commands.js';
 import { serve } from './serve.js';
 
 export const program = new Command()
@@ -19,6 +20,8 @@ program
   .description('add a root key version and rewrap every data key (resumable; reads keep working)')
   .option('--resume', 'do not add a version; finish rewrapping to the current one')
   .action(rotateRootKeyCommand);
+
+program.addCommand(auditCommand());
 
 export async function main(argv: string[]): Promise<void> {
   try {

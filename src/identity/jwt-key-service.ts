@@ -95,13 +95,16 @@ export class JwtKeyService {
     return cached.publicKey;
   }
 
-  async jwks(): Promise<{ keys: JWK[] }> {
+  /**
+   * Published verification keys. `includeRetired` also returns keys past their publication
+   * window, for checking old audit checkpoints (never for accepting tokens).
+   */
+  async jwks(options: { includeRetired?: boolean } = {}): Promise<{ keys: JWK[] }> {
     const now = this.deps.clock();
     await this.signingKey();
-    const rows = await this.deps
-      .db('jwt_keys')
-      .where((q) => q.whereNull('publish_until').orWhere('publish_until', '>', now))
-      .orderBy('created_at', 'desc');
+    const q = this.deps.db('jwt_keys').orderBy('created_at', 'desc');
+    if (!options.includeRetired) q.where((w) => w.whereNull('publish_until').orWhere('publish_until', '>', now));
+    const rows = await q;
     return { keys: rows.map((r: any) => JSON.parse(r.public_jwk)) };
   }
 

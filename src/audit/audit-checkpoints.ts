@@ -1,0 +1,97 @@
+import { CompactSign, compactVerify, importJWK, decodeProtectedHeader, type JWK } from 'jose';
+import type { Knex } from 'knex';
+import { canonicalJson } from './canonical-json.js';
+import type { JwtKeyService } from '../identity/jwt-key-service.js';
+import { JWT_ALG } from '../identity/jwt-key-service.js';
+
+export const CHECKPOINT_TYPE = 'kw-audit-checkpoint+jws';
+
+export interface CheckpointPayload {
+  seq: number;
+  headHash: string;
+  time: string;
+  issuer: string;
+}
+
+export interface Checkpoint extends CheckpointPayload {
+  id: number;
+  kid: string;
+  reason: string;
+  jws: string;
+}
+
+function rowToCheckpoint(row: any): Checkpoint {
+  const payload = JSON.parse(Buffer.from(String(row.jws).split('.')[1], 'base64url').toString('utf8')) as CheckpointPayload;
+  return { ...payload, id: row.id, kid: row.kid, reason: row.reason, jws: row.jws };
+}
+
+/**
+ * Signed statements "the log had N events ending in hash H at time T", made with the broker's
+ * JWT key so anyone holding the published JWKS can check an exported log offline.
+ */
+export class AuditCheckpoints {
+  constructor(private readonly deps: { db: Knex; jwtKeys: JwtKeyService; clock: () => number; issuer: string }) {}
+
+  /** Signs the current head, or the event `atSeq` (used before pruning). */
+  async create(reason: 'scheduled' | 'on-demand' | 'prune', atSeq?: number): Promise<Checkpoint | undefined> {
+    let target: { seq: number; hash: string } | undefined;
+    if (atSeq === undefined) {
+      const head = await this.deps.db('audit_head').where({ id: 1 }).first();
+      if (!head || Number(head.seq) === 0) return undefined;
+      target = { seq: Number(head.seq), hash: head.hash };
+    } else {
+      const row = await this.deps.db('audit_events').where({ seq: atSeq }).first('seq', 'hash');
+      if (!row) return undefined;
+      target = { seq: Number(row.seq), hash: row.hash };
+    }
+    const payload: CheckpointPayload = {
+      seq: target.seq,
+      headHash: target.hash,
+      time: new Date(this.deps.clock()).toISOString(),
+      issuer: this.deps.issuer,
+    };
+    const { kid, privateKey } = await this.deps.jwtKeys.signingKey();
+    const jws = await new CompactSign(Buffer.from(canonicalJson(payload)))
+      .setProtectedHeader({ alg: JWT_ALG, kid, typ: CHECKPOINT_TYPE })
+      .sign(privateKey);
+    const [row] = await this.deps
+      .db('audit_checkpoints')
+      .insert({ seq: payload.seq, head_hash: payload.headHash, created_at: this.deps.clock(), jws, kid, reason })
+      .returning('id');
+    const id = typeof row === 'object' ? row.id : row;
+    return { ...payload, id, kid, reason, jws };
+  }
+
+  async list(limit = 100, beforeId?: number): Promise<Checkpoint[]> {
+    const q = this.deps.db('audit_checkpoints').orderBy('id', 'desc').limit(limit);
+    if (beforeId !== undefined) q.where('id', '<', beforeId);
+    return (await q).map(rowToCheckpoint);
+  }
+
+  /** The checkpoint anchoring a chain that starts after `seq` (pruned history). */
+  async covering(seq: number): Promise<Checkpoint | undefined> {
+    const row = await this.deps.db('audit_checkpoints').where({ seq }).orderBy('id', 'desc').first();
+    return row ? rowToCheckpoint(row) : undefined;
+  }
+}
+
+/** Verifies a checkpoint JWS against a JWKS; returns its payload or a reason. */
+export async function verifyCheckpointJws(jws: string, jwks: { keys: JWK[] }): Promise<{ ok: true; payload: CheckpointPayload } | { ok: false; reason: string }> {
+  let kid: string | undefined;
+  try {
+    const header = decodeProtectedHeader(jws);
+    if (header.typ !== CHECKPOINT_TYPE || header.alg !== JWT_ALG) return { ok: false, reason: 'not a keywarden audit checkpoint' };
+    kid = header.kid;
+  } catch {
+    return { ok: false, reason: 'malformed checkpoint' };
+  }
+  const jwk = jwks.keys.find((k) => k.kid === kid);
+  if (!jwk) return { ok: false, reason: `checkpoint key ${kid} is not in the JWKS` };
+  try {
+    const key = await importJWK(jwk, JWT_ALG);
+    const { payload } = await compactVerify(jws, key, { algorithms: [JWT_ALG] });
+    return { ok: true, payload: JSON.parse(Buffer.from(payload).toString('utf8')) };
+  } catch {
+    return { ok: false, reason: 'checkpoint signature does not verify' };
+  }
+}
