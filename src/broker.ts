@@ -31,6 +31,9 @@ import { WorkloadIdentityService } from './identity/workload-identity-service.js
 import { workloadIdentityRoutes } from './identity/workload-identity-routes.js';
 import { clientSecretsRoutes, secretsRoutes } from './secrets/secrets-routes.js';
 import { SecretsService } from './secrets/secrets-service.js';
+import { createRegistryClient } from './trust/registry/registry-access.js';
+import type { RegistryClient } from './trust/registry/registry-client.js';
+import { SigningKeysService } from './trust/signing/signing-keys-service.js';
 
 export interface BrokerOptions {
   /** Defaults to Date.now; tests pass a controllable clock. */
@@ -64,6 +67,8 @@ export interface Services {
   checkpoints: AuditCheckpoints;
   auditVerifier: AuditVerifyService;
   reports: ReportsService;
+  registry: RegistryClient;
+  signingKeys: SigningKeysService;
 }
 
 export interface Broker {
@@ -126,9 +131,11 @@ export async function createServices(config: Config, options: BrokerOptions = {}
   const checkpoints = new AuditCheckpoints({ db, jwtKeys, clock, issuer: config.issuer });
   const auditVerifier = new AuditVerifyService({ dal: auditQuery, checkpoints, jwks: () => jwtKeys.jwks({ includeRetired: true }) });
   const reports = new ReportsService({ db, clock });
+  const registry = createRegistryClient({ db, secrets, insecureRegistries: config.insecureRegistries });
+  const signingKeys = new SigningKeysService({ db, keyProvider, audit, clock });
   return {
     config, db, dbHandle, clock, logger, keyProvider, systemKeys, audit, auditSink, jwtKeys, tokens, apiKeys, clients, groups, secrets, auth, workload,
-    auditQuery, checkpoints, auditVerifier, reports,
+    auditQuery, checkpoints, auditVerifier, reports, registry, signingKeys,
   };
 }
 

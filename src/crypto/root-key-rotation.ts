@@ -7,6 +7,7 @@ export const WRAPPED_KEY_TABLES: Array<{ table: string; key: string }> = [
   { table: 'secret_versions', key: 'id' },
   { table: 'jwt_keys', key: 'kid' },
   { table: 'system_keys', key: 'name' },
+  { table: 'signing_key_versions', key: 'key_id' },
 ];
 
 export interface RewrapProgress {

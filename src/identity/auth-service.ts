@@ -1,6 +1,6 @@
 import type { Request } from 'express';
 import type { AuditService } from '../audit/audit-service.js';
-import { ProblemError, problems } from '../http/problem.js';
+import { ProblemError } from '../http/problem.js';
 import type { RequestMeta } from '../http/request-context.js';
 import type { ClientsService } from './clients-service.js';
 import type { FailureRateLimiter } from './rate-limiter.js';
@@ -110,9 +110,17 @@ export function tokenParams(req: Request): Record<string, string> {
   if (auth?.startsWith('Basic ')) {
     const decoded = Buffer.from(auth.slice(6), 'base64').toString('utf8');
     const colon = decoded.indexOf(':');
-    if (colon < 0) throw problems.badRequest('malformed Basic authorization');
-    params.client_id ??= decodeURIComponent(decoded.slice(0, colon));
-    params.client_secret ??= decodeURIComponent(decoded.slice(colon + 1));
+    if (colon < 0) throw oauthError(400, 'invalid_request', 'invalid_request', 'malformed Basic authorization');
+    // RFC 6749 2.3.1 form-encodes Basic credentials; a bad escape is the caller's error
+    const decode = (s: string) => {
+      try {
+        return decodeURIComponent(s.replace(/\+/g, ' '));
+      } catch {
+        throw oauthError(400, 'invalid_request', 'invalid_request', 'malformed Basic authorization encoding');
+      }
+    };
+    params.client_id ??= decode(decoded.slice(0, colon));
+    params.client_secret ??= decode(decoded.slice(colon + 1));
   }
   return params;
 }
