@@ -34,6 +34,9 @@ import { SecretsService } from './secrets/secrets-service.js';
 import { createRegistryClient } from './trust/registry/registry-access.js';
 import type { RegistryClient } from './trust/registry/registry-client.js';
 import { SigningKeysService } from './trust/signing/signing-keys-service.js';
+import { SignaturesService } from './trust/signing/signatures-service.js';
+import { signingRoutes } from './trust/signing/signing-routes.js';
+import { TrustedIssuersService } from './trust/signing/trusted-issuers-service.js';
 
 export interface BrokerOptions {
   /** Defaults to Date.now; tests pass a controllable clock. */
@@ -69,6 +72,8 @@ export interface Services {
   reports: ReportsService;
   registry: RegistryClient;
   signingKeys: SigningKeysService;
+  trustedIssuers: TrustedIssuersService;
+  signatures: SignaturesService;
 }
 
 export interface Broker {
@@ -133,9 +138,11 @@ export async function createServices(config: Config, options: BrokerOptions = {}
   const reports = new ReportsService({ db, clock });
   const registry = createRegistryClient({ db, secrets, insecureRegistries: config.insecureRegistries });
   const signingKeys = new SigningKeysService({ db, keyProvider, audit, clock });
+  const trustedIssuers = new TrustedIssuersService({ db, audit, tokens, auth, clock });
+  const signatures = new SignaturesService({ db, audit, registry, signingKeys, clock });
   return {
     config, db, dbHandle, clock, logger, keyProvider, systemKeys, audit, auditSink, jwtKeys, tokens, apiKeys, clients, groups, secrets, auth, workload,
-    auditQuery, checkpoints, auditVerifier, reports, registry, signingKeys,
+    auditQuery, checkpoints, auditVerifier, reports, registry, signingKeys, trustedIssuers, signatures,
   };
 }
 
@@ -149,6 +156,7 @@ export function domainRouters(s: Services): Router[] {
     apiKeyRoutes(s.apiKeys),
     workloadIdentityRoutes(s.workload),
     auditRoutes({ audit: s.audit, dal: s.auditQuery, verifier: s.auditVerifier, checkpoints: s.checkpoints, reports: s.reports }),
+    signingRoutes({ db: s.db, audit: s.audit, signingKeys: s.signingKeys, issuers: s.trustedIssuers, signatures: s.signatures }),
   ];
 }
 

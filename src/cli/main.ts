@@ -1,8 +1,11 @@
 import { Command } from 'commander';
 import { ConfigError } from '../config.js';
 import { initCommand, migrateCommand, rotateRootKeyCommand } from './admin-commands.js';
+import { registerExecCommand } from './client/exec-command.js';
+import { registerFetchCommand } from './client/fetch-command.js';
 import { auditCommand } from './audit-commands.js';
 import { serve } from './serve.js';
+import { signCommand } from './sign-command.js';
 
 export const program = new Command()
   .name('keywarden')
@@ -20,8 +23,11 @@ program
   .description('add a root key version and rewrap every data key (resumable; reads keep working)')
   .option('--resume', 'do not add a version; finish rewrapping to the current one')
   .action(rotateRootKeyCommand);
+registerExecCommand(program);
+registerFetchCommand(program);
 
 program.addCommand(auditCommand());
+program.addCommand(signCommand());
 
 export async function main(argv: string[]): Promise<void> {
   try {

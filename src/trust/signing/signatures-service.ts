@@ -1,0 +1,171 @@
+import type { Knex } from 'knex';
+import { z } from 'zod';
+import type { AuditService } from '../../audit/audit-service.js';
+import { problems } from '../../http/problem.js';
+import type { RequestMeta } from '../../http/request-context.js';
+import { actorOf, principalLabel, type Principal } from '../../identity/identity-types.js';
+import { iso } from '../../identity/identity-util.js';
+import { attachCosignSignature, attachSigstoreBundle, signatureTag } from '../cosign/cosign-signatures.js';
+import { createMessageSignatureBundle } from '../cosign/sigstore-bundle.js';
+import { buildSimpleSigningPayload } from '../cosign/simple-signing.js';
+import { parseImageRef, repositoryName, type ImageRef } from '../registry/image-ref.js';
+import { registryProblem } from '../registry/registry-access.js';
+import type { RegistryClient } from '../registry/registry-client.js';
+import { globMatch } from './glob.js';
+import type { SigningKeysService } from './signing-keys-service.js';
+
+export const signRequestSchema = z
+  .object({
+    image: z.string().min(3).max(1024),
+    key: z.string().regex(/^[A-Za-z0-9._-]{1,128}$/),
+    annotations: z.record(z.string().regex(/^[A-Za-z0-9._/-]{1,128}$/), z.string().max(1024)).refine((a) => Object.keys(a).length <= 32, 'at most 32 annotations').optional(),
+    bundle: z.boolean().default(false),
+  })
+  .strict();
+
+/** Deny by default: admins may sign anything, signers only what their scope names. */
+export function signingScopeProblem(principal: Principal, keyName: string, repository: string): string | undefined {
+  if (principal.kind !== 'operator') return 'only operators and CI signers may sign';
+  if (principal.role === 'admin') return undefined;
+  if (principal.role !== 'signer') return `role ${principal.role} may not sign`;
+  const scope = principal.scope;
+  if (!scope) return 'this signer credential has no signing scope';
+  if (!scope.keys.includes('*') && !scope.keys.includes(keyName)) return `signing key ${keyName} is outside this signer's scope`;
+  if (!scope.images.some((pattern) => globMatch(pattern, repository))) return `image ${repository} is outside this signer's scope`;
+  return undefined;
+}
+
+/**
+ * Signs image digests with broker-held keys and publishes the signatures where verifiers look:
+ * cosign's legacy `.sig` tag (appending, never replacing) and, on request, a sigstore bundle as
+ * an OCI 1.1 referrer.
+ */
+export class SignaturesService {
+  constructor(private readonly deps: { db: Knex; audit: AuditService; registry: RegistryClient; signingKeys: SigningKeysService; clock: () => number }) {}
+
+  private async deny(principal: Principal, meta: RequestMeta, image: string, key: string, reason: string, status: 403 | 404 = 403): Promise<never> {
+    await this.deps.audit.record({ actor: actorOf(principal), action: 'image.sign', resource: { kind: 'image', name: image }, outcome: 'deny', reason, details: { key }, request: meta });
+    throw status === 404 ? problems.notFound(`signing key ${key}`) : problems.forbidden(reason, 'signing_not_allowed');
+  }
+
+  async sign(principal: Principal, meta: RequestMeta, input: z.infer<typeof signRequestSchema>) {
+    let ref: ImageRef;
+    try {
+      ref = parseImageRef(input.image);
+    } catch (err) {
+      throw registryProblem(err);
+    }
+    const repository = repositoryName(ref);
+    const scopeProblem = signingScopeProblem(principal, input.key, repository);
+    if (scopeProblem) return this.deny(principal, meta, repository, input.key, scopeProblem);
+    const keyInfo = await this.deps.db('signing_keys').where({ name: input.key }).first();
+    if (!keyInfo) return this.deny(principal, meta, repository, input.key, `signing key ${input.key} does not exist`, 404);
+    if (keyInfo.status !== 'active') return this.deny(principal, meta, repository, input.key, `signing key ${input.key} is disabled`);
+
+    let digest: string;
+    try {
+      digest = ref.digest ?? (await this.deps.registry.resolveDigest(ref));
+      if (ref.digest) await this.deps.registry.getManifest(ref.registry, ref.repository, ref.digest);
+    } catch (err) {
+      const problem = registryProblem(err);
+      await this.deps.audit.record({ actor: actorOf(principal), action: 'image.sign', resource: { kind: 'image', name: repository }, outcome: 'error', reason: problem.detail ?? problem.title, details: { key: input.key }, request: meta });
+      throw problem;
+    }
+
+    const signer = await this.deps.signingKeys.signer(input.key);
+    const payload = buildSimpleSigningPayload(repository, digest, input.annotations);
+    const { bundle, signature } = await createMessageSignatureBundle(payload, {
+      sign: (data) => signer.sign(data),
+      publicKeyPem: signer.publicKeyPem,
+      keyHint: signer.keyId,
+    });
+    const signatureB64 = signature.toString('base64');
+    let signatureRef: string;
+    let bundleRef: string | undefined;
+    try {
+      const attached = await attachCosignSignature(this.deps.registry, { registry: ref.registry, repository: ref.repository, digest, payload, signatureB64 });
+      signatureRef = `${repository}:${attached.tag}`;
+      if (input.bundle) {
+        const referrer = await attachSigstoreBundle(this.deps.registry, { registry: ref.registry, repository: ref.repository, digest, bundleJson: bundle, payload });
+        bundleRef = `${repository}@${referrer.manifestDigest}`;
+      }
+    } catch (err) {
+      const problem = registryProblem(err);
+      await this.deps.audit.record({ actor: actorOf(principal), action: 'image.sign', resource: { kind: 'image', name: repository }, outcome: 'error', reason: problem.detail ?? problem.title, details: { key: input.key, digest }, request: meta });
+      throw problem;
+    }
+
+    const now = this.deps.clock();
+    let id = 0;
+    await this.deps.audit.transact(async (trx, record) => {
+      const [row] = await trx('image_signatures')
+        .insert({
+          image: `${repository}@${digest}`,
+          repository,
+          digest,
+          key_name: input.key,
+          key_version: signer.version,
+          key_id: signer.keyId,
+          signature: signatureB64,
+          payload: payload.toString('utf8'),
+          bundle: JSON.stringify(bundle),
+          signature_ref: signatureRef,
+          bundle_ref: bundleRef ?? null,
+          signed_by: principalLabel(principal),
+          created_at: now,
+        })
+        .returning('id');
+      id = typeof row === 'object' ? row.id : row;
+      await record({
+        actor: actorOf(principal),
+        action: 'image.sign',
+        resource: { kind: 'image', name: repository },
+        outcome: 'allow',
+        details: { digest, key: input.key, keyId: signer.keyId, keyVersion: signer.version, signatureRef, bundleRef: bundleRef ?? null },
+        request: meta,
+      });
+    });
+    return {
+      id,
+      image: `${repository}@${digest}`,
+      requested: input.image,
+      digest,
+      key: input.key,
+      keyId: signer.keyId,
+      keyVersion: signer.version,
+      signature: signatureB64,
+      payload: payload.toString('base64'),
+      signatureRef,
+      signatureTag: signatureTag(digest),
+      bundleRef: bundleRef ?? null,
+      bundle,
+      signedAt: iso(now),
+    };
+  }
+
+  async list(image?: string) {
+    const q = this.deps.db('image_signatures').orderBy('id', 'desc').limit(500);
+    if (image) {
+      try {
+        const ref = parseImageRef(image.includes('@') || /:[^/]+$/.test(image) ? image : `${image}:latest`);
+        q.where('repository', repositoryName(ref));
+        if (ref.digest) q.where('digest', ref.digest);
+      } catch (err) {
+        throw registryProblem(err);
+      }
+    }
+    return (await q).map((r: any) => ({
+      id: r.id,
+      image: r.image,
+      digest: r.digest,
+      key: r.key_name,
+      keyId: r.key_id,
+      keyVersion: r.key_version,
+      signature: r.signature,
+      signatureRef: r.signature_ref,
+      bundleRef: r.bundle_ref,
+      signedBy: r.signed_by,
+      signedAt: iso(r.created_at),
+    }));
+  }
+}
