@@ -34,6 +34,9 @@ import { SecretsService } from './secrets/secrets-service.js';
 import { createRegistryClient } from './trust/registry/registry-access.js';
 import type { RegistryClient } from './trust/registry/registry-client.js';
 import { SigningKeysService } from './trust/signing/signing-keys-service.js';
+import { GateService } from './trust/gate/gate-service.js';
+import { policyRoutes, releaseRoutes } from './trust/gate/gate-routes.js';
+import { PolicyService } from './trust/gate/policy-service.js';
 import { SignaturesService } from './trust/signing/signatures-service.js';
 import { signingRoutes } from './trust/signing/signing-routes.js';
 import { TrustedIssuersService } from './trust/signing/trusted-issuers-service.js';
@@ -72,6 +75,8 @@ export interface Services {
   reports: ReportsService;
   registry: RegistryClient;
   signingKeys: SigningKeysService;
+  policies: PolicyService;
+  gate: GateService;
   trustedIssuers: TrustedIssuersService;
   signatures: SignaturesService;
 }
@@ -138,11 +143,22 @@ export async function createServices(config: Config, options: BrokerOptions = {}
   const reports = new ReportsService({ db, clock });
   const registry = createRegistryClient({ db, secrets, insecureRegistries: config.insecureRegistries });
   const signingKeys = new SigningKeysService({ db, keyProvider, audit, clock });
+  const policies = new PolicyService({ db, audit, clock });
+  const gate = new GateService({
+    db,
+    audit,
+    clock,
+    // the gate's own client: every registry exchange bounded by KEYWARDEN_GATE_TIMEOUT_MS
+    registry: createRegistryClient({ db, secrets, insecureRegistries: config.insecureRegistries, timeoutMs: config.gate.timeoutMs }),
+    signingKeys,
+    policies,
+    options: config.gate,
+  });
   const trustedIssuers = new TrustedIssuersService({ db, audit, tokens, auth, clock });
   const signatures = new SignaturesService({ db, audit, registry, signingKeys, clock });
   return {
     config, db, dbHandle, clock, logger, keyProvider, systemKeys, audit, auditSink, jwtKeys, tokens, apiKeys, clients, groups, secrets, auth, workload,
-    auditQuery, checkpoints, auditVerifier, reports, registry, signingKeys, trustedIssuers, signatures,
+    auditQuery, checkpoints, auditVerifier, reports, registry, signingKeys, policies, gate, trustedIssuers, signatures,
   };
 }
 
@@ -156,6 +172,8 @@ export function domainRouters(s: Services): Router[] {
     apiKeyRoutes(s.apiKeys),
     workloadIdentityRoutes(s.workload),
     auditRoutes({ audit: s.audit, dal: s.auditQuery, verifier: s.auditVerifier, checkpoints: s.checkpoints, reports: s.reports }),
+    policyRoutes(s.policies),
+    releaseRoutes(s.gate),
     signingRoutes({ db: s.db, audit: s.audit, signingKeys: s.signingKeys, issuers: s.trustedIssuers, signatures: s.signatures }),
   ];
 }

@@ -43,6 +43,9 @@ const envSchema = z.object({
   KEYWARDEN_AUTH_FAILURE_WINDOW: durationSeconds.default(60),
   KEYWARDEN_AUDIT_CHECKPOINT_INTERVAL: z.coerce.number().int().min(0).default(3600),
   KEYWARDEN_BOOTSTRAP_TOKEN_MAX_TTL: durationSeconds.max(3600).default(3600),
+  KEYWARDEN_GATE_DEFAULT: z.enum(['deny', 'allow']).default('deny'),
+  KEYWARDEN_GATE_CACHE_TTL: z.coerce.number().int().min(0).default(300),
+  KEYWARDEN_GATE_TIMEOUT_MS: z.coerce.number().int().positive().max(120_000).default(5000),
 });
 
 export type KeyProviderConfig =
@@ -70,6 +73,8 @@ export interface Config {
   bootstrapTokenMaxTtlSeconds: number;
   /** Seconds between scheduled audit checkpoints; 0 turns them off. */
   auditCheckpointIntervalSeconds: number;
+  /** Release gate: decision without a matching policy, decision cache TTL cap (0 = no caching), remote timeout. */
+  gate: { defaultDecision: 'deny' | 'allow'; cacheTtlSeconds: number; timeoutMs: number };
 }
 
 export class ConfigError extends Error {
@@ -149,6 +154,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     bootstrapTokenMaxTtlSeconds: e.KEYWARDEN_BOOTSTRAP_TOKEN_MAX_TTL,
     auditCheckpointIntervalSeconds: e.KEYWARDEN_AUDIT_CHECKPOINT_INTERVAL,
+    gate: {
+      defaultDecision: e.KEYWARDEN_GATE_DEFAULT,
+      cacheTtlSeconds: e.KEYWARDEN_GATE_CACHE_TTL,
+      timeoutMs: e.KEYWARDEN_GATE_TIMEOUT_MS,
+    },
     insecureRegistries: e.KEYWARDEN_INSECURE_REGISTRIES.split(',').map((s) => s.trim()).filter(Boolean),
   };
 }

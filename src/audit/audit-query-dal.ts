@@ -25,7 +25,8 @@ export class AuditQueryDal {
     if (q.actorKind) b.where('actor_kind', q.actorKind);
     if (q.action) {
       // a trailing * selects a family of actions, e.g. secret.*
-      if (q.action.endsWith('*')) b.where('action', 'like', `${q.action.slice(0, -1).replace(/[%_]/g, '')}%`);
+      // (LIKE wildcards in the prefix are escaped, not dropped: secret_* must not match secret.read)
+      if (q.action.endsWith('*')) b.whereRaw("action LIKE ? ESCAPE '!'", [`${q.action.slice(0, -1).replace(/[!%_]/g, '!$&')}%`]);
       else b.where('action', q.action);
     }
     if (q.resourceKind) b.where('resource_kind', q.resourceKind);

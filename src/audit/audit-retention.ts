@@ -15,13 +15,17 @@ export async function pruneAuditLog(
   if (throughSeq === 0) return { removed: 0, throughSeq: 0 };
   const checkpoint = await deps.checkpoints.create('prune', throughSeq);
   if (!checkpoint) throw new Error(`could not checkpoint seq ${throughSeq}; nothing was removed`);
-  const removed = await deps.db('audit_events').where('seq', '<=', throughSeq).delete();
-  await deps.audit.record({
-    actor: { kind: 'system', name: 'keywarden-cli' },
-    action: 'audit.prune',
-    resource: { kind: 'audit-log', name: 'events' },
-    outcome: 'allow',
-    details: { removed, throughSeq, checkpointId: checkpoint.id, before: new Date(before).toISOString() },
+  // the removal and its event commit together: when the event cannot be written nothing is removed
+  const removed = await deps.audit.transact(async (trx, record) => {
+    const n = await trx('audit_events').where('seq', '<=', throughSeq).delete();
+    await record({
+      actor: { kind: 'system', name: 'keywarden-cli' },
+      action: 'audit.prune',
+      resource: { kind: 'audit-log', name: 'events' },
+      outcome: 'allow',
+      details: { removed: n, throughSeq, checkpointId: checkpoint.id, before: new Date(before).toISOString() },
+    });
+    return n;
   });
   return { removed, throughSeq, checkpointId: checkpoint.id };
 }

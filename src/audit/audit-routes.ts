@@ -68,11 +68,17 @@ export function auditRoutes(deps: {
         res.status(200).type('application/x-ndjson').set('Content-Disposition', 'attachment; filename="keywarden-audit.ndjson"');
         // export itself is an access to the log, recorded before any byte is sent
         await deps.audit.record({ actor: actorOf(req.principal), action: 'audit.export', resource: { kind: 'audit-log', name: 'events' }, outcome: 'allow', details: { since: q.since ?? null, until: q.until ?? null }, request: requestMeta(req) });
+        let lastSeq = 0;
         for await (const event of deps.dal.range(Math.max(q.since ?? 1, 1), q.until)) {
+          lastSeq = event.seq;
           if (!res.write(JSON.stringify(event) + '\n')) await new Promise((r) => res.once('drain', r));
         }
         if (q.checkpoints === 'true') {
-          for (const cp of (await deps.checkpoints.list(1000)).reverse()) res.write(JSON.stringify({ type: 'checkpoint', ...cp }) + '\n');
+          // only checkpoints the exported events reach: the offline verifier treats a signed
+          // checkpoint beyond the last event as evidence that the file was truncated
+          for (const cp of (await deps.checkpoints.list(1000)).reverse()) {
+            if (cp.seq <= lastSeq) res.write(JSON.stringify({ type: 'checkpoint', ...cp }) + '\n');
+          }
         }
         res.end();
       },

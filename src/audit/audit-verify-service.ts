@@ -27,6 +27,19 @@ export class AuditVerifyService {
     const base = { fromSeq, toSeq, head, checkpointsChecked: 0 };
     const jwks = await this.deps.jwks();
 
+    if (toSeq === head.seq) {
+      // Truncating events and rewinding the head row together leaves a consistent chain; a
+      // signed checkpoint beyond the head still shows that later events existed.
+      const [latest] = await this.deps.checkpoints.list(1);
+      if (latest && latest.seq > head.seq) {
+        const verified = await verifyCheckpointJws(latest.jws, jwks);
+        const current = await this.deps.dal.head(); // not a checkpoint of events appended meanwhile
+        if (verified.ok && verified.payload.seq > current.seq) {
+          return { ...base, ok: false, checked: 0, firstBrokenSeq: head.seq + 1, reason: `signed checkpoint ${latest.id} covers seq ${verified.payload.seq}, but the log ends at seq ${current.seq}` };
+        }
+      }
+    }
+
     let anchor = { seq: 0, hash: GENESIS_HASH };
     if (fromSeq > 1) {
       const before = await this.deps.dal.eventAt(fromSeq - 1);

@@ -43,7 +43,11 @@ export async function verifyExportFile(file: string, jwks: { keys: JWK[] }): Pro
     signed.set(result.payload.seq, result.payload.headHash);
     checkpointsVerified++;
   }
-  if (events.length === 0) return { ok: true, checked: 0, checkpointsVerified };
+  const lastSigned = Math.max(0, ...signed.keys());
+  if (events.length === 0) {
+    if (lastSigned > 0) return { ok: false, checked: 0, checkpointsVerified, firstBrokenSeq: 1, reason: `the export has no events, but a signed checkpoint covers seq ${lastSigned}` };
+    return { ok: true, checked: 0, checkpointsVerified };
+  }
   const first = events[0].seq;
   let anchor = { seq: 0, hash: GENESIS_HASH };
   if (first > 1) {
@@ -60,5 +64,9 @@ export async function verifyExportFile(file: string, jwks: { keys: JWK[] }): Pro
     }
   }
   const result = verifier.result();
+  if (result.ok && lastSigned > verifier.last.seq) {
+    // a signed checkpoint vouches for events the file no longer has: its tail was cut off
+    return { ok: false, checked: result.checked, checkpointsVerified, checkpointsSkipped, firstBrokenSeq: verifier.last.seq + 1, reason: `events after seq ${verifier.last.seq} are missing (a signed checkpoint covers seq ${lastSigned})` };
+  }
   return { ...result, checkpointsVerified, checkpointsSkipped };
 }

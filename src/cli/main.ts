@@ -5,6 +5,7 @@ import { registerExecCommand } from './client/exec-command.js';
 import { registerFetchCommand } from './client/fetch-command.js';
 import { auditCommand } from './audit-commands.js';
 import { serve } from './serve.js';
+import { registerVerifyCommand } from './verify-command.js';
 import { signCommand } from './sign-command.js';
 
 export const program = new Command()
@@ -25,6 +26,7 @@ program
   .action(rotateRootKeyCommand);
 registerExecCommand(program);
 registerFetchCommand(program);
+registerVerifyCommand(program);
 
 program.addCommand(auditCommand());
 program.addCommand(signCommand());

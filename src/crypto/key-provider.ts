@@ -20,8 +20,12 @@ export interface KeyProvider {
 }
 
 export class KeyProviderError extends Error {
-  constructor(message: string, options?: { cause?: unknown }) {
+  /** True when retrying cannot help: the wrapped key itself failed to authenticate. */
+  readonly integrity: boolean;
+
+  constructor(message: string, options?: { cause?: unknown; integrity?: boolean }) {
     super(message, options);
     this.name = 'KeyProviderError';
+    this.integrity = options?.integrity ?? false;
   }
 }

@@ -141,7 +141,7 @@ export class LocalKeyProvider implements KeyProvider {
       decipher.setAuthTag(wrapped.subarray(wrapped.length - TAG_BYTES));
       return Buffer.concat([decipher.update(wrapped.subarray(IV_BYTES, wrapped.length - TAG_BYTES)), decipher.final()]);
     } catch (err) {
-      throw new KeyProviderError('data key failed to unwrap (tampered or wrong root key)', { cause: err });
+      throw new KeyProviderError('data key failed to unwrap (tampered or wrong root key)', { cause: err, integrity: true });
     }
   }
 

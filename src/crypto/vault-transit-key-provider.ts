@@ -24,7 +24,8 @@ export class VaultTransitKeyProvider implements KeyProvider {
       apiVersion: 'v1',
       endpoint: options.address,
       token: options.token,
-      requestOptions: { timeout: options.timeoutMs ?? 5000 },
+      // node-vault's HTTP client takes its timeout from rpDefaults; requestOptions.timeout is ignored
+      rpDefaults: { timeout: options.timeoutMs ?? 5000 },
     } as any);
   }
 

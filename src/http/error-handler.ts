@@ -1,5 +1,6 @@
 import type { ErrorRequestHandler, RequestHandler } from 'express';
 import type { Logger } from 'pino';
+import { KeyProviderError } from '../crypto/key-provider.js';
 import { ProblemError } from './problem.js';
 
 export const notFoundHandler: RequestHandler = (req, _res, next) => {
@@ -12,6 +13,9 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
     let problem: ProblemError;
     if (err instanceof ProblemError) {
       problem = err;
+    } else if (err instanceof KeyProviderError) {
+      // e.g. Vault refused or unreachable while sealing a new version: the service is unavailable, not broken
+      problem = new ProblemError(503, 'key_provider_unavailable', 'Service unavailable', 'the key provider could not wrap or unwrap a data key');
     } else if (err?.type === 'entity.parse.failed') {
       problem = new ProblemError(400, 'malformed_json', 'Malformed JSON', 'the request body is not well-formed JSON');
     } else if (err?.type === 'entity.too.large') {

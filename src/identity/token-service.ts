@@ -16,7 +16,7 @@ export interface TokenServiceDeps {
 
 /** Claims private to Keywarden access tokens. */
 type KwClaim =
-  | { t: 'client'; id: number; cid: string; n: string; via: 'token' }
+  | { t: 'client'; id: number; cid: string; n: string; via: 'token'; rot?: number }
   | { t: 'signer'; sub: string; n: string; scope: SignerScope };
 
 interface VerifiedToken {
@@ -68,7 +68,11 @@ export class TokenService {
   }
 
   async issueClientToken(client: { id: number; clientId: string; name: string }, ttlSeconds = this.deps.accessTokenTtlSeconds) {
+    // the secret generation the token was issued under (ms precision), so a rotation revokes
+    // exactly the tokens issued before it, independent of whole-second iat and clock skew
+    const current = await this.deps.db('clients').where({ id: client.id }).first('secret_rotated_at');
     const kw: KwClaim = { t: 'client', id: client.id, cid: client.clientId, n: client.name, via: 'token' };
+    if (current?.secret_rotated_at != null) kw.rot = Number(current.secret_rotated_at);
     return this.sign({ kw }, { audience: this.accessAudience, subject: this.spiffeId(client.name), ttlSeconds, typ: ACCESS_TOKEN_TYPE });
   }
 
@@ -133,7 +137,10 @@ export class TokenService {
       if (!row || row.name !== kw.n) throw problems.unauthenticated('the client no longer exists', 'client_deleted');
       if (!row.enabled) throw problems.unauthenticated('the client is disabled', 'client_disabled');
       if (Number(row.revoked) > 0) throw problems.unauthenticated('the access token was revoked', 'token_revoked');
-      if ((payload.iat as number) * 1000 < Number(row.secret_rotated_at) - 999) {
+      const rotatedSince = typeof kw.rot === 'number'
+        ? kw.rot !== Number(row.secret_rotated_at)
+        : (payload.iat as number) * 1000 < Number(row.secret_rotated_at) - 999;
+      if (rotatedSince) {
         throw problems.unauthenticated('the client secret was rotated after this token was issued', 'token_revoked');
       }
       return { kind: 'client', id: kw.id, name: kw.n, clientId: kw.cid, via: 'token', jti };

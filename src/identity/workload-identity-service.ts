@@ -108,6 +108,12 @@ export class WorkloadIdentityService {
       const response = await this.deps.auth.issueForClient({ id: row.client_id, clientId: row.public_client_id, name: row.name }, meta, BOOTSTRAP_GRANT, { accessor: row.accessor });
       const jti = await this.jtiOf(response.access_token);
       await this.deps.db('bootstrap_tokens').where({ token_hash: hash }).update({ issued_jti: jti });
+      // a concurrent second presentation may have flagged the token before issued_jti was
+      // written (and so found nothing to revoke): re-check now that the jti is visible
+      const latest = await this.deps.db('bootstrap_tokens').where({ token_hash: hash }).first('compromised_at');
+      if (latest && latest.compromised_at !== null) {
+        await this.deps.tokens.revoke(jti, now + this.deps.accessTokenMaxTtlSeconds * 1000, 'system:bootstrap-reuse');
+      }
       return response;
     }
     if (!row) {
@@ -116,14 +122,16 @@ export class WorkloadIdentityService {
     }
     if (row.used_at !== null) {
       await this.deps.db('bootstrap_tokens').where({ token_hash: hash }).update({ compromised_at: now });
-      if (row.issued_jti) await this.deps.tokens.revoke(row.issued_jti, now + this.deps.accessTokenMaxTtlSeconds * 1000, 'system:bootstrap-reuse');
+      // re-read after flagging: the winning exchange may have recorded its jti since `row` was read
+      const issuedJti: string | null = (await this.deps.db('bootstrap_tokens').where({ token_hash: hash }).first('issued_jti'))?.issued_jti ?? row.issued_jti ?? null;
+      if (issuedJti) await this.deps.tokens.revoke(issuedJti, now + this.deps.accessTokenMaxTtlSeconds * 1000, 'system:bootstrap-reuse');
       await this.deps.audit.record({
         actor: { kind: 'client', id: row.public_client_id, name: row.name },
         action: 'auth.bootstrap.reuse',
         resource: { kind: 'client', name: row.name },
         outcome: 'deny',
         reason: 'bootstrap token presented again after its single use',
-        details: { alert: true, accessor: row.accessor, credential: hmac, revokedJti: row.issued_jti ?? null },
+        details: { alert: true, accessor: row.accessor, credential: hmac, revokedJti: issuedJti },
         request: meta,
       });
       throw oauthError(401, 'invalid_grant', 'bootstrap_token_reused', 'the bootstrap token was already used; it is now flagged as compromised');

@@ -2,7 +2,7 @@ import type { Knex } from 'knex';
 import type { AuditService } from '../audit/audit-service.js';
 import type { AuditEventInput } from '../audit/audit-types.js';
 import { open, seal, DecryptionError } from '../crypto/envelope.js';
-import type { KeyProvider } from '../crypto/key-provider.js';
+import { KeyProviderError, type KeyProvider } from '../crypto/key-provider.js';
 import type { SystemKeys } from '../crypto/system-keys.js';
 import { ProblemError, problems } from '../http/problem.js';
 import type { RequestMeta } from '../http/request-context.js';
@@ -127,7 +127,7 @@ export class SecretsService {
         secretAad(secret.id, version.version, secret.name),
       );
     } catch (err) {
-      if (err instanceof DecryptionError) {
+      if (err instanceof DecryptionError || (err instanceof KeyProviderError && err.integrity)) {
         throw new ProblemError(500, 'integrity_failure', 'Stored secret failed its integrity check', 'the stored ciphertext did not authenticate; it has been tampered with or moved');
       }
       throw problems.unavailable('the key provider could not unwrap the data key', 'key_provider_unavailable');

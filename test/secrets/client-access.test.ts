@@ -166,6 +166,18 @@ describe('client secret access', () => {
     expectProblem(await read(alice.token, 'temp'), 404, 'not_found');
   });
 
+  it('a client granted one secret through two groups sees it once', async () => {
+    const dual = await tb.client('dual', ['web', 'batch']);
+    markSensitive(dual.clientSecret);
+    const names = await listNames(dual.token);
+    expect(names.filter((n: string) => n === 'shared')).toHaveLength(1);
+    expect(names).toEqual([...new Set(names)].sort());
+    const res = await read(dual.token, 'shared');
+    expect(res.status).toBe(200);
+    const b = await batch(dual.token, ['shared', 'batch.db', 'web.key']);
+    expect(b.body.items.map((i: any) => i.name)).toEqual(['shared', 'batch.db', 'web.key']);
+  });
+
   it('deleting the group removes access through it', async () => {
     await tb.request.post('/v1/groups').set(w).send({ name: 'ephemeral' });
     await tb.request.put('/v1/groups/ephemeral/secrets').set(w).send({ add: ['batch.db'] });

@@ -121,6 +121,11 @@ describe('operator secrets API', () => {
       expectProblem(await tb.request.get(`/v1/secrets/${'a'.repeat(129)}`).set(writer), 400, 'invalid_request');
     });
 
+    it('a non-JSON body and a broken percent-encoding are problems too', async () => {
+      expectProblem(await tb.request.post('/v1/secrets').set(writer).set('Content-Type', 'text/plain').send('name=x&value=y'), 400);
+      expectProblem(await tb.request.get('/v1/secrets/%E0%A4%A').set(writer), 400);
+    });
+
     it('malformed JSON → 400 malformed_json', async () => {
       const res = await tb.request.post('/v1/secrets').set(writer).set('Content-Type', 'application/json').send('{"name": "x", "value": ');
       expectProblem(res, 400, 'malformed_json');
@@ -234,6 +239,17 @@ describe('operator secrets API', () => {
       expect(versions.body.items.map((v: any) => v.version)).toEqual([2, 1]);
       const winnerIndex = results.indexOf(winners[0]);
       expect(unb64((await content('race')).body.content)).toBe(`race-value-${winnerIndex}`);
+    });
+
+    it('parallel creates of one name: exactly one 201, the rest 409 already_exists', async () => {
+      const results = await Promise.all(
+        Array.from({ length: 5 }, (_, i) => tb.request.post('/v1/secrets').set(writer).send({ name: 'same-name', value: `same-name-value-${i}` })),
+      );
+      for (let i = 0; i < 5; i++) markSensitive(`same-name-value-${i}`);
+      expect(results.filter((r) => r.status === 201)).toHaveLength(1);
+      for (const r of results.filter((r) => r.status !== 201)) expectProblem(r, 409, 'already_exists');
+      const winner = results.findIndex((r) => r.status === 201);
+      expect(unb64((await content('same-name')).body.content)).toBe(`same-name-value-${winner}`);
     });
 
     it('parallel writers without cas all land, on distinct version numbers', async () => {

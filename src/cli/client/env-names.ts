@@ -1,5 +1,6 @@
 /** Secret name → environment variable name, and `--secret NAME[=ENV_VAR]` parsing. */
-import { usageError } from './exit-codes.js';
+import { InvalidArgumentError } from 'commander';
+import { CliError, usageError } from './exit-codes.js';
 
 /** The broker's secret-name rule. */
 export const SECRET_NAME = /^[A-Za-z0-9._-]{1,128}$/;
@@ -29,9 +30,13 @@ export function parseSecretSelector(value: string): SecretSelector {
   return env === undefined ? { name } : { name, env };
 }
 
-/** Commander collector for repeatable `--secret`. */
+/** Commander collector for repeatable `--secret` (commander turns its errors into exit 64). */
 export function collectSelector(value: string, previous: SecretSelector[] = []): SecretSelector[] {
-  return [...previous, parseSecretSelector(value)];
+  try {
+    return [...previous, parseSecretSelector(value)];
+  } catch (err) {
+    throw err instanceof CliError ? new InvalidArgumentError(err.message) : err;
+  }
 }
 
 /**

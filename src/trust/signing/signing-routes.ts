@@ -116,7 +116,9 @@ export function signingRoutes(deps: {
     {
       method: 'post',
       path: '/v1/signatures',
-      access: ['signer'],
+      // writers and auditors reach the service so that their refusal is audited (image.sign deny);
+      // signingScopeProblem() lets only admins and scoped signers through
+      access: ['signer', 'writer', 'auditor'],
       handler: async (req, res) => {
         const body = parseWith(signRequestSchema, req.body);
         res.status(201).json(await deps.signatures.sign(req.principal!, requestMeta(req), body));

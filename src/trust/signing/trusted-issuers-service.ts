@@ -149,10 +149,13 @@ export class TrustedIssuersService {
       return this.fail(meta, 401, 'invalid_subject_token', 'subject_token is not a JWT', { credential });
     }
     const iss = typeof unverified.iss === 'string' ? unverified.iss.replace(/\/$/, '') : '';
-    const candidates = (await this.deps.db('trusted_issuers').where({ issuer: iss })).map(rowToIssuer);
+    const candidates = (await this.deps.db('trusted_issuers').where({ issuer: iss }).orderBy('name')).map(rowToIssuer);
     if (candidates.length === 0) return this.fail(meta, 401, 'untrusted_issuer', `issuer ${iss || '(none)'} is not trusted`, { credential });
 
     let lastMismatch = '';
+    // several registrations may share an issuer (per audience, per repository): try each, and
+    // report a verification failure only when no registration accepted the token's signature
+    let verifyFailure: { reason: string; detail: string; issuer: string } | undefined;
     for (const issuer of candidates) {
       let payload: JWTPayload;
       try {
@@ -167,7 +170,7 @@ export class TrustedIssuersService {
       } catch (err: any) {
         const code = String(err?.code ?? '');
         const claim = String(err?.claim ?? '');
-        const [status, reason, detail]: [401, string, string] =
+        const [, reason, detail]: [401, string, string] =
           code === 'ERR_JWT_EXPIRED'
             ? [401, 'subject_token_expired', 'the CI token has expired']
             : code === 'ERR_JWT_CLAIM_VALIDATION_FAILED' && claim === 'aud'
@@ -181,7 +184,8 @@ export class TrustedIssuersService {
                     : code === 'ERR_JWKS_TIMEOUT' || code === 'ERR_JOSE_GENERIC'
                       ? [401, 'issuer_keys_unavailable', 'the issuer keys could not be fetched']
                       : [401, 'invalid_subject_token', 'the CI token signature or claims are not valid'];
-        return this.fail(meta, status, reason, detail, { credential, issuer: issuer.name });
+        verifyFailure ??= { reason, detail, issuer: issuer.name };
+        continue;
       }
       const mismatch = claimMismatch(payload, issuer.claims);
       if (mismatch) {
@@ -212,6 +216,7 @@ export class TrustedIssuersService {
         scope: `sign keys:${scope.keys.join(',')} images:${scope.images.join(',')}`,
       };
     }
+    if (!lastMismatch && verifyFailure) return this.fail(meta, 401, verifyFailure.reason, verifyFailure.detail, { credential, issuer: verifyFailure.issuer });
     return this.fail(meta, 403, 'claims_mismatch', lastMismatch || 'the CI token claims do not match any rule', { credential, subject: String(unverified.sub ?? '') });
   }
 }

@@ -1,0 +1,307 @@
+/**
+ * The release gate: resolves an image to its digest, picks the most specific trust policy, runs
+ * every check the policy configures, and records (and audits) the decision. Deterministic
+ * outcomes are cached in the database by (image subject, digest, policy, policy version).
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import type { Knex } from 'knex';
+import type { AuditService } from '../../audit/audit-service.js';
+import { problems } from '../../http/problem.js';
+import type { RequestMeta } from '../../http/request-context.js';
+import { actorOf, principalLabel, type Principal } from '../../identity/identity-types.js';
+import { ImageRefError, parseImageRef, type ImageRef } from '../registry/image-ref.js';
+import type { RegistryClient } from '../registry/registry-client.js';
+import type { SigningKeysService } from '../signing/signing-keys-service.js';
+import { cosignCheck, notaryCheck, remoteFailure, ruleChecks, withDeadline, type CheckContext, type CheckResult, type GateCheck } from './gate-checks.js';
+import { selectPolicy } from './policy-schema.js';
+import type { PolicyService } from './policy-service.js';
+
+export type ReleaseDecision = 'allow' | 'deny' | 'warn';
+
+export interface DecisionView {
+  id: string;
+  decision: ReleaseDecision;
+  image: string;
+  digest: string | null;
+  policy: string | null;
+  policyVersion: number | null;
+  checks: CheckResult[];
+  cached: boolean;
+  cachedFrom: string | null;
+  validUntil: string | null;
+  decidedBy: string;
+  decidedAt: string;
+}
+
+export interface GateOptions {
+  defaultDecision: 'deny' | 'allow';
+  cacheTtlSeconds: number;
+  timeoutMs: number;
+}
+
+export interface CacheEntry {
+  decision_id: string;
+  decision: ReleaseDecision;
+  checks: string;
+  valid_until: number | string;
+}
+
+interface DecisionRow {
+  id: string;
+  image: string;
+  digest: string | null;
+  policy: string | null;
+  policy_version: number | null;
+  decision: string;
+  checks: string;
+  cached: boolean | number;
+  cached_from: string | null;
+  valid_until: number | string | null;
+  decided_by: string;
+  decided_at: number | string;
+}
+
+const isoOrNull = (ms: number | string | null | undefined) => (ms === null || ms === undefined ? null : new Date(Number(ms)).toISOString());
+
+function toView(row: DecisionRow): DecisionView {
+  return {
+    id: row.id,
+    decision: row.decision as ReleaseDecision,
+    image: row.image,
+    digest: row.digest,
+    policy: row.policy,
+    policyVersion: row.policy_version === null || row.policy_version === undefined ? null : Number(row.policy_version),
+    checks: JSON.parse(row.checks) as CheckResult[],
+    cached: Boolean(row.cached),
+    cachedFrom: row.cached_from,
+    validUntil: isoOrNull(row.valid_until),
+    decidedBy: row.decided_by,
+    decidedAt: isoOrNull(row.decided_at)!,
+  };
+}
+
+/** Public part of a check (internal flags stay internal). */
+function publicCheck(c: GateCheck): CheckResult {
+  const out: CheckResult = { type: c.type, ok: c.ok, detail: c.detail };
+  if (!c.ok && c.code) out.code = c.code;
+  return out;
+}
+
+/** Cache key: hex sha256 over subject, digest, policy name and version. */
+export function gateCacheKey(subject: string, digest: string, policy: string, policyVersion: number): string {
+  return createHash('sha256').update(`${subject}\n${digest}\n${policy}\n${policyVersion}`).digest('hex');
+}
+
+export class GateService {
+  constructor(
+    private readonly deps: {
+      db: Knex;
+      audit: AuditService;
+      clock: () => number;
+      registry: RegistryClient;
+      signingKeys: SigningKeysService;
+      policies: PolicyService;
+      options: GateOptions;
+    },
+  ) {}
+
+  /**
+   * The cached path: one primary-key lookup. Expired entries never match (they are overwritten
+   * by the next fresh decision for the same key).
+   */
+  async lookupCache(cacheKey: string, now: number = this.deps.clock()): Promise<CacheEntry | undefined> {
+    return this.deps.db('release_gate_cache')
+      .where('cache_key', cacheKey)
+      .andWhere('valid_until', '>', now)
+      .first('decision_id', 'decision', 'checks', 'valid_until');
+  }
+
+  async decide(principal: Principal, meta: RequestMeta, image: string): Promise<DecisionView> {
+    let ref: ImageRef;
+    try {
+      ref = parseImageRef(image);
+    } catch (err) {
+      if (err instanceof ImageRefError) throw problems.badRequest(`image reference is invalid: ${err.message}`);
+      throw err;
+    }
+    const { options, registry } = this.deps;
+    const repoName = `${ref.registry}/${ref.repository}`;
+    const selected = selectPolicy(await this.deps.policies.all(), repoName);
+
+    // resolve the digest: a tag is mutable, so it is resolved on every request
+    let digest = ref.digest;
+    let resolution: GateCheck | undefined;
+    if (!digest) {
+      try {
+        digest = await withDeadline(registry.resolveDigest(ref), options.timeoutMs, `registry ${ref.registry}`);
+      } catch (err) {
+        resolution = remoteFailure('registry', `cannot resolve ${image}`, err);
+        if (resolution.code === 'registry_not_found') resolution.transient = false;
+      }
+    }
+
+    if (!selected) {
+      const checks: GateCheck[] = resolution ? [resolution] : [];
+      const allow = options.defaultDecision === 'allow' && !resolution;
+      checks.push({
+        type: 'policy',
+        ok: allow,
+        code: allow ? undefined : 'no_policy',
+        detail: `no trust policy matches ${repoName}; default decision is ${options.defaultDecision} (KEYWARDEN_GATE_DEFAULT)`,
+      });
+      return this.record(principal, meta, { image, digest: digest ?? null, policy: null, policyVersion: null, decision: allow ? 'allow' : 'deny', checks });
+    }
+
+    const { policy } = selected;
+    const failDecision: ReleaseDecision = policy.document.mode === 'warn' ? 'warn' : 'deny';
+    const base = { image, policy: policy.name, policyVersion: policy.version };
+    if (resolution || !digest) {
+      return this.record(principal, meta, { ...base, digest: null, decision: failDecision, checks: [resolution!] });
+    }
+
+    const now = this.deps.clock();
+    const ttlMs = options.cacheTtlSeconds * 1000;
+    const subject = ref.tag ? `${repoName}:${ref.tag}` : repoName;
+    const cacheKey = gateCacheKey(subject, digest, policy.name, policy.version);
+    if (ttlMs > 0) {
+      const hit = await this.lookupCache(cacheKey, now);
+      if (hit) {
+        return this.record(principal, meta, {
+          ...base,
+          digest,
+          decision: hit.decision,
+          checks: JSON.parse(hit.checks) as GateCheck[],
+          cached: { from: hit.decision_id, validUntil: Number(hit.valid_until) },
+        });
+      }
+    }
+
+    const ctx: CheckContext = {
+      ref,
+      digest,
+      policy: policy.document,
+      registry,
+      signingKeys: this.deps.signingKeys,
+      now,
+      timeoutMs: options.timeoutMs,
+    };
+    const guard = async (type: string, fn: () => Promise<GateCheck | GateCheck[]>): Promise<GateCheck[]> => {
+      try {
+        const r = await fn();
+        return Array.isArray(r) ? r : [r];
+      } catch (err) {
+        return [remoteFailure(type, `${type} check failed`, err)];
+      }
+    };
+    const parts = await Promise.all([
+      policy.document.cosign ? guard('cosign', () => cosignCheck(ctx)) : Promise.resolve([]),
+      policy.document.notary ? guard('notary', () => notaryCheck(ctx)) : Promise.resolve([]),
+      policy.document.rules ? guard('rules', () => ruleChecks(ctx)) : Promise.resolve([]),
+    ]);
+    const checks = parts.flat();
+    const decision: ReleaseDecision = checks.every((c) => c.ok) ? 'allow' : failDecision;
+
+    let cache: { key: string; subject: string; validUntil: number } | undefined;
+    if (ttlMs > 0 && !checks.some((c) => c.transient)) {
+      const validUntil = Math.min(now + ttlMs, ...checks.map((c) => c.expiresAt ?? Infinity));
+      if (validUntil > now) cache = { key: cacheKey, subject, validUntil };
+    }
+    return this.record(principal, meta, { ...base, digest, decision, checks, cache });
+  }
+
+  private async record(
+    principal: Principal,
+    meta: RequestMeta,
+    d: {
+      image: string;
+      digest: string | null;
+      policy: string | null;
+      policyVersion: number | null;
+      decision: ReleaseDecision;
+      checks: GateCheck[];
+      cached?: { from: string; validUntil: number };
+      cache?: { key: string; subject: string; validUntil: number };
+    },
+  ): Promise<DecisionView> {
+    const now = this.deps.clock();
+    const id = `rd_${randomBytes(18).toString('base64url')}`;
+    const checks = d.checks.map(publicCheck);
+    const checksJson = JSON.stringify(checks);
+    const row: DecisionRow = {
+      id,
+      image: d.image.slice(0, 1024),
+      digest: d.digest,
+      policy: d.policy,
+      policy_version: d.policyVersion,
+      decision: d.decision,
+      checks: checksJson,
+      cached: !!d.cached,
+      cached_from: d.cached?.from ?? null,
+      valid_until: d.cached?.validUntil ?? d.cache?.validUntil ?? null,
+      decided_by: principalLabel(principal),
+      decided_at: now,
+    };
+    const failing = checks.find((c) => !c.ok);
+    await this.deps.audit.transact(async (trx, recordEvent) => {
+      await trx('release_decisions').insert(row);
+      if (d.cache && d.digest && d.policy !== null && d.policyVersion !== null) {
+        await trx('release_gate_cache')
+          .insert({
+            cache_key: d.cache.key,
+            subject: d.cache.subject.slice(0, 1024),
+            digest: d.digest,
+            policy: d.policy,
+            policy_version: d.policyVersion,
+            decision_id: id,
+            decision: d.decision,
+            checks: checksJson,
+            valid_until: d.cache.validUntil,
+          })
+          .onConflict('cache_key')
+          .merge();
+      }
+      await recordEvent({
+        actor: actorOf(principal),
+        action: 'release.decide',
+        resource: { kind: 'image', name: d.image.slice(0, 512) },
+        outcome: d.decision === 'deny' ? 'deny' : 'allow',
+        reason: failing ? `${failing.type}: ${failing.detail}`.slice(0, 1000) : null,
+        details: {
+          decisionId: id,
+          decision: d.decision,
+          digest: d.digest,
+          policy: d.policy,
+          policyVersion: d.policyVersion,
+          cached: !!d.cached,
+          ...(d.cached ? { cachedFrom: d.cached.from } : {}),
+          checks: checks.map((c) => ({ type: c.type, ok: c.ok })),
+        },
+        request: meta,
+      });
+    });
+    return toView(row);
+  }
+
+  async get(id: string): Promise<DecisionView> {
+    const row = await this.deps.db('release_decisions').where({ id }).first();
+    if (!row) throw problems.notFound(`release decision ${id}`);
+    return toView(row);
+  }
+
+  /** Newest first; keyset pagination on (decided_at, id). */
+  async list(q: { image?: string; digest?: string; decision?: string; policy?: string; after?: { at: number; id: string }; limit: number }): Promise<DecisionView[]> {
+    const query = this.deps.db('release_decisions').orderBy([
+      { column: 'decided_at', order: 'desc' },
+      { column: 'id', order: 'desc' },
+    ]);
+    if (q.image) query.where('image', q.image);
+    if (q.digest) query.where('digest', q.digest);
+    if (q.decision) query.where('decision', q.decision);
+    if (q.policy) query.where('policy', q.policy);
+    if (q.after) {
+      const { at, id } = q.after;
+      query.where((w) => w.where('decided_at', '<', at).orWhere((w2) => w2.where('decided_at', '=', at).andWhere('id', '<', id)));
+    }
+    return (await query.limit(q.limit)).map(toView);
+  }
+}
