@@ -10,6 +10,7 @@ import { z } from 'zod';
 import { CliError, ExitCode, usageError } from './exit-codes.js';
 import { classifyNetworkError, fetchTransport, httpsTransport, TransientError, type HttpRequest, type HttpResponse, type Transport } from './http-transport.js';
 import { registerSensitive, warn } from './log.js';
+
 export type Credentials =
   | { kind: 'client_credentials'; clientId: string; clientSecret: string }
   | { kind: 'bootstrap'; token: string }
@@ -82,6 +83,7 @@ export function clientConfigFromEnv(env: NodeJS.ProcessEnv): ClientConfig {
   if (credentials.kind === 'bootstrap') registerSensitive(credentials.token);
   return { addr, credentials, ca };
 }
+
 // ---------------------------------------------------------------------------------------------
 // Errors
 

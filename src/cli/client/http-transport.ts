@@ -33,6 +33,7 @@ export function classifyNetworkError(err: unknown, addr: string): Error {
   }
   return new TransientError(code);
 }
+
 export interface HttpResponse {
   status: number;
   contentType: string;
