@@ -105,6 +105,8 @@ export class TokenService {
         audience: this.accessAudience,
         typ: ACCESS_TOKEN_TYPE,
         currentDate: new Date(now),
+        // instances' clocks differ by a little; a fresh token must not fail nbf on a peer
+        clockTolerance: 5,
         requiredClaims: ['exp', 'jti', 'kw'],
       }));
     } catch (err: any) {
