@@ -1,10 +1,11 @@
 import fs from 'node:fs';
 import { Command } from 'commander';
 import { loadConfig } from '../config.js';
-import { createServices } from '../broker.js';
-import { pruneAuditLog } from '../audit/audit-retention.js';
-import { verifyExportFile } from '../audit/offline-verify.js';
-import { createLogger } from '../http/logging.js';
+
+async function brokerServices() {
+  const [{ createServices }, { createLogger }] = await Promise.all([import('../broker.js'), import('../http/logging.js')]);
+  return createServices(loadConfig(), { logger: createLogger('warn') });
+}
 
 export function auditCommand(): Command {
   const audit = new Command('audit').description('audit log maintenance and offline verification');
@@ -15,7 +16,8 @@ export function auditCommand(): Command {
     .action(async (opts: { before: string }) => {
       const before = Date.parse(opts.before);
       if (Number.isNaN(before)) throw new Error('--before must be an ISO 8601 time');
-      const services = await createServices(loadConfig(), { logger: createLogger('warn') });
+      const services = await brokerServices();
+      const { pruneAuditLog } = await import('../audit/audit-retention.js');
       try {
         const result = await pruneAuditLog({ db: services.db, checkpoints: services.checkpoints, audit: services.audit }, before);
         process.stdout.write(
@@ -34,6 +36,7 @@ export function auditCommand(): Command {
     .requiredOption('--jwks <path>', 'the broker JWKS saved from /.well-known/jwks.json')
     .action(async (opts: { file: string; jwks: string }) => {
       const jwks = JSON.parse(fs.readFileSync(opts.jwks, 'utf8'));
+      const { verifyExportFile } = await import('../audit/offline-verify.js');
       const result = await verifyExportFile(opts.file, jwks);
       process.stdout.write(JSON.stringify(result, null, 2) + '\n');
       if (!result.ok) process.exitCode = 1;
@@ -42,7 +45,7 @@ export function auditCommand(): Command {
     .command('checkpoint')
     .description('write a signed checkpoint of the current head')
     .action(async () => {
-      const services = await createServices(loadConfig(), { logger: createLogger('warn') });
+      const services = await brokerServices();
       try {
         const cp = await services.checkpoints.create('on-demand');
         process.stdout.write(cp ? `checkpoint ${cp.id} at seq ${cp.seq} (${cp.headHash})\n` : 'the log is empty\n');

@@ -1,10 +1,8 @@
 import { Command } from 'commander';
 import { ConfigError } from '../config.js';
-import { initCommand, migrateCommand, rotateRootKeyCommand } from './admin-commands.js';
 import { registerExecCommand } from './client/exec-command.js';
 import { registerFetchCommand } from './client/fetch-command.js';
 import { auditCommand } from './audit-commands.js';
-import { serve } from './serve.js';
 import { registerVerifyCommand } from './verify-command.js';
 import { signCommand } from './sign-command.js';
 
@@ -16,14 +14,24 @@ export const program = new Command()
     process.exit(err.exitCode === 0 ? 0 : 64);
   });
 
-program.command('serve').description('run the broker (configured by KEYWARDEN_* environment variables)').action(serve);
-program.command('migrate').description('apply database migrations').action(migrateCommand);
-program.command('init').description('create the data dir, root key, database and admin API key').action(initCommand);
+// the broker's own modules load only for broker commands, so exec/fetch start fast in containers
+program
+  .command('serve')
+  .description('run the broker (configured by KEYWARDEN_* environment variables)')
+  .action(async () => (await import('./serve.js')).serve());
+program
+  .command('migrate')
+  .description('apply database migrations')
+  .action(async () => (await import('./admin-commands.js')).migrateCommand());
+program
+  .command('init')
+  .description('create the data dir, root key, database and admin API key')
+  .action(async () => (await import('./admin-commands.js')).initCommand());
 program
   .command('rotate-root-key')
   .description('add a root key version and rewrap every data key (resumable; reads keep working)')
   .option('--resume', 'do not add a version; finish rewrapping to the current one')
-  .action(rotateRootKeyCommand);
+  .action(async (opts: { resume?: boolean }) => (await import('./admin-commands.js')).rotateRootKeyCommand(opts));
 registerExecCommand(program);
 registerFetchCommand(program);
 registerVerifyCommand(program);
