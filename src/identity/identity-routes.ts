@@ -222,8 +222,12 @@ export function authRoutes(auth: AuthService, jwtKeys: JwtKeyService, audit: Aud
       path: '/v1/jwt-keys/rotate',
       access: ['admin'],
       handler: async (req, res) => {
-        const result = await jwtKeys.rotate();
-        await audit.record({ actor: actorOf(req.principal), action: 'jwtkey.rotate', resource: { kind: 'jwt-key', name: result.kid }, outcome: 'allow', details: { retired: result.retired }, request: requestMeta(req) });
+        // the rotation and its event commit together, or neither does
+        const result = await audit.transact(async (trx, record) => {
+          const rotated = await jwtKeys.rotate(trx);
+          await record({ actor: actorOf(req.principal), action: 'jwtkey.rotate', resource: { kind: 'jwt-key', name: rotated.kid }, outcome: 'allow', details: { retired: rotated.retired }, request: requestMeta(req) });
+          return rotated;
+        });
         res.json(result);
       },
     },

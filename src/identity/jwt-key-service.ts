@@ -108,9 +108,11 @@ export class JwtKeyService {
     return { keys: rows.map((r: any) => JSON.parse(r.public_jwk)) };
   }
 
-  async rotate(): Promise<{ kid: string; retired: string[] }> {
+  /** Pass the caller's transaction to commit the rotation together with its audit event. */
+  async rotate(outer?: Knex.Transaction): Promise<{ kid: string; retired: string[] }> {
     const now = this.deps.clock();
-    return this.deps.db.transaction(async (trx) => {
+    const run = (fn: (trx: Knex.Transaction) => Promise<{ kid: string; retired: string[] }>) => (outer ? fn(outer) : this.deps.db.transaction(fn));
+    return run(async (trx) => {
       const active = await trx('jwt_keys').whereNull('retired_at').select('kid');
       await trx('jwt_keys')
         .whereNull('retired_at')
