@@ -14,6 +14,7 @@ import type { KeyProvider } from './crypto/key-provider.js';
 import { SystemKeys } from './crypto/system-keys.js';
 import { openDatabase, type DbHandle } from './db/connection.js';
 import { migrateLatest } from './db/migrate.js';
+import { SqliteFastPath } from './db/sqlite-fast-path.js';
 import { buildApp } from './http/app.js';
 import type { CertificateAuthenticator } from './http/authenticate.js';
 import { createLogger } from './http/logging.js';
@@ -49,12 +50,15 @@ export interface BrokerOptions {
   db?: DbHandle;
   dbSchema?: string;
   certificates?: CertificateAuthenticator;
+  /** false disables the synchronous SQLite read path (tests compare both paths). */
+  fastPath?: boolean;
 }
 
 export interface Services {
   config: Config;
   db: Knex;
   dbHandle: DbHandle;
+  fastPath?: SqliteFastPath;
   clock: () => number;
   logger: Logger;
   keyProvider: KeyProvider;
@@ -95,13 +99,14 @@ export async function createServices(config: Config, options: BrokerOptions = {}
   const dbHandle = options.db ?? (await openDatabase(config.databaseUrl, { schema: options.dbSchema }));
   const db = dbHandle.knex;
   await migrateLatest(db);
+  const fastPath = dbHandle.sqliteFile && options.fastPath !== false ? new SqliteFastPath(dbHandle.sqliteFile) : undefined;
   const systemKeys = new SystemKeys(db, keyProvider, clock);
   // loaded once up front: they are immutable, and fetching them lazily inside a transaction
   // would need a second connection (SQLite has one)
   await systemKeys.get('checksum');
   await systemKeys.get('audit-hmac');
   const auditSink = config.auditFile ? new JsonlAuditSink(config.auditFile) : undefined;
-  const audit = new AuditService({ db, systemKeys, clock, logger, sink: auditSink });
+  const audit = new AuditService({ db, systemKeys, clock, logger, sink: auditSink, fastPath });
   const jwtKeys = new JwtKeyService({
     db,
     keyProvider,
@@ -115,11 +120,12 @@ export async function createServices(config: Config, options: BrokerOptions = {}
     issuer: config.issuer,
     trustDomain: config.trustDomain,
     accessTokenTtlSeconds: config.accessTokenTtlSeconds,
+    fastPath,
   });
   const apiKeys = new ApiKeysService({ db, audit, clock });
   const clients = new ClientsService({ db, audit, clock });
   const groups = new GroupsService({ db, audit, clock });
-  const secrets = new SecretsService({ db, keyProvider, systemKeys, audit, clock });
+  const secrets = new SecretsService({ db, keyProvider, systemKeys, audit, clock, fastPath });
   const windowMs = config.authRateLimit.windowSeconds * 1000;
   const rateLimiter = new FailureRateLimiter(db, clock, {
     client: { maxFailures: config.authRateLimit.maxFailuresPerClient, windowMs },
@@ -157,16 +163,17 @@ export async function createServices(config: Config, options: BrokerOptions = {}
   const trustedIssuers = new TrustedIssuersService({ db, audit, tokens, auth, clock });
   const signatures = new SignaturesService({ db, audit, registry, signingKeys, clock });
   return {
-    config, db, dbHandle, clock, logger, keyProvider, systemKeys, audit, auditSink, jwtKeys, tokens, apiKeys, clients, groups, secrets, auth, workload,
+    config, db, dbHandle, fastPath, clock, logger, keyProvider, systemKeys, audit, auditSink, jwtKeys, tokens, apiKeys, clients, groups, secrets, auth, workload,
     auditQuery, checkpoints, auditVerifier, reports, registry, signingKeys, policies, gate, trustedIssuers, signatures,
   };
 }
 
 export function domainRouters(s: Services): Router[] {
+  // Express tries routers in order: the hot path (secret delivery) goes first
   return [
+    clientSecretsRoutes(s.secrets),
     authRoutes(s.auth, s.jwtKeys, s.audit, s.config.issuer),
     secretsRoutes(s.secrets),
-    clientSecretsRoutes(s.secrets),
     groupRoutes(s.groups),
     clientRoutes(s.clients),
     apiKeyRoutes(s.apiKeys),
@@ -198,6 +205,7 @@ export async function createBroker(config: Config, options: BrokerOptions = {}):
     services,
     async close() {
       services.auditSink?.close();
+      services.fastPath?.close();
       if (!options.db) await services.dbHandle.close();
     },
   };

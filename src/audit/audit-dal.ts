@@ -1,4 +1,5 @@
 import type { Knex } from 'knex';
+import type { SqliteFastPath } from '../db/sqlite-fast-path.js';
 import { chainHash } from './audit-chain.js';
 import type { AuditEvent, AuditEventInput } from './audit-types.js';
 
@@ -53,8 +54,16 @@ export async function appendEvent(trx: Knex.Transaction, input: AuditEventInput,
   const headQuery = trx('audit_head').where({ id: 1 }).select('seq', 'hash');
   const head = trx.client.config.client === 'pg' ? await headQuery.forUpdate().first() : await headQuery.first();
   if (!head) throw new Error('audit head row is missing');
+  const event = chainEvent({ seq: Number(head.seq), hash: head.hash }, input, now);
+  await trx('audit_events').insert(eventToRow(event));
+  await trx('audit_head').where({ id: 1 }).update({ seq: event.seq, hash: event.hash });
+  return event;
+}
+
+/** The event that follows `head`: next sequence number, linked and hashed. */
+export function chainEvent(head: { seq: number; hash: string }, input: AuditEventInput, now: number): AuditEvent {
   const partial: Omit<AuditEvent, 'hash'> = {
-    seq: Number(head.seq) + 1,
+    seq: head.seq + 1,
     ts: now,
     actorKind: input.actor.kind,
     actorId: input.actor.id ?? null,
@@ -70,8 +79,59 @@ export async function appendEvent(trx: Knex.Transaction, input: AuditEventInput,
     details: input.details ?? {},
     prevHash: head.hash,
   };
-  const event: AuditEvent = { ...partial, hash: chainHash(partial.prevHash, partial) };
-  await trx('audit_events').insert(eventToRow(event));
-  await trx('audit_head').where({ id: 1 }).update({ seq: event.seq, hash: event.hash });
-  return event;
+  return { ...partial, hash: chainHash(partial.prevHash, partial) };
+}
+
+export interface SecretReadMark {
+  clientId: number;
+  secretId: number;
+  version: number;
+  at: number;
+}
+
+/** Appends several events under one head lock, with the last-read marks they describe. */
+export async function appendEvents(trx: Knex.Transaction, inputs: AuditEventInput[], reads: SecretReadMark[], now: number): Promise<AuditEvent[]> {
+  const headQuery = trx('audit_head').where({ id: 1 }).select('seq', 'hash');
+  const head = trx.client.config.client === 'pg' ? await headQuery.forUpdate().first() : await headQuery.first();
+  if (!head) throw new Error('audit head row is missing');
+  const events: AuditEvent[] = [];
+  let prev = { seq: Number(head.seq), hash: head.hash as string };
+  for (const input of inputs) {
+    const event = chainEvent(prev, input, now);
+    events.push(event);
+    prev = { seq: event.seq, hash: event.hash };
+  }
+  for (let i = 0; i < events.length; i += 200) await trx('audit_events').insert(events.slice(i, i + 200).map(eventToRow));
+  await trx('audit_head').where({ id: 1 }).update({ seq: prev.seq, hash: prev.hash });
+  const latest = new Map<string, SecretReadMark>();
+  for (const r of reads) latest.set(`${r.clientId}:${r.secretId}`, r);
+  for (const r of latest.values()) {
+    await trx('secret_reads')
+      .insert({ client_id: r.clientId, secret_id: r.secretId, last_read_at: r.at, last_version: r.version })
+      .onConflict(['client_id', 'secret_id'])
+      .merge({ last_read_at: r.at, last_version: r.version });
+  }
+  return events;
+}
+
+const INSERT_EVENT_SQL =
+  'INSERT INTO audit_events (seq, ts, actor_kind, actor_id, actor_name, action, resource_kind, resource_name, outcome, reason, request_id, source_ip, user_agent, details, prev_hash, hash) VALUES (@seq, @ts, @actor_kind, @actor_id, @actor_name, @action, @resource_kind, @resource_name, @outcome, @reason, @request_id, @source_ip, @user_agent, @details, @prev_hash, @hash)';
+const UPSERT_READ_SQL =
+  'INSERT INTO secret_reads (client_id, secret_id, last_read_at, last_version) VALUES (?, ?, ?, ?) ON CONFLICT (client_id, secret_id) DO UPDATE SET last_read_at = excluded.last_read_at, last_version = excluded.last_version';
+
+/** The same append on the synchronous SQLite connection; must run inside its transaction. */
+export function appendEventsSync(fast: SqliteFastPath, inputs: AuditEventInput[], reads: SecretReadMark[], now: number): AuditEvent[] {
+  const head = fast.get<{ seq: number; hash: string }>('SELECT seq, hash FROM audit_head WHERE id = 1');
+  if (!head) throw new Error('audit head row is missing');
+  const events: AuditEvent[] = [];
+  let prev = { seq: Number(head.seq), hash: head.hash };
+  for (const input of inputs) {
+    const event = chainEvent(prev, input, now);
+    fast.run(INSERT_EVENT_SQL, eventToRow(event));
+    events.push(event);
+    prev = { seq: event.seq, hash: event.hash };
+  }
+  fast.run('UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1', prev.seq, prev.hash);
+  for (const r of reads) fast.run(UPSERT_READ_SQL, r.clientId, r.secretId, r.at, r.version);
+  return events;
 }

@@ -2,7 +2,8 @@ import type { Knex } from 'knex';
 import type { Logger } from 'pino';
 import type { SystemKeys } from '../crypto/system-keys.js';
 import { problems } from '../http/problem.js';
-import { appendEvent } from './audit-dal.js';
+import type { SqliteFastPath } from '../db/sqlite-fast-path.js';
+import { appendEvent, appendEvents, appendEventsSync, type SecretReadMark } from './audit-dal.js';
 import type { JsonlAuditSink } from './audit-sink.js';
 import type { AuditEvent, AuditEventInput } from './audit-types.js';
 
@@ -12,6 +13,15 @@ export interface AuditDeps {
   clock: () => number;
   logger?: Logger;
   sink?: JsonlAuditSink;
+  /** Synchronous SQLite connection for the read path (embedded default only). */
+  fastPath?: SqliteFastPath;
+}
+
+interface PendingReads {
+  inputs: AuditEventInput[];
+  reads: SecretReadMark[];
+  resolve: (events: AuditEvent[]) => void;
+  reject: (err: unknown) => void;
 }
 
 /**
@@ -20,7 +30,80 @@ export interface AuditDeps {
  * the event is written in the operation's own transaction).
  */
 export class AuditService {
+  private pending: PendingReads[] = [];
+  private flushing = false;
+
   constructor(private readonly deps: AuditDeps) {}
+
+  /**
+   * Records secret reads (and the last-read marks reports use) before the value is handed out.
+   * Concurrent reads are group-committed: one transaction, one head lock, many events (on
+   * SQLite, one synchronous transaction on the fast-path connection). The caller's promise
+   * settles only after the commit, so nothing is delivered unrecorded.
+   */
+  async recordReads(inputs: AuditEventInput[], reads: SecretReadMark[]): Promise<AuditEvent[]> {
+    return new Promise<AuditEvent[]>((resolve, reject) => {
+      this.pending.push({ inputs, reads, resolve, reject });
+      if (!this.flushing) {
+        this.flushing = true;
+        // one macrotask of delay lets every request already read off the sockets join the batch
+        setImmediate(() => void this.flush());
+      }
+    });
+  }
+
+  private settle(batch: PendingReads[], events: AuditEvent[]): void {
+    this.mirror(events);
+    let offset = 0;
+    for (const b of batch) {
+      b.resolve(events.slice(offset, offset + b.inputs.length));
+      offset += b.inputs.length;
+    }
+  }
+
+  /** SQLite: the whole batch in one synchronous BEGIN IMMEDIATE; false when the lock is taken. */
+  private flushFast(batch: PendingReads[]): boolean {
+    const fast = this.deps.fastPath;
+    if (!fast) return false;
+    let done: { value: AuditEvent[] } | undefined;
+    try {
+      done = fast.tryImmediate(() => appendEventsSync(fast, batch.flatMap((b) => b.inputs), batch.flatMap((b) => b.reads), this.deps.clock()));
+    } catch (err) {
+      // a failing batch is retried entry by entry below, so one bad event fails only itself
+      this.deps.logger?.warn({ err: { message: (err as Error).message } }, 'audit batch failed on the fast path');
+      return false;
+    }
+    if (!done) return false;
+    this.settle(batch, done.value);
+    return true;
+  }
+
+  private async flush(): Promise<void> {
+    while (this.pending.length > 0) {
+      const batch = this.pending.splice(0, 256);
+      if (this.flushFast(batch)) continue;
+      try {
+        const events = await this.deps.db.transaction((trx) =>
+          appendEvents(trx, batch.flatMap((b) => b.inputs), batch.flatMap((b) => b.reads), this.deps.clock()),
+        );
+        this.settle(batch, events);
+      } catch (err) {
+        // one bad entry must not fail its neighbours: retry each on its own
+        for (const b of batch) {
+          try {
+            const events = await this.deps.db.transaction((trx) => appendEvents(trx, b.inputs, b.reads, this.deps.clock()));
+            this.mirror(events);
+            b.resolve(events);
+          } catch (inner) {
+            this.deps.logger?.error({ err: { message: (inner as Error).message } }, 'audit write failed');
+            b.reject(problems.auditUnavailable());
+          }
+        }
+        void err;
+      }
+    }
+    this.flushing = false;
+  }
 
   /** Records in a transaction of its own. */
   async record(input: AuditEventInput): Promise<AuditEvent> {

@@ -13,6 +13,8 @@ export type Dialect = 'sqlite' | 'postgres';
 export interface DbHandle {
   knex: Knex;
   dialect: Dialect;
+  /** The SQLite file, for the synchronous fast-path connection. */
+  sqliteFile?: string;
   close(): Promise<void>;
 }
 
@@ -36,8 +38,10 @@ export function sqliteFileFromUrl(url: string): string {
 export async function openDatabase(url: string, options: DbOptions = {}): Promise<DbHandle> {
   const dialect = dialectOf(url);
   let knex: Knex;
+  let sqliteFile: string | undefined;
   if (dialect === 'sqlite') {
     const filename = sqliteFileFromUrl(url);
+    if (filename !== ':memory:') sqliteFile = filename;
     if (filename !== ':memory:') fs.mkdirSync(path.dirname(filename), { recursive: true });
     knex = knexFactory({
       client: 'better-sqlite3',
@@ -79,6 +83,7 @@ export async function openDatabase(url: string, options: DbOptions = {}): Promis
   return {
     knex,
     dialect,
+    sqliteFile,
     close: () => knex.destroy(),
   };
 }

@@ -1,5 +1,6 @@
 import crypto from 'node:crypto';
 import type { Knex } from 'knex';
+import type { SqliteFastPath } from '../db/sqlite-fast-path.js';
 import { SignJWT, decodeProtectedHeader, jwtVerify, type JWTPayload } from 'jose';
 import { problems } from '../http/problem.js';
 import type { Principal, SignerScope } from './identity-types.js';
@@ -12,7 +13,15 @@ export interface TokenServiceDeps {
   issuer: string;
   trustDomain: string;
   accessTokenTtlSeconds: number;
+  fastPath?: SqliteFastPath;
 }
+
+/** Revocation state read on every use: one indexed statement (prepared, on SQLite). */
+const CLIENT_STATE_SQL = `
+  SELECT c.enabled, c.name, c.secret_rotated_at,
+         (SELECT COUNT(*) FROM revoked_tokens r WHERE r.jti = ?) AS revoked
+    FROM clients c
+   WHERE c.id = ?`;
 
 /** Claims private to Keywarden access tokens. */
 type KwClaim =
@@ -127,15 +136,9 @@ export class TokenService {
     const jti = payload.jti as string;
     const kw = payload.kw;
     if (kw.t === 'client') {
-      const row = await this.deps.db('clients as c')
-        .where('c.id', kw.id)
-        .select(
-          'c.enabled',
-          'c.name',
-          'c.secret_rotated_at',
-          this.deps.db('revoked_tokens').where({ jti }).count('*').as('revoked'),
-        )
-        .first();
+      const row = this.deps.fastPath
+        ? this.deps.fastPath.get<any>(CLIENT_STATE_SQL, jti, kw.id)
+        : await this.deps.db.raw(CLIENT_STATE_SQL, [jti, kw.id]).then((r: any) => (Array.isArray(r) ? r[0] : r.rows[0]));
       if (!row || row.name !== kw.n) throw problems.unauthenticated('the client no longer exists', 'client_deleted');
       if (!row.enabled) throw problems.unauthenticated('the client is disabled', 'client_disabled');
       if (Number(row.revoked) > 0) throw problems.unauthenticated('the access token was revoked', 'token_revoked');

@@ -1,4 +1,5 @@
 import type { Knex } from 'knex';
+import type { SqliteFastPath } from '../db/sqlite-fast-path.js';
 import type { SecretRecord, SecretVersionRecord } from './secrets-types.js';
 
 export function rowToSecret(row: any): SecretRecord {
@@ -43,8 +44,32 @@ export interface SecretListFilter {
   limit: number;
 }
 
+export interface FoundSecret {
+  secret: SecretRecord;
+  version: SecretVersionRecord;
+  /** The (alphabetically first) group through which the client may read it. */
+  group: string;
+}
+
+const FIND_FOR_CLIENT_SQL = `
+  SELECT s.*, gr.name AS group_name,
+         v.id AS v_id, v.iv AS v_iv, v.ciphertext AS v_ciphertext, v.wrapped_key AS v_wrapped_key,
+         v.root_key_version AS v_root_key_version, v.checksum AS v_checksum, v.size AS v_size,
+         v.created_by AS v_created_by, v.created_at AS v_created_at
+    FROM secrets s
+    JOIN access_grants g ON g.secret_id = s.id
+    JOIN memberships m ON m.group_id = g.group_id AND m.client_id = ?
+    JOIN "groups" gr ON gr.id = g.group_id
+    JOIN secret_versions v ON v.secret_id = s.id AND v.version = s.current_version
+   WHERE s.name = ? AND s.deleted_at IS NULL
+   ORDER BY gr.name
+   LIMIT 1`;
+
 export class SecretsDal {
-  constructor(private readonly db: Knex) {}
+  constructor(
+    private readonly db: Knex,
+    private readonly fastPath?: SqliteFastPath,
+  ) {}
 
   async findLive(name: string, trx: Knex = this.db): Promise<SecretRecord | undefined> {
     const row = await trx('secrets').where({ name }).whereNull('deleted_at').first();
@@ -117,35 +142,12 @@ export class SecretsDal {
 
   /**
    * The access rule in one indexed query: the secret's current version, only if one of the
-   * client's groups is granted it.
+   * client's groups is granted it. On SQLite it runs as a prepared statement on the fast path.
    */
-  async findForClient(clientId: number, name: string): Promise<{ secret: SecretRecord; version: SecretVersionRecord; group: string } | undefined> {
-    const row = await this.db('secrets as s')
-      .join('access_grants as g', 'g.secret_id', 's.id')
-      .join('memberships as m', function () {
-        this.on('m.group_id', '=', 'g.group_id').andOnVal('m.client_id', '=', clientId);
-      })
-      .join('groups as gr', 'gr.id', 'g.group_id')
-      .join('secret_versions as v', function () {
-        this.on('v.secret_id', '=', 's.id').andOn('v.version', '=', 's.current_version');
-      })
-      .where('s.name', name)
-      .whereNull('s.deleted_at')
-      .select(
-        's.*',
-        'gr.name as group_name',
-        'v.id as v_id',
-        'v.iv as v_iv',
-        'v.ciphertext as v_ciphertext',
-        'v.wrapped_key as v_wrapped_key',
-        'v.root_key_version as v_root_key_version',
-        'v.checksum as v_checksum',
-        'v.size as v_size',
-        'v.created_by as v_created_by',
-        'v.created_at as v_created_at',
-      )
-      .orderBy('gr.name')
-      .first();
+  async findForClient(clientId: number, name: string): Promise<FoundSecret | undefined> {
+    const row = this.fastPath
+      ? this.fastPath.get<any>(FIND_FOR_CLIENT_SQL, clientId, name)
+      : (await this.db.raw(FIND_FOR_CLIENT_SQL, [clientId, name]).then((r: any) => (Array.isArray(r) ? r[0] : r.rows[0])));
     if (!row) return undefined;
     return {
       secret: rowToSecret(row),
@@ -182,12 +184,5 @@ export class SecretsDal {
       .orderBy('s.name')
       .select('s.*', 'v.checksum', 'v.size');
     return rows.map((row: any) => ({ ...rowToSecret(row), checksum: row.checksum, size: row.size }));
-  }
-
-  async recordRead(trx: Knex.Transaction, clientId: number, secretId: number, version: number, at: number): Promise<void> {
-    await trx('secret_reads')
-      .insert({ client_id: clientId, secret_id: secretId, last_read_at: at, last_version: version })
-      .onConflict(['client_id', 'secret_id'])
-      .merge({ last_read_at: at, last_version: version });
   }
 }

@@ -4,6 +4,7 @@ import type { AuditEventInput } from '../audit/audit-types.js';
 import { open, seal, DecryptionError } from '../crypto/envelope.js';
 import { KeyProviderError, type KeyProvider } from '../crypto/key-provider.js';
 import type { SystemKeys } from '../crypto/system-keys.js';
+import type { SqliteFastPath } from '../db/sqlite-fast-path.js';
 import { ProblemError, problems } from '../http/problem.js';
 import type { RequestMeta } from '../http/request-context.js';
 import { actorOf, principalLabel, type Principal } from '../identity/identity-types.js';
@@ -24,6 +25,7 @@ export interface SecretsServiceDeps {
   systemKeys: SystemKeys;
   audit: AuditService;
   clock: () => number;
+  fastPath?: SqliteFastPath;
 }
 
 export interface CreateSecretInput {
@@ -85,7 +87,7 @@ export class SecretsService {
   readonly dal: SecretsDal;
 
   constructor(private readonly deps: SecretsServiceDeps) {
-    this.dal = new SecretsDal(deps.db);
+    this.dal = new SecretsDal(deps.db, deps.fastPath);
   }
 
   private event(principal: Principal, meta: RequestMeta | undefined, action: string, name: string, extra: Partial<AuditEventInput> = {}): AuditEventInput {
@@ -308,22 +310,19 @@ export class SecretsService {
     const found = await Promise.all(names.map((n) => this.dal.findForClient(principal.id, n)));
     if (found.some((f) => !f)) {
       const missing = names.filter((_, i) => !found[i]);
-      await this.deps.audit.transact(async (_trx, record) => {
-        for (const n of missing) {
-          await record(this.event(principal, meta, 'secret.read', n, { outcome: 'deny', reason: 'not found or not granted' }));
-        }
-      });
+      await this.deps.audit.recordReads(
+        missing.map((n) => this.event(principal, meta, 'secret.read', n, { outcome: 'deny', reason: 'not found or not granted' })),
+        [],
+      );
       throw names.length === 1 ? problems.notFound(`secret ${names[0]}`) : problems.notFound('one or more of the requested secrets');
     }
     const items = found as Array<NonNullable<(typeof found)[number]>>;
     const contents = await Promise.all(items.map((f) => this.decrypt(f.secret, f.version)));
     const now = this.deps.clock();
-    await this.deps.audit.transact(async (trx, record) => {
-      for (const f of items) {
-        await this.dal.recordRead(trx, principal.id, f.secret.id, f.version.version, now);
-        await record(this.event(principal, meta, 'secret.read', f.secret.name, { details: { version: f.version.version, via: 'client', group: f.group } }));
-      }
-    });
+    await this.deps.audit.recordReads(
+      items.map((f) => this.event(principal, meta, 'secret.read', f.secret.name, { details: { version: f.version.version, via: 'client', group: f.group } })),
+      items.map((f) => ({ clientId: principal.id, secretId: f.secret.id, version: f.version.version, at: now })),
+    );
     return items.map((f, i) => ({
       name: f.secret.name,
       version: f.version.version,

@@ -1,0 +1,55 @@
+import Database from 'better-sqlite3';
+
+/**
+ * A second, synchronous connection to the broker's SQLite file for the secret-delivery hot
+ * path. Every use runs to completion within one tick (no awaits), so its write transactions
+ * never hold the lock while other code runs. When knex's connection holds the write lock
+ * across an await, an immediate transaction here fails at once (busy_timeout 0) and the caller
+ * falls back to the knex path: correctness never depends on the fast path.
+ */
+export class SqliteFastPath {
+  private readonly db: Database.Database;
+  private readonly statements = new Map<string, Database.Statement>();
+
+  constructor(filename: string) {
+    this.db = new Database(filename, { fileMustExist: true });
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = NORMAL');
+    this.db.pragma('foreign_keys = ON');
+    this.db.pragma('busy_timeout = 0');
+  }
+
+  private statement(sql: string): Database.Statement {
+    let stmt = this.statements.get(sql);
+    if (!stmt) {
+      stmt = this.db.prepare(sql);
+      this.statements.set(sql, stmt);
+    }
+    return stmt;
+  }
+
+  get<T>(sql: string, ...params: unknown[]): T | undefined {
+    return this.statement(sql).get(...params) as T | undefined;
+  }
+
+  run(sql: string, ...params: unknown[]): void {
+    this.statement(sql).run(...params);
+  }
+
+  /**
+   * Runs `fn` in BEGIN IMMEDIATE. Returns undefined (nothing written) when another connection
+   * holds the write lock; any other failure propagates.
+   */
+  tryImmediate<T>(fn: () => T): { value: T } | undefined {
+    try {
+      return { value: this.db.transaction(fn).immediate() };
+    } catch (err: any) {
+      if (err?.code === 'SQLITE_BUSY' || err?.code === 'SQLITE_BUSY_SNAPSHOT' || err?.code === 'SQLITE_LOCKED') return undefined;
+      throw err;
+    }
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}
