@@ -474,6 +474,17 @@ describeReal('release gate (real registry, real notary)', () => {
       expect(rows.length).toBeGreaterThanOrEqual(5);
     });
 
+    it('does not cache a deny for a missing signature: signing afterwards allows at once', async () => {
+      const img = await push('cache/unsigned', 'v1');
+      await putPolicy({ name: 'cache-unsigned', images: [`${R}/cache/unsigned`], cosign: { keys: ['release'] } });
+      const denied = await decide(`${R}/cache/unsigned:v1`);
+      expect(denied).toMatchObject({ decision: 'deny', cached: false });
+      expect((await decide(`${R}/cache/unsigned:v1`)).cached).toBe(false);
+      await signWithBrokerKey('cache/unsigned', img.digest);
+      expect(await decide(`${R}/cache/unsigned:v1`)).toMatchObject({ decision: 'allow', cached: false });
+      expect(await decide(`${R}/cache/unsigned:v1`)).toMatchObject({ decision: 'allow', cached: true });
+    });
+
     it('lists and fetches decisions, filters by image and digest, paginates', async () => {
       const auditor = bearer(await tb.apiKey('auditor'));
       const img = `${R}/cache/app:v1`;

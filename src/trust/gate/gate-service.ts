@@ -201,8 +201,13 @@ export class GateService {
     const checks = parts.flat();
     const decision: ReleaseDecision = checks.every((c) => c.ok) ? 'allow' : failDecision;
 
+    // Allows are cached (bounded by TTL and trust-data expiry). A deny is cached only when it
+    // rests on the image's own content (config rules), which its digest fixes: a missing
+    // signature or Notary tag can be added a minute later and must not stay denied.
+    const contentOnly = new Set(['nonRootUser', 'requiredLabels', 'forbidLabels', 'maxAgeDays']);
+    const denyIsFinal = checks.filter((c) => !c.ok).every((c) => contentOnly.has(c.type));
     let cache: { key: string; subject: string; validUntil: number } | undefined;
-    if (ttlMs > 0 && !checks.some((c) => c.transient)) {
+    if (ttlMs > 0 && !checks.some((c) => c.transient) && denyIsFinal) {
       const validUntil = Math.min(now + ttlMs, ...checks.map((c) => c.expiresAt ?? Infinity));
       if (validUntil > now) cache = { key: cacheKey, subject, validUntil };
     }
