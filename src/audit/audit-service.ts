@@ -87,7 +87,7 @@ export class AuditService {
           appendEvents(trx, batch.flatMap((b) => b.inputs), batch.flatMap((b) => b.reads), this.deps.clock()),
         );
         this.settle(batch, events);
-      } catch (err) {
+      } catch {
         // one bad entry must not fail its neighbours: retry each on its own
         for (const b of batch) {
           try {
@@ -99,7 +99,6 @@ export class AuditService {
             b.reject(problems.auditUnavailable());
           }
         }
-        void err;
       }
     }
     this.flushing = false;

@@ -29,6 +29,8 @@ export function buildApp(deps: AppDeps): Express {
   app.set('etag', false);
   app.set('trust proxy', deps.trustProxy);
   app.set('query parser', 'simple');
+  // route guards record authorization denials through it
+  app.locals.audit = deps.audit;
   app.use(deps.metrics.middleware);
   app.use(requestLogger(deps.logger));
   app.use((req, res, next) => {

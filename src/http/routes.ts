@@ -1,6 +1,8 @@
 import type { Request, RequestHandler, Response, Router } from 'express';
-import type { OperatorRole, Principal } from '../identity/identity-types.js';
-import { problems } from './problem.js';
+import type { AuditService } from '../audit/audit-service.js';
+import { actorOf, type OperatorRole, type Principal } from '../identity/identity-types.js';
+import { ProblemError, problems } from './problem.js';
+import { requestMeta } from './request-context.js';
 
 /**
  * Who may call a route. Deny by default: every route must say.
@@ -41,8 +43,24 @@ export function authorize(principal: Principal | undefined, access: Access): voi
 
 export function defineRoutes(router: Router, routes: RouteDefinition[]): void {
   for (const route of routes) {
-    const guard: RequestHandler = (req, _res, next) => {
-      authorize(req.principal, route.access);
+    const guard: RequestHandler = async (req, _res, next) => {
+      try {
+        authorize(req.principal, route.access);
+      } catch (err) {
+        // an authenticated caller refused by role is a security-relevant event: record it
+        const audit = req.app.locals.audit as AuditService | undefined;
+        if (audit && req.principal && err instanceof ProblemError && err.status === 403) {
+          await audit.record({
+            actor: actorOf(req.principal),
+            action: 'authz.deny',
+            resource: { kind: 'route', name: `${route.method.toUpperCase()} ${route.path}` },
+            outcome: 'deny',
+            reason: err.detail ?? err.title,
+            request: requestMeta(req),
+          });
+        }
+        throw err;
+      }
       next();
     };
     router[route.method](toExpressPath(route.path), guard, route.handler as RequestHandler);

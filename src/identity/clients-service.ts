@@ -199,7 +199,7 @@ export class ClientsService {
   async changeGroups(principal: Principal, meta: RequestMeta, name: string, change: z.infer<typeof membershipChangeSchema>) {
     await this.deps.audit.transact(async (trx, record) => {
       const client = await this.require(name, trx);
-      await applyMembershipChange(trx, record, principal, meta, [client], change.add, change.remove, 'groups', this.deps.clock());
+      await applyMembershipChange(trx, record, principal, meta, [client], change.add, change.remove, this.deps.clock());
     });
     return this.get(name);
   }
@@ -216,10 +216,7 @@ export class ClientsService {
 
 type Recorder = (input: import('../audit/audit-types.js').AuditEventInput) => Promise<unknown>;
 
-/**
- * Adds and removes memberships between the given clients and named groups (direction
- * 'groups'), or between one group and named clients (direction 'clients').
- */
+/** Adds and removes memberships between the given clients and the named groups, audited. */
 export async function applyMembershipChange(
   trx: Knex.Transaction,
   record: Recorder,
@@ -228,7 +225,6 @@ export async function applyMembershipChange(
   clients: Array<{ id: number; name: string }>,
   addGroups: string[],
   removeGroups: string[],
-  _direction: 'groups',
   now: number,
 ) {
   const names = [...new Set([...addGroups, ...removeGroups])];
@@ -238,8 +234,7 @@ export async function applyMembershipChange(
   const idOf = (n: string) => rows.find((r: any) => r.name === n)!.id as number;
   for (const client of clients) {
     for (const g of new Set(addGroups)) {
-      const inserted = await trx('memberships').insert({ group_id: idOf(g), client_id: client.id, created_at: now }).onConflict(['client_id', 'group_id']).ignore();
-      void inserted;
+      await trx('memberships').insert({ group_id: idOf(g), client_id: client.id, created_at: now }).onConflict(['client_id', 'group_id']).ignore();
       await record({ actor: actorOf(principal), action: 'membership.add', resource: { kind: 'client', name: client.name }, outcome: 'allow', details: { group: g }, request: meta });
     }
     for (const g of new Set(removeGroups)) {

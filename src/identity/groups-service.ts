@@ -118,8 +118,8 @@ export class GroupsService {
       const missing = names.filter((n) => !rows.some((r: any) => r.name === n));
       if (missing.length) throw problems.badRequest(`unknown clients: ${missing.join(', ')}`);
       const byName = (list: string[]) => [...new Set(list)].map((n) => rows.find((r: any) => r.name === n)!);
-      for (const c of byName(change.add)) await applyMembershipChange(trx, record, principal, meta, [c], [name], [], 'groups', now);
-      for (const c of byName(change.remove)) await applyMembershipChange(trx, record, principal, meta, [c], [], [name], 'groups', now);
+      for (const c of byName(change.add)) await applyMembershipChange(trx, record, principal, meta, [c], [name], [], now);
+      for (const c of byName(change.remove)) await applyMembershipChange(trx, record, principal, meta, [c], [], [name], now);
     });
     return this.get(name);
   }

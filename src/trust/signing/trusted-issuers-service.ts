@@ -2,7 +2,7 @@ import type { Knex } from 'knex';
 import { createLocalJWKSet, createRemoteJWKSet, decodeJwt, jwtVerify, type JWK, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import { z } from 'zod';
 import type { AuditService } from '../../audit/audit-service.js';
-import { ProblemError, problems } from '../../http/problem.js';
+import { problems } from '../../http/problem.js';
 import type { RequestMeta } from '../../http/request-context.js';
 import { nameSchema } from '../../http/validation.js';
 import { oauthError, type AuthService, type TokenResponse } from '../../identity/auth-service.js';
@@ -225,4 +225,3 @@ function pickClaims(payload: JWTPayload, names: string[]): Record<string, unknow
   return Object.fromEntries(names.filter((n) => typeof payload[n] === 'string' || typeof payload[n] === 'number').map((n) => [n, payload[n]]));
 }
 
-export { ProblemError };
