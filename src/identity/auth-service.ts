@@ -46,12 +46,15 @@ export class AuthService {
     if (!grantType) throw oauthError(400, 'invalid_request', 'invalid_request', 'grant_type is required');
     const handler = this.grants.get(grantType);
     if (!handler) throw oauthError(400, 'unsupported_grant_type', 'unsupported_grant_type', `grant_type ${grantType} is not supported`);
-    const buckets = [{ kind: 'address', key: meta.sourceIp ?? 'unknown' }];
-    if (params.client_id) buckets.push({ kind: 'client', key: params.client_id.slice(0, 128) });
+    // The per-client bucket is keyed by client id and source address: failures from one place
+    // lock out guesses from there, but never the real workload logging in from elsewhere.
+    const address = meta.sourceIp ?? 'unknown';
+    const clientBucket = params.client_id ? { kind: 'client', key: `${params.client_id.slice(0, 128)}@${address}` } : undefined;
+    const buckets = [{ kind: 'address', key: address }, ...(clientBucket ? [clientBucket] : [])];
     await this.deps.rateLimiter?.check(buckets);
     try {
       const response = await handler(params, meta, req);
-      if (params.client_id) await this.deps.rateLimiter?.reset({ kind: 'client', key: params.client_id.slice(0, 128) });
+      if (clientBucket) await this.deps.rateLimiter?.reset(clientBucket);
       return response;
     } catch (err) {
       if (err instanceof ProblemError && err.status === 401) await this.deps.rateLimiter?.recordFailure(buckets);

@@ -143,3 +143,31 @@ describe('token endpoint rate limit per source address', () => {
     expect((await login(valid.clientId, valid.clientSecret)).status).toBe(200);
   });
 });
+
+describe('token endpoint rate limit: the per-client bucket is per source address', () => {
+  let tb: TestBroker;
+
+  beforeAll(async () => {
+    // behind a trusted proxy the source address comes from X-Forwarded-For
+    tb = await startTestBroker({
+      env: { KEYWARDEN_TRUST_PROXY: 'true', KEYWARDEN_AUTH_MAX_FAILURES_PER_CLIENT: '3', KEYWARDEN_AUTH_MAX_FAILURES_PER_ADDRESS: '1000' },
+    });
+  });
+  afterAll(async () => {
+    await tb?.close();
+  });
+
+  it('failures from one address lock that address out, while the workload logs in from its own', async () => {
+    const victim = await newClient(tb, 'rl-remote-victim');
+    const from = (ip: string, secret: string) =>
+      tb.request
+        .post('/v1/auth/token')
+        .set('X-Forwarded-For', ip)
+        .type('form')
+        .send({ grant_type: 'client_credentials', client_id: victim.clientId, client_secret: secret });
+    for (let i = 0; i < 3; i++) expectProblem(await from('203.0.113.7', 'kws_wrong'), 401, 'invalid_client');
+    expectRateLimited(await from('203.0.113.7', victim.clientSecret), 60);
+    const legit = await from('198.51.100.20', victim.clientSecret);
+    expect(legit.status, legit.text).toBe(200);
+  });
+});
