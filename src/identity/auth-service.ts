@@ -96,7 +96,8 @@ export class AuthService {
     return {
       access_token: issued.token,
       token_type: 'Bearer',
-      expires_in: Math.round((issued.expiresAt - this.deps.clock()) / 1000),
+      // exp is whole seconds from the issue second, so the remaining time is just under the TTL
+      expires_in: Math.ceil((issued.expiresAt - this.deps.clock()) / 1000),
     };
   }
 }
