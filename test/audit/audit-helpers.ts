@@ -18,22 +18,8 @@ export async function allEvents(tb: TestBroker): Promise<AuditEvent[]> {
   return out;
 }
 
-export async function headSeq(tb: TestBroker): Promise<number> {
-  return (await tb.broker.services.auditQuery.head()).seq;
-}
 
-export async function eventsAfter(tb: TestBroker, seq: number): Promise<AuditEvent[]> {
-  const out: AuditEvent[] = [];
-  for await (const e of tb.broker.services.auditQuery.range(seq + 1, undefined)) out.push(e);
-  return out;
-}
 
-/** Runs `fn` and returns its result together with the events it caused (tests in a file run serially). */
-export async function capture<T>(tb: TestBroker, fn: () => Promise<T>): Promise<{ result: T; events: AuditEvent[] }> {
-  const before = await headSeq(tb);
-  const result = await fn();
-  return { result, events: await eventsAfter(tb, before) };
-}
 
 export function expectProblemCode(res: Response, status: number, code?: string): Record<string, any> {
   const ctx = `${res.status} ${res.text?.slice(0, 300)}`;
@@ -116,3 +102,5 @@ export function parseCsv(text: string): string[][] {
 export function jwtPayload(token: string): Record<string, any> {
   return JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString('utf8'));
 }
+
+export { capture, eventsAfter, headSeq } from '../support/audit-events.js';

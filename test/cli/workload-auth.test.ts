@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { baseEnv, printEnvCmd, runCli, startCli, startCliBroker, type CliBroker, type CliResult } from './cli-support.js';
-import { createCa, issue, writePems } from './pki.js';
+import { createCa, issue, writePems } from '../support/pki.js';
 
 // Each case spawns real CLI processes (node + tsx), which take seconds each on a loaded machine.
 vi.setConfig({ testTimeout: 120_000, hookTimeout: 120_000 });
@@ -66,9 +66,9 @@ describe('bootstrap token', () => {
 // ---- mTLS: supported when a certificate mapped to a client (certIdentity CN=...) can list its secrets
 const ca = await createCa('Keywarden CLI Test CA');
 const otherCa = await createCa('Unrelated CA');
-const serverCert = await issue(ca, '127.0.0.1', 'server');
-const clientCert = await issue(ca, 'cli-worker', 'client');
-const strangerCert = await issue(ca, 'stranger', 'client');
+const serverCert = await issue(ca, { cn: '127.0.0.1', ips: ['127.0.0.1'], usage: 'server' });
+const clientCert = await issue(ca, { cn: 'cli-worker', usage: 'client' });
+const strangerCert = await issue(ca, { cn: 'stranger', usage: 'client' });
 const pems = writePems({
   'ca.pem': ca.certPem,
   'other-ca.pem': otherCa.certPem,

@@ -4,7 +4,7 @@ import { listen, type RunningServer } from '../../src/http/server.js';
 import { auth, expectProblem, markSensitive } from '../core/helpers.js';
 import { startTestBroker, type TestBroker } from '../support/broker.js';
 import { expectRawProblem, httpsRequest } from './helpers.js';
-import { createCa, issue, writePems, type Issued } from './pki.js';
+import { createCa, issue, writePems, type Issued } from '../support/pki.js';
 
 const SPIFFE_WEB = 'spiffe://keywarden.local/ns/prod/sa/web';
 const SECRET_VALUE = 'mtls-delivered-secret-value';

@@ -120,22 +120,8 @@ export function expectProblem(res: Response, status: number, code?: string) {
   return res.body;
 }
 
-export async function headSeq(tb: TestBroker): Promise<number> {
-  return (await tb.broker.services.auditQuery.head()).seq;
-}
 
-export async function eventsAfter(tb: TestBroker, seq: number): Promise<AuditEvent[]> {
-  const out: AuditEvent[] = [];
-  for await (const e of tb.broker.services.auditQuery.range(seq + 1, undefined)) out.push(e);
-  return out;
-}
 
-/** Runs `fn` and returns what it returned plus the audit events recorded meanwhile. */
-export async function capture<T>(tb: TestBroker, fn: () => Promise<T>): Promise<{ result: T; events: AuditEvent[] }> {
-  const before = await headSeq(tb);
-  const result = await fn();
-  return { result, events: await eventsAfter(tb, before) };
-}
 
 /** Fetches a manifest (OCI or Docker) straight from a plain-http registry. */
 export async function registryManifest(hostPort: string, repo: string, reference: string) {
@@ -157,3 +143,5 @@ export async function registryBlob(hostPort: string, repo: string, digest: strin
   expect(res.status).toBe(200);
   return Buffer.from(await res.arrayBuffer());
 }
+
+export { capture, eventsAfter, headSeq } from '../support/audit-events.js';
