@@ -99,7 +99,7 @@ export async function createServices(config: Config, options: BrokerOptions = {}
   const dbHandle = options.db ?? (await openDatabase(config.databaseUrl, { schema: options.dbSchema }));
   const db = dbHandle.knex;
   await migrateLatest(db);
-  const fastPath = dbHandle.sqliteFile && options.fastPath !== false ? new SqliteFastPath(dbHandle.sqliteFile) : undefined;
+  const fastPath = dbHandle.sqliteFile && options.fastPath !== false ? new SqliteFastPath(dbHandle.sqliteFile, () => dbHandle.openTransactions() > 0) : undefined;
   const systemKeys = new SystemKeys(db, keyProvider, clock);
   // loaded once up front: they are immutable, and fetching them lazily inside a transaction
   // would need a second connection (SQLite has one)

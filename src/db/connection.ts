@@ -15,6 +15,8 @@ export interface DbHandle {
   dialect: Dialect;
   /** The SQLite file, for the synchronous fast-path connection. */
   sqliteFile?: string;
+  /** Transactions open on the knex connection right now (SQLite; always 0 on PostgreSQL). */
+  openTransactions(): number;
   close(): Promise<void>;
 }
 
@@ -80,10 +82,28 @@ export async function openDatabase(url: string, options: DbOptions = {}): Promis
       pool: { min: 0, max: options.poolMax ?? 10 },
     });
   }
+  // A knex transaction on SQLite can span awaits (a Vault call, say). If the fast-path
+  // connection committed in between, the transaction's next write would fail with
+  // SQLITE_BUSY_SNAPSHOT; counting open transactions lets the fast path step aside.
+  let open = 0;
+  if (dialect === 'sqlite') {
+    const client = knex.client as { transaction: (...args: unknown[]) => PromiseLike<unknown> };
+    const original = client.transaction.bind(client);
+    client.transaction = (...args: unknown[]) => {
+      const trx = original(...args);
+      open++;
+      const done = () => {
+        open--;
+      };
+      trx.then(done, done);
+      return trx;
+    };
+  }
   return {
     knex,
     dialect,
     sqliteFile,
+    openTransactions: () => open,
     close: () => knex.destroy(),
   };
 }

@@ -11,7 +11,11 @@ export class SqliteFastPath {
   private readonly db: Database.Database;
   private readonly statements = new Map<string, Database.Statement>();
 
-  constructor(filename: string) {
+  /** `writerBusy` says whether the main (knex) connection has a transaction open. */
+  constructor(
+    filename: string,
+    private readonly writerBusy: () => boolean = () => false,
+  ) {
     this.db = new Database(filename, { fileMustExist: true });
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');
@@ -37,10 +41,11 @@ export class SqliteFastPath {
   }
 
   /**
-   * Runs `fn` in BEGIN IMMEDIATE. Returns undefined (nothing written) when another connection
-   * holds the write lock; any other failure propagates.
+   * Runs `fn` in BEGIN IMMEDIATE. Returns undefined (nothing written) when a knex transaction
+   * is open or another connection holds the write lock; any other failure propagates.
    */
   tryImmediate<T>(fn: () => T): { value: T } | undefined {
+    if (this.writerBusy()) return undefined;
     try {
       return { value: this.db.transaction(fn).immediate() };
     } catch (err: any) {
