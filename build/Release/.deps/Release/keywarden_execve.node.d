@@ -1,1 +1,0 @@
-cmd_Release/keywarden_execve.node := ln -f "Release/obj.target/keywarden_execve.node" "Release/keywarden_execve.node" 2>/dev/null || (rm -rf "Release/keywarden_execve.node" && cp -af "Release/obj.target/keywarden_execve.node" "Release/keywarden_execve.node")

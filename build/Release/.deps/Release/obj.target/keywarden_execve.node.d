@@ -1,1 +1,0 @@
-cmd_Release/obj.target/keywarden_execve.node := g++ -o Release/obj.target/keywarden_execve.node -shared -pthread -rdynamic -m64  -Wl,-soname=keywarden_execve.node -Wl,--start-group Release/obj.target/keywarden_execve/native/execve.o -Wl,--end-group 
