@@ -115,21 +115,34 @@ export function writeSecretFile(dir: string, name: string, content: Buffer, meta
   const target = secretPath(dir, name);
   const mode = parseMode(meta.mode);
   const { uid, gid } = ownership(name, meta, opts);
-  const temp = path.join(path.dirname(target), TEMP_PREFIX + crypto.randomBytes(8).toString('hex'));
+  replaceAtomically(target, (fd) => {
+    if (uid !== -1 || gid !== -1) {
+      try {
+        fs.fchownSync(fd, uid, gid);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        opts.warn(`${name}: cannot set owner/group ${meta.owner ?? ''}:${meta.group ?? ''} (${code}); writing it with the current owner`);
+      }
+    }
+    // After chown (which may clear special bits) and independent of the umask.
+    fs.fchmodSync(fd, mode);
+    for (let off = 0; off < content.length; ) off += fs.writeSync(fd, content, off);
+  });
+  return stampOf(target);
+}
+
+/**
+ * Writes a fresh temp file beside `target` (exclusive, no symlinks followed, 0600 until `fill`
+ * changes it), fsyncs it, renames it over `target` and fsyncs the directory. On failure the
+ * temp file is removed and `target` is untouched.
+ */
+function replaceAtomically(target: string, fill: (fd: number) => void): void {
+  const dir = path.dirname(target);
+  const temp = path.join(dir, TEMP_PREFIX + crypto.randomBytes(8).toString('hex'));
   const fd = fs.openSync(temp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
   try {
     try {
-      if (uid !== -1 || gid !== -1) {
-        try {
-          fs.fchownSync(fd, uid, gid);
-        } catch (err) {
-          const code = (err as NodeJS.ErrnoException).code;
-          opts.warn(`${name}: cannot set owner/group ${meta.owner ?? ''}:${meta.group ?? ''} (${code}); writing it with the current owner`);
-        }
-      }
-      // After chown (which may clear special bits) and independent of the umask.
-      fs.fchmodSync(fd, mode);
-      for (let off = 0; off < content.length; ) off += fs.writeSync(fd, content, off);
+      fill(fd);
       fs.fsyncSync(fd);
     } finally {
       fs.closeSync(fd);
@@ -139,8 +152,7 @@ export function writeSecretFile(dir: string, name: string, content: Buffer, meta
     fs.rmSync(temp, { force: true });
     throw err;
   }
-  fsyncDir(path.dirname(target));
-  return stampOf(target);
+  fsyncDir(dir);
 }
 
 /** Removes temp files a crashed earlier run may have left (only keywarden's naming pattern). */
@@ -188,23 +200,10 @@ export function readManifest(dir: string, warn: (m: string) => void): Manifest {
 }
 
 export function writeManifest(dir: string, manifest: Manifest): void {
-  const target = path.join(dir, MANIFEST_NAME);
-  const temp = path.join(dir, TEMP_PREFIX + crypto.randomBytes(8).toString('hex'));
-  const fd = fs.openSync(temp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
-  try {
-    try {
-      fs.fchmodSync(fd, 0o600);
-      fs.writeSync(fd, JSON.stringify({ note: 'files written by keywarden fetch', files: manifest.files }, null, 2) + '\n');
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
-    fs.renameSync(temp, target);
-  } catch (err) {
-    fs.rmSync(temp, { force: true });
-    throw err;
-  }
-  fsyncDir(dir);
+  replaceAtomically(path.join(dir, MANIFEST_NAME), (fd) => {
+    fs.fchmodSync(fd, 0o600);
+    fs.writeSync(fd, JSON.stringify({ note: 'files written by keywarden fetch', files: manifest.files }, null, 2) + '\n');
+  });
 }
 
 /**
