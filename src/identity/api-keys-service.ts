@@ -6,6 +6,7 @@ import { sha256Hex, randomToken } from '../crypto/hashing.js';
 import { problems } from '../http/problem.js';
 import type { RequestMeta } from '../http/request-context.js';
 import { iso } from '../secrets/secrets-types.js';
+import { isUniqueViolation } from './identity-util.js';
 import { actorOf, principalLabel, OPERATOR_ROLES, type OperatorRole, type Principal, type SignerScope } from './identity-types.js';
 
 export const createApiKeySchema = z
@@ -136,7 +137,7 @@ export class ApiKeysService {
         });
       });
     } catch (err: any) {
-      if (err?.code === '23505' || String(err?.code).startsWith('SQLITE_CONSTRAINT')) return undefined;
+      if (isUniqueViolation(err)) return undefined;
       throw err;
     }
     return key;

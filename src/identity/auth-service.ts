@@ -80,10 +80,16 @@ export class AuthService {
       await this.recordFailure(meta, { kind: 'client', id: clientId, name: client.name }, 'client disabled', { grantType: 'client_credentials' });
       throw oauthError(401, 'invalid_client', 'client_disabled', 'the client is disabled');
     }
-    return this.issueForClient(client, meta, 'client_credentials');
+    return (await this.issueForClient(client, meta, 'client_credentials')).response;
   }
 
-  async issueForClient(client: { id: number; clientId: string; name: string }, meta: RequestMeta, grantType: string, extra: Record<string, unknown> = {}): Promise<TokenResponse> {
+  /** Issues and audits a client access token; `jti` is for callers that must be able to revoke it. */
+  async issueForClient(
+    client: { id: number; clientId: string; name: string },
+    meta: RequestMeta,
+    grantType: string,
+    extra: Record<string, unknown> = {},
+  ): Promise<{ response: TokenResponse; jti: string }> {
     const issued = await this.deps.tokens.issueClientToken(client);
     await this.deps.audit.record({
       actor: { kind: 'client', id: client.clientId, name: client.name },
@@ -94,10 +100,13 @@ export class AuthService {
       request: meta,
     });
     return {
-      access_token: issued.token,
-      token_type: 'Bearer',
-      // exp is whole seconds from the issue second, so the remaining time is just under the TTL
-      expires_in: Math.ceil((issued.expiresAt - this.deps.clock()) / 1000),
+      jti: issued.jti,
+      response: {
+        access_token: issued.token,
+        token_type: 'Bearer',
+        // exp is whole seconds from the issue second, so the remaining time is just under the TTL
+        expires_in: Math.ceil((issued.expiresAt - this.deps.clock()) / 1000),
+      },
     };
   }
 }

@@ -155,12 +155,11 @@ export class TokenService {
     return { kind: 'operator', role: 'signer', id: kw.sub, name: kw.n, scope: kw.scope, via: 'token-exchange', jti };
   }
 
-  async revoke(jti: string, expiresAt: number, by: string): Promise<boolean> {
-    const inserted = await this.deps
-      .db('revoked_tokens')
+  /** Revokes one token by jti (idempotent); pass `trx` to commit with an audit event. */
+  async revoke(jti: string, expiresAt: number, by: string, trx: Knex = this.deps.db): Promise<void> {
+    await trx('revoked_tokens')
       .insert({ jti, expires_at: expiresAt, revoked_at: this.deps.clock(), revoked_by: by })
       .onConflict('jti')
       .ignore();
-    return Array.isArray(inserted) ? inserted.length > 0 || true : true;
   }
 }

@@ -105,8 +105,7 @@ export class WorkloadIdentityService {
         await this.deps.auth.recordFailure(meta, { kind: 'client', id: row.public_client_id, name: row.name }, 'client disabled', { grantType: BOOTSTRAP_GRANT });
         throw oauthError(401, 'invalid_grant', 'client_disabled', 'the client is disabled');
       }
-      const response = await this.deps.auth.issueForClient({ id: row.client_id, clientId: row.public_client_id, name: row.name }, meta, BOOTSTRAP_GRANT, { accessor: row.accessor });
-      const jti = await this.jtiOf(response.access_token);
+      const { response, jti } = await this.deps.auth.issueForClient({ id: row.client_id, clientId: row.public_client_id, name: row.name }, meta, BOOTSTRAP_GRANT, { accessor: row.accessor });
       await this.deps.db('bootstrap_tokens').where({ token_hash: hash }).update({ issued_jti: jti });
       // a concurrent second presentation may have flagged the token before issued_jti was
       // written (and so found nothing to revoke): re-check now that the jti is visible
@@ -228,10 +227,7 @@ export class WorkloadIdentityService {
 
   async revoke(principal: Principal, meta: RequestMeta, jti: string, expiresAt?: number) {
     await this.deps.audit.transact(async (trx, record) => {
-      await trx('revoked_tokens')
-        .insert({ jti, expires_at: expiresAt ?? this.deps.clock() + this.deps.accessTokenMaxTtlSeconds * 1000, revoked_at: this.deps.clock(), revoked_by: principalLabel(principal) })
-        .onConflict('jti')
-        .ignore();
+      await this.deps.tokens.revoke(jti, expiresAt ?? this.deps.clock() + this.deps.accessTokenMaxTtlSeconds * 1000, principalLabel(principal), trx);
       await record({ actor: actorOf(principal), action: 'token.revoke', resource: { kind: 'token', name: jti }, outcome: 'allow', request: meta });
     });
     return { jti, revoked: true };

@@ -200,7 +200,7 @@ export class SecretsService {
       for (const g of groupRows) {
         await record(this.event(principal, meta, 'grant.add', input.name, { details: { group: g.name } }));
       }
-    }).catch(rethrowUniqueAsConflict(`secret ${input.name} already exists`));
+    }).catch(rethrowUniqueAsConflictFn(`secret ${input.name} already exists`));
     return this.detail(await this.requireLive(input.name));
   }
 
@@ -256,7 +256,7 @@ export class SecretsService {
         .where({ id: row.id })
         .update({ current_version: version, latest_version: version, updated_by: by, updated_at: this.deps.clock() });
       await record(this.event(principal, meta, 'secret.version.create', name, { details: { version, previous: current } }));
-    }).catch(rethrowUniqueAsConflict('another version was written concurrently; retry with check-and-set'));
+    }).catch(rethrowUniqueAsConflictFn('another version was written concurrently; retry with check-and-set'));
     return this.detail(await this.requireLive(name));
   }
 
@@ -350,6 +350,3 @@ export class SecretsService {
   }
 }
 
-export function rethrowUniqueAsConflict(detail: string) {
-  return rethrowUniqueAsConflictFn(detail);
-}
