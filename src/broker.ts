@@ -9,6 +9,7 @@ import { AuditVerifyService } from './audit/audit-verify-service.js';
 import { ReportsService } from './audit/reports-service.js';
 import { JsonlAuditSink } from './audit/audit-sink.js';
 import type { Config } from './config.js';
+import { secureDataDir } from './data-dir.js';
 import { createKeyProvider } from './crypto/create-key-provider.js';
 import type { KeyProvider } from './crypto/key-provider.js';
 import { SystemKeys } from './crypto/system-keys.js';
@@ -16,7 +17,7 @@ import { openDatabase, type DbHandle } from './db/connection.js';
 import { migrateLatest } from './db/migrate.js';
 import { SqliteFastPath } from './db/sqlite-fast-path.js';
 import { buildApp } from './http/app.js';
-import type { CertificateAuthenticator } from './http/authenticate.js';
+import { authenticate, type CertificateAuthenticator } from './http/authenticate.js';
 import { createLogger } from './http/logging.js';
 import { createMetrics } from './http/metrics.js';
 import { opsRoutes } from './http/ops-routes.js';
@@ -32,6 +33,7 @@ import { WorkloadIdentityService } from './identity/workload-identity-service.js
 import { workloadIdentityRoutes } from './identity/workload-identity-routes.js';
 import { clientSecretsRoutes, secretsRoutes } from './secrets/secrets-routes.js';
 import { SecretsService } from './secrets/secrets-service.js';
+import { EgressPolicy } from './trust/registry/egress-policy.js';
 import { createRegistryClient } from './trust/registry/registry-access.js';
 import type { RegistryClient } from './trust/registry/registry-client.js';
 import { SigningKeysService } from './trust/signing/signing-keys-service.js';
@@ -95,6 +97,7 @@ export interface Broker {
 export async function createServices(config: Config, options: BrokerOptions = {}): Promise<Services> {
   const clock = options.clock ?? Date.now;
   const logger = options.logger ?? createLogger(config.logLevel);
+  secureDataDir(config.dataDir, logger);
   const keyProvider = options.keyProvider ?? createKeyProvider(config.keyProvider);
   const dbHandle = options.db ?? (await openDatabase(config.databaseUrl, { schema: options.dbSchema }));
   const db = dbHandle.knex;
@@ -147,21 +150,25 @@ export async function createServices(config: Config, options: BrokerOptions = {}
   const checkpoints = new AuditCheckpoints({ db, jwtKeys, clock, issuer: config.issuer });
   const auditVerifier = new AuditVerifyService({ dal: auditQuery, checkpoints, jwks: () => jwtKeys.jwks({ includeRetired: true }) });
   const reports = new ReportsService({ db, clock });
-  const registry = createRegistryClient({ db, secrets, insecureRegistries: config.insecureRegistries });
+  // one set of egress rules for every registry and Notary connection (see egress-policy.ts)
+  const egress = new EgressPolicy({ insecureHosts: config.insecureRegistries, allowedHosts: config.egressAllow, logger });
+  const registry = createRegistryClient({ db, secrets, audit, purpose: 'signing', insecureRegistries: config.insecureRegistries, egress, logger });
   const signingKeys = new SigningKeysService({ db, keyProvider, audit, clock });
-  const policies = new PolicyService({ db, audit, clock });
+  const policies = new PolicyService({ db, audit, clock, egress });
   const gate = new GateService({
     db,
     audit,
     clock,
     // the gate's own client: every registry exchange bounded by KEYWARDEN_GATE_TIMEOUT_MS
-    registry: createRegistryClient({ db, secrets, insecureRegistries: config.insecureRegistries, timeoutMs: config.gate.timeoutMs }),
+    registry: createRegistryClient({ db, secrets, audit, purpose: 'gate', insecureRegistries: config.insecureRegistries, egress, logger, timeoutMs: config.gate.timeoutMs }),
+    egress,
+    logger,
     signingKeys,
     policies,
     options: config.gate,
   });
   const trustedIssuers = new TrustedIssuersService({ db, audit, tokens, auth, clock });
-  const signatures = new SignaturesService({ db, audit, registry, signingKeys, clock });
+  const signatures = new SignaturesService({ db, audit, registry, signingKeys, clock, policies });
   return {
     config, db, dbHandle, fastPath, clock, logger, keyProvider, systemKeys, audit, auditSink, jwtKeys, tokens, apiKeys, clients, groups, secrets, auth, workload,
     auditQuery, checkpoints, auditVerifier, reports, registry, signingKeys, policies, gate, trustedIssuers, signatures,
@@ -197,7 +204,15 @@ export async function createBroker(config: Config, options: BrokerOptions = {}):
     tokens: services.tokens,
     audit: services.audit,
     certificates: options.certificates ?? ((socket) => services.workload.authenticateCertificate(socket)),
-    publicRouters: [opsRoutes({ db: services.db, keyProvider: services.keyProvider, metrics })],
+    publicRouters: [
+      opsRoutes({
+        db: services.db,
+        keyProvider: services.keyProvider,
+        metrics,
+        metricsAuth: config.metricsAuth,
+        authenticate: authenticate({ apiKeys: services.apiKeys, tokens: services.tokens, audit: services.audit }),
+      }),
+    ],
     routers: domainRouters(services),
   });
   return {
@@ -206,6 +221,7 @@ export async function createBroker(config: Config, options: BrokerOptions = {}):
     async close() {
       services.auditSink?.close();
       services.fastPath?.close();
+      await services.registry.egress.close();
       if (!options.db) await services.dbHandle.close();
     },
   };

@@ -1,5 +1,7 @@
+import net from 'node:net';
 import path from 'node:path';
 import { z } from 'zod';
+import { isValidHostEntry } from './trust/registry/egress-policy.js';
 
 const durationSeconds = z.coerce.number().int().positive();
 
@@ -32,12 +34,14 @@ const envSchema = z.object({
     .regex(/^kw_[A-Za-z0-9_-]{20,}$/, 'must look like kw_<at least 20 url-safe characters>')
     .optional(),
   KEYWARDEN_MAX_BODY_BYTES: z.coerce.number().int().positive().default(2 * 1024 * 1024),
-  KEYWARDEN_TRUST_PROXY: z.enum(['true', 'false']).default('false'),
+  KEYWARDEN_TRUST_PROXY: z.string().default('false'),
+  KEYWARDEN_METRICS_AUTH: z.enum(['none', 'api-key']).default('none'),
   KEYWARDEN_TLS_CERT: z.string().optional(),
   KEYWARDEN_TLS_KEY: z.string().optional(),
   KEYWARDEN_TLS_CLIENT_CA: z.string().optional(),
   KEYWARDEN_AUDIT_FILE: z.string().optional(),
   KEYWARDEN_INSECURE_REGISTRIES: z.string().default(''),
+  KEYWARDEN_EGRESS_ALLOW: z.string().default(''),
   KEYWARDEN_AUTH_MAX_FAILURES_PER_CLIENT: z.coerce.number().int().positive().default(10),
   KEYWARDEN_AUTH_MAX_FAILURES_PER_ADDRESS: z.coerce.number().int().positive().default(30),
   KEYWARDEN_AUTH_FAILURE_WINDOW: durationSeconds.default(60),
@@ -65,16 +69,71 @@ export interface Config {
   trustDomain: string;
   bootstrapAdminKey?: string;
   maxBodyBytes: number;
-  trustProxy: boolean;
+  /**
+   * Which peers may set X-Forwarded-For: false (none), a hop count, or proxy addresses/CIDRs.
+   * Passed to Express's `trust proxy`, so req.ip is the address the last trusted proxy saw.
+   */
+  trustProxy: TrustProxy;
+  /** 'api-key': GET /metrics needs an operator API key (admin or auditor); 'none': public. */
+  metricsAuth: 'none' | 'api-key';
   tls?: { certFile: string; keyFile: string; clientCaFile?: string };
   auditFile?: string;
   insecureRegistries: string[];
+  /** KEYWARDEN_EGRESS_ALLOW: hosts the gate, signing and Notary checks may reach besides registries named in policies. */
+  egressAllow: string[];
   authRateLimit: { maxFailuresPerClient: number; maxFailuresPerAddress: number; windowSeconds: number };
   bootstrapTokenMaxTtlSeconds: number;
   /** Seconds between scheduled audit checkpoints; 0 turns them off. */
   auditCheckpointIntervalSeconds: number;
   /** Release gate: decision without a matching policy, decision cache TTL cap (0 = no caching), remote timeout. */
   gate: { defaultDecision: 'deny' | 'allow'; cacheTtlSeconds: number; timeoutMs: number };
+}
+
+export type TrustProxy = false | number | string[];
+
+/** proxy-addr's named ranges, accepted in KEYWARDEN_TRUST_PROXY lists like addresses. */
+const NAMED_PROXY_RANGES = new Set(['loopback', 'linklocal', 'uniquelocal']);
+
+/**
+ * KEYWARDEN_TRUST_PROXY: `false`, a hop count, or a comma-separated list of proxy addresses,
+ * CIDRs and proxy-addr range names. `true` is refused: it made Express trust every
+ * X-Forwarded-For entry, so a client could choose its own address.
+ */
+export function parseTrustProxy(value: string): { trustProxy: TrustProxy; problem?: string } {
+  const v = value.trim();
+  if (v === 'false' || v === '0') return { trustProxy: false };
+  if (v === 'true') {
+    return {
+      trustProxy: false,
+      problem:
+        'KEYWARDEN_TRUST_PROXY: `true` is no longer accepted (it trusted every X-Forwarded-For entry, which the client controls); ' +
+        'set the number of proxy hops in front of the broker (e.g. 1) or the proxies\' addresses/CIDRs (e.g. 10.0.0.5,192.168.0.0/16)',
+    };
+  }
+  if (/^\d+$/.test(v)) {
+    const hops = Number(v);
+    if (hops > 10) return { trustProxy: false, problem: 'KEYWARDEN_TRUST_PROXY: a hop count must be at most 10' };
+    return { trustProxy: hops };
+  }
+  const entries = v.split(',').map((s) => s.trim()).filter(Boolean);
+  const invalid = entries.filter((entry) => !isProxyAddressOrRange(entry));
+  if (!entries.length || invalid.length) {
+    return {
+      trustProxy: false,
+      problem: `KEYWARDEN_TRUST_PROXY: must be false, a hop count, or a comma-separated list of IP addresses/CIDRs (invalid: ${invalid.join(', ') || value})`,
+    };
+  }
+  return { trustProxy: entries };
+}
+
+function isProxyAddressOrRange(entry: string): boolean {
+  if (NAMED_PROXY_RANGES.has(entry)) return true;
+  const [address, prefix, ...rest] = entry.split('/');
+  const family = net.isIP(address);
+  if (!family || rest.length) return false;
+  if (prefix === undefined) return true;
+  if (!/^\d{1,3}$/.test(prefix)) return false;
+  return Number(prefix) <= (family === 4 ? 32 : 128);
 }
 
 export class ConfigError extends Error {
@@ -129,6 +188,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       tls = { certFile: e.KEYWARDEN_TLS_CERT, keyFile: e.KEYWARDEN_TLS_KEY, clientCaFile: e.KEYWARDEN_TLS_CLIENT_CA };
     }
   }
+  const { trustProxy, problem: trustProxyProblem } = parseTrustProxy(e.KEYWARDEN_TRUST_PROXY);
+  if (trustProxyProblem) problems.push(trustProxyProblem);
+  const hostList = (name: string, value: string) => {
+    const entries = value.split(',').map((s) => s.trim()).filter(Boolean);
+    const invalid = entries.filter((entry) => !isValidHostEntry(entry));
+    if (invalid.length) problems.push(`${name}: entries are host, host:port or *.domain[:port] (invalid: ${invalid.join(', ')})`);
+    return entries;
+  };
+  const insecureRegistries = hostList('KEYWARDEN_INSECURE_REGISTRIES', e.KEYWARDEN_INSECURE_REGISTRIES);
+  const egressAllow = hostList('KEYWARDEN_EGRESS_ALLOW', e.KEYWARDEN_EGRESS_ALLOW);
   if (problems.length) throw new ConfigError(problems);
 
   const scheme = tls ? 'https' : 'http';
@@ -146,7 +215,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     trustDomain: e.KEYWARDEN_TRUST_DOMAIN,
     bootstrapAdminKey: e.KEYWARDEN_BOOTSTRAP_ADMIN_KEY,
     maxBodyBytes: e.KEYWARDEN_MAX_BODY_BYTES,
-    trustProxy: e.KEYWARDEN_TRUST_PROXY === 'true',
+    trustProxy,
+    metricsAuth: e.KEYWARDEN_METRICS_AUTH,
     tls,
     auditFile: e.KEYWARDEN_AUDIT_FILE,
     authRateLimit: {
@@ -161,6 +231,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       cacheTtlSeconds: e.KEYWARDEN_GATE_CACHE_TTL,
       timeoutMs: e.KEYWARDEN_GATE_TIMEOUT_MS,
     },
-    insecureRegistries: e.KEYWARDEN_INSECURE_REGISTRIES.split(',').map((s) => s.trim()).filter(Boolean),
+    insecureRegistries,
+    egressAllow,
   };
 }

@@ -10,12 +10,24 @@ export class JsonlAuditSink {
   private fd: number | null = null;
 
   constructor(private readonly file: string) {
-    fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+    fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true, mode: 0o700 });
     this.open();
   }
 
   private open(): void {
-    this.fd = fs.openSync(this.file, 'a', 0o600);
+    const fd = fs.openSync(this.file, 'a', 0o600);
+    // the mode above applies only when the file is created; an existing one is tightened too
+    // (audit events name secrets, clients and addresses), unless another user owns it: then
+    // its mode is that owner's deliberate choice (a log shipper's group, say)
+    try {
+      fs.fchmodSync(fd, 0o600);
+    } catch (err: any) {
+      if (err?.code !== 'EPERM') {
+        fs.closeSync(fd);
+        throw err;
+      }
+    }
+    this.fd = fd;
   }
 
   write(events: AuditEvent[]): void {

@@ -162,6 +162,8 @@ export class LocalKeyProvider implements KeyProvider {
     const tmp = `${this.file}.${process.pid}.tmp`;
     const fd = fs.openSync(tmp, 'w', 0o600);
     try {
+      // a stale temp file left by a crash keeps its old mode; the key must never be readable
+      fs.fchmodSync(fd, 0o600);
       fs.writeSync(fd, JSON.stringify(content, null, 2) + '\n');
       fs.fsyncSync(fd);
     } finally {

@@ -43,8 +43,11 @@ export async function openDatabase(url: string, options: DbOptions = {}): Promis
   let sqliteFile: string | undefined;
   if (dialect === 'sqlite') {
     const filename = sqliteFileFromUrl(url);
-    if (filename !== ':memory:') sqliteFile = filename;
-    if (filename !== ':memory:') fs.mkdirSync(path.dirname(filename), { recursive: true });
+    if (filename !== ':memory:') {
+      sqliteFile = filename;
+      fs.mkdirSync(path.dirname(filename), { recursive: true, mode: 0o700 });
+      restrictSqliteFiles(filename);
+    }
     knex = knexFactory({
       client: 'better-sqlite3',
       connection: { filename },
@@ -106,6 +109,23 @@ export async function openDatabase(url: string, options: DbOptions = {}): Promis
     openTransactions: () => open,
     close: () => knex.destroy(),
   };
+}
+
+/**
+ * The database holds secrets (encrypted) and everything about who may read them: only the
+ * broker's user may open it. SQLite gives the -wal and -shm files it creates the mode of the
+ * database file, so the file is created 0600 before SQLite opens it; files left by an older
+ * version with looser modes are tightened.
+ */
+export function restrictSqliteFiles(filename: string): void {
+  fs.closeSync(fs.openSync(filename, fs.constants.O_CREAT | fs.constants.O_RDWR, 0o600));
+  for (const file of [filename, `${filename}-wal`, `${filename}-shm`, `${filename}-journal`]) {
+    try {
+      if ((fs.statSync(file).mode & 0o777) !== 0o600) fs.chmodSync(file, 0o600);
+    } catch (err: any) {
+      if (err?.code !== 'ENOENT') throw err;
+    }
+  }
 }
 
 function stripParam(url: string, name: string): string {

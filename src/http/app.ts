@@ -4,6 +4,7 @@ import { authenticate, type CertificateAuthenticator } from './authenticate.js';
 import { errorHandler, notFoundHandler } from './error-handler.js';
 import { requestLogger } from './logging.js';
 import type { Metrics } from './metrics.js';
+import type { TrustProxy } from '../config.js';
 import type { AuditService } from '../audit/audit-service.js';
 import type { ApiKeysService } from '../identity/api-keys-service.js';
 import type { TokenService } from '../identity/token-service.js';
@@ -12,7 +13,8 @@ export interface AppDeps {
   logger: Logger;
   metrics: Metrics;
   maxBodyBytes: number;
-  trustProxy: boolean;
+  /** Never `true`: see parseTrustProxy in config.ts. */
+  trustProxy: TrustProxy;
   apiKeys: ApiKeysService;
   tokens: TokenService;
   audit: AuditService;
@@ -27,6 +29,8 @@ export function buildApp(deps: AppDeps): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
+  // a hop count or proxy list makes req.ip the address the last trusted proxy saw; trusting
+  // every hop would let a client pick its own address from the left of X-Forwarded-For
   app.set('trust proxy', deps.trustProxy);
   app.set('query parser', 'simple');
   // route guards record authorization denials through it

@@ -1,30 +1,35 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { createRequire } from 'node:module';
-import express, { Router } from 'express';
+import { Router, type RequestHandler } from 'express';
 import type { Knex } from 'knex';
 import type { KeyProvider } from '../crypto/key-provider.js';
 import { migrationsDirectory } from '../db/migrate.js';
 import type { Metrics } from './metrics.js';
-import { defineRoutes } from './routes.js';
+import { renderDocsPage } from './docs-page.js';
+import { defineRoutes, type Access } from './routes.js';
 
 export function openApiFile(): string {
   return path.join(path.dirname(migrationsDirectory()), 'openapi.yaml');
 }
 
-const DOCS_PAGE = `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Keywarden API</title>
-<link rel="stylesheet" href="/docs/assets/swagger-ui.css"></head>
-<body><div id="ui"></div>
-<script src="/docs/assets/swagger-ui-bundle.js"></script>
-<script src="/docs/init.js"></script></body></html>`;
+export interface OpsRoutesDeps {
+  db: Knex;
+  keyProvider: KeyProvider;
+  metrics: Metrics;
+  /** KEYWARDEN_METRICS_AUTH: 'api-key' puts /metrics behind an admin or auditor API key. */
+  metricsAuth: 'none' | 'api-key';
+  /** Establishes req.principal; these routers run before the app-wide authentication step. */
+  authenticate: RequestHandler;
+}
 
-export function opsRoutes(deps: { db: Knex; keyProvider: KeyProvider; metrics: Metrics }): Router {
+export function opsRoutes(deps: OpsRoutesDeps): Router {
   const router = Router();
+  // Metrics name routes, status codes and process figures, never secrets or callers, but the
+  // traffic pattern they show is still the operator's business when the port is reachable
+  const metricsAccess: Access = deps.metricsAuth === 'api-key' ? ['admin', 'auditor'] : 'public';
+  if (metricsAccess !== 'public') router.get('/metrics', deps.authenticate);
   const spec = fs.readFileSync(openApiFile(), 'utf8');
-  const require = createRequire(import.meta.url);
-  const swaggerDir = path.dirname(require.resolve('swagger-ui-dist/package.json'));
-  router.use('/docs/assets', express.static(swaggerDir, { index: false, fallthrough: false }));
+  const docsPage = renderDocsPage(spec);
   defineRoutes(router, [
     { method: 'get', path: '/healthz', access: 'public', handler: (_req, res) => res.json({ status: 'ok' }) },
     {
@@ -52,7 +57,7 @@ export function opsRoutes(deps: { db: Knex; keyProvider: KeyProvider; metrics: M
     {
       method: 'get',
       path: '/metrics',
-      access: 'public',
+      access: metricsAccess,
       handler: async (_req, res) => {
         res.type(deps.metrics.registry.contentType).send(await deps.metrics.registry.metrics());
       },
@@ -63,13 +68,10 @@ export function opsRoutes(deps: { db: Knex; keyProvider: KeyProvider; metrics: M
       path: '/docs',
       access: 'public',
       handler: (_req, res) => {
-        res.set('Content-Security-Policy', "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:").type('html').send(DOCS_PAGE);
+        // static HTML with one inline stylesheet: nothing to load, nothing to run
+        res.set('Content-Security-Policy', "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'").type('html').send(docsPage);
       },
     },
   ]);
-  // not an API route: the docs page's own script, kept out of the contract
-  router.get('/docs/init.js', (_req, res) => {
-    res.type('application/javascript').send("window.ui = SwaggerUIBundle({ url: '/openapi.yaml', dom_id: '#ui' });");
-  });
   return router;
 }

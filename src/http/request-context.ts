@@ -20,6 +20,8 @@ declare global {
 export function requestMeta(req: Request): RequestMeta {
   return {
     requestId: req.requestId,
+    // req.ip honours only the configured trusted proxies (KEYWARDEN_TRUST_PROXY); the socket
+    // address is the fallback for a request whose socket has already gone
     sourceIp: req.ip ?? req.socket.remoteAddress ?? null,
     userAgent: (req.get('user-agent') ?? '').slice(0, 256) || null,
   };

@@ -53,6 +53,16 @@ export interface ClientRecord {
   createdBy: string;
   createdAt: number;
   updatedAt: number;
+  /** Token generation (column secret_rotated_at): tokens carry it; any change revokes them. */
+  tokenGeneration: number;
+}
+
+/**
+ * The next token generation: the current time, but always a new value, so a revocation in
+ * the same millisecond as the last issue or rotation still changes it.
+ */
+function nextTokenGeneration(client: ClientRecord, now: number): number {
+  return Math.max(now, client.tokenGeneration + 1);
 }
 
 export function rowToClient(row: any): ClientRecord {
@@ -68,6 +78,7 @@ export function rowToClient(row: any): ClientRecord {
     createdBy: row.created_by,
     createdAt: row.created_at,
     updatedAt: row.updated_at,
+    tokenGeneration: Number(row.secret_rotated_at),
   };
 }
 
@@ -164,6 +175,10 @@ export class ClientsService {
         if (patch.description !== undefined) changes.description = patch.description;
         if (patch.labels !== undefined) changes.labels = JSON.stringify(patch.labels);
         if (patch.enabled !== undefined) changes.enabled = patch.enabled;
+        // Disabling revokes the client's tokens for good: moving its token generation on means
+        // re-enabling does not bring back tokens issued before (TokenService compares the
+        // generation in the token with the database, so every instance sees it at once)
+        if (patch.enabled === false) changes.secret_rotated_at = nextTokenGeneration(client, this.deps.clock());
         if (patch.certIdentity !== undefined) changes.cert_identity = patch.certIdentity;
         if (patch.allowedAudiences !== undefined) changes.allowed_audiences = patch.allowedAudiences ? JSON.stringify(patch.allowedAudiences) : null;
         await trx('clients').where({ id: client.id }).update(changes);
@@ -189,7 +204,7 @@ export class ClientsService {
       const client = await this.require(name, trx);
       await trx('clients')
         .where({ id: client.id })
-        .update({ secret_hash: sha256Hex(clientSecret), secret_rotated_at: this.deps.clock(), updated_at: this.deps.clock() });
+        .update({ secret_hash: sha256Hex(clientSecret), secret_rotated_at: nextTokenGeneration(client, this.deps.clock()), updated_at: this.deps.clock() });
       await record({ actor: actorOf(principal), action: 'client.secret.rotate', resource: { kind: 'client', name }, outcome: 'allow', details: { clientId: client.clientId }, request: meta });
     });
     const client = await this.require(name);

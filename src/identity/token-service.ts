@@ -26,7 +26,14 @@ const CLIENT_STATE_SQL = `
 /** Claims private to Keywarden access tokens. */
 type KwClaim =
   | { t: 'client'; id: number; cid: string; n: string; via: 'token'; rot?: number }
-  | { t: 'signer'; sub: string; n: string; scope: SignerScope };
+  | { t: 'signer'; sub: string; n: string; scope: SignerScope; g?: string };
+
+/**
+ * Decides whether the trusted issuer a signer token came from still stands behind it (exists, is
+ * enabled, still has the configuration generation the token was minted under); throws a 401
+ * problem when not. Registered by the token-exchange grant, read from the database on every use.
+ */
+export type SignerTokenCheck = (token: { issuer: string; generation: string | null }) => Promise<void>;
 
 interface VerifiedToken {
   payload: JWTPayload & { kw: KwClaim };
@@ -38,11 +45,12 @@ const ACCESS_TOKEN_TYPE = 'at+jwt';
 /**
  * Access tokens: short-lived JWTs for the broker itself (audience `${issuer}/v1`). Signature
  * checks are cached per token until expiry; revocation (client disabled or deleted, secret
- * rotated, jti revoked) is read from the database on every use, so it takes effect on every
- * instance at once.
+ * rotated, jti revoked, trusted issuer deleted, disabled or changed) is read from the database on
+ * every use, so it takes effect on every instance at once.
  */
 export class TokenService {
   private readonly verified = new Map<string, VerifiedToken>();
+  private signerTokenCheck?: SignerTokenCheck;
   private static readonly MAX_CACHE = 50_000;
 
   constructor(private readonly deps: TokenServiceDeps) {}
@@ -85,8 +93,14 @@ export class TokenService {
     return this.sign({ kw }, { audience: this.accessAudience, subject: this.spiffeId(client.name), ttlSeconds, typ: ACCESS_TOKEN_TYPE });
   }
 
-  async issueSignerToken(subject: string, name: string, scope: SignerScope, ttlSeconds: number) {
+  registerSignerTokenCheck(check: SignerTokenCheck): void {
+    this.signerTokenCheck = check;
+  }
+
+  /** `generation`: the issuing trusted issuer's configuration generation (null for rows from before there were any). */
+  async issueSignerToken(subject: string, name: string, scope: SignerScope, ttlSeconds: number, generation: string | null) {
     const kw: KwClaim = { t: 'signer', sub: subject, n: name, scope };
+    if (generation !== null) kw.g = generation;
     return this.sign({ kw }, { audience: this.accessAudience, subject, ttlSeconds, typ: ACCESS_TOKEN_TYPE });
   }
 
@@ -130,7 +144,10 @@ export class TokenService {
     return entry;
   }
 
-  /** Full check: signature, expiry, and revocation state in the database. */
+  /**
+   * Full check: signature, expiry, and revocation state in the database (for signer tokens also
+   * the state of the trusted issuer that minted them).
+   */
   async authenticate(token: string): Promise<Principal> {
     const { payload } = await this.verifySignature(token);
     const jti = payload.jti as string;
@@ -146,12 +163,16 @@ export class TokenService {
         ? kw.rot !== Number(row.secret_rotated_at)
         : (payload.iat as number) * 1000 < Number(row.secret_rotated_at) - 999;
       if (rotatedSince) {
-        throw problems.unauthenticated('the client secret was rotated after this token was issued', 'token_revoked');
+        // the generation moves on a secret rotation and on disabling the client
+        throw problems.unauthenticated('the client secret was rotated or the client disabled after this token was issued', 'token_revoked');
       }
       return { kind: 'client', id: kw.id, name: kw.n, clientId: kw.cid, via: 'token', jti };
     }
     const revoked = await this.deps.db('revoked_tokens').where({ jti }).first();
     if (revoked) throw problems.unauthenticated('the access token was revoked', 'token_revoked');
+    // fail closed: a signer token is only as good as the trusted issuer that minted it
+    if (!this.signerTokenCheck) throw problems.unauthenticated('signer tokens are not accepted by this broker', 'token_revoked');
+    await this.signerTokenCheck({ issuer: kw.n, generation: typeof kw.g === 'string' ? kw.g : null });
     return { kind: 'operator', role: 'signer', id: kw.sub, name: kw.n, scope: kw.scope, via: 'token-exchange', jti };
   }
 

@@ -150,7 +150,7 @@ describe('token endpoint rate limit: the per-client bucket is per source address
   beforeAll(async () => {
     // behind a trusted proxy the source address comes from X-Forwarded-For
     tb = await startTestBroker({
-      env: { KEYWARDEN_TRUST_PROXY: 'true', KEYWARDEN_AUTH_MAX_FAILURES_PER_CLIENT: '3', KEYWARDEN_AUTH_MAX_FAILURES_PER_ADDRESS: '1000' },
+      env: { KEYWARDEN_TRUST_PROXY: '1', KEYWARDEN_AUTH_MAX_FAILURES_PER_CLIENT: '3', KEYWARDEN_AUTH_MAX_FAILURES_PER_ADDRESS: '1000' },
     });
   });
   afterAll(async () => {

@@ -38,7 +38,10 @@ describe.skipIf(!available)('registry access', () => {
     await new Promise<void>((resolve) => plain.listen(0, '127.0.0.1', resolve));
     plainHost = `127.0.0.1:${(plain.address() as AddressInfo).port}`;
     downHost = `127.0.0.1:${await freePort()}`;
-    tb = await startTestBroker({ env: { KEYWARDEN_INSECURE_REGISTRIES: [reg.hostPort, proxy.hostPort, downHost].join(',') } });
+    tb = await startTestBroker({
+      // plainHost may be contacted (egress), but not over plain http
+      env: { KEYWARDEN_INSECURE_REGISTRIES: [reg.hostPort, proxy.hostPort, downHost].join(','), KEYWARDEN_EGRESS_ALLOW: plainHost },
+    });
     await createKey(tb, 'release');
     img = await pushTestImage(reg.hostPort, 'org/app', 'v1');
   });

@@ -47,6 +47,9 @@ describe('trusted issuers', () => {
       keys: ['release'],
       images: IMAGES,
       tokenTtl: 600,
+      enabled: true,
+      unconstrained: false,
+      problems: [],
     });
     expect((await tb.request.get('/v1/trusted-issuers/github').set(auth(auditor))).body.name).toBe('github');
     expectProblem(await tb.request.get('/v1/trusted-issuers').set(auth(writer)), 403);
@@ -60,7 +63,7 @@ describe('trusted issuers', () => {
       await tb.request.post('/v1/trusted-issuers').set(auth(tb.adminKey)).send({ name: 'x', issuer: 'https://x.test', audience: 'a', keys: ['release'], images: ['*'] }),
       400,
     );
-    const { createdBy: _b, createdAt: _c, updatedAt: _u, ...again } = list.body.items[0];
+    const { createdBy: _b, createdAt: _c, updatedAt: _u, enabled: _e, unconstrained: _x, problems: _p, ...again } = list.body.items[0];
     expectProblem(await tb.request.post('/v1/trusted-issuers').set(auth(tb.adminKey)).send(again), 409, 'already_exists');
     expectProblem(await tb.request.post('/v1/trusted-issuers').set(auth(tb.adminKey)).send({ ...again, name: 'alg', jwksUri: 'not a url' }), 400);
     expectProblem(await tb.request.get('/v1/trusted-issuers/nope').set(auth(auditor)), 404);

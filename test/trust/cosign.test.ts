@@ -25,6 +25,7 @@ import {
   signPayload,
   verifyCosignSignatures,
 } from '../../src/trust/cosign/cosign-signatures.js';
+import { expectedIdentity } from '../../src/trust/cosign/signed-identity.js';
 import {
   pushRawBlob,
   pushRawManifest,
@@ -152,6 +153,9 @@ d('cosign signatures in a real docker-registry', () => {
     { id: edId, publicKey: ed.publicKey },
   ];
 
+  /** the identity the gate expects for an image in `repo` (default policy: matchRepository) */
+  const identityOf = (repo: string) => expectedIdentity({ registry: reg.hostPort, repository: repo });
+
   beforeAll(async () => {
     reg = await startRegistry();
     client = new RegistryClient({ insecureRegistries: [reg.hostPort], timeoutMs: 5000 });
@@ -235,18 +239,18 @@ d('cosign signatures in a real docker-registry', () => {
     expect(sigs[0]!.payload.equals(a.payload)).toBe(true);
     expect(sigs[1]!.signatureB64).toBe(b.signatureB64);
 
-    const both = verifyCosignSignatures({ signatures: sigs, bundles: [], digest: img.digest, trustedKeys: trustedBoth });
+    const both = verifyCosignSignatures({ signatures: sigs, bundles: [], digest: img.digest, identity: identityOf(repo), trustedKeys: trustedBoth });
     expect(both.validKeyIds.sort()).toEqual([ecId, edId].sort());
     expect(both.results.every((r) => r.ok && r.source === 'simple-signing')).toBe(true);
 
-    const onlyEc = verifyCosignSignatures({ signatures: sigs, bundles: [], digest: img.digest, trustedKeys: [trustedBoth[0]!] });
+    const onlyEc = verifyCosignSignatures({ signatures: sigs, bundles: [], digest: img.digest, identity: identityOf(repo), trustedKeys: [trustedBoth[0]!] });
     expect(onlyEc.validKeyIds).toEqual([ecId]);
     expect(onlyEc.results[1]).toMatchObject({ ok: false, reason: expect.stringMatching(/any trusted key/) });
 
     const none = verifyCosignSignatures({
       signatures: sigs,
       bundles: [],
-      digest: img.digest,
+      digest: img.digest, identity: identityOf(repo),
       trustedKeys: [{ id: 'stranger', publicKey: stranger.publicKey }],
     });
     expect(none.validKeyIds).toEqual([]);
@@ -275,14 +279,14 @@ d('cosign signatures in a real docker-registry', () => {
     await signImage(repo, img.digest, ed.privateKey, other.digest);
     const sigs = await readCosignSignatures(client, { registry: reg.hostPort, repository: repo, digest: img.digest });
     expect(sigs).toHaveLength(3);
-    const v = verifyCosignSignatures({ signatures: sigs, bundles: [], digest: img.digest, trustedKeys: trustedBoth });
+    const v = verifyCosignSignatures({ signatures: sigs, bundles: [], digest: img.digest, identity: identityOf(repo), trustedKeys: trustedBoth });
     expect(v.validKeyIds).toEqual([ecId]);
     expect(v.results.map((r) => r.ok)).toEqual([true, true, false]);
     expect(v.results[2]).toMatchObject({ keyId: edId, reason: expect.stringMatching(/not sha256:/) });
 
     // tampered payload bytes (signature no longer matches)
     const tampered = { ...sigs[0]!, payload: Buffer.from(sigs[0]!.payload.toString().replace('"optional":null', '"optional":{}')) };
-    const t = verifyCosignSignatures({ signatures: [tampered], bundles: [], digest: img.digest, trustedKeys: trustedBoth });
+    const t = verifyCosignSignatures({ signatures: [tampered], bundles: [], digest: img.digest, identity: identityOf(repo), trustedKeys: trustedBoth });
     expect(t.validKeyIds).toEqual([]);
     expect(t.results[0]!.ok).toBe(false);
   });
@@ -309,7 +313,7 @@ d('cosign signatures in a real docker-registry', () => {
     expect(sigs).toHaveLength(1);
     expect(sigs[0]!.payload.equals(payload)).toBe(true);
     expect(sigs[0]!.payload.equals(buildSimpleSigningPayload(`${reg.hostPort}/${repo}`, img.digest))).toBe(true);
-    const v = verifyCosignSignatures({ signatures: sigs, bundles: [], digest: img.digest, trustedKeys: trustedBoth });
+    const v = verifyCosignSignatures({ signatures: sigs, bundles: [], digest: img.digest, identity: identityOf(repo), trustedKeys: trustedBoth });
     expect(v.validKeyIds).toEqual([ecId]);
 
     // our attach appends to the foreign manifest without dropping its layer
@@ -317,7 +321,7 @@ d('cosign signatures in a real docker-registry', () => {
     const after = await readCosignSignatures(client, { registry: reg.hostPort, repository: repo, digest: img.digest });
     expect(after.map((s) => s.signatureB64)[0]).toBe(sig);
     expect(after).toHaveLength(2);
-    expect(verifyCosignSignatures({ signatures: after, bundles: [], digest: img.digest, trustedKeys: trustedBoth }).validKeyIds).toHaveLength(2);
+    expect(verifyCosignSignatures({ signatures: after, bundles: [], digest: img.digest, identity: identityOf(repo), trustedKeys: trustedBoth }).validKeyIds).toHaveLength(2);
   });
 
   it('attaches sigstore bundles as OCI 1.1 referrers with the sha256-<hex> fallback index, reads and verifies them', async () => {
@@ -371,7 +375,7 @@ d('cosign signatures in a real docker-registry', () => {
     expect(bundles[1]!.payload!.equals(payload)).toBe(true);
 
     // bundle 1 has no stored payload: it is matched against the .sig payloads by message digest
-    const noSigs = verifyCosignSignatures({ signatures: [], bundles, digest: img.digest, trustedKeys: trustedBoth });
+    const noSigs = verifyCosignSignatures({ signatures: [], bundles, digest: img.digest, identity: identityOf(repo), trustedKeys: trustedBoth });
     expect(noSigs.validKeyIds).toEqual([edId]);
     expect(noSigs.results[0]).toMatchObject({ source: 'bundle', ok: false, reason: expect.stringMatching(/payload/) });
 
@@ -383,7 +387,7 @@ d('cosign signatures in a real docker-registry', () => {
       signatureB64: b1.signature.toString('base64'),
     });
     const sigs = await readCosignSignatures(client, { registry: reg.hostPort, repository: repo, digest: img.digest });
-    const all = verifyCosignSignatures({ signatures: sigs, bundles, digest: img.digest, trustedKeys: trustedBoth });
+    const all = verifyCosignSignatures({ signatures: sigs, bundles, digest: img.digest, identity: identityOf(repo), trustedKeys: trustedBoth });
     expect(all.results.map((r) => [r.source, r.ok, r.keyId])).toEqual([
       ['simple-signing', true, ecId],
       ['bundle', true, ecId],
@@ -395,7 +399,7 @@ d('cosign signatures in a real docker-registry', () => {
     const strangers = verifyCosignSignatures({
       signatures: sigs,
       bundles,
-      digest: img.digest,
+      digest: img.digest, identity: identityOf(repo),
       trustedKeys: [{ id: 's', publicKey: stranger.publicKey }],
     });
     expect(strangers.validKeyIds).toEqual([]);
@@ -407,7 +411,7 @@ d('cosign signatures in a real docker-registry', () => {
     const wrong = verifyCosignSignatures({
       signatures: [],
       bundles: [{ bundleJson: b3.bundle, payload: otherPayload }],
-      digest: img.digest,
+      digest: img.digest, identity: identityOf(repo),
       trustedKeys: trustedBoth,
     });
     expect(wrong.validKeyIds).toEqual([]);
@@ -416,7 +420,7 @@ d('cosign signatures in a real docker-registry', () => {
     const mismatch = verifyCosignSignatures({
       signatures: [],
       bundles: [{ bundleJson: b3.bundle, payload }],
-      digest: img.digest,
+      digest: img.digest, identity: identityOf(repo),
       trustedKeys: trustedBoth,
     });
     expect(mismatch.results[0]).toMatchObject({ ok: false, reason: expect.stringMatching(/message digest/) });

@@ -11,7 +11,8 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listen, type RunningServer } from '../../src/http/server.js';
 import { runsAsRoot } from '../../src/trust/gate/gate-checks.js';
-import { matchesImagePattern, matchesValueGlob, selectPolicy, type PolicyDocument } from '../../src/trust/gate/policy-schema.js';
+import { selectPolicy, type PolicyDocument } from '../../src/trust/gate/policy-schema.js';
+import { matchesImagePattern, matchesValueGlob } from '../../src/trust/glob.js';
 import { bearer, startTestBroker, type TestBroker } from '../support/broker.js';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -203,7 +204,7 @@ describe('keywarden verify (child process)', () => {
     server = await listen(tb.broker.app, { listen: { host: '127.0.0.1', port: 0 } });
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kw-verify-'));
     await tb.request.post('/v1/policies').set(bearer(tb.adminKey)).send({ name: 'open', images: ['r.example.com/open/*'] });
-    await tb.request.post('/v1/policies').set(bearer(tb.adminKey)).send({ name: 'warn', mode: 'warn', images: ['r.example.com/warn/*'], notary: { server: 'http://127.0.0.1:9', rootKeys: ['k'] } });
+    await tb.request.post('/v1/policies').set(bearer(tb.adminKey)).send({ name: 'warn', mode: 'warn', images: ['r.example.com/warn/*'], notary: { server: 'https://127.0.0.1:9', rootKeys: ['k'] } });
   });
   afterAll(async () => {
     await server?.close();

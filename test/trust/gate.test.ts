@@ -135,7 +135,8 @@ describeReal('release gate (real registry, real notary)', () => {
     notary = await startNotaryServer();
     cli = await NotaryCli.create(notary.url);
     const env = {
-      KEYWARDEN_INSECURE_REGISTRIES: `${R},${deadRegistry},${slowHost}`,
+      // "127.0.0.1" (any port): the notary server and the tamper proxies speak plain http on loopback
+      KEYWARDEN_INSECURE_REGISTRIES: `${R},${deadRegistry},${slowHost},127.0.0.1`,
       KEYWARDEN_GATE_TIMEOUT_MS: '1500',
     };
     tb = await startTestBroker({ env, clock });

@@ -2,6 +2,7 @@ import http from 'node:http';
 import type net from 'node:net';
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { EgressPolicy } from '../../src/trust/registry/egress-policy.js';
 import { ImageRefError, formatImageRef, parseImageRef } from '../../src/trust/registry/image-ref.js';
 import {
   MEDIA_TYPE_OCI_INDEX,
@@ -222,9 +223,12 @@ d('RegistryClient against a real docker-registry', () => {
 
   it('refuses plain http for registries not listed as insecure', async () => {
     await pushTestImage(reg.hostPort, 'team/secure', 'v1');
-    const strict = new RegistryClient({ insecureRegistries: [], timeoutMs: 5000 });
+    // reachable (explicitly allowed egress), but not configured for plain http
+    const egress = new EgressPolicy({ insecureHosts: [], allowedHosts: [reg.hostPort] });
+    const strict = new RegistryClient({ insecureRegistries: [], egress, timeoutMs: 5000 });
     const err = await expectRegistryError(strict.resolveDigest(`${reg.hostPort}/team/secure:v1`), 'insecure_refused');
-    expect(err.message).toMatch(/insecureRegistries/);
+    expect(err.message).toMatch(/KEYWARDEN_INSECURE_REGISTRIES/);
+    await egress.close();
   });
 
   it('maps connection failures and hangs to unreachable / timeout', async () => {

@@ -1,12 +1,17 @@
 /**
- * `keywarden exec [--secret NAME[=ENV_VAR]]... [--all] [--timeout S] -- CMD ARGS...`
+ * `keywarden exec [--secret NAME[=ENV_VAR]]... [--all] [--override] [--timeout S] -- CMD ARGS...`
  *
  * Fetches secrets into environment variables and replaces itself with CMD through execve(2):
  * no shell, no lingering parent. Broker credentials are removed from CMD's environment.
+ *
+ * Secret names come from the broker (any writer may pick them), so before anything is fetched:
+ * a name that would derive a loader/shell/runtime variable (NODE_OPTIONS, LD_PRELOAD, PATH, ...,
+ * see isProtectedEnvName) is refused unless the command line maps it explicitly, and a variable
+ * already in the environment is never replaced without --override. Both end with exit 64.
  */
 import type { Command } from 'commander';
 import { BrokerClient, clientConfigFromEnv, CREDENTIAL_ENV_VARS, MissingSecretsError, withRetry, type DeliveredSecret } from './broker-client.js';
-import { assignEnvNames, collectSelector, type SecretSelector } from './env-names.js';
+import { assignEnvNames, collectSelector, refuseOverrides, type SecretSelector } from './env-names.js';
 import { CliError, EXIT_CODES_HELP, ExitCode, usageError } from './exit-codes.js';
 import { loadExecve } from './execve.js';
 import { warn } from './log.js';
@@ -16,6 +21,7 @@ import { runAction } from './run.js';
 interface ExecOptions {
   secret?: SecretSelector[];
   all?: boolean;
+  override?: boolean;
   timeout: number;
 }
 
@@ -65,10 +71,17 @@ async function fetchAll(client: BrokerClient, names: string[]): Promise<Delivere
   }
 }
 
-export function buildChildEnv(base: NodeJS.ProcessEnv, secrets: DeliveredSecret[], envNames: Map<string, string>): string[] {
+/** The program's environment before secrets: ours, without the broker credentials. */
+function inheritedEnv(base: NodeJS.ProcessEnv): Map<string, string> {
   const env = new Map<string, string>();
   for (const [k, v] of Object.entries(base)) if (v !== undefined) env.set(k, v);
   for (const k of CREDENTIAL_ENV_VARS) env.delete(k);
+  return env;
+}
+
+/** Callers have checked the names with assignEnvNames and refuseOverrides first. */
+export function buildChildEnv(inherited: ReadonlyMap<string, string>, secrets: DeliveredSecret[], envNames: Map<string, string>): string[] {
+  const env = new Map(inherited);
   for (const secret of secrets) {
     const name = envNames.get(secret.name)!;
     if (env.has(name)) warn(`${name} (secret ${secret.name}) overrides a variable already in the environment`);
@@ -84,6 +97,7 @@ async function execAction(command: string, args: string[], opts: ExecOptions): P
   const addon = loadExecve();
   const client = new BrokerClient(clientConfigFromEnv(process.env));
   const deadline = Date.now() + opts.timeout * 1000;
+  const inherited = inheritedEnv(process.env);
   let secrets: DeliveredSecret[];
   let envNames: Map<string, string>;
   try {
@@ -92,6 +106,7 @@ async function execAction(command: string, args: string[], opts: ExecOptions): P
       async () => {
         const names = await resolveNames(client, opts);
         const envNames = assignEnvNames(names, selectors);
+        refuseOverrides(inherited, envNames, opts.override === true);
         return { secrets: await fetchAll(client, names), envNames };
       },
       { deadline },
@@ -99,7 +114,7 @@ async function execAction(command: string, args: string[], opts: ExecOptions): P
   } finally {
     client.close();
   }
-  const env = buildChildEnv(process.env, secrets, envNames);
+  const env = buildChildEnv(inherited, secrets, envNames);
   try {
     addon.execve(command, [command, ...args], env);
   } catch (err) {
@@ -115,11 +130,22 @@ export function registerExecCommand(program: Command): void {
     .command('exec')
     .description('fetch secrets into environment variables, then replace this process with CMD (execve, no shell)')
     .usage('[options] -- CMD [ARGS...]')
-    .option('--secret <NAME[=ENV_VAR]>', 'secret to put in the environment (repeatable); ENV_VAR defaults to NAME uppercased with non-alphanumerics as _', collectSelector)
+    .option(
+      '--secret <NAME[=ENV_VAR]>',
+      'secret to put in the environment (repeatable); ENV_VAR defaults to NAME uppercased with non-alphanumerics as _. ' +
+        'Variables that change how programs load or run (PATH, LD_*, NODE_OPTIONS, PYTHON*, ...) are set only when named as ENV_VAR',
+      collectSelector,
+    )
     .option('--all', 'every secret granted to this client')
+    .option('--override', 'allow secrets to replace variables already set in the environment')
     .option('--timeout <seconds>', 'how long to retry while the broker is unreachable', parseSeconds, DEFAULT_TIMEOUT_SECONDS)
     .argument('<command>', 'program to run (looked up on PATH)')
     .argument('[args...]', 'its arguments, passed literally')
-    .addHelpText('after', `${CREDENTIALS_HELP}\nCredential variables are removed from CMD's environment.\n${EXIT_CODES_HELP}`)
+    .addHelpText(
+      'after',
+      `${CREDENTIALS_HELP}\nCredential variables are removed from CMD's environment.\n` +
+        `A secret whose name maps to a protected variable (PATH, LD_*, NODE_*, PYTHON*, ...), or to a variable that is\n` +
+        `already set (without --override), is refused with exit 64 before anything is fetched.\n${EXIT_CODES_HELP}`,
+    )
     .action(runAction(execAction));
 }

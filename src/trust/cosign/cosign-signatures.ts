@@ -19,6 +19,7 @@ import {
 } from '../registry/registry-client.js';
 import { parseSimpleSigningPayload, COSIGN_SIGNATURE_TYPE } from './simple-signing.js';
 import { BUNDLE_V03_MEDIA_TYPE, verifyMessageSignatureBundle, type PayloadSigner } from './sigstore-bundle.js';
+import { checkSignedIdentity, type ExpectedIdentity } from './signed-identity.js';
 
 export const SIMPLE_SIGNING_MEDIA_TYPE = 'application/vnd.dev.cosign.simplesigning.v1+json';
 export const SIGNATURE_ANNOTATION = 'dev.cosignproject.cosign/signature';
@@ -72,6 +73,10 @@ export interface SignatureCheck {
   reason: string;
   /** layer digest (simple-signing) or referrer manifest digest (bundle) */
   ref?: string;
+  /** canonical registry/repository the payload was signed for, when it could be read */
+  signedIdentity?: string;
+  /** set when a trusted key's valid signature was made for another repository */
+  identityMismatch?: boolean;
 }
 
 export interface CosignVerification {
@@ -391,18 +396,35 @@ export async function readSigstoreBundles(client: RegistryClient, opts: ImageLoc
   return out;
 }
 
-function checkPayload(payload: Buffer, digest: string): string | undefined {
+interface PayloadProblem {
+  reason: string;
+  signedIdentity?: string;
+  identityMismatch?: boolean;
+}
+
+/**
+ * A verified payload still has to be about this image: the signed manifest digest must be the
+ * image's, and the signed docker-reference must be a repository the policy accepts for it
+ * (otherwise an image and its `.sig` copied into another repository would pass there too).
+ */
+function checkPayload(payload: Buffer, digest: string, identity: ExpectedIdentity): PayloadProblem | { signedIdentity: string } {
   let parsed;
   try {
     parsed = parseSimpleSigningPayload(payload);
   } catch (err) {
-    return `invalid simple-signing payload: ${(err as Error).message}`;
+    return { reason: `invalid simple-signing payload: ${(err as Error).message}` };
   }
-  if (parsed.critical.type !== COSIGN_SIGNATURE_TYPE) return 'unexpected payload type';
+  if (parsed.critical.type !== COSIGN_SIGNATURE_TYPE) return { reason: 'unexpected payload type' };
   if (parsed.critical.image['docker-manifest-digest'] !== digest) {
-    return `payload is for ${parsed.critical.image['docker-manifest-digest']}, not ${digest}`;
+    return { reason: `payload is for ${parsed.critical.image['docker-manifest-digest']}, not ${digest}` };
   }
-  return undefined;
+  const match = checkSignedIdentity(parsed.critical.identity['docker-reference'], identity);
+  if (!match.ok) {
+    const problem: PayloadProblem = { reason: match.reason!, identityMismatch: true };
+    if (match.signed) problem.signedIdentity = match.signed;
+    return problem;
+  }
+  return { signedIdentity: match.signed! };
 }
 
 function bundleMessageDigest(bundleJson: unknown): Buffer | undefined {
@@ -410,15 +432,25 @@ function bundleMessageDigest(bundleJson: unknown): Buffer | undefined {
   return typeof d === 'string' ? Buffer.from(d, 'base64') : undefined;
 }
 
+function isDsseBundle(bundleJson: unknown): boolean {
+  return !!bundleJson && typeof bundleJson === 'object' && 'dsseEnvelope' in bundleJson;
+}
+
 /**
  * Verifies simple-signing signatures and sigstore bundles for image `digest`
  * against the trusted keys, and returns the distinct key ids with at least one
- * valid signature.
+ * valid signature for this digest and an accepted identity (see signed-identity.ts).
+ *
+ * Bundles count only as message signatures over a simple-signing payload, because that payload
+ * is what names the repository. DSSE (in-toto) bundles are refused: their subject carries only a
+ * digest, so they cannot show which repository they were made for.
  */
 export function verifyCosignSignatures(opts: {
   signatures: Array<Pick<CosignSignatureLayer, 'payload' | 'signatureB64'> & { layerDigest?: string }>;
   bundles: Array<{ bundleJson: unknown; manifestDigest?: string; payload?: Buffer }>;
   digest: string;
+  /** the identities a signature for this image may name: expectedIdentity(image, policy.signedIdentity) */
+  identity: ExpectedIdentity;
   trustedKeys: TrustedKey[];
 }): CosignVerification {
   const results: SignatureCheck[] = [];
@@ -437,25 +469,30 @@ export function verifyCosignSignatures(opts: {
       results.push({ ...base, ok: false, reason: 'signature does not verify with any trusted key' });
       continue;
     }
-    const problem = checkPayload(sig.payload, opts.digest);
-    if (problem) {
-      results.push({ ...base, ok: false, keyId: key.id, reason: problem });
+    const checked = checkPayload(sig.payload, opts.digest, opts.identity);
+    if ('reason' in checked) {
+      results.push({ ...base, ok: false, keyId: key.id, ...checked });
       continue;
     }
     valid.add(key.id);
-    results.push({ ...base, ok: true, keyId: key.id, reason: 'signature verified' });
+    results.push({ ...base, ok: true, keyId: key.id, reason: 'signature verified', signedIdentity: checked.signedIdentity });
   }
 
   const bundleKeys = opts.trustedKeys.map((k) => ({ hint: k.id, publicKey: k.publicKey }));
   for (const b of opts.bundles) {
     const base: Pick<SignatureCheck, 'source' | 'ref'> = { source: 'bundle' };
     if (b.manifestDigest) base.ref = b.manifestDigest;
+    if (isDsseBundle(b.bundleJson)) {
+      results.push({ ...base, ok: false, reason: 'DSSE bundles are not accepted: their subject names only a digest, not the repository it was signed for' });
+      continue;
+    }
     const md = bundleMessageDigest(b.bundleJson);
     let payload = b.payload;
     if (!payload && md) {
       payload = opts.signatures.find((s) => createHash('sha256').update(s.payload).digest().equals(md))?.payload;
     }
     if (!payload) {
+      // without the signed payload a bundle cannot show which image and repository it is for
       results.push({ ...base, ok: false, reason: 'no simple-signing payload matches the bundle message digest' });
       continue;
     }
@@ -464,13 +501,13 @@ export function verifyCosignSignatures(opts: {
       results.push({ ...base, ok: false, reason: res.reason ?? 'bundle verification failed' });
       continue;
     }
-    const problem = checkPayload(payload, opts.digest);
-    if (problem) {
-      results.push({ ...base, ok: false, keyId: res.keyHint!, reason: problem });
+    const checked = checkPayload(payload, opts.digest, opts.identity);
+    if ('reason' in checked) {
+      results.push({ ...base, ok: false, keyId: res.keyHint!, ...checked });
       continue;
     }
     valid.add(res.keyHint!);
-    results.push({ ...base, ok: true, keyId: res.keyHint!, reason: 'bundle verified' });
+    results.push({ ...base, ok: true, keyId: res.keyHint!, reason: 'bundle verified', signedIdentity: checked.signedIdentity });
   }
 
   return { validKeyIds: [...valid], results };

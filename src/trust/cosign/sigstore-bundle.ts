@@ -110,7 +110,8 @@ export function verifyMessageSignatureBundle(
     return { ok: false, reason: `invalid bundle: ${describe(err)}` };
   }
   if (bundle.content.$case !== 'messageSignature') {
-    return { ok: false, reason: `unsupported bundle content ${bundle.content.$case}` };
+    // a DSSE/in-toto statement's subject is only a digest: it cannot bind the repository
+    return { ok: false, reason: `unsupported bundle content ${bundle.content.$case} (only message signatures over a simple-signing payload name the repository)` };
   }
   const vm = bundle.verificationMaterial.content;
   if (vm.$case !== 'publicKey') {

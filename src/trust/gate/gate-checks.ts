@@ -5,11 +5,13 @@
  */
 import { createPublicKey } from 'node:crypto';
 import { publicKeyId, readCosignSignatures, readSigstoreBundles, verifyCosignSignatures, type TrustedKey } from '../cosign/cosign-signatures.js';
+import { expectedIdentity, SignedIdentityError, type ExpectedIdentity, type SignedIdentityRequirement } from '../cosign/signed-identity.js';
 import { verifyNotaryTrust } from '../notary/index.js';
 import type { ImageRef } from '../registry/image-ref.js';
 import { RegistryError, type RegistryClient } from '../registry/registry-client.js';
 import type { SigningKeysService } from '../signing/signing-keys-service.js';
-import { matchesValueGlob, type PolicyDocument } from './policy-schema.js';
+import { matchesValueGlob } from '../glob.js';
+import type { PolicyDocument } from './policy-schema.js';
 
 export interface CheckResult {
   type: string;
@@ -24,6 +26,8 @@ export interface GateCheck extends CheckResult {
   transient?: boolean;
   /** Epoch ms after which the trust data this check relied on expires. */
   expiresAt?: number;
+  /** The underlying error, for the log only (never part of the decision). */
+  cause?: unknown;
 }
 
 export class DeadlineError extends Error {
@@ -40,13 +44,17 @@ export function withDeadline<T>(promise: Promise<T>, ms: number, what: string): 
   return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
 }
 
-/** A registry / network failure as a transient failing check. */
+/**
+ * A registry / network failure as a transient failing check: a stable code and a short reason.
+ * RegistryError messages are written to be shown; anything else (socket errors, parser errors
+ * quoting upstream bodies) stays in `cause`, which the gate logs and never returns.
+ */
 export function remoteFailure(type: string, what: string, err: unknown): GateCheck {
-  if (err instanceof DeadlineError) return { type, ok: false, code: 'timeout', detail: err.message, transient: true };
+  if (err instanceof DeadlineError) return { type, ok: false, code: 'timeout', detail: err.message, transient: true, cause: err };
   if (err instanceof RegistryError) {
-    return { type, ok: false, code: `registry_${err.code}`, detail: `${what}: ${err.message}`, transient: true };
+    return { type, ok: false, code: `registry_${err.code}`, detail: `${what}: ${err.message}`, transient: true, cause: err };
   }
-  return { type, ok: false, code: 'error', detail: `${what}: ${(err as Error)?.message ?? String(err)}`, transient: true };
+  return { type, ok: false, code: 'error', detail: `${what}: internal error (details are in the broker log)`, transient: true, cause: err };
 }
 
 export interface CheckContext {
@@ -57,6 +65,8 @@ export interface CheckContext {
   signingKeys: SigningKeysService;
   now: number;
   timeoutMs: number;
+  /** fetch for Notary servers, bound to the broker's egress rules */
+  notaryFetch?: typeof fetch;
 }
 
 // ------------------------------------------------------------------------------ cosign
@@ -97,6 +107,16 @@ export async function cosignCheck(ctx: CheckContext): Promise<GateCheck> {
     return { type: 'cosign', ok: false, code: 'no_trusted_keys', detail: `no trusted keys available${missingNote}` };
   }
 
+  let identity: ExpectedIdentity;
+  try {
+    const requirements: SignedIdentityRequirement[] | undefined =
+      spec.signedIdentity === undefined ? undefined : Array.isArray(spec.signedIdentity) ? spec.signedIdentity : [spec.signedIdentity];
+    identity = expectedIdentity(ctx.ref, requirements);
+  } catch (err) {
+    if (!(err instanceof SignedIdentityError)) throw err;
+    return { type: 'cosign', ok: false, code: 'invalid_policy', detail: `cosign.signedIdentity: ${err.message}` };
+  }
+
   const loc = { registry: ctx.ref.registry, repository: ctx.ref.repository, digest: ctx.digest };
   let signatures;
   let bundles;
@@ -112,7 +132,7 @@ export async function cosignCheck(ctx: CheckContext): Promise<GateCheck> {
   if (signatures.length === 0 && bundles.length === 0) {
     return { type: 'cosign', ok: false, code: 'no_signatures', detail: `no cosign signatures or sigstore bundles found for ${ctx.digest}` };
   }
-  const verification = verifyCosignSignatures({ signatures, bundles, digest: ctx.digest, trustedKeys });
+  const verification = verifyCosignSignatures({ signatures, bundles, digest: ctx.digest, identity, trustedKeys });
   const signedEntries = new Set<number>();
   for (const id of verification.validKeyIds) {
     const entry = entryOf.get(id);
@@ -120,20 +140,27 @@ export async function cosignCheck(ctx: CheckContext): Promise<GateCheck> {
   }
   const signers = [...signedEntries].sort((a, b) => a - b).map((i) => labels[i]);
   if (signedEntries.size >= threshold) {
+    // say so when a policy's signedIdentity let in signatures made for another repository
+    const foreign = [
+      ...new Set(verification.results.filter((r) => r.ok && r.signedIdentity && r.signedIdentity !== identity.image).map((r) => r.signedIdentity!)),
+    ];
+    const signedAs = foreign.length ? `; signed as ${foreign.join(', ')}, accepted by cosign.signedIdentity` : '';
     return {
       type: 'cosign',
       ok: true,
-      detail: `${signedEntries.size} of ${threshold} required trusted key(s) signed ${ctx.digest} (${signers.join(', ')})`,
+      detail: `${signedEntries.size} of ${threshold} required trusted key(s) signed ${ctx.digest} (${signers.join(', ')})${signedAs}`,
     };
   }
   const reasons = [...new Set(verification.results.filter((r) => !r.ok).map((r) => r.reason))].slice(0, 3);
   const why = reasons.length ? `; ${reasons.join('; ')}` : '';
   if (signedEntries.size === 0) {
     const untrusted = verification.results.every((r) => !r.ok && !r.keyId);
+    const byTrustedKeys = verification.results.filter((r) => r.keyId);
+    const wrongRepository = byTrustedKeys.length > 0 && byTrustedKeys.every((r) => r.identityMismatch);
     return {
       type: 'cosign',
       ok: false,
-      code: untrusted ? 'untrusted_signature' : 'invalid_signature',
+      code: untrusted ? 'untrusted_signature' : wrongRepository ? 'identity_mismatch' : 'invalid_signature',
       detail: `no valid signature by a trusted key for ${ctx.digest}${why}${missingNote}`,
     };
   }
@@ -171,6 +198,7 @@ export async function notaryCheck(ctx: CheckContext): Promise<GateCheck> {
         threshold: spec.threshold,
         now: new Date(ctx.now),
         timeoutMs: ctx.timeoutMs,
+        ...(ctx.notaryFetch ? { fetchImpl: ctx.notaryFetch } : {}),
       }),
       ctx.timeoutMs,
       `notary server ${spec.server}`,

@@ -1,15 +1,24 @@
 /**
- * The release gate: resolves an image to its digest, picks the most specific trust policy, runs
- * every check the policy configures, and records (and audits) the decision. Deterministic
- * outcomes are cached in the database by (image subject, digest, policy, policy version).
+ * The release gate: picks the most specific trust policy for the image reference, resolves the
+ * image to its digest, runs every check the policy configures, and records (and audits) the
+ * decision. Deterministic outcomes are cached in the database by (image subject, digest, policy,
+ * policy version).
+ *
+ * Egress: the policy is chosen before any network traffic, so a reference no policy matches is
+ * decided without contacting anything. A registry is contacted only when a policy names it
+ * literally (the registry part of an image pattern without wildcards) or the operator configured
+ * it (KEYWARDEN_INSECURE_REGISTRIES, KEYWARDEN_EGRESS_ALLOW): a caller cannot make the broker
+ * connect to a host of its choosing.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import type { Knex } from 'knex';
+import type { Logger } from 'pino';
 import type { AuditService } from '../../audit/audit-service.js';
 import { problems } from '../../http/problem.js';
 import type { RequestMeta } from '../../http/request-context.js';
 import { actorOf, principalLabel, type Principal } from '../../identity/identity-types.js';
 import { ImageRefError, parseImageRef, type ImageRef } from '../registry/image-ref.js';
+import { literalRegistryOf, type EgressPolicy } from '../registry/egress-policy.js';
 import type { RegistryClient } from '../registry/registry-client.js';
 import type { SigningKeysService } from '../signing/signing-keys-service.js';
 import { cosignCheck, notaryCheck, remoteFailure, ruleChecks, withDeadline, type CheckContext, type CheckResult, type GateCheck } from './gate-checks.js';
@@ -102,8 +111,34 @@ export class GateService {
       signingKeys: SigningKeysService;
       policies: PolicyService;
       options: GateOptions;
+      /** egress rules for registries and Notary servers; default: the registry client's */
+      egress?: EgressPolicy;
+      logger?: Logger;
     },
   ) {}
+
+  private get egress(): EgressPolicy {
+    return this.deps.egress ?? this.deps.registry.egress;
+  }
+
+  /** A failing check for a registry the broker may not contact; no connection was made. */
+  private registryNotAllowed(ref: ImageRef): GateCheck {
+    return {
+      type: 'registry',
+      ok: false,
+      code: 'registry_not_allowed',
+      detail: `registry ${ref.registry} is not named by a trust policy (without wildcards) nor configured in KEYWARDEN_EGRESS_ALLOW or KEYWARDEN_INSECURE_REGISTRIES; the broker does not contact it`,
+    };
+  }
+
+  /** Failures that came with an underlying error: full detail to the log, never to the caller. */
+  private logFailures(image: string, checks: GateCheck[]): void {
+    for (const c of checks) {
+      if (c.ok || c.cause === undefined) continue;
+      const err = c.cause instanceof Error ? { name: c.cause.name, message: c.cause.message, stack: c.cause.stack } : { message: String(c.cause) };
+      this.deps.logger?.warn({ image, check: c.type, code: c.code, err }, 'release gate: check failed on a remote or internal error');
+    }
+  }
 
   /**
    * The cached path: one primary-key lookup. Expired entries never match (they are overwritten
@@ -126,37 +161,62 @@ export class GateService {
     }
     const { options, registry } = this.deps;
     const repoName = `${ref.registry}/${ref.repository}`;
-    const selected = selectPolicy(await this.deps.policies.all(), repoName);
-
-    // resolve the digest: a tag is mutable, so it is resolved on every request
-    let digest = ref.digest;
-    let resolution: GateCheck | undefined;
-    if (!digest) {
-      try {
-        digest = await withDeadline(registry.resolveDigest(ref), options.timeoutMs, `registry ${ref.registry}`);
-      } catch (err) {
-        resolution = remoteFailure('registry', `cannot resolve ${image}`, err);
-        if (resolution.code === 'registry_not_found') resolution.transient = false;
-      }
-    }
+    const policies = await this.deps.policies.all();
+    // chosen from the reference alone: nothing is contacted before a policy says so
+    const selected = selectPolicy(policies, repoName);
+    const namedRegistries = policies.flatMap((p) => p.document.images.map(literalRegistryOf).filter((r): r is string => r !== undefined));
+    const registryPermitted = this.egress.registryPermitted(ref.registry, namedRegistries);
 
     if (!selected) {
-      const checks: GateCheck[] = resolution ? [resolution] : [];
-      const allow = options.defaultDecision === 'allow' && !resolution;
-      checks.push({
+      const noPolicy = (allow: boolean): GateCheck => ({
         type: 'policy',
         ok: allow,
         code: allow ? undefined : 'no_policy',
         detail: `no trust policy matches ${repoName}; default decision is ${options.defaultDecision} (KEYWARDEN_GATE_DEFAULT)`,
       });
+      // default deny, or a digest reference: decided without any network traffic
+      if (options.defaultDecision === 'deny' || ref.digest) {
+        const allow = options.defaultDecision === 'allow';
+        return this.record(principal, meta, { image, digest: ref.digest ?? null, policy: null, policyVersion: null, decision: allow ? 'allow' : 'deny', checks: [noPolicy(allow)] });
+      }
+      // default allow: the tag is resolved (the caller deploys the digest), if the registry may be contacted
+      const checks: GateCheck[] = [];
+      let digest: string | undefined;
+      if (!registryPermitted) {
+        checks.push(this.registryNotAllowed(ref));
+      } else {
+        try {
+          digest = await withDeadline(registry.resolveDigest(ref), options.timeoutMs, `registry ${ref.registry}`);
+        } catch (err) {
+          checks.push(remoteFailure('registry', `cannot resolve ${image}`, err));
+        }
+      }
+      const allow = checks.length === 0;
+      checks.push(noPolicy(allow));
+      this.logFailures(image, checks);
       return this.record(principal, meta, { image, digest: digest ?? null, policy: null, policyVersion: null, decision: allow ? 'allow' : 'deny', checks });
     }
 
     const { policy } = selected;
     const failDecision: ReleaseDecision = policy.document.mode === 'warn' ? 'warn' : 'deny';
     const base = { image, policy: policy.name, policyVersion: policy.version };
-    if (resolution || !digest) {
-      return this.record(principal, meta, { ...base, digest: null, decision: failDecision, checks: [resolution!] });
+    // a policy whose registry part is a wildcard (e.g. "**") opens no egress by itself
+    const needsRegistry = !ref.digest || !!policy.document.cosign || !!policy.document.rules;
+    if (needsRegistry && !registryPermitted) {
+      return this.record(principal, meta, { ...base, digest: ref.digest ?? null, decision: failDecision, checks: [this.registryNotAllowed(ref)] });
+    }
+
+    // resolve the digest: a tag is mutable, so it is resolved on every request
+    let digest = ref.digest;
+    if (!digest) {
+      try {
+        digest = await withDeadline(registry.resolveDigest(ref), options.timeoutMs, `registry ${ref.registry}`);
+      } catch (err) {
+        const resolution = remoteFailure('registry', `cannot resolve ${image}`, err);
+        if (resolution.code === 'registry_not_found') resolution.transient = false;
+        this.logFailures(image, [resolution]);
+        return this.record(principal, meta, { ...base, digest: null, decision: failDecision, checks: [resolution] });
+      }
     }
 
     const now = this.deps.clock();
@@ -184,6 +244,7 @@ export class GateService {
       signingKeys: this.deps.signingKeys,
       now,
       timeoutMs: options.timeoutMs,
+      notaryFetch: this.egress.fetch,
     };
     const guard = async (type: string, fn: () => Promise<GateCheck | GateCheck[]>): Promise<GateCheck[]> => {
       try {
@@ -199,6 +260,7 @@ export class GateService {
       policy.document.rules ? guard('rules', () => ruleChecks(ctx)) : Promise.resolve([]),
     ]);
     const checks = parts.flat();
+    this.logFailures(image, checks);
     const decision: ReleaseDecision = checks.every((c) => c.ok) ? 'allow' : failDecision;
 
     // Allows are cached (bounded by TTL and trust-data expiry). A deny is cached only when it

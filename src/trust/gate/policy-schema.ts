@@ -4,6 +4,8 @@
 import { createPublicKey } from 'node:crypto';
 import { z } from 'zod';
 import { nameSchema, NAME_PATTERN } from '../../http/validation.js';
+import { matchesImagePattern } from '../glob.js';
+import { looksLikeRegistryHost, normalizeDockerRepository, normalizeIdentityPrefix, SignedIdentityError } from '../cosign/signed-identity.js';
 
 const IMAGE_PATTERN = /^[A-Za-z0-9._:/\-[\]*?]{1,512}$/;
 const LABEL_KEY = /^[A-Za-z0-9._/-]{1,128}$/;
@@ -30,6 +32,47 @@ const pemOrKeyName = z
 
 const valueGlobSchema = z.string().max(256);
 
+/** Validates with a signed-identity normaliser and reports its message as the zod issue. */
+function identityValue(normalize: (v: string) => string, extra?: (v: string) => string | undefined) {
+  return z
+    .string()
+    .min(1)
+    .max(512)
+    .superRefine((v, ctx) => {
+      const problem = extra?.(v);
+      if (problem) {
+        ctx.addIssue({ code: z.ZodIssueCode.custom, message: problem });
+        return;
+      }
+      try {
+        normalize(v);
+      } catch (err) {
+        if (!(err instanceof SignedIdentityError)) throw err;
+        ctx.addIssue({ code: z.ZodIssueCode.custom, message: err.message });
+      }
+    });
+}
+
+const repositoryOnly = (v: string): string | undefined => {
+  const slash = v.indexOf('/');
+  if (slash === -1 || !looksLikeRegistryHost(v.slice(0, slash))) return 'dockerRepository must be fully qualified: registry/repository';
+  if (v.includes('@') || v.slice(v.lastIndexOf('/') + 1).includes(':')) return 'dockerRepository is a repository: no tag or digest';
+  return undefined;
+};
+
+/** containers-policy.json(5) signedIdentity types that fit cosign payloads (they name a repository). */
+const signedIdentityRequirementSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('matchRepository') }).strict(),
+  z.object({ type: z.literal('exactRepository'), dockerRepository: identityValue(normalizeDockerRepository, repositoryOnly) }).strict(),
+  z
+    .object({
+      type: z.literal('remapIdentity'),
+      prefix: identityValue(normalizeIdentityPrefix),
+      signedPrefix: identityValue(normalizeIdentityPrefix),
+    })
+    .strict(),
+]);
+
 export const policyDocumentSchema = z
   .object({
     name: nameSchema,
@@ -40,6 +83,10 @@ export const policyDocumentSchema = z
       .object({
         keys: z.array(pemOrKeyName).min(1).max(50),
         threshold: z.number().int().min(1).max(50).default(1),
+        /** which repositories a signature may name (default: the image's own, matchRepository) */
+        signedIdentity: z
+          .union([signedIdentityRequirementSchema, z.array(signedIdentityRequirementSchema).min(1).max(50)])
+          .optional(),
       })
       .strict()
       .optional(),
@@ -49,7 +96,9 @@ export const policyDocumentSchema = z
           .string()
           .url()
           .max(1024)
-          .refine((u) => /^https?:\/\//.test(u), 'server must be an http(s) URL'),
+          .refine((u) => /^https?:\/\//.test(u), 'server must be an http(s) URL')
+          // credentials in the URL would be sent along and shown back to readers of the policy
+          .refine((u) => URL.canParse(u) && !new URL(u).username && !new URL(u).password, 'server must not contain credentials'),
         gun: z.string().min(1).max(512).regex(/^[A-Za-z0-9._:/\-[\]]+$/, 'gun is registry/repository').optional(),
         rootKeys: z.array(z.string().min(1).max(16_384)).min(1).max(20),
         delegations: z
@@ -87,49 +136,28 @@ export const policyDocumentSchema = z
 
 export type PolicyDocument = z.infer<typeof policyDocumentSchema>;
 
-// ------------------------------------------------------------------------------ globs
-
-function escapeRegex(s: string): string {
-  return s.replace(/[.+^${}()|[\]\\]/g, '\\$&');
-}
-
-const imageRegexCache = new Map<string, RegExp>();
-
-/** `*` and `?` stay within one path segment; `**` spans segments. Case-insensitive (hosts are). */
-export function imagePatternRegex(pattern: string): RegExp {
-  let re = imageRegexCache.get(pattern);
-  if (re) return re;
-  let out = '';
-  for (let i = 0; i < pattern.length; i++) {
-    const c = pattern[i]!;
-    if (c === '*' && pattern[i + 1] === '*') {
-      // "team/**" also matches "team" itself is not wanted: ** needs at least one character
-      out += '.+';
-      i++;
-    } else if (c === '*') {
-      out += '[^/]*';
-    } else if (c === '?') {
-      out += '[^/]';
-    } else {
-      out += escapeRegex(c);
+/**
+ * The policy schema for one broker: a Notary server uses https, unless its host is configured for
+ * plain HTTP (KEYWARDEN_INSECURE_REGISTRIES). The Notary client checks the same at fetch time.
+ */
+export function policyDocumentSchemaFor(opts: { allowsPlainHttp: (url: URL) => boolean }) {
+  return policyDocumentSchema.superRefine((doc, ctx) => {
+    const server = doc.notary?.server;
+    if (!server || !URL.canParse(server)) return;
+    const url = new URL(server);
+    if (url.protocol === 'http:' && !opts.allowsPlainHttp(url)) {
+      ctx.addIssue({
+        code: z.ZodIssueCode.custom,
+        path: ['notary', 'server'],
+        message: 'server must be an https URL (plain http only for hosts listed in KEYWARDEN_INSECURE_REGISTRIES)',
+      });
     }
-  }
-  re = new RegExp(`^${out}$`, 'i');
-  if (imageRegexCache.size > 10_000) imageRegexCache.clear();
-  imageRegexCache.set(pattern, re);
-  return re;
+  });
 }
 
-export function matchesImagePattern(pattern: string, repository: string): boolean {
-  return imagePatternRegex(pattern).test(repository);
-}
-
-/** Label value globs: `*` any characters, `?` one character; the value "*" means "any value". */
-export function matchesValueGlob(glob: string, value: string): boolean {
-  if (glob === '*') return true;
-  const re = new RegExp(`^${glob.split('').map((c) => (c === '*' ? '.*' : c === '?' ? '.' : escapeRegex(c))).join('')}$`, 's');
-  return re.test(value);
-}
+// ------------------------------------------------------------------------------ globs
+// Image patterns and label value globs are matched by ../glob.ts, the engine signer scopes and
+// claim rules use too, so a pattern selects the same images in a policy as in a signer scope.
 
 // ------------------------------------------------------------------------------ specificity
 

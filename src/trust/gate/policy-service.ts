@@ -9,7 +9,8 @@ import type { RequestMeta } from '../../http/request-context.js';
 import { parseWith } from '../../http/validation.js';
 import { actorOf, principalLabel, type Principal } from '../../identity/identity-types.js';
 import { iso, rethrowUniqueAsConflictFn } from '../../identity/identity-util.js';
-import { policyDocumentSchema, type PolicyDocument, type StoredPolicy } from './policy-schema.js';
+import type { EgressPolicy } from '../registry/egress-policy.js';
+import { policyDocumentSchema, policyDocumentSchemaFor, type PolicyDocument, type StoredPolicy } from './policy-schema.js';
 
 export interface PolicyView {
   name: string;
@@ -44,10 +45,15 @@ export class PolicyService {
   /** Parsed documents by name@version: stored documents are immutable per version. */
   private readonly parsed = new Map<string, PolicyDocument>();
 
-  constructor(private readonly deps: { db: Knex; audit: AuditService; clock: () => number }) {}
+  private readonly schema;
+
+  constructor(private readonly deps: { db: Knex; audit: AuditService; clock: () => number; egress?: EgressPolicy }) {
+    const egress = deps.egress;
+    this.schema = egress ? policyDocumentSchemaFor({ allowsPlainHttp: (url) => egress.allowsPlainHttp(url) }) : policyDocumentSchema;
+  }
 
   parseDocument(body: unknown): PolicyDocument {
-    return parseWith(policyDocumentSchema, body);
+    return parseWith(this.schema, body);
   }
 
   private async nextVersion(trx: Knex.Transaction, name: string): Promise<number> {

@@ -3,7 +3,13 @@
  * `GET {server}/v2/{gun}/_trust/tuf/{role}.json` with a per-request timeout, a size cap,
  * and the Docker registry bearer-token flow (401 + `WWW-Authenticate: Bearer realm=...`).
  * Never throws; failures are returned as values.
+ *
+ * Egress: redirects are followed by hand, never to another origin unless the broker's egress
+ * policy (carried by an EgressPolicy fetch) explicitly allows that host, and never with the
+ * Authorization header; the token realm gets credentials only on the server's origin or an
+ * allowed host; plain http only to hosts the policy allows it for.
  */
+import { egressPolicyOf, type EgressPolicy } from '../registry/egress-policy.js';
 
 export interface NotaryClientOptions {
   server: string;
@@ -64,6 +70,13 @@ function describeError(err: unknown): { kind: FetchFailureKind; message: string 
   return { kind: 'unreachable', message: cause ? `${e?.message ?? 'fetch failed'}: ${cause}` : (e?.message ?? String(err)) };
 }
 
+const MAX_REDIRECTS = 5;
+
+/** A destination the client refuses to contact; the message is fixed text. */
+class NotaryEgressError extends Error {
+  override readonly name = 'NotaryEgressError';
+}
+
 async function readLimited(res: Response, maxBytes: number): Promise<Buffer | 'too_large'> {
   const declared = Number(res.headers.get('content-length') ?? NaN);
   if (Number.isFinite(declared) && declared > maxBytes) {
@@ -94,6 +107,8 @@ export class NotaryClient {
   private readonly fetchImpl: typeof fetch;
   private readonly credentials?: { username: string; password: string };
   private token?: Promise<string | { error: string }>;
+  /** the broker's egress rules, when fetchImpl enforces them */
+  private readonly egress?: EgressPolicy;
 
   constructor(opts: NotaryClientOptions) {
     this.base = String(opts.server ?? '').replace(/\/+$/, '');
@@ -101,6 +116,23 @@ export class NotaryClient {
     this.timeoutMs = opts.timeoutMs && opts.timeoutMs > 0 ? opts.timeoutMs : 5000;
     this.fetchImpl = opts.fetchImpl ?? globalThis.fetch;
     this.credentials = opts.credentials;
+    this.egress = egressPolicyOf(this.fetchImpl);
+  }
+
+  private serverOrigin(): string | undefined {
+    try {
+      return new URL(this.base).origin;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Fetch-time scheme check (policies stored before https was required are caught here too). */
+  private assertAllowed(url: URL): void {
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new NotaryEgressError(`unsupported protocol ${url.protocol}`);
+    if (url.protocol === 'http:' && this.egress && !this.egress.allowsPlainHttp(url)) {
+      throw new NotaryEgressError('plain http refused: the host is not listed in KEYWARDEN_INSECURE_REGISTRIES');
+    }
   }
 
   roleUrl(role: string): string {
@@ -109,7 +141,29 @@ export class NotaryClient {
 
   private async request(url: string, headers: Record<string, string>, maxBytes: number) {
     const signal = AbortSignal.timeout(this.timeoutMs);
-    const res = await this.fetchImpl(url, { method: 'GET', headers, signal, redirect: 'follow' });
+    let current = new URL(url);
+    const hdrs = { ...headers };
+    let res: Response | undefined;
+    for (let hop = 0; ; hop++) {
+      this.assertAllowed(current);
+      res = await this.fetchImpl(current, { method: 'GET', headers: hdrs, signal, redirect: 'manual' });
+      const location = res.headers.get('location');
+      if (![301, 302, 303, 307, 308].includes(res.status) || !location) break;
+      await res.body?.cancel().catch(() => undefined);
+      if (hop >= MAX_REDIRECTS) throw new NotaryEgressError('too many redirects');
+      let next: URL;
+      try {
+        next = new URL(location, current);
+      } catch {
+        throw new NotaryEgressError('invalid redirect');
+      }
+      if (next.origin !== current.origin) {
+        if (!this.egress?.isExplicit(next)) throw new NotaryEgressError('redirect to another host refused (not in KEYWARDEN_EGRESS_ALLOW)');
+        // credentials belong to the origin that asked for them
+        delete hdrs.authorization;
+      }
+      current = next;
+    }
     if (res.status !== 200) {
       await res.body?.cancel().catch(() => undefined);
       return { res, body: undefined };
@@ -124,9 +178,13 @@ export class NotaryClient {
       try {
         url = new URL(challenge.realm);
       } catch {
-        return { error: `invalid token realm ${JSON.stringify(challenge.realm)}` };
+        return { error: 'invalid token realm' };
       }
       if (url.protocol !== 'http:' && url.protocol !== 'https:') return { error: `unsupported token realm ${url.protocol}` };
+      // the realm receives the credentials: the server's own origin, or a host the operator allowed
+      if (url.origin !== this.serverOrigin() && !this.egress?.isExplicit(url)) {
+        return { error: 'token realm on another host refused (not in KEYWARDEN_EGRESS_ALLOW)' };
+      }
       if (challenge.service) url.searchParams.set('service', challenge.service);
       if (challenge.scope) url.searchParams.set('scope', challenge.scope);
       const headers: Record<string, string> = { accept: 'application/json' };

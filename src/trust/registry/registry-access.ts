@@ -1,16 +1,36 @@
 import type { Knex } from 'knex';
 import { problems, ProblemError } from '../../http/problem.js';
+import type { AuditService } from '../../audit/audit-service.js';
 import type { SecretsService } from '../../secrets/secrets-service.js';
+import type { Logger } from 'pino';
+import type { EgressPolicy } from './egress-policy.js';
 import { RegistryClient, RegistryError, type RegistryCredentials } from './registry-client.js';
 import { ImageRefError } from './image-ref.js';
 
+/** Why the broker talks to a registry: signing images, or the release gate's checks. */
+export type RegistryPurpose = 'signing' | 'gate';
+
 /**
  * The broker's registry client: per-registry credentials come from secrets (named in
- * registry_credentials), plain HTTP only for KEYWARDEN_INSECURE_REGISTRIES.
+ * registry_credentials), plain HTTP only for KEYWARDEN_INSECURE_REGISTRIES. Every decryption
+ * of such a secret is a read and is audited like one (`secret.read`, via `broker`), before
+ * the credential is used; if the event cannot be written, the credential is not used.
  */
-export function createRegistryClient(deps: { db: Knex; secrets: SecretsService; insecureRegistries: string[]; timeoutMs?: number }): RegistryClient {
+export function createRegistryClient(deps: {
+  db: Knex;
+  secrets: SecretsService;
+  audit: AuditService;
+  purpose: RegistryPurpose;
+  insecureRegistries: string[];
+  /** Where registry traffic may go (KEYWARDEN_EGRESS_ALLOW, private addresses, other origins). */
+  egress?: EgressPolicy;
+  logger?: Logger;
+  timeoutMs?: number;
+}): RegistryClient {
   return new RegistryClient({
     insecureRegistries: deps.insecureRegistries,
+    egress: deps.egress,
+    logger: deps.logger,
     timeoutMs: deps.timeoutMs,
     credentials: async (registry) => {
       const mapping = await deps.db('registry_credentials').where({ registry }).first();
@@ -18,6 +38,13 @@ export function createRegistryClient(deps: { db: Knex; secrets: SecretsService; 
       const secret = await deps.secrets.dal.findLive(mapping.secret_name);
       if (!secret) return undefined;
       const version = await deps.secrets.dal.getVersion(secret.id, secret.currentVersion);
+      await deps.audit.record({
+        actor: { kind: 'system', name: 'keywarden' },
+        action: 'secret.read',
+        resource: { kind: 'secret', name: mapping.secret_name },
+        outcome: 'allow',
+        details: { version: secret.currentVersion, via: 'broker', use: 'registry-credentials', registry, purpose: deps.purpose },
+      });
       const content = await deps.secrets.decrypt(secret, version!);
       try {
         const parsed = JSON.parse(content.toString('utf8'));
@@ -43,6 +70,8 @@ export function registryProblem(err: unknown): ProblemError {
         return new ProblemError(404, 'image_not_found', 'Image not found', err.message);
       case 'insecure_refused':
         return new ProblemError(400, 'insecure_registry_refused', 'Insecure registry refused', err.message);
+      case 'egress_refused':
+        return new ProblemError(502, 'egress_refused', 'Registry destination not allowed', err.message);
       case 'unauthorized':
         return new ProblemError(502, 'registry_unauthorized', 'Registry refused the broker', err.message);
       case 'timeout':

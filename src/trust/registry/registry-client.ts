@@ -2,9 +2,15 @@
  * Minimal OCI distribution client: manifests, blobs, referrers, with anonymous,
  * basic and bearer-token (distribution token spec) authentication.
  *
- * Only ever throws RegistryError for network / protocol problems.
+ * Only ever throws RegistryError for network / protocol problems. Its messages are short and fixed
+ * (registry name, what was asked, HTTP status): upstream bodies, socket errors and the addresses
+ * of other hops go to the log only. Connections follow the EgressPolicy: credentials stay on the
+ * registry's origin, and realms, redirects and upload locations may leave it only for
+ * explicitly allowed hosts.
  */
 import { createHash } from 'node:crypto';
+import type { Logger } from 'pino';
+import { EgressConnectionError, EgressPolicy, EgressRefusedError, classifyConnectionError } from './egress-policy.js';
 import { type ImageRef, isDigest, parseImageRef, digestToTag } from './image-ref.js';
 
 export const MEDIA_TYPE_OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
@@ -29,6 +35,7 @@ export type RegistryErrorCode =
   | 'not_found'
   | 'unauthorized'
   | 'insecure_refused'
+  | 'egress_refused'
   | 'bad_response';
 
 export class RegistryError extends Error {
@@ -47,8 +54,11 @@ export class RegistryError extends Error {
 export type RegistryCredentials = { username: string; password: string } | { token: string };
 
 export interface RegistryClientOptions {
-  /** host:port values for which plain http is allowed (and used). */
+  /** host:port values for which plain http is allowed (and used); ignored when `egress` is given. */
   insecureRegistries: string[];
+  /** Where connections may go; default: only the insecure registries are explicitly allowed. */
+  egress?: EgressPolicy;
+  logger?: Logger;
   credentials?: (registry: string) => Promise<RegistryCredentials | undefined>;
   /** per HTTP exchange (request + body); default 15000 */
   timeoutMs?: number;
@@ -115,7 +125,8 @@ function digestAlgorithm(digest: string): 'sha256' | 'sha512' {
 
 function assertDigest(digest: string, registry?: string): void {
   if (!isDigest(digest)) {
-    throw new RegistryError('bad_response', `invalid digest "${digest}"`, registry !== undefined ? { registry } : {});
+    // the digest may come from registry data: not echoed
+    throw new RegistryError('bad_response', 'invalid digest', registry !== undefined ? { registry } : {});
   }
 }
 
@@ -138,16 +149,6 @@ function encodeRepo(repo: string): string {
     .split('/')
     .map((c) => encodeURIComponent(c))
     .join('/');
-}
-
-function errorCodeOf(err: unknown): string | undefined {
-  let e: unknown = err;
-  for (let i = 0; i < 4 && e && typeof e === 'object'; i++) {
-    const code = (e as { code?: unknown }).code;
-    if (typeof code === 'string') return code;
-    e = (e as { cause?: unknown }).cause;
-  }
-  return undefined;
 }
 
 function errorMessages(err: unknown): string {
@@ -179,7 +180,8 @@ function stripParams(contentType: string | null): string | undefined {
 }
 
 export class RegistryClient {
-  private readonly insecure: Set<string>;
+  readonly egress: EgressPolicy;
+  private readonly logger?: Logger;
   private readonly credentials: RegistryClientOptions['credentials'];
   private readonly timeoutMs: number;
   private readonly fetchImpl: typeof fetch;
@@ -188,18 +190,35 @@ export class RegistryClient {
   private readonly basicRegistries = new Set<string>();
 
   constructor(opts: RegistryClientOptions) {
-    this.insecure = new Set((opts.insecureRegistries ?? []).map((r) => r.toLowerCase()));
+    this.egress = opts.egress ?? new EgressPolicy({ insecureHosts: opts.insecureRegistries ?? [], allowedHosts: [], logger: opts.logger });
+    this.logger = opts.logger;
     this.credentials = opts.credentials;
     this.timeoutMs = opts.timeoutMs ?? 15_000;
-    this.fetchImpl = opts.fetchImpl ?? fetch;
+    this.fetchImpl = opts.fetchImpl ?? this.egress.fetch;
   }
 
   isInsecure(registry: string): boolean {
-    return this.insecure.has(registry.toLowerCase());
+    try {
+      return this.egress.allowsPlainHttp(new URL(`http://${registry}/`));
+    } catch {
+      return false;
+    }
   }
 
   private baseUrl(registry: string): string {
     return `${this.isInsecure(registry) ? 'http' : 'https'}://${registry}`;
+  }
+
+  private registryOrigin(registry: string): string {
+    return new URL(this.baseUrl(registry)).origin;
+  }
+
+  /** Logs the detail and returns the error with its short public message. */
+  private fail(code: RegistryErrorCode, message: string, registry: string, detail: Record<string, unknown> = {}, status?: number): RegistryError {
+    // a missing manifest is routine (referrers fallback, signature tags); the rest is worth a warning
+    const level = code === 'not_found' ? 'debug' : 'warn';
+    this.logger?.[level]({ registry, code, status, ...detail }, `registry: ${message}`);
+    return new RegistryError(code, message, status !== undefined ? { registry, status } : { registry });
   }
 
   // ---------------------------------------------------------------- public API
@@ -250,9 +269,7 @@ export class RegistryClient {
       digest = computeDigest(bytes);
       const header = res.headers.get('docker-content-digest');
       if (header && header.startsWith('sha256:') && header !== digest) {
-        throw new RegistryError('bad_response', `manifest content digest ${digest} does not match Docker-Content-Digest ${header}`, {
-          registry,
-        });
+        throw this.fail('bad_response', `manifest content digest ${digest} does not match the registry's Docker-Content-Digest`, registry, { header: header.slice(0, 200) });
       }
     }
     let json: unknown;
@@ -301,7 +318,18 @@ export class RegistryClient {
     this.assertOk(start, registry, `blob upload ${repo}`);
     const location = start.headers.get('location');
     if (!location) throw new RegistryError('bad_response', 'blob upload response has no Location header', { registry });
-    const uploadUrl = new URL(location, start.url);
+    let uploadUrl: URL;
+    try {
+      uploadUrl = new URL(location, start.url);
+    } catch {
+      throw this.fail('bad_response', `blob upload on ${registry}: invalid Location header`, registry);
+    }
+    // the registry's credentials never go to another origin; another origin at all only when allowed
+    if (uploadUrl.origin !== this.registryOrigin(registry) && !this.egress.isExplicit(uploadUrl)) {
+      throw this.fail('egress_refused', `blob upload on ${registry}: the upload location is on another host, which is not in KEYWARDEN_EGRESS_ALLOW`, registry, {
+        location: `${uploadUrl.origin}${uploadUrl.pathname}`,
+      });
+    }
     uploadUrl.searchParams.set('digest', digest);
     const put = await this.request(registry, repo, 'pull,push', 'PUT', uploadUrl, {
       headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': String(size) },
@@ -310,7 +338,7 @@ export class RegistryClient {
     this.assertOk(put, registry, `blob upload ${repo}@${digest}`);
     const header = put.headers.get('docker-content-digest');
     if (header && header !== digest) {
-      throw new RegistryError('bad_response', `registry stored blob as ${header}, expected ${digest}`, { registry });
+      throw this.fail('bad_response', `registry stored the blob under another digest than ${digest}`, registry, { header: header.slice(0, 200) });
     }
     return { digest, size };
   }
@@ -327,7 +355,7 @@ export class RegistryClient {
     this.assertOk(res, registry, `manifest push ${repo}:${reference}`);
     const header = res.headers.get('docker-content-digest');
     if (header && header !== digest) {
-      throw new RegistryError('bad_response', `registry stored manifest as ${header}, expected ${digest}`, { registry });
+      throw this.fail('bad_response', `registry stored the manifest under another digest than ${digest}`, registry, { header: header.slice(0, 200) });
     }
     return digest;
   }
@@ -420,21 +448,13 @@ export class RegistryClient {
 
   private assertOk(res: RawResponse, registry: string, what: string): void {
     if (res.status >= 200 && res.status < 300) return;
-    const detail = registryErrorMessage(res.body);
-    const suffix = detail ? ` (${detail})` : '';
-    if (res.status === 404) {
-      throw new RegistryError('not_found', `${what} not found on ${registry}${suffix}`, { registry, status: 404 });
-    }
+    // the registry's own error text is for the log, not for callers
+    const upstream = { upstreamErrors: registryErrorMessage(res.body)?.slice(0, 500) };
+    if (res.status === 404) throw this.fail('not_found', `${what} not found on ${registry}`, registry, upstream, 404);
     if (res.status === 401 || res.status === 403) {
-      throw new RegistryError('unauthorized', `access to ${what} on ${registry} denied (HTTP ${res.status})${suffix}`, {
-        registry,
-        status: res.status,
-      });
+      throw this.fail('unauthorized', `access to ${what} on ${registry} denied (HTTP ${res.status})`, registry, upstream, res.status);
     }
-    throw new RegistryError('bad_response', `${what} on ${registry}: unexpected HTTP ${res.status}${suffix}`, {
-      registry,
-      status: res.status,
-    });
+    throw this.fail('bad_response', `${what} on ${registry}: unexpected HTTP ${res.status}`, registry, upstream, res.status);
   }
 
   private async request(
@@ -447,14 +467,21 @@ export class RegistryClient {
   ): Promise<RawResponse> {
     const url = typeof pathOrUrl === 'string' ? new URL(this.baseUrl(registry) + pathOrUrl) : pathOrUrl;
     this.assertSchemeAllowed(url, registry);
+    // credentials belong to the registry's origin; another origin gets none (and must be allowed)
+    const sameOrigin = url.origin === this.registryOrigin(registry);
+    if (!sameOrigin && !this.egress.isExplicit(url)) {
+      throw this.fail('egress_refused', `${registry} sent the broker to another host, which is not in KEYWARDEN_EGRESS_ALLOW`, registry, {
+        target: `${url.origin}${url.pathname}`,
+      });
+    }
     const scope = repo !== undefined ? `repository:${repo}:${actions}` : undefined;
     let res: RawResponse | undefined;
     for (let attempt = 0; attempt < 2; attempt++) {
       const headers: Record<string, string> = { ...(opts.headers ?? {}) };
-      const auth = await this.authorizationFor(registry, scope);
+      const auth = sameOrigin ? await this.authorizationFor(registry, scope) : undefined;
       if (auth) headers['Authorization'] = auth;
       res = await this.send(registry, url, method, headers, opts.body);
-      if (res.status !== 401) return res;
+      if (res.status !== 401 || !sameOrigin) return res;
       if (attempt === 1) break;
       const challenge = parseChallenge(res.headers.get('www-authenticate'));
       if (!challenge) break;
@@ -477,12 +504,10 @@ export class RegistryClient {
 
   private assertSchemeAllowed(url: URL, registry: string): void {
     if (url.protocol === 'https:') return;
-    if (url.protocol === 'http:' && this.isInsecure(url.host)) return;
-    throw new RegistryError(
-      'insecure_refused',
-      `refusing plain-http request to ${url.host}: not listed in insecureRegistries`,
-      { registry },
-    );
+    if (url.protocol === 'http:' && this.egress.allowsPlainHttp(url)) return;
+    throw this.fail('insecure_refused', `refusing plain HTTP for ${registry}: not listed in KEYWARDEN_INSECURE_REGISTRIES`, registry, {
+      target: `${url.protocol}//${url.host}`,
+    });
   }
 
   private async lookupCredentials(registry: string): Promise<RegistryCredentials | undefined> {
@@ -490,10 +515,8 @@ export class RegistryClient {
     try {
       return await this.credentials(registry);
     } catch (err) {
-      throw new RegistryError('unauthorized', `credentials lookup for ${registry} failed: ${errorMessages(err)}`, {
-        registry,
-        cause: err,
-      });
+      if (err instanceof RegistryError) throw err;
+      throw this.fail('unauthorized', `credentials for ${registry} could not be read`, registry, { err: errorMessages(err) });
     }
   }
 
@@ -516,12 +539,18 @@ export class RegistryClient {
     creds: RegistryCredentials | undefined,
   ): Promise<void> {
     const realm = challenge.params['realm'];
-    if (!realm) throw new RegistryError('bad_response', `bearer challenge from ${registry} has no realm`, { registry });
+    if (!realm) throw this.fail('bad_response', `bearer challenge from ${registry} has no realm`, registry);
     let url: URL;
     try {
       url = new URL(realm);
     } catch {
-      throw new RegistryError('bad_response', `bearer challenge from ${registry} has an invalid realm "${realm}"`, { registry });
+      throw this.fail('bad_response', `bearer challenge from ${registry} has an invalid realm`, registry, { realm: realm.slice(0, 200) });
+    }
+    // the realm receives the registry's Basic credentials: another origin only when allowed
+    if (url.origin !== this.registryOrigin(registry) && !this.egress.isExplicit(url)) {
+      throw this.fail('egress_refused', `${registry} names a token service on another host, which is not in KEYWARDEN_EGRESS_ALLOW`, registry, {
+        realm: `${url.origin}${url.pathname}`,
+      });
     }
     this.assertSchemeAllowed(url, registry);
     if (challenge.params['service']) url.searchParams.set('service', challenge.params['service']);
@@ -535,23 +564,20 @@ export class RegistryClient {
     }
     const res = await this.send(registry, url, 'GET', headers, undefined);
     if (res.status === 401 || res.status === 403) {
-      throw new RegistryError('unauthorized', `token service ${url.host} rejected the credentials for ${registry} (HTTP ${res.status})`, {
-        registry,
-        status: res.status,
-      });
+      throw this.fail('unauthorized', `the token service of ${registry} rejected the credentials (HTTP ${res.status})`, registry, {}, res.status);
     }
     if (res.status !== 200) {
-      throw new RegistryError('bad_response', `token service ${url.host} answered HTTP ${res.status}`, { registry, status: res.status });
+      throw this.fail('bad_response', `the token service of ${registry} answered HTTP ${res.status}`, registry, {}, res.status);
     }
     let body: { token?: unknown; access_token?: unknown; expires_in?: unknown; issued_at?: unknown };
     try {
       body = JSON.parse(res.body.toString('utf8'));
     } catch {
-      throw new RegistryError('bad_response', `token service ${url.host} returned invalid JSON`, { registry });
+      throw this.fail('bad_response', `the token service of ${registry} returned invalid JSON`, registry);
     }
     const token = typeof body.token === 'string' && body.token ? body.token : body.access_token;
     if (typeof token !== 'string' || !token) {
-      throw new RegistryError('bad_response', `token service ${url.host} returned no token`, { registry });
+      throw this.fail('bad_response', `the token service of ${registry} returned no token`, registry);
     }
     const ttl = typeof body.expires_in === 'number' && body.expires_in > 0 ? body.expires_in : DEFAULT_TOKEN_TTL_S;
     let issued = typeof body.issued_at === 'string' ? Date.parse(body.issued_at) : NaN;
@@ -576,13 +602,29 @@ export class RegistryClient {
       this.assertSchemeAllowed(url, registry);
       const signal = AbortSignal.timeout(this.timeoutMs);
       try {
+        // also checked by the egress fetch; here too for an injected fetchImpl
+        this.egress.checkDestination(url);
         const init: RequestInit = { method: currentMethod, headers: hdrs, redirect: 'manual', signal };
         if (currentBody !== undefined) init.body = currentBody as unknown as NonNullable<RequestInit['body']>;
         const res = await this.fetchImpl(url, init);
         if ([301, 302, 303, 307, 308].includes(res.status) && res.headers.get('location')) {
           await res.arrayBuffer().catch(() => undefined);
-          const next = new URL(res.headers.get('location')!, url);
-          if (next.origin !== url.origin) delete hdrs['Authorization'];
+          let next: URL;
+          try {
+            next = new URL(res.headers.get('location')!, url);
+          } catch {
+            throw this.fail('bad_response', `${registry} sent an invalid redirect`, registry);
+          }
+          if (next.origin !== url.origin) {
+            if (!this.egress.isExplicit(next)) {
+              throw this.fail('egress_refused', `${registry} redirected to another host, which is not in KEYWARDEN_EGRESS_ALLOW`, registry, {
+                from: `${url.origin}${url.pathname}`,
+                to: `${next.origin}${next.pathname}`,
+              });
+            }
+            // credentials never follow a redirect to another origin
+            delete hdrs['Authorization'];
+          }
           if (res.status === 303 || ((res.status === 301 || res.status === 302) && currentMethod === 'POST')) {
             currentMethod = currentMethod === 'HEAD' ? 'HEAD' : 'GET';
             currentBody = undefined;
@@ -596,30 +638,29 @@ export class RegistryClient {
         throw this.mapFetchError(err, registry, url);
       }
     }
-    throw new RegistryError('bad_response', `too many redirects talking to ${registry}`, { registry });
+    throw this.fail('bad_response', `too many redirects talking to ${registry}`, registry);
   }
 
   private mapFetchError(err: unknown, registry: string, url: URL): RegistryError {
     if (err instanceof RegistryError) return err;
+    const where = { target: `${url.origin}${url.pathname}`, err: errorMessages(err) };
     const name = err && typeof err === 'object' ? (err as { name?: string }).name : undefined;
     if (name === 'TimeoutError' || name === 'AbortError') {
-      return new RegistryError('timeout', `request to ${url.host} timed out after ${this.timeoutMs} ms`, { registry, cause: err });
+      return this.fail('timeout', `${registry} did not answer within ${this.timeoutMs} ms`, registry, where);
     }
-    const code = errorCodeOf(err) ?? '';
-    const msg = errorMessages(err);
-    if (code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || code === 'ETIMEDOUT') {
-      return new RegistryError('timeout', `request to ${url.host} timed out (${code})`, { registry, cause: err });
+    const classified = classifyConnectionError(err, url);
+    if (classified instanceof EgressRefusedError) {
+      if (classified.reason === 'plain_http') {
+        return this.fail('insecure_refused', `refusing plain HTTP for ${registry}: not listed in KEYWARDEN_INSECURE_REGISTRIES`, registry, where);
+      }
+      return this.fail('egress_refused', `the broker may not connect to ${registry}: ${classified.message}`, registry, where);
     }
-    if (
-      url.protocol === 'https:' &&
-      (/wrong version number|packet length too long|http request|unknown protocol/i.test(msg) || code === 'ERR_SSL_WRONG_VERSION_NUMBER')
-    ) {
-      return new RegistryError(
-        'insecure_refused',
-        `${url.host} does not speak TLS (plain http?); refusing because it is not listed in insecureRegistries`,
-        { registry, cause: err },
-      );
+    if (classified instanceof EgressConnectionError && classified.kind === 'timeout') {
+      return this.fail('timeout', `${registry} did not answer within ${this.timeoutMs} ms`, registry, where);
     }
-    return new RegistryError('unreachable', `cannot reach ${url.host}: ${code ? `${code} ` : ''}${msg}`, { registry, cause: err });
+    if (classified instanceof EgressConnectionError && classified.kind === 'not_tls') {
+      return this.fail('insecure_refused', `${registry} does not speak TLS (plain HTTP?); refusing because it is not listed in KEYWARDEN_INSECURE_REGISTRIES`, registry, where);
+    }
+    return this.fail('unreachable', `cannot connect to ${registry}`, registry, where);
   }
 }

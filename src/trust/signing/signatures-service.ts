@@ -11,7 +11,9 @@ import { buildSimpleSigningPayload } from '../cosign/simple-signing.js';
 import { parseImageRef, repositoryName, type ImageRef } from '../registry/image-ref.js';
 import { registryProblem } from '../registry/registry-access.js';
 import type { RegistryClient } from '../registry/registry-client.js';
-import { globMatch } from './glob.js';
+import { literalRegistryOf } from '../registry/egress-policy.js';
+import type { StoredPolicy } from '../gate/policy-schema.js';
+import { matchesImagePattern } from '../glob.js';
 import type { SigningKeysService } from './signing-keys-service.js';
 
 export const signRequestSchema = z
@@ -31,8 +33,19 @@ export function signingScopeProblem(principal: Principal, keyName: string, repos
   const scope = principal.scope;
   if (!scope) return 'this signer credential has no signing scope';
   if (!scope.keys.includes('*') && !scope.keys.includes(keyName)) return `signing key ${keyName} is outside this signer's scope`;
-  if (!scope.images.some((pattern) => globMatch(pattern, repository))) return `image ${repository} is outside this signer's scope`;
+  if (!scope.images.some((pattern) => matchesImagePattern(pattern, repository))) return `image ${repository} is outside this signer's scope`;
   return undefined;
+}
+
+/**
+ * Registries a signing request may reach: those named literally (no wildcard in the registry
+ * part) by the signer's scope or by a trust policy. Operator-configured registries
+ * (KEYWARDEN_INSECURE_REGISTRIES, KEYWARDEN_EGRESS_ALLOW) are added by the egress policy.
+ */
+export function namedRegistriesForSigning(principal: Principal, policies: StoredPolicy[]): string[] {
+  const patterns = policies.flatMap((p) => p.document.images);
+  if (principal.kind === 'operator' && principal.scope) patterns.push(...principal.scope.images);
+  return patterns.map(literalRegistryOf).filter((r): r is string => r !== undefined);
 }
 
 /**
@@ -41,7 +54,17 @@ export function signingScopeProblem(principal: Principal, keyName: string, repos
  * an OCI 1.1 referrer.
  */
 export class SignaturesService {
-  constructor(private readonly deps: { db: Knex; audit: AuditService; registry: RegistryClient; signingKeys: SigningKeysService; clock: () => number }) {}
+  constructor(
+    private readonly deps: {
+      db: Knex;
+      audit: AuditService;
+      registry: RegistryClient;
+      signingKeys: SigningKeysService;
+      clock: () => number;
+      /** trust policies, whose literal registries may be contacted */
+      policies?: { all(): Promise<StoredPolicy[]> };
+    },
+  ) {}
 
   private async deny(principal: Principal, meta: RequestMeta, image: string, key: string, reason: string, status: 403 | 404 = 403): Promise<never> {
     await this.deps.audit.record({ actor: actorOf(principal), action: 'image.sign', resource: { kind: 'image', name: image }, outcome: 'deny', reason, details: { key }, request: meta });
@@ -61,6 +84,13 @@ export class SignaturesService {
     const keyInfo = await this.deps.db('signing_keys').where({ name: input.key }).first();
     if (!keyInfo) return this.deny(principal, meta, repository, input.key, `signing key ${input.key} does not exist`, 404);
     if (keyInfo.status !== 'active') return this.deny(principal, meta, repository, input.key, `signing key ${input.key} is disabled`);
+    // no connection to a registry nobody named: a wildcard scope alone does not open egress
+    const named = namedRegistriesForSigning(principal, (await this.deps.policies?.all()) ?? []);
+    if (!this.deps.registry.egress.registryPermitted(ref.registry, named)) {
+      const reason = `registry ${ref.registry} is not named by a signer scope or trust policy (without wildcards) nor configured in KEYWARDEN_EGRESS_ALLOW or KEYWARDEN_INSECURE_REGISTRIES`;
+      await this.deps.audit.record({ actor: actorOf(principal), action: 'image.sign', resource: { kind: 'image', name: repository }, outcome: 'deny', reason, details: { key: input.key }, request: meta });
+      throw problems.forbidden(reason, 'registry_not_allowed');
+    }
 
     let digest: string;
     try {

@@ -9,7 +9,7 @@ import { actorOf } from '../../identity/identity-types.js';
 import { isValidRegistryHost } from '../registry/image-ref.js';
 import { signRequestSchema, type SignaturesService } from './signatures-service.js';
 import { createSigningKeySchema, type SigningKeysService } from './signing-keys-service.js';
-import { trustedIssuerSchema, type TrustedIssuersService } from './trusted-issuers-service.js';
+import { trustedIssuerSchema, updateTrustedIssuerSchema, type TrustedIssuersService } from './trusted-issuers-service.js';
 import type { Knex } from 'knex';
 
 export function signingRoutes(deps: {
@@ -102,6 +102,16 @@ export function signingRoutes(deps: {
       access: ['auditor'],
       handler: async (req, res) => {
         res.json(await deps.issuers.get(parseName(req.params.name)));
+      },
+    },
+    {
+      method: 'patch',
+      path: '/v1/trusted-issuers/{name}',
+      access: ['admin'],
+      handler: async (req, res) => {
+        const name = parseName(req.params.name);
+        const body = parseWith(updateTrustedIssuerSchema, req.body);
+        res.json(await deps.issuers.update(req.principal!, requestMeta(req), name, body));
       },
     },
     {

@@ -1,15 +1,16 @@
+import crypto from 'node:crypto';
 import type { Knex } from 'knex';
 import { createLocalJWKSet, createRemoteJWKSet, decodeJwt, jwtVerify, type JWK, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import { z } from 'zod';
 import type { AuditService } from '../../audit/audit-service.js';
-import { problems } from '../../http/problem.js';
+import { ProblemError, problems } from '../../http/problem.js';
 import type { RequestMeta } from '../../http/request-context.js';
 import { nameSchema } from '../../http/validation.js';
 import { oauthError, type AuthService, type TokenResponse } from '../../identity/auth-service.js';
 import { actorOf, principalLabel, type Principal } from '../../identity/identity-types.js';
 import { iso, rethrowUniqueAsConflictFn } from '../../identity/identity-util.js';
 import type { TokenService } from '../../identity/token-service.js';
-import { globMatch } from './glob.js';
+import { matchesValueGlob } from '../glob.js';
 
 export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const ACCEPTED_SUBJECT_TOKEN_TYPES = new Set(['urn:ietf:params:oauth:token-type:jwt', 'urn:ietf:params:oauth:token-type:id_token']);
@@ -17,43 +18,150 @@ const ACCEPTED_SUBJECT_TOKEN_TYPES = new Set(['urn:ietf:params:oauth:token-type:
 const ALLOWED_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'EdDSA'];
 
 const claimRuleValue = z.union([z.string().min(1).max(512), z.array(z.string().min(1).max(512)).min(1).max(50)]);
+/** claim name → exact value or glob (`refs/tags/v*`); an array means any of them */
+const claimRulesSchema = z.record(z.string().regex(/^[A-Za-z0-9_:.-]{1,64}$/), claimRuleValue);
+type ClaimRules = z.infer<typeof claimRulesSchema>;
+
+const issuerFields = {
+  issuer: z.string().url().max(512),
+  jwksUri: z.string().url().max(1024),
+  jwks: z.object({ keys: z.array(z.record(z.unknown())).min(1).max(50) }),
+  audience: z.string().min(1).max(512),
+  claims: claimRulesSchema,
+  keys: z.array(z.string().regex(/^([A-Za-z0-9._-]{1,128}|\*)$/)).min(1).max(100),
+  images: z.array(z.string().min(1).max(512)).min(1).max(100),
+  tokenTtl: z.number().int().min(60).max(3600),
+};
 
 export const trustedIssuerSchema = z
   .object({
     name: nameSchema,
-    issuer: z.string().url().max(512),
-    jwksUri: z.string().url().max(1024).optional(),
-    jwks: z.object({ keys: z.array(z.record(z.unknown())).min(1).max(50) }).optional(),
-    audience: z.string().min(1).max(512),
-    /** claim name → exact value or glob (`refs/tags/v*`); an array means any of them */
-    claims: z.record(z.string().regex(/^[A-Za-z0-9_:.-]{1,64}$/), claimRuleValue).default({}),
-    keys: z.array(z.string().regex(/^([A-Za-z0-9._-]{1,128}|\*)$/)).min(1).max(100),
-    images: z.array(z.string().min(1).max(512)).min(1).max(100),
-    tokenTtl: z.number().int().min(60).max(3600).default(600),
+    ...issuerFields,
+    jwksUri: issuerFields.jwksUri.optional(),
+    jwks: issuerFields.jwks.optional(),
+    // required in effect: create() refuses rules that do not identify a subject (see SUBJECT_CLAIMS)
+    claims: issuerFields.claims.default({}),
+    tokenTtl: issuerFields.tokenTtl.default(600),
   })
   .strict()
   .refine((v) => (v.jwksUri === undefined) !== (v.jwks === undefined), 'give exactly one of jwksUri or jwks');
 
+/** A partial change; `enabled: false` disables the issuer (like clients). Any change revokes its signer tokens. */
+export const updateTrustedIssuerSchema = z
+  .object({
+    issuer: issuerFields.issuer.optional(),
+    jwksUri: issuerFields.jwksUri.optional(),
+    jwks: issuerFields.jwks.optional(),
+    audience: issuerFields.audience.optional(),
+    claims: issuerFields.claims.optional(),
+    keys: issuerFields.keys.optional(),
+    images: issuerFields.images.optional(),
+    tokenTtl: issuerFields.tokenTtl.optional(),
+    enabled: z.boolean().optional(),
+  })
+  .strict()
+  .refine((v) => v.jwksUri === undefined || v.jwks === undefined, 'give at most one of jwksUri or jwks')
+  .refine((v) => Object.keys(v).length > 0, 'give at least one field to change');
+
 type TrustedIssuerInput = z.infer<typeof trustedIssuerSchema>;
+type TrustedIssuerUpdate = z.infer<typeof updateTrustedIssuerSchema>;
+
+/**
+ * Claims that say who a CI token was issued to: on GitHub Actions the repository (`sub` is
+ * `repo:<owner>/<repo>:...`, `workflow_ref` is `<owner>/<repo>/.github/workflows/...`) or its
+ * owner, on GitLab CI the project or its group. Claims such as `ref`, `workflow` or `environment`
+ * are chosen freely by whoever owns any repository, so they identify nobody. `job_workflow_ref`
+ * is left out on purpose: it names a (reusable) workflow, which any repository may call.
+ */
+export const SUBJECT_CLAIMS = [
+  'sub',
+  'repository',
+  'repository_id',
+  'repository_owner',
+  'repository_owner_id',
+  'workflow_ref',
+  'project_path',
+  'project_id',
+  'namespace_path',
+  'namespace_id',
+] as const;
+
+/** Characters that make a glob match more than one literal value (now or in a future glob dialect). */
+const GLOB_SYNTAX = /[*?[\]{}]/;
+
+/**
+ * A pattern pins a subject when its leading segment (up to the first `/`, or the whole pattern
+ * when it has none) is non-empty and literal: `org/app`, `org/*`, `repo:org/app:ref:*`, `12345`.
+ * Patterns like `*`, `repo:*`, `org*` or a wildcard owner followed by `/app` match values that
+ * any account on the platform can produce.
+ */
+export function patternPinsSubject(pattern: string): boolean {
+  const slash = pattern.indexOf('/');
+  const leading = slash === -1 ? pattern : pattern.slice(0, slash);
+  return leading.length > 0 && !GLOB_SYNTAX.test(leading);
+}
+
+/** The claims whose rule pins a subject; an array rule counts only when every alternative does. */
+export function subjectIdentifyingClaims(rules: ClaimRules): string[] {
+  return Object.entries(rules)
+    .filter(([claim, rule]) => (SUBJECT_CLAIMS as readonly string[]).includes(claim) && (Array.isArray(rule) ? rule : [rule]).every(patternPinsSubject))
+    .map(([claim]) => claim);
+}
+
+const UNCONSTRAINED_EXPLANATION =
+  `without a claim rule that identifies the CI subject, any repository or project on the CI platform could exchange its token for a signer token; ` +
+  `add a rule on one of ${SUBJECT_CLAIMS.join(', ')} whose leading segment (up to the first /) has no wildcards, e.g. {"repository": "my-org/my-app"} or {"project_path": "my-group/*"}`;
+
+function unconstrainedProblem(): ProblemError {
+  return new ProblemError(400, 'unconstrained_issuer', 'The request is invalid', `claims: ${UNCONSTRAINED_EXPLANATION}`, {
+    errors: [{ path: 'claims', message: 'no rule identifies a subject' }],
+  });
+}
+
+/** Stored JSON, read defensively: a row edited outside the API must not turn into a 500 or a looser rule. */
+function parseStored<S extends z.ZodTypeAny>(text: unknown, schema: S): z.infer<S> | undefined {
+  if (typeof text !== 'string') return undefined;
+  try {
+    const parsed = schema.safeParse(JSON.parse(text));
+    return parsed.success ? parsed.data : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 function rowToIssuer(row: any) {
+  const claims = parseStored(row.claim_rules, claimRulesSchema);
+  const problemList: string[] = [];
+  if (claims === undefined) problemList.push('the stored claim rules are not valid JSON claim rules, so none of them can be applied');
+  if (subjectIdentifyingClaims(claims ?? {}).length === 0) problemList.push(`unconstrained: token exchange is refused until a subject-identifying claim rule is added; ${UNCONSTRAINED_EXPLANATION}`);
   return {
     name: row.name as string,
     issuer: row.issuer as string,
     jwksUri: (row.jwks_uri ?? undefined) as string | undefined,
-    jwks: row.jwks ? (JSON.parse(row.jwks) as { keys: JWK[] }) : undefined,
+    jwks: row.jwks ? parseStored(row.jwks, issuerFields.jwks) as { keys: JWK[] } | undefined : undefined,
     audience: row.audience as string,
-    claims: JSON.parse(row.claim_rules) as Record<string, string | string[]>,
-    keys: JSON.parse(row.allowed_keys) as string[],
-    images: JSON.parse(row.allowed_images) as string[],
-    tokenTtl: row.token_ttl as number,
+    claims: claims ?? {},
+    keys: parseStored(row.allowed_keys, z.array(z.string())) ?? [],
+    images: parseStored(row.allowed_images, z.array(z.string())) ?? [],
+    tokenTtl: Number(row.token_ttl),
+    enabled: Boolean(row.enabled),
+    /** true when exchange is refused because no rule identifies who may exchange (or the rules are unreadable) */
+    unconstrained: problemList.length > 0,
+    problems: problemList,
     createdBy: row.created_by as string,
     createdAt: iso(row.created_at),
     updatedAt: iso(row.updated_at),
+    tokenGeneration: (row.token_generation ?? null) as string | null,
   };
 }
 
 type TrustedIssuer = ReturnType<typeof rowToIssuer>;
+
+/** The API view: the token generation is internal. */
+function present(issuer: TrustedIssuer) {
+  const { tokenGeneration: _generation, ...view } = issuer;
+  return view;
+}
 
 /** Which claim rule failed, or undefined when every rule matches. */
 export function claimMismatch(payload: JWTPayload, rules: Record<string, string | string[]>): string | undefined {
@@ -61,7 +169,7 @@ export function claimMismatch(payload: JWTPayload, rules: Record<string, string 
     const value = payload[claim];
     if (typeof value !== 'string') return `claim ${claim} is missing`;
     const patterns = Array.isArray(rule) ? rule : [rule];
-    if (!patterns.some((p) => globMatch(p, value, { segmentSeparator: null }))) return `claim ${claim}=${value} does not match ${patterns.join(' | ')}`;
+    if (!patterns.some((p) => matchesValueGlob(p, value))) return `claim ${claim}=${value} does not match ${patterns.join(' | ')}`;
   }
   return undefined;
 }
@@ -75,9 +183,11 @@ export class TrustedIssuersService {
 
   constructor(private readonly deps: { db: Knex; audit: AuditService; tokens: TokenService; auth: AuthService; clock: () => number }) {
     deps.auth.registerGrant(TOKEN_EXCHANGE_GRANT, (params, meta) => this.exchange(params, meta));
+    deps.tokens.registerSignerTokenCheck((token) => this.checkSignerToken(token));
   }
 
   async create(principal: Principal, meta: RequestMeta, input: TrustedIssuerInput) {
+    if (subjectIdentifyingClaims(input.claims).length === 0) throw unconstrainedProblem();
     const now = this.deps.clock();
     await this.deps.audit
       .transact(async (trx, record) => {
@@ -92,6 +202,9 @@ export class TrustedIssuersService {
           allowed_keys: JSON.stringify(input.keys),
           allowed_images: JSON.stringify(input.images),
           token_ttl: input.tokenTtl,
+          enabled: true,
+          // fresh on every create, so tokens of an earlier issuer with the same name never match
+          token_generation: crypto.randomUUID(),
           created_by: principalLabel(principal),
           created_at: now,
           updated_at: now,
@@ -103,21 +216,74 @@ export class TrustedIssuersService {
   }
 
   async list() {
-    return (await this.deps.db('trusted_issuers').orderBy('name')).map(rowToIssuer);
+    return (await this.deps.db('trusted_issuers').orderBy('name')).map((row: any) => present(rowToIssuer(row)));
   }
 
   async get(name: string) {
-    const row = await this.deps.db('trusted_issuers').where({ name }).first();
+    return present(await this.require(name));
+  }
+
+  private async require(name: string, trx: Knex = this.deps.db): Promise<TrustedIssuer> {
+    const row = await trx('trusted_issuers').where({ name }).first();
     if (!row) throw problems.notFound(`trusted issuer ${name}`);
     return rowToIssuer(row);
   }
 
+  /**
+   * Changes an issuer, and with it revokes every signer token it issued (they were granted under
+   * the old configuration). An enabled issuer must keep a subject-identifying rule; a legacy
+   * issuer without one can still be disabled as it is.
+   */
+  async update(principal: Principal, meta: RequestMeta, name: string, patch: TrustedIssuerUpdate) {
+    await this.deps.audit.transact(async (trx, record) => {
+      const current = await this.require(name, trx);
+      const claims = patch.claims ?? current.claims;
+      const enabled = patch.enabled ?? current.enabled;
+      const unconstrained = patch.claims !== undefined ? subjectIdentifyingClaims(patch.claims).length === 0 : current.unconstrained;
+      if (unconstrained && (enabled || patch.claims !== undefined)) throw unconstrainedProblem();
+      const changes: Record<string, unknown> = { updated_at: this.deps.clock(), token_generation: crypto.randomUUID(), enabled };
+      if (patch.issuer !== undefined) changes.issuer = patch.issuer.replace(/\/$/, '');
+      if (patch.jwksUri !== undefined) Object.assign(changes, { jwks_uri: patch.jwksUri, jwks: null });
+      if (patch.jwks !== undefined) Object.assign(changes, { jwks_uri: null, jwks: JSON.stringify(patch.jwks) });
+      if (patch.audience !== undefined) changes.audience = patch.audience;
+      if (patch.claims !== undefined) changes.claim_rules = JSON.stringify(claims);
+      if (patch.keys !== undefined) changes.allowed_keys = JSON.stringify(patch.keys);
+      if (patch.images !== undefined) changes.allowed_images = JSON.stringify(patch.images);
+      if (patch.tokenTtl !== undefined) changes.token_ttl = patch.tokenTtl;
+      await trx('trusted_issuers').where({ name }).update(changes);
+      const action = patch.enabled === false ? 'trustedissuer.disable' : patch.enabled === true ? 'trustedissuer.enable' : 'trustedissuer.update';
+      await record({
+        actor: actorOf(principal),
+        action,
+        resource: { kind: 'trusted-issuer', name },
+        outcome: 'allow',
+        details: { fields: Object.keys(patch).sort(), signerTokensRevoked: true },
+        request: meta,
+      });
+    });
+    return this.get(name);
+  }
+
+  /** Deleting an issuer revokes the signer tokens it issued: they are checked against its row on every use. */
   async remove(principal: Principal, meta: RequestMeta, name: string) {
     await this.deps.audit.transact(async (trx, record) => {
       const deleted = await trx('trusted_issuers').where({ name }).delete();
       if (!deleted) throw problems.notFound(`trusted issuer ${name}`);
-      await record({ actor: actorOf(principal), action: 'trustedissuer.delete', resource: { kind: 'trusted-issuer', name }, outcome: 'allow', request: meta });
+      await record({ actor: actorOf(principal), action: 'trustedissuer.delete', resource: { kind: 'trusted-issuer', name }, outcome: 'allow', details: { signerTokensRevoked: true }, request: meta });
     });
+  }
+
+  /**
+   * Runs on every use of a signer token, on whichever instance receives it: the database row is
+   * the only state, so a delete, disable or change on one instance is seen by all at once.
+   */
+  private async checkSignerToken(token: { issuer: string; generation: string | null }): Promise<void> {
+    const row = await this.deps.db('trusted_issuers').where({ name: token.issuer }).first();
+    if (!row) throw problems.unauthenticated('the trusted issuer that issued this token was deleted', 'issuer_deleted');
+    const issuer = rowToIssuer(row);
+    if (!issuer.enabled) throw problems.unauthenticated('the trusted issuer that issued this token is disabled', 'issuer_disabled');
+    if (issuer.tokenGeneration !== token.generation) throw problems.unauthenticated('the trusted issuer was changed after this token was issued', 'token_revoked');
+    if (issuer.unconstrained) throw problems.unauthenticated('the trusted issuer that issued this token has no subject-identifying claim rule', 'issuer_unconstrained');
   }
 
   private keySet(issuer: TrustedIssuer): JWTVerifyGetKey {
@@ -149,10 +315,18 @@ export class TrustedIssuersService {
       return this.fail(meta, 401, 'invalid_subject_token', 'subject_token is not a JWT', { credential });
     }
     const iss = typeof unverified.iss === 'string' ? unverified.iss.replace(/\/$/, '') : '';
-    const candidates = (await this.deps.db('trusted_issuers').where({ issuer: iss }).orderBy('name')).map(rowToIssuer);
-    if (candidates.length === 0) return this.fail(meta, 401, 'untrusted_issuer', `issuer ${iss || '(none)'} is not trusted`, { credential });
+    const registrations = (await this.deps.db('trusted_issuers').where({ issuer: iss }).orderBy('name')).map(rowToIssuer);
+    const candidates = registrations.filter((r) => r.enabled);
+    if (candidates.length === 0) {
+      // to the caller a disabled issuer looks like an unknown one (nothing is verified yet); the audit record says which
+      const disabled = registrations.map((r) => r.name);
+      return this.fail(meta, 401, 'untrusted_issuer', `issuer ${iss || '(none)'} is not trusted`, { credential, ...(disabled.length ? { disabledRegistrations: disabled } : {}) });
+    }
 
     let lastMismatch = '';
+    // a registration without a subject-identifying rule would accept any repository on the
+    // platform: it is refused (after the token proved to come from the issuer), never used
+    let unconstrained: TrustedIssuer | undefined;
     // several registrations may share an issuer (per audience, per repository): try each, and
     // report a verification failure only when no registration accepted the token's signature
     let verifyFailure: { reason: string; detail: string; issuer: string } | undefined;
@@ -192,9 +366,13 @@ export class TrustedIssuersService {
         lastMismatch = mismatch;
         continue;
       }
+      if (issuer.unconstrained) {
+        unconstrained ??= issuer;
+        continue;
+      }
       const subject = `${issuer.name}:${String(payload.sub ?? '')}`.slice(0, 200);
       const scope = { keys: issuer.keys, images: issuer.images };
-      const issued = await this.deps.tokens.issueSignerToken(subject, issuer.name, scope, issuer.tokenTtl);
+      const issued = await this.deps.tokens.issueSignerToken(subject, issuer.name, scope, issuer.tokenTtl, issuer.tokenGeneration);
       await this.deps.audit.record({
         actor: { kind: 'ci', id: subject, name: issuer.name },
         action: 'auth.token.issue',
@@ -215,6 +393,15 @@ export class TrustedIssuersService {
         issued_token_type: 'urn:ietf:params:oauth:token-type:access_token',
         scope: `sign keys:${scope.keys.join(',')} images:${scope.images.join(',')}`,
       };
+    }
+    if (unconstrained) {
+      return this.fail(
+        meta,
+        403,
+        'issuer_unconstrained',
+        `trusted issuer ${unconstrained.name} has no claim rule that identifies the CI subject (${SUBJECT_CLAIMS.join(', ')}), so it may not be used until an administrator adds one`,
+        { credential, issuer: unconstrained.name, subject: String(unverified.sub ?? '') },
+      );
     }
     if (!lastMismatch && verifyFailure) return this.fail(meta, 401, verifyFailure.reason, verifyFailure.detail, { credential, issuer: verifyFailure.issuer });
     return this.fail(meta, 403, 'claims_mismatch', lastMismatch || 'the CI token claims do not match any rule', { credential, subject: String(unverified.sub ?? '') });
