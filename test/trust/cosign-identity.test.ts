@@ -7,7 +7,7 @@
  * Real docker-registry, real broker, real signatures; runs on SQLite and (with
  * KEYWARDEN_TEST_DATABASE_URL) on PostgreSQL.
  */
-import { generateKeyPairSync } from 'node:crypto';
+import { createHash, generateKeyPairSync } from 'node:crypto';
 import { bundleToJSON, type Bundle } from '@sigstore/bundle';
 import { DSSEBundleBuilder } from '@sigstore/sign';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -21,6 +21,7 @@ import {
 } from '../../src/trust/cosign/signed-identity.js';
 import { buildSimpleSigningPayload } from '../../src/trust/cosign/simple-signing.js';
 import { createMessageSignatureBundle } from '../../src/trust/cosign/sigstore-bundle.js';
+import { gateCacheKey } from '../../src/trust/gate/gate-service.js';
 import { policyDocumentSchema } from '../../src/trust/gate/policy-schema.js';
 import { RegistryClient } from '../../src/trust/registry/registry-client.js';
 import { bearer, startTestBroker, type TestBroker } from '../support/broker.js';
@@ -323,6 +324,26 @@ describe.skipIf(!avail.ok)('signed identity at the release gate (real registry, 
         detail: `no valid signature by a trusted key for ${teamApp.digest}; signed identity ${R}/team/app does not match the expected identity ${R}/prod/app`,
       },
     ]);
+  });
+
+  it('an allow cached by a broker from before the identity check does not answer for the copy', async () => {
+    const prod = await putPolicy({ name: 'prod', images: [`${R}/prod/*`], cosign: { keys: ['release'] } });
+    // what an older broker (no identity binding, cache key without a rules version) stored
+    const subject = `${R}/prod/app:v1`;
+    const legacyKey = createHash('sha256').update(`${subject}\n${teamApp.digest}\nprod\n${prod.version}`).digest('hex');
+    const decisionId = 'rd_legacy-allow';
+    await tb.handle.knex('release_decisions').insert({
+      id: decisionId, image: subject, digest: teamApp.digest, policy: 'prod', policy_version: prod.version, decision: 'allow',
+      checks: '[]', cached: false, cached_from: null, valid_until: Date.now() + 3_600_000, decided_by: 'legacy', decided_at: Date.now(),
+    });
+    await tb.handle.knex('release_gate_cache').insert({
+      cache_key: legacyKey, subject, digest: teamApp.digest, policy: 'prod', policy_version: prod.version,
+      decision_id: decisionId, decision: 'allow', checks: '[]', valid_until: Date.now() + 3_600_000,
+    });
+    expect(gateCacheKey(subject, teamApp.digest, 'prod', prod.version)).not.toBe(legacyKey);
+    const d = await decide(subject);
+    expect(d).toMatchObject({ decision: 'deny', cached: false });
+    expect(d.checks[0]).toMatchObject({ type: 'cosign', ok: false, code: 'identity_mismatch' });
   });
 
   it('binds sigstore bundles the same way (bundle referrer copied without the .sig)', async () => {

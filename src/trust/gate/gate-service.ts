@@ -96,9 +96,16 @@ function publicCheck(c: GateCheck): CheckResult {
   return out;
 }
 
-/** Cache key: hex sha256 over subject, digest, policy name and version. */
+/**
+ * Version of the rules the checks apply. It is part of every cache key, so a decision cached by
+ * an older broker (before signatures were bound to their repository, say) never answers for a
+ * newer one. Bump it whenever a check becomes stricter.
+ */
+export const GATE_RULES_VERSION = 2;
+
+/** Cache key: hex sha256 over the rules version, subject, digest, policy name and version. */
 export function gateCacheKey(subject: string, digest: string, policy: string, policyVersion: number): string {
-  return createHash('sha256').update(`${subject}\n${digest}\n${policy}\n${policyVersion}`).digest('hex');
+  return createHash('sha256').update(`v${GATE_RULES_VERSION}\n${subject}\n${digest}\n${policy}\n${policyVersion}`).digest('hex');
 }
 
 export class GateService {
