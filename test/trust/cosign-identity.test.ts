@@ -26,6 +26,7 @@ import { policyDocumentSchema } from '../../src/trust/gate/policy-schema.js';
 import { RegistryClient } from '../../src/trust/registry/registry-client.js';
 import { bearer, startTestBroker, type TestBroker } from '../support/broker.js';
 import { pushRawBlob, pushRawManifest, pushTestImage, registryAvailable, startRegistry, type PushedImage, type TestRegistry } from '../support/registry.js';
+import { upsertPolicy } from '../support/policies.js';
 
 const D = `sha256:${'ab'.repeat(32)}`;
 
@@ -254,15 +255,7 @@ describe.skipIf(!avail.ok)('signed identity at the release gate (real registry, 
     if (what.bundles) await copyManifest(from, to, tag); // the referrers tag-schema index and each bundle referrer
   }
 
-  async function putPolicy(doc: Record<string, unknown>) {
-    const existing = await tb.request.get(`/v1/policies/${doc.name}`).set(admin);
-    const res =
-      existing.status === 200
-        ? await tb.request.put(`/v1/policies/${doc.name}`).set(admin).send(doc)
-        : await tb.request.post('/v1/policies').set(admin).send(doc);
-    expect([200, 201], JSON.stringify(res.body)).toContain(res.status);
-    return res.body;
-  }
+  const putPolicy = (doc: Record<string, unknown>) => upsertPolicy(tb, admin, doc);
 
   async function decide(image: string) {
     const res = await tb.request.post('/v1/releases').set(deployer).send({ image });

@@ -19,6 +19,7 @@ import {
 import { RegistryClient, RegistryError } from '../../src/trust/registry/registry-client.js';
 import { bearer, startTestBroker, type TestBroker } from '../support/broker.js';
 import { freePort } from '../support/registry.js';
+import { upsertPolicy } from '../support/policies.js';
 
 const DIGEST = `sha256:${'ab'.repeat(32)}`;
 const UPSTREAM_SECRET = 'UPSTREAM-BODY-7f3c internal host db-01.corp 10.9.8.7';
@@ -270,11 +271,7 @@ describe('release gate and signing do not reach hosts of the caller’s choosing
     return res.body as { decision: string; digest: string | null; policy: string | null; checks: Array<{ type: string; ok: boolean; code?: string; detail: string }> };
   }
 
-  async function putPolicy(doc: Record<string, unknown>) {
-    const existing = await tb.request.get(`/v1/policies/${doc.name}`).set(admin);
-    const res = existing.status === 200 ? await tb.request.put(`/v1/policies/${doc.name}`).set(admin).send(doc) : await tb.request.post('/v1/policies').set(admin).send(doc);
-    expect([200, 201], res.text).toContain(res.status);
-  }
+  const putPolicy = (doc: Record<string, unknown>) => upsertPolicy(tb, admin, doc);
 
   it('decides an image no policy matches without any connection', async () => {
     const d = await decide(`${listening.hostPort}/x/y:tag`);

@@ -13,6 +13,7 @@ import { RegistryClient } from '../../src/trust/registry/registry-client.js';
 import { bearer, startTestBroker, type TestBroker } from '../support/broker.js';
 import { NotaryCli, notaryToolsAvailable, startNotaryServer, type NotaryServerHandle } from '../support/notary-server.js';
 import { freePort, pushTestImage, registryAvailable, startRegistry, type PushedImage, type TestRegistry } from '../support/registry.js';
+import { upsertPolicy } from '../support/policies.js';
 
 const tools = notaryToolsAvailable();
 const reg = registryAvailable();
@@ -85,15 +86,7 @@ describeReal('release gate (real registry, real notary)', () => {
     await attachCosignSignature(client, { registry: R, repository: repo, digest, payload, signatureB64: signature.toString('base64') });
   }
 
-  async function putPolicy(doc: Record<string, unknown>) {
-    const existing = await tb.request.get(`/v1/policies/${doc.name}`).set(admin);
-    const res =
-      existing.status === 200
-        ? await tb.request.put(`/v1/policies/${doc.name}`).set(admin).send(doc)
-        : await tb.request.post('/v1/policies').set(admin).send(doc);
-    expect([200, 201], JSON.stringify(res.body)).toContain(res.status);
-    return res.body;
-  }
+  const putPolicy = (doc: Record<string, unknown>) => upsertPolicy(tb, admin, doc);
 
   async function decide(image: string, who: Record<string, string> = signer, broker: TestBroker = tb) {
     const res = await broker.request.post('/v1/releases').set(who).send({ image });
