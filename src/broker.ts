@@ -6,11 +6,12 @@ import { AuditQueryDal } from './audit/audit-query-dal.js';
 import { auditRoutes } from './audit/audit-routes.js';
 import { AuditService } from './audit/audit-service.js';
 import { AuditVerifyService } from './audit/audit-verify-service.js';
+import { AuditChainState, AuditChainWatch } from './audit/audit-watch.js';
 import { ReportsService } from './audit/reports-service.js';
 import { JsonlAuditSink } from './audit/audit-sink.js';
 import type { Config } from './config.js';
 import { secureDataDir } from './data-dir.js';
-import { createKeyProvider } from './crypto/create-key-provider.js';
+import { openKeyProvider } from './crypto/create-key-provider.js';
 import type { KeyProvider } from './crypto/key-provider.js';
 import { SystemKeys } from './crypto/system-keys.js';
 import { openDatabase, type DbHandle } from './db/connection.js';
@@ -33,6 +34,7 @@ import { WorkloadIdentityService } from './identity/workload-identity-service.js
 import { workloadIdentityRoutes } from './identity/workload-identity-routes.js';
 import { clientSecretsRoutes, secretsRoutes } from './secrets/secrets-routes.js';
 import { SecretsService } from './secrets/secrets-service.js';
+import { RowIntegrity } from './secrets/row-integrity.js';
 import { EgressPolicy } from './trust/registry/egress-policy.js';
 import { createRegistryClient } from './trust/registry/registry-access.js';
 import type { RegistryClient } from './trust/registry/registry-client.js';
@@ -78,6 +80,9 @@ export interface Services {
   auditQuery: AuditQueryDal;
   checkpoints: AuditCheckpoints;
   auditVerifier: AuditVerifyService;
+  /** Whether this instance found the audit chain intact; audited writes are refused when broken. */
+  auditChain: AuditChainState;
+  rowIntegrity: RowIntegrity;
   reports: ReportsService;
   registry: RegistryClient;
   signingKeys: SigningKeysService;
@@ -98,18 +103,32 @@ export async function createServices(config: Config, options: BrokerOptions = {}
   const clock = options.clock ?? Date.now;
   const logger = options.logger ?? createLogger(config.logLevel);
   secureDataDir(config.dataDir, logger);
-  const keyProvider = options.keyProvider ?? createKeyProvider(config.keyProvider);
-  const dbHandle = options.db ?? (await openDatabase(config.databaseUrl, { schema: options.dbSchema }));
+  const dbHandle = options.db ?? (await openDatabase(config.databaseUrl, { schema: options.dbSchema, sqliteSynchronous: config.sqliteSynchronous, timeouts: config.dbTimeouts }));
   const db = dbHandle.knex;
+  let keyProvider: KeyProvider;
+  try {
+    // before migrations and before any key is made: a missing root key must not be replaced
+    keyProvider = options.keyProvider ?? (await openKeyProvider(config.keyProvider, db));
+  } catch (err) {
+    if (!options.db) await dbHandle.close();
+    throw err;
+  }
   await migrateLatest(db);
-  const fastPath = dbHandle.sqliteFile && options.fastPath !== false ? new SqliteFastPath(dbHandle.sqliteFile, () => dbHandle.openTransactions() > 0) : undefined;
+  const fastPath = dbHandle.sqliteFile && options.fastPath !== false ? new SqliteFastPath(dbHandle.sqliteFile, () => dbHandle.openTransactions() > 0, dbHandle.sqliteSynchronous) : undefined;
   const systemKeys = new SystemKeys(db, keyProvider, clock);
   // loaded once up front: they are immutable, and fetching them lazily inside a transaction
   // would need a second connection (SQLite has one)
   await systemKeys.get('checksum');
   await systemKeys.get('audit-hmac');
+  const rowIntegrity = await RowIntegrity.load(systemKeys);
+  const auditChain = new AuditChainState();
   const auditSink = config.auditFile ? new JsonlAuditSink(config.auditFile) : undefined;
-  const audit = new AuditService({ db, systemKeys, clock, logger, sink: auditSink, fastPath });
+  const audit = new AuditService({ db, systemKeys, clock, logger, sink: auditSink, fastPath, chainGuard: () => auditChain.assertIntact() });
+  // rows from before migration 007 get their MACs once; the count is on the record
+  const sealedRows = await rowIntegrity.backfillOnce(db, clock);
+  if (sealedRows > 0) {
+    await audit.record({ actor: { kind: 'system', name: 'keywarden' }, action: 'integrity.backfill', resource: { kind: 'table', name: 'secrets' }, outcome: 'allow', details: { rows: sealedRows } });
+  }
   const jwtKeys = new JwtKeyService({
     db,
     keyProvider,
@@ -127,8 +146,8 @@ export async function createServices(config: Config, options: BrokerOptions = {}
   });
   const apiKeys = new ApiKeysService({ db, audit, clock });
   const clients = new ClientsService({ db, audit, clock });
-  const groups = new GroupsService({ db, audit, clock });
-  const secrets = new SecretsService({ db, keyProvider, systemKeys, audit, clock, fastPath });
+  const groups = new GroupsService({ db, audit, clock, rowIntegrity });
+  const secrets = new SecretsService({ db, keyProvider, systemKeys, audit, clock, fastPath, rowIntegrity });
   const windowMs = config.authRateLimit.windowSeconds * 1000;
   const rateLimiter = new FailureRateLimiter(db, clock, {
     client: { maxFailures: config.authRateLimit.maxFailuresPerClient, windowMs },
@@ -147,7 +166,7 @@ export async function createServices(config: Config, options: BrokerOptions = {}
     accessTokenMaxTtlSeconds: config.accessTokenMaxTtlSeconds,
   });
   const auditQuery = new AuditQueryDal(db);
-  const checkpoints = new AuditCheckpoints({ db, jwtKeys, clock, issuer: config.issuer });
+  const checkpoints = new AuditCheckpoints({ db, jwtKeys, clock, issuer: config.issuer, chainGuard: () => auditChain.assertIntact() });
   const auditVerifier = new AuditVerifyService({ dal: auditQuery, checkpoints, jwks: () => jwtKeys.jwks({ includeRetired: true }) });
   const reports = new ReportsService({ db, clock });
   // one set of egress rules for every registry and Notary connection (see egress-policy.ts)
@@ -171,7 +190,7 @@ export async function createServices(config: Config, options: BrokerOptions = {}
   const signatures = new SignaturesService({ db, audit, registry, signingKeys, clock, policies });
   return {
     config, db, dbHandle, fastPath, clock, logger, keyProvider, systemKeys, audit, auditSink, jwtKeys, tokens, apiKeys, clients, groups, secrets, auth, workload,
-    auditQuery, checkpoints, auditVerifier, reports, registry, signingKeys, policies, gate, trustedIssuers, signatures,
+    auditQuery, checkpoints, auditVerifier, auditChain, rowIntegrity, reports, registry, signingKeys, policies, gate, trustedIssuers, signatures,
   };
 }
 
@@ -195,6 +214,20 @@ export function domainRouters(s: Services): Router[] {
 export async function createBroker(config: Config, options: BrokerOptions = {}): Promise<Broker> {
   const services = await createServices(config, options);
   const metrics = createMetrics();
+  const auditWatch = new AuditChainWatch({
+    db: services.db,
+    state: services.auditChain,
+    verifier: services.auditVerifier,
+    dal: services.auditQuery,
+    checkpoints: services.checkpoints,
+    audit: services.audit,
+    rowIntegrity: services.rowIntegrity,
+    registry: metrics.registry,
+    logger: services.logger,
+    clock: services.clock,
+    intervalMs: config.auditVerifyIntervalSeconds * 1000,
+  });
+  await auditWatch.start();
   const app = buildApp({
     logger: services.logger,
     metrics,
@@ -210,6 +243,8 @@ export async function createBroker(config: Config, options: BrokerOptions = {}):
         keyProvider: services.keyProvider,
         metrics,
         metricsAuth: config.metricsAuth,
+        auditChain: services.auditChain,
+        sqliteFile: services.dbHandle.sqliteFile,
         authenticate: authenticate({ apiKeys: services.apiKeys, tokens: services.tokens, audit: services.audit }),
       }),
     ],
@@ -219,6 +254,7 @@ export async function createBroker(config: Config, options: BrokerOptions = {}):
     app,
     services,
     async close() {
+      await auditWatch.stop();
       services.auditSink?.close();
       services.fastPath?.close();
       await services.registry.egress.close();

@@ -46,10 +46,14 @@ const envSchema = z.object({
   KEYWARDEN_AUTH_MAX_FAILURES_PER_ADDRESS: z.coerce.number().int().positive().default(30),
   KEYWARDEN_AUTH_FAILURE_WINDOW: durationSeconds.default(60),
   KEYWARDEN_AUDIT_CHECKPOINT_INTERVAL: z.coerce.number().int().min(0).default(3600),
+  KEYWARDEN_AUDIT_VERIFY_INTERVAL: z.coerce.number().int().min(0).max(86_400).default(60),
   KEYWARDEN_BOOTSTRAP_TOKEN_MAX_TTL: durationSeconds.max(3600).default(3600),
   KEYWARDEN_GATE_DEFAULT: z.enum(['deny', 'allow']).default('deny'),
   KEYWARDEN_GATE_CACHE_TTL: z.coerce.number().int().min(0).default(300),
   KEYWARDEN_GATE_TIMEOUT_MS: z.coerce.number().int().positive().max(120_000).default(5000),
+  KEYWARDEN_DB_ACQUIRE_TIMEOUT_MS: z.coerce.number().int().positive().max(600_000).default(3000),
+  KEYWARDEN_DB_STATEMENT_TIMEOUT_MS: z.coerce.number().int().positive().max(600_000).default(5000),
+  KEYWARDEN_SQLITE_SYNCHRONOUS: z.enum(['full', 'normal']).default('full'),
 });
 
 export type KeyProviderConfig =
@@ -85,8 +89,24 @@ export interface Config {
   bootstrapTokenMaxTtlSeconds: number;
   /** Seconds between scheduled audit checkpoints; 0 turns them off. */
   auditCheckpointIntervalSeconds: number;
+  /**
+   * Seconds between background verifications of the audit chain (from the last signed
+   * checkpoint to the head) and of the row MACs; 0 verifies at startup only. A truncation of the
+   * log's tail goes unnoticed by a running instance for at most this long.
+   */
+  auditVerifyIntervalSeconds: number;
   /** Release gate: decision without a matching policy, decision cache TTL cap (0 = no caching), remote timeout. */
   gate: { defaultDecision: 'deny' | 'allow'; cacheTtlSeconds: number; timeoutMs: number };
+  /**
+   * Database time limits: waiting for a connection (pool or handshake), and running one
+   * statement. Past them the request fails fast with 503 instead of hanging with the database.
+   */
+  dbTimeouts: { acquireMs: number; statementMs: number };
+  /**
+   * SQLite `synchronous` on every connection. 'full' (default) fsyncs the WAL at each commit, so an
+   * acknowledged write and its audit event survive power loss; 'normal' survives a process crash only.
+   */
+  sqliteSynchronous: 'full' | 'normal';
 }
 
 export type TrustProxy = false | number | string[];
@@ -226,6 +246,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     bootstrapTokenMaxTtlSeconds: e.KEYWARDEN_BOOTSTRAP_TOKEN_MAX_TTL,
     auditCheckpointIntervalSeconds: e.KEYWARDEN_AUDIT_CHECKPOINT_INTERVAL,
+    auditVerifyIntervalSeconds: e.KEYWARDEN_AUDIT_VERIFY_INTERVAL,
     gate: {
       defaultDecision: e.KEYWARDEN_GATE_DEFAULT,
       cacheTtlSeconds: e.KEYWARDEN_GATE_CACHE_TTL,
@@ -233,5 +254,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     insecureRegistries,
     egressAllow,
+    dbTimeouts: { acquireMs: e.KEYWARDEN_DB_ACQUIRE_TIMEOUT_MS, statementMs: e.KEYWARDEN_DB_STATEMENT_TIMEOUT_MS },
+    sqliteSynchronous: e.KEYWARDEN_SQLITE_SYNCHRONOUS,
   };
 }

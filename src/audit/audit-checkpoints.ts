@@ -30,10 +30,12 @@ function rowToCheckpoint(row: any): Checkpoint {
  * JWT key so anyone holding the published JWKS can check an exported log offline.
  */
 export class AuditCheckpoints {
-  constructor(private readonly deps: { db: Knex; jwtKeys: JwtKeyService; clock: () => number; issuer: string }) {}
+  constructor(private readonly deps: { db: Knex; jwtKeys: JwtKeyService; clock: () => number; issuer: string; chainGuard?: () => void }) {}
 
   /** Signs the current head, or the event `atSeq` (used before pruning). */
   async create(reason: 'scheduled' | 'on-demand' | 'prune', atSeq?: number): Promise<Checkpoint | undefined> {
+    // signing the head of a chain found broken would vouch for the tampered state after a restart
+    this.deps.chainGuard?.();
     let target: { seq: number; hash: string } | undefined;
     if (atSeq === undefined) {
       const head = await this.deps.db('audit_head').where({ id: 1 }).first();

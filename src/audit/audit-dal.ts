@@ -46,17 +46,28 @@ export function eventToRow(e: AuditEvent) {
 }
 
 /**
- * Appends inside `trx`. The head row is locked first (FOR UPDATE on PostgreSQL; SQLite has one
- * writer), so concurrent writers on any instance get consecutive sequence numbers and each
- * event's prev_hash is its predecessor's hash.
+ * Lock order (src/db/lock-order.md): the audit head is the LAST lock a transaction takes. Every
+ * writer on every instance queues on this one row, so a transaction that holds it and then
+ * waited for any other lock could close a cycle with a writer that holds that other lock and
+ * waits here. Hence: take every other lock first, call this at the end, and after it only
+ * insert audit_events rows (no foreign keys, nobody else locks them) and update the head.
+ */
+async function lockAuditHead(trx: Knex.Transaction): Promise<{ seq: number; hash: string }> {
+  const headQuery = trx('audit_head').where({ id: 1 }).select('seq', 'hash');
+  // FOR UPDATE on PostgreSQL; SQLite has one writer. (The dialect, not config.client: that is a
+  // class, not 'pg', when connection.ts passes its own pg client.)
+  const head = trx.client.dialect === 'postgresql' ? await headQuery.forUpdate().first() : await headQuery.first();
+  if (!head) throw new Error('audit head row is missing');
+  return { seq: Number(head.seq), hash: head.hash as string };
+}
+
+/**
+ * Appends inside `trx`, as its last locking statement (see lockAuditHead). The head lock gives
+ * concurrent writers on any instance consecutive sequence numbers, and each event's prev_hash
+ * is its predecessor's hash.
  */
 export async function appendEvent(trx: Knex.Transaction, input: AuditEventInput, now: number): Promise<AuditEvent> {
-  const headQuery = trx('audit_head').where({ id: 1 }).select('seq', 'hash');
-  const head = trx.client.config.client === 'pg' ? await headQuery.forUpdate().first() : await headQuery.first();
-  if (!head) throw new Error('audit head row is missing');
-  const event = chainEvent({ seq: Number(head.seq), hash: head.hash }, input, now);
-  await trx('audit_events').insert(eventToRow(event));
-  await trx('audit_head').where({ id: 1 }).update({ seq: event.seq, hash: event.hash });
+  const [event] = await appendEvents(trx, [input], [], now);
   return event;
 }
 
@@ -89,13 +100,34 @@ export interface SecretReadMark {
   at: number;
 }
 
-/** Appends several events under one head lock, with the last-read marks they describe. */
+/** The last mark per (client, secret), in (client, secret) order. */
+function latestReads(reads: SecretReadMark[]): SecretReadMark[] {
+  const latest = new Map<string, SecretReadMark>();
+  for (const r of reads) latest.set(`${r.clientId}:${r.secretId}`, r);
+  return [...latest.values()].sort((a, b) => a.clientId - b.clientId || a.secretId - b.secretId);
+}
+
+/**
+ * Appends several events under one head lock, with the last-read marks they describe.
+ *
+ * The secret_reads upserts come BEFORE the head lock (src/db/lock-order.md). Each upsert locks
+ * its secret_reads row and, through the foreign keys, takes FOR KEY SHARE on the clients and
+ * secrets rows it names; a version write holds its secret row meanwhile. Upserting while
+ * holding the head closed the cycle "read batch holds head, waits for secret row; version write
+ * holds secret row, waits for head". The upserts go in (client, secret) order so that two
+ * batches (two instances) cannot lock secret_reads rows in opposite orders.
+ */
 export async function appendEvents(trx: Knex.Transaction, inputs: AuditEventInput[], reads: SecretReadMark[], now: number): Promise<AuditEvent[]> {
-  const headQuery = trx('audit_head').where({ id: 1 }).select('seq', 'hash');
-  const head = trx.client.config.client === 'pg' ? await headQuery.forUpdate().first() : await headQuery.first();
-  if (!head) throw new Error('audit head row is missing');
+  for (const r of latestReads(reads)) {
+    await trx('secret_reads')
+      .insert({ client_id: r.clientId, secret_id: r.secretId, last_read_at: r.at, last_version: r.version })
+      .onConflict(['client_id', 'secret_id'])
+      .merge({ last_read_at: r.at, last_version: r.version });
+  }
+  if (inputs.length === 0) return [];
+  const head = await lockAuditHead(trx);
   const events: AuditEvent[] = [];
-  let prev = { seq: Number(head.seq), hash: head.hash as string };
+  let prev = head;
   for (const input of inputs) {
     const event = chainEvent(prev, input, now);
     events.push(event);
@@ -103,14 +135,6 @@ export async function appendEvents(trx: Knex.Transaction, inputs: AuditEventInpu
   }
   for (let i = 0; i < events.length; i += 200) await trx('audit_events').insert(events.slice(i, i + 200).map(eventToRow));
   await trx('audit_head').where({ id: 1 }).update({ seq: prev.seq, hash: prev.hash });
-  const latest = new Map<string, SecretReadMark>();
-  for (const r of reads) latest.set(`${r.clientId}:${r.secretId}`, r);
-  for (const r of latest.values()) {
-    await trx('secret_reads')
-      .insert({ client_id: r.clientId, secret_id: r.secretId, last_read_at: r.at, last_version: r.version })
-      .onConflict(['client_id', 'secret_id'])
-      .merge({ last_read_at: r.at, last_version: r.version });
-  }
   return events;
 }
 
@@ -121,6 +145,8 @@ const UPSERT_READ_SQL =
 
 /** The same append on the synchronous SQLite connection; must run inside its transaction. */
 export function appendEventsSync(fast: SqliteFastPath, inputs: AuditEventInput[], reads: SecretReadMark[], now: number): AuditEvent[] {
+  // SQLite has one writer, so order cannot deadlock here; it follows lock-order.md all the same
+  for (const r of latestReads(reads)) fast.run(UPSERT_READ_SQL, r.clientId, r.secretId, r.at, r.version);
   const head = fast.get<{ seq: number; hash: string }>('SELECT seq, hash FROM audit_head WHERE id = 1');
   if (!head) throw new Error('audit head row is missing');
   const events: AuditEvent[] = [];
@@ -132,6 +158,5 @@ export function appendEventsSync(fast: SqliteFastPath, inputs: AuditEventInput[]
     prev = { seq: event.seq, hash: event.hash };
   }
   fast.run('UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1', prev.seq, prev.hash);
-  for (const r of reads) fast.run(UPSERT_READ_SQL, r.clientId, r.secretId, r.at, r.version);
   return events;
 }

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { SystemKeys } from '../crypto/system-keys.js';
 import { problems } from '../http/problem.js';
 import type { SqliteFastPath } from '../db/sqlite-fast-path.js';
+import { isRetryableTransactionError, withTransactionRetry } from '../db/transaction-retry.js';
 import { appendEvent, appendEvents, appendEventsSync, type SecretReadMark } from './audit-dal.js';
 import type { JsonlAuditSink } from './audit-sink.js';
 import type { AuditEvent, AuditEventInput } from './audit-types.js';
@@ -15,6 +16,8 @@ export interface AuditDeps {
   sink?: JsonlAuditSink;
   /** Synchronous SQLite connection for the read path (embedded default only). */
   fastPath?: SqliteFastPath;
+  /** Throws (503 audit_chain_broken) once the chain failed verification: nothing is appended to it. */
+  chainGuard?: () => void;
 }
 
 interface PendingReads {
@@ -42,6 +45,7 @@ export class AuditService {
    * settles only after the commit, so nothing is delivered unrecorded.
    */
   async recordReads(inputs: AuditEventInput[], reads: SecretReadMark[]): Promise<AuditEvent[]> {
+    this.deps.chainGuard?.();
     return new Promise<AuditEvent[]>((resolve, reject) => {
       this.pending.push({ inputs, reads, resolve, reject });
       if (!this.flushing) {
@@ -78,37 +82,50 @@ export class AuditService {
     return true;
   }
 
+  /** One transaction of appends, run again (whole) when the database rolled it back for a deadlock or serialization failure. */
+  private appendRetried(inputs: AuditEventInput[], reads: SecretReadMark[], what: string): Promise<AuditEvent[]> {
+    return withTransactionRetry(() => this.deps.db.transaction((trx) => appendEvents(trx, inputs, reads, this.deps.clock())), {
+      logger: this.deps.logger,
+      what,
+    });
+  }
+
   private async flush(): Promise<void> {
-    while (this.pending.length > 0) {
-      const batch = this.pending.splice(0, 256);
-      if (this.flushFast(batch)) continue;
-      try {
-        const events = await this.deps.db.transaction((trx) =>
-          appendEvents(trx, batch.flatMap((b) => b.inputs), batch.flatMap((b) => b.reads), this.deps.clock()),
-        );
-        this.settle(batch, events);
-      } catch {
-        // one bad entry must not fail its neighbours: retry each on its own
-        for (const b of batch) {
-          try {
-            const events = await this.deps.db.transaction((trx) => appendEvents(trx, b.inputs, b.reads, this.deps.clock()));
-            this.mirror(events);
-            b.resolve(events);
-          } catch (inner) {
-            this.deps.logger?.error({ err: { message: (inner as Error).message } }, 'audit write failed');
-            b.reject(problems.auditUnavailable());
+    try {
+      while (this.pending.length > 0) {
+        const batch = this.pending.splice(0, 256);
+        if (this.flushFast(batch)) continue;
+        try {
+          this.settle(batch, await this.appendRetried(batch.flatMap((b) => b.inputs), batch.flatMap((b) => b.reads), 'audit read batch'));
+        } catch {
+          // one bad entry must not fail its neighbours: retry each on its own
+          for (const b of batch) {
+            try {
+              const events = await this.appendRetried(b.inputs, b.reads, 'audit read');
+              this.mirror(events);
+              b.resolve(events);
+            } catch (inner) {
+              this.deps.logger?.error({ err: { message: (inner as Error).message, code: (inner as { code?: string }).code } }, 'audit write failed');
+              b.reject(problems.auditUnavailable());
+            }
           }
         }
       }
+    } finally {
+      // whatever happened, the next recordReads must start a flush again
+      this.flushing = false;
     }
-    this.flushing = false;
   }
 
   /** Records in a transaction of its own. */
   async record(input: AuditEventInput): Promise<AuditEvent> {
+    this.deps.chainGuard?.();
     let event: AuditEvent;
     try {
-      event = await this.deps.db.transaction((trx) => appendEvent(trx, input, this.deps.clock()));
+      event = await withTransactionRetry(() => this.deps.db.transaction((trx) => appendEvent(trx, input, this.deps.clock())), {
+        logger: this.deps.logger,
+        what: input.action,
+      });
     } catch (err) {
       this.deps.logger?.error({ err: { message: (err as Error).message }, action: input.action }, 'audit write failed');
       throw problems.auditUnavailable();
@@ -122,10 +139,22 @@ export class AuditService {
    * Call `committed()` with the result after the transaction commits to mirror it.
    */
   async recordIn(trx: Knex.Transaction, input: AuditEventInput): Promise<AuditEvent> {
+    const [event] = await this.appendIn(trx, [input]);
+    return event;
+  }
+
+  /**
+   * Appends inside the caller's transaction. A deadlock or serialization failure is rethrown
+   * as it is, so that the transaction can be retried (or, when it cannot, the error handler
+   * answers 503 for it); any other failure is a 503 audit_unavailable.
+   */
+  private async appendIn(trx: Knex.Transaction, inputs: AuditEventInput[]): Promise<AuditEvent[]> {
+    this.deps.chainGuard?.();
     try {
-      return await appendEvent(trx, input, this.deps.clock());
+      return await appendEvents(trx, inputs, [], this.deps.clock());
     } catch (err) {
-      this.deps.logger?.error({ err: { message: (err as Error).message }, action: input.action }, 'audit write failed');
+      if (isRetryableTransactionError(err)) throw err;
+      this.deps.logger?.error({ err: { message: (err as Error).message }, actions: inputs.map((i) => i.action) }, 'audit write failed');
       throw problems.auditUnavailable();
     }
   }
@@ -133,21 +162,32 @@ export class AuditService {
   /**
    * Runs `fn` in a transaction whose audit events commit with it: if recording fails, the
    * whole change rolls back and the caller gets a 503.
+   *
+   * `record` queues the event; the events are appended when `fn` has returned, still inside the
+   * transaction, so that the audit head is the last lock every audited write takes (see
+   * src/db/lock-order.md) and is held only for the append itself.
+   *
+   * When PostgreSQL rolls the transaction back for a deadlock (40P01) or a serialization
+   * failure (40001), the whole of `fn` runs again (bounded, jittered: src/db/transaction-retry.ts);
+   * a failure that outlasts the retries is rethrown as it is. So `fn` must have no effect
+   * outside the transaction: compute what the caller needs from its rows and return it, and
+   * leave responses, caches and other side effects to the caller, after `transact` resolves.
    */
-  async transact<T>(
-    fn: (trx: Knex.Transaction, record: (input: AuditEventInput) => Promise<AuditEvent>) => Promise<T>,
-  ): Promise<T> {
-    const events: AuditEvent[] = [];
-    const result = await this.deps.db.transaction(async (trx) => {
-      const record = async (input: AuditEventInput) => {
-        const event = await this.recordIn(trx, input);
-        events.push(event);
-        return event;
-      };
-      return fn(trx, record);
-    });
-    this.mirror(events);
-    return result;
+  async transact<T>(fn: (trx: Knex.Transaction, record: (input: AuditEventInput) => Promise<void>) => Promise<T>): Promise<T> {
+    return withTransactionRetry(
+      async () => {
+        const { result, events } = await this.deps.db.transaction(async (trx) => {
+          const queued: AuditEventInput[] = [];
+          const result = await fn(trx, async (input) => {
+            queued.push(input);
+          });
+          return { result, events: queued.length ? await this.appendIn(trx, queued) : [] };
+        });
+        this.mirror(events);
+        return result;
+      },
+      { logger: this.deps.logger, what: 'audited transaction' },
+    );
   }
 
   committed(events: AuditEvent[]): void {

@@ -20,6 +20,19 @@ export class AuditVerifyService {
   constructor(private readonly deps: { dal: AuditQueryDal; checkpoints: AuditCheckpoints; jwks: () => Promise<{ keys: JWK[] }> }) {}
 
   async verify(range: { fromSeq?: number; toSeq?: number } = {}): Promise<VerifyResult> {
+    const { last: _last, ...result } = await this.verifyDetailed(range);
+    return result;
+  }
+
+  /**
+   * verify(), plus the last (seq, hash) it checked. `trusted` replaces the stored event before
+   * `fromSeq` as the anchor: the background watch passes what it verified earlier, so an event
+   * rewritten since then breaks the link instead of becoming the new anchor.
+   */
+  async verifyDetailed(
+    range: { fromSeq?: number; toSeq?: number } = {},
+    trusted?: { seq: number; hash: string },
+  ): Promise<VerifyResult & { last: { seq: number; hash: string } }> {
     const head = await this.deps.dal.head();
     const first = (await this.deps.dal.firstSeq()) ?? head.seq + 1;
     const fromSeq = Math.max(range.fromSeq ?? first, 1);
@@ -35,13 +48,15 @@ export class AuditVerifyService {
         const verified = await verifyCheckpointJws(latest.jws, jwks);
         const current = await this.deps.dal.head(); // not a checkpoint of events appended meanwhile
         if (verified.ok && verified.payload.seq > current.seq) {
-          return { ...base, ok: false, checked: 0, firstBrokenSeq: head.seq + 1, reason: `signed checkpoint ${latest.id} covers seq ${verified.payload.seq}, but the log ends at seq ${current.seq}` };
+          return { ...base, last: head, ok: false, checked: 0, firstBrokenSeq: head.seq + 1, reason: `signed checkpoint ${latest.id} covers seq ${verified.payload.seq}, but the log ends at seq ${current.seq}` };
         }
       }
     }
 
     let anchor = { seq: 0, hash: GENESIS_HASH };
-    if (fromSeq > 1) {
+    if (trusted && trusted.seq === fromSeq - 1) {
+      anchor = trusted;
+    } else if (fromSeq > 1) {
       const before = await this.deps.dal.eventAt(fromSeq - 1);
       if (before) {
         anchor = { seq: before.seq, hash: before.hash };
@@ -49,20 +64,25 @@ export class AuditVerifyService {
         const checkpoint = await this.deps.checkpoints.covering(fromSeq - 1);
         const verified = checkpoint ? await verifyCheckpointJws(checkpoint.jws, jwks) : undefined;
         if (!checkpoint || !verified?.ok || verified.payload.seq !== fromSeq - 1) {
-          return { ...base, ok: false, checked: 0, firstBrokenSeq: fromSeq, reason: `no valid signed checkpoint anchors the history before seq ${fromSeq}` };
+          return { ...base, last: anchor, ok: false, checked: 0, firstBrokenSeq: fromSeq, reason: `no valid signed checkpoint anchors the history before seq ${fromSeq}` };
         }
         anchor = { seq: verified.payload.seq, hash: verified.payload.headHash };
       }
     }
-    if (fromSeq > toSeq) return { ...base, ok: true, checked: 0 };
+    if (fromSeq > toSeq) {
+      if (trusted && toSeq === head.seq && head.seq === anchor.seq && head.hash !== anchor.hash) {
+        return { ...base, last: anchor, ok: false, checked: 0, firstBrokenSeq: head.seq, reason: `the head at seq ${head.seq} no longer has the hash verified before` };
+      }
+      return { ...base, last: anchor, ok: true, checked: 0 };
+    }
 
     const { last, ...result } = await verifyChain(this.deps.dal.range(fromSeq, toSeq), anchor);
-    if (!result.ok) return { ...base, ...result };
+    if (!result.ok) return { ...base, last, ...result };
     if (last.seq !== toSeq) {
-      return { ...base, ...result, ok: false, firstBrokenSeq: last.seq + 1, reason: `events after seq ${last.seq} are missing (the head is at ${head.seq})` };
+      return { ...base, last, ...result, ok: false, firstBrokenSeq: last.seq + 1, reason: `events after seq ${last.seq} are missing (the head is at ${head.seq})` };
     }
     if (toSeq === head.seq && last.hash !== head.hash) {
-      return { ...base, ...result, ok: false, firstBrokenSeq: head.seq, reason: 'the last event does not match the recorded head hash' };
+      return { ...base, last, ...result, ok: false, firstBrokenSeq: head.seq, reason: 'the last event does not match the recorded head hash' };
     }
     let checkpointsChecked = 0;
     for (const checkpoint of await this.deps.checkpoints.list(1000)) {
@@ -70,10 +90,10 @@ export class AuditVerifyService {
       const verified = await verifyCheckpointJws(checkpoint.jws, jwks);
       const event = await this.deps.dal.eventAt(checkpoint.seq);
       if (!verified.ok || verified.payload.headHash !== event?.hash) {
-        return { ...base, ...result, ok: false, firstBrokenSeq: checkpoint.seq, checkpointsChecked, reason: verified.ok ? `event ${checkpoint.seq} differs from signed checkpoint ${checkpoint.id}` : `checkpoint ${checkpoint.id}: ${verified.reason}` };
+        return { ...base, last, ...result, ok: false, firstBrokenSeq: checkpoint.seq, checkpointsChecked, reason: verified.ok ? `event ${checkpoint.seq} differs from signed checkpoint ${checkpoint.id}` : `checkpoint ${checkpoint.id}: ${verified.reason}` };
       }
       checkpointsChecked++;
     }
-    return { ...base, ...result, checkpointsChecked };
+    return { ...base, last, ...result, checkpointsChecked };
   }
 }

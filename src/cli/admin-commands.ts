@@ -1,6 +1,5 @@
 import fs from 'node:fs';
 import { loadConfig } from '../config.js';
-import { createKeyProvider } from '../crypto/create-key-provider.js';
 import { rewrapAll } from '../crypto/root-key-rotation.js';
 import { openDatabase } from '../db/connection.js';
 import { migrateLatest } from '../db/migrate.js';
@@ -9,7 +8,7 @@ import { createLogger } from '../http/logging.js';
 
 export async function migrateCommand(): Promise<void> {
   const config = loadConfig();
-  const db = await openDatabase(config.databaseUrl);
+  const db = await openDatabase(config.databaseUrl, { sqliteSynchronous: config.sqliteSynchronous });
   try {
     const applied = await migrateLatest(db.knex);
     process.stdout.write(applied.length ? `applied: ${applied.join(', ')}\n` : 'database is up to date\n');
@@ -37,8 +36,9 @@ export async function initCommand(): Promise<void> {
 
 export async function rotateRootKeyCommand(options: { resume?: boolean }): Promise<void> {
   const config = loadConfig();
-  const provider = createKeyProvider(config.keyProvider);
-  const services = await createServices(config, { keyProvider: provider, logger: createLogger('warn') });
+  // createServices opens the key provider behind the missing-key check, before anything is rotated
+  const services = await createServices(config, { logger: createLogger('warn') });
+  const provider = services.keyProvider;
   try {
     const before = await provider.currentVersion();
     const version = options.resume ? before : await provider.rotate();

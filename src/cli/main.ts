@@ -1,5 +1,6 @@
 import { Command } from 'commander';
 import { ConfigError } from '../config.js';
+import { RootKeyUnavailableError } from '../crypto/key-provider.js';
 import { registerExecCommand } from './client/exec-command.js';
 import { registerFetchCommand } from './client/fetch-command.js';
 import { auditCommand } from './audit-commands.js';
@@ -46,6 +47,10 @@ export async function main(argv: string[]): Promise<void> {
     if (err instanceof ConfigError) {
       process.stderr.write(`keywarden: ${err.message}\n`);
       process.exit(78);
+    }
+    if (err instanceof RootKeyUnavailableError) {
+      process.stderr.write(`keywarden: ${err.message}\n`);
+      process.exit(err.exitCode);
     }
     process.stderr.write(`keywarden: ${(err as Error).message}\n`);
     process.exit(1);

@@ -3,7 +3,12 @@ import { createBroker } from '../broker.js';
 import { loadConfig } from '../config.js';
 import { listen } from '../http/server.js';
 
-/** Starts the broker; first start creates the data dir, root key, database and admin key. */
+/**
+ * Starts the broker; first start creates the data dir, root key, database and admin key. A root
+ * key is created only for an empty database: when the key file is missing (or lacks a version)
+ * but the database holds sealed data, start-up stops before writing anything, and the process
+ * exits with 66 (ROOT_KEY_UNAVAILABLE_EXIT_CODE; invalid configuration exits 78, see main.ts).
+ */
 export async function serve(): Promise<void> {
   const config = loadConfig();
   fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });

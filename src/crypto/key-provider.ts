@@ -29,3 +29,20 @@ export class KeyProviderError extends Error {
     this.integrity = options?.integrity ?? false;
   }
 }
+
+/** Exit status of a CLI command refused because the root key is missing or incomplete (EX_NOINPUT). */
+export const ROOT_KEY_UNAVAILABLE_EXIT_CODE = 66;
+
+/**
+ * The root key the database needs is not there (the key file is missing, or lacks a version
+ * that wrapped keys in the database refer to). Never answered by making a new key: a new key
+ * cannot open anything sealed by the old one.
+ */
+export class RootKeyUnavailableError extends KeyProviderError {
+  readonly exitCode = ROOT_KEY_UNAVAILABLE_EXIT_CODE;
+
+  constructor(message: string) {
+    super(message);
+    this.name = 'RootKeyUnavailableError';
+  }
+}

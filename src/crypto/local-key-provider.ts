@@ -51,24 +51,66 @@ export class LocalKeyProvider implements KeyProvider {
     return provider;
   }
 
-  /** Opens the key file, creating it with a fresh random key (mode 0600) when absent. */
+  /**
+   * Opens the key file, creating it with a fresh random key (mode 0600) when absent. The broker
+   * does not use this: it creates a key only for an empty database (see create-key-provider.ts).
+   */
   static openFile(file: string, clock: () => number = Date.now): LocalKeyProvider {
+    return LocalKeyProvider.openExistingFile(file, clock) ?? LocalKeyProvider.createFile(file, clock);
+  }
+
+  /** Opens the key file; undefined when it does not exist (nothing is created). */
+  static openExistingFile(file: string, clock: () => number = Date.now): LocalKeyProvider | undefined {
+    if (!fs.existsSync(file)) return undefined;
     const provider = new LocalKeyProvider(file, clock);
-    if (!fs.existsSync(file)) {
-      fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
-      const initial: KeyFile = {
-        format: 'keywarden-root-key/v1',
-        current: '1',
-        versions: { '1': crypto.randomBytes(32).toString('base64') },
-      };
-      try {
-        fs.writeFileSync(file, JSON.stringify(initial, null, 2) + '\n', { mode: 0o600, flag: 'wx' });
-      } catch (err: any) {
-        if (err?.code !== 'EEXIST') throw err;
-      }
-    }
     provider.load();
     return provider;
+  }
+
+  /** Writes a new key file with a fresh random key (mode 0600); a file created meanwhile by another process wins. */
+  static createFile(file: string, clock: () => number = Date.now): LocalKeyProvider {
+    fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+    const initial: KeyFile = {
+      format: 'keywarden-root-key/v1',
+      current: '1',
+      versions: { '1': crypto.randomBytes(32).toString('base64') },
+    };
+    let fd: number | undefined;
+    try {
+      fd = fs.openSync(file, 'wx', 0o600);
+    } catch (err: any) {
+      if (err?.code !== 'EEXIST') throw err;
+    }
+    if (fd !== undefined) {
+      // on disk before anything is sealed with it: SQLite commits are fsynced (synchronous=FULL),
+      // and data that outlives its key after a power loss could never be opened again
+      try {
+        fs.writeSync(fd, JSON.stringify(initial, null, 2) + '\n');
+        fs.fsyncSync(fd);
+      } finally {
+        fs.closeSync(fd);
+      }
+      const dir = fs.openSync(path.dirname(file), 'r');
+      try {
+        fs.fsyncSync(dir);
+      } finally {
+        fs.closeSync(dir);
+      }
+    }
+    const provider = new LocalKeyProvider(file, clock);
+    provider.load();
+    return provider;
+  }
+
+  /** Where the key comes from, for messages: the file path or the environment variable. */
+  get source(): string {
+    return this.file ?? 'KEYWARDEN_ROOT_KEY';
+  }
+
+  /** The root key versions this provider holds (re-reading the file if it changed). */
+  versions(): string[] {
+    if (this.file) this.load();
+    return [...this.keys.keys()];
   }
 
   private load(): void {

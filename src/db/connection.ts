@@ -1,7 +1,9 @@
 import fs from 'node:fs';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import knexFactory, { type Knex } from 'knex';
 import pg from 'pg';
+import { isClientSideTimeout } from './db-errors.js';
 
 // Timestamps are stored as epoch milliseconds in BIGINT columns; node-postgres returns
 // int8 as strings by default, which would leak string/number differences between dialects.
@@ -15,6 +17,8 @@ export interface DbHandle {
   dialect: Dialect;
   /** The SQLite file, for the synchronous fast-path connection. */
   sqliteFile?: string;
+  /** SQLite `synchronous` level of this handle's connections; the fast path uses the same. */
+  sqliteSynchronous?: SqliteSynchronous;
   /** Transactions open on the knex connection right now (SQLite; always 0 on PostgreSQL). */
   openTransactions(): number;
   close(): Promise<void>;
@@ -24,6 +28,73 @@ export interface DbOptions {
   /** PostgreSQL schema to use (created when missing); tests use one per run. */
   schema?: string;
   poolMax?: number;
+  /** SQLite durability: 'full' (default) survives power loss, 'normal' only a process crash. */
+  sqliteSynchronous?: SqliteSynchronous;
+  /** Time limits for getting a connection and running a statement (KEYWARDEN_DB_*_TIMEOUT_MS). */
+  timeouts?: Partial<DbTimeouts>;
+}
+
+export interface DbTimeouts {
+  /** Longest wait for a pooled connection, a new connection's handshake included. */
+  acquireMs: number;
+  /** Longest a statement may run: PostgreSQL statement_timeout, SQLite busy_timeout. */
+  statementMs: number;
+}
+
+export const DEFAULT_DB_TIMEOUTS: DbTimeouts = { acquireMs: 3000, statementMs: 5000 };
+
+/**
+ * How much longer than statement_timeout the client waits for an answer before it gives up on
+ * its own. A live server cancels the statement first (57014, the connection stays usable); a
+ * frozen or unreachable one never answers, and only the client-side limit ends the wait.
+ */
+const CLIENT_TIMEOUT_MARGIN_MS = 250;
+
+export type SqliteSynchronous = 'full' | 'normal';
+
+/**
+ * Pragmas every SQLite connection to the broker's file gets (the knex pool and the fast path).
+ * In WAL mode, synchronous=FULL fsyncs the log at every commit, so an acknowledged write, and the
+ * audit event of a delivered secret, are on disk before the response; NORMAL may lose the last
+ * commits on power loss (not on a process crash).
+ */
+export function applySqlitePragmas(conn: { pragma(source: string): unknown }, options: { synchronous: SqliteSynchronous; busyTimeoutMs: number }): void {
+  conn.pragma('journal_mode = WAL');
+  conn.pragma(`synchronous = ${options.synchronous === 'normal' ? 'NORMAL' : 'FULL'}`);
+  conn.pragma('foreign_keys = ON');
+  conn.pragma(`busy_timeout = ${options.busyTimeoutMs}`);
+}
+
+// knex's PostgreSQL dialect (no typings of its own; knex accepts a dialect class as `client`)
+const KnexPgClient = createRequire(import.meta.url)('knex/lib/dialects/postgres/index.js') as typeof Knex.Client;
+/** The dialect's raw query runner (not in knex's typings). */
+const runPgQuery = (KnexPgClient.prototype as unknown as { _query(connection: unknown, obj: unknown): Promise<unknown> })._query;
+
+/**
+ * knex's pg dialect, except that a connection whose query hit the client-side timeout is
+ * closed at once and never reused. node-postgres leaves such a query pending on the socket:
+ * the next query there (a ROLLBACK, the next request's) would wait behind it for a server
+ * that may never answer. knex's own `__knex__disposed` mark makes the pool destroy it.
+ * Overridden on the class, not an instance, because transactions run on a copy of the client.
+ */
+class TimeBoundedPgClient extends KnexPgClient {
+  constructor(config: Knex.Config) {
+    super(config);
+    // still 'pg' to code that picks PostgreSQL-only SQL (row locks) by config.client
+    this.config.client = 'pg';
+  }
+
+  async _query(connection: any, obj: unknown): Promise<unknown> {
+    try {
+      return await runPgQuery.call(this, connection, obj);
+    } catch (err) {
+      if (isClientSideTimeout(err)) {
+        connection.__knex__disposed = err;
+        connection.connection?.stream?.destroy();
+      }
+      throw err;
+    }
+  }
 }
 
 export function dialectOf(url: string): Dialect {
@@ -41,6 +112,8 @@ export async function openDatabase(url: string, options: DbOptions = {}): Promis
   const dialect = dialectOf(url);
   let knex: Knex;
   let sqliteFile: string | undefined;
+  const sqliteSynchronous = options.sqliteSynchronous ?? 'full';
+  const timeouts = { ...DEFAULT_DB_TIMEOUTS, ...options.timeouts };
   if (dialect === 'sqlite') {
     const filename = sqliteFileFromUrl(url);
     if (filename !== ':memory:') {
@@ -52,25 +125,34 @@ export async function openDatabase(url: string, options: DbOptions = {}): Promis
       client: 'better-sqlite3',
       connection: { filename },
       useNullAsDefault: true,
-      acquireConnectionTimeout: 10_000,
+      acquireConnectionTimeout: timeouts.acquireMs,
+      // error messages carry the SQL but not the bound values (secrets, hashes) into logs
+      compileSqlOnError: false,
       pool: {
         min: 1,
         max: 1,
         afterCreate(conn: any, done: (err: Error | null, conn: unknown) => void) {
-          conn.pragma('journal_mode = WAL');
-          conn.pragma('synchronous = NORMAL');
-          conn.pragma('foreign_keys = ON');
-          conn.pragma('busy_timeout = 5000');
+          applySqlitePragmas(conn, { synchronous: sqliteSynchronous, busyTimeoutMs: timeouts.statementMs });
           done(null, conn);
         },
       },
     });
   } else {
     const schema = options.schema ?? new URL(url).searchParams.get('schema') ?? undefined;
-    const connectionString = stripParam(url, 'schema');
+    const connection = {
+      connectionString: stripParam(url, 'schema'),
+      // server side: the statement is cancelled (57014) and the connection stays usable
+      statement_timeout: timeouts.statementMs,
+      // client side, for a server that does not answer at all (frozen, or the network is gone)
+      query_timeout: timeouts.statementMs + CLIENT_TIMEOUT_MARGIN_MS,
+      connectionTimeoutMillis: timeouts.acquireMs,
+      // notices a peer that vanished without closing the connection (host down, cable cut)
+      keepAlive: true,
+      keepAliveInitialDelayMillis: 10_000,
+    };
     if (schema) {
       if (!/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) throw new Error('invalid PostgreSQL schema name');
-      const bootstrap = knexFactory({ client: 'pg', connection: connectionString, pool: { min: 0, max: 1 } });
+      const bootstrap = knexFactory({ client: TimeBoundedPgClient, connection, acquireConnectionTimeout: timeouts.acquireMs, pool: { min: 0, max: 1 } });
       try {
         await bootstrap.raw(`CREATE SCHEMA IF NOT EXISTS "${schema}"`);
       } finally {
@@ -78,10 +160,11 @@ export async function openDatabase(url: string, options: DbOptions = {}): Promis
       }
     }
     knex = knexFactory({
-      client: 'pg',
-      connection: connectionString,
+      client: TimeBoundedPgClient,
+      connection,
       searchPath: schema ? [schema] : undefined,
-      acquireConnectionTimeout: 10_000,
+      acquireConnectionTimeout: timeouts.acquireMs,
+      compileSqlOnError: false,
       pool: { min: 0, max: options.poolMax ?? 10 },
     });
   }
@@ -106,6 +189,7 @@ export async function openDatabase(url: string, options: DbOptions = {}): Promis
     knex,
     dialect,
     sqliteFile,
+    sqliteSynchronous: dialect === 'sqlite' ? sqliteSynchronous : undefined,
     openTransactions: () => open,
     close: () => knex.destroy(),
   };

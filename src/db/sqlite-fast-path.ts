@@ -1,4 +1,5 @@
 import Database from 'better-sqlite3';
+import { applySqlitePragmas, type SqliteSynchronous } from './connection.js';
 
 /**
  * A second, synchronous connection to the broker's SQLite file for the secret-delivery hot
@@ -15,12 +16,11 @@ export class SqliteFastPath {
   constructor(
     filename: string,
     private readonly writerBusy: () => boolean = () => false,
+    synchronous: SqliteSynchronous = 'full',
   ) {
     this.db = new Database(filename, { fileMustExist: true });
-    this.db.pragma('journal_mode = WAL');
-    this.db.pragma('synchronous = NORMAL');
-    this.db.pragma('foreign_keys = ON');
-    this.db.pragma('busy_timeout = 0');
+    // audit batches commit here: this connection must be as durable as the knex one
+    applySqlitePragmas(this.db, { synchronous, busyTimeoutMs: 0 });
   }
 
   private statement(sql: string): Database.Statement {

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { Router, type RequestHandler } from 'express';
 import type { Knex } from 'knex';
 import type { KeyProvider } from '../crypto/key-provider.js';
+import { classifyDatabaseError } from '../db/db-errors.js';
 import { migrationsDirectory } from '../db/migrate.js';
 import type { Metrics } from './metrics.js';
 import { renderDocsPage } from './docs-page.js';
@@ -20,6 +21,44 @@ export interface OpsRoutesDeps {
   metricsAuth: 'none' | 'api-key';
   /** Establishes req.principal; these routers run before the app-wide authentication step. */
   authenticate: RequestHandler;
+  /** The last result of the background audit chain verification (never run inline here). */
+  auditChain?: { status: 'pending' | 'ok' | 'broken' };
+  /** The SQLite file, whose file system /readyz watches for free space. */
+  sqliteFile?: string;
+}
+
+/**
+ * /readyz must answer within 1 s even when a dependency hangs (a frozen database answers
+ * nothing): each check that has not answered by then counts as `timeout`.
+ */
+export const READINESS_CHECK_TIMEOUT_MS = 800;
+
+/** Below this much free space the SQLite file system counts as full: the next writes would fail. */
+export const STORAGE_RESERVE_BYTES = 1024 * 1024;
+
+/**
+ * At most one probe in flight: callers that arrive while it runs share its result, so probes
+ * stuck on a hung dependency do not pile up (each would hold a connection).
+ */
+function singleFlight(probe: () => Promise<unknown>): () => Promise<unknown> {
+  let inFlight: Promise<unknown> | undefined;
+  return () =>
+    (inFlight ??= probe().finally(() => {
+      inFlight = undefined;
+    }));
+}
+
+/** 'ok', or why not: 'timeout' when no answer came within the deadline, else `onError`'s verdict. */
+async function runCheck(probe: () => Promise<unknown>, onError: (err: unknown) => string): Promise<string> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<string>((resolve) => {
+    timer = setTimeout(() => resolve('timeout'), READINESS_CHECK_TIMEOUT_MS);
+  });
+  try {
+    return await Promise.race([probe().then(() => 'ok', onError), deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 export function opsRoutes(deps: OpsRoutesDeps): Router {
@@ -30,6 +69,20 @@ export function opsRoutes(deps: OpsRoutesDeps): Router {
   if (metricsAccess !== 'public') router.get('/metrics', deps.authenticate);
   const spec = fs.readFileSync(openApiFile(), 'utf8');
   const docsPage = renderDocsPage(spec);
+  const probeDatabase = singleFlight(() => deps.db.raw('select 1'));
+  const probeKeyProvider = singleFlight(() => deps.keyProvider.check());
+  const sqliteDir = deps.sqliteFile ? path.dirname(deps.sqliteFile) : undefined;
+  /** Readiness checks by name, run in parallel; each answers 'ok' or a short reason. */
+  const readinessChecks: Record<string, () => Promise<string>> = {
+    database: () => runCheck(probeDatabase, (err) => (classifyDatabaseError(err)?.kind === 'timeout' ? 'timeout' : 'unavailable')),
+    keyProvider: () => runCheck(probeKeyProvider, () => 'unavailable'),
+    ...(sqliteDir && {
+      storage: async () => {
+        const fsStats = await fs.promises.statfs(sqliteDir);
+        return fsStats.bavail * fsStats.bsize < STORAGE_RESERVE_BYTES ? 'full' : 'ok';
+      },
+    }),
+  };
   defineRoutes(router, [
     { method: 'get', path: '/healthz', access: 'public', handler: (_req, res) => res.json({ status: 'ok' }) },
     {
@@ -37,19 +90,11 @@ export function opsRoutes(deps: OpsRoutesDeps): Router {
       path: '/readyz',
       access: 'public',
       handler: async (_req, res) => {
-        const checks: Record<string, string> = {};
-        try {
-          await deps.db.raw('select 1');
-          checks.database = 'ok';
-        } catch {
-          checks.database = 'unavailable';
-        }
-        try {
-          await deps.keyProvider.check();
-          checks.keyProvider = 'ok';
-        } catch {
-          checks.keyProvider = 'unavailable';
-        }
+        const names = Object.keys(readinessChecks);
+        const results = await Promise.all(names.map((name) => readinessChecks[name]().catch(() => 'unavailable')));
+        const checks: Record<string, string> = Object.fromEntries(names.map((name, i) => [name, results[i]]));
+        // a broken chain refuses audited operations, so the instance must stop looking healthy
+        if (deps.auditChain) checks.auditChain = deps.auditChain.status;
         const ready = Object.values(checks).every((v) => v === 'ok');
         res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'not ready', checks });
       },

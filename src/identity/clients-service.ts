@@ -122,7 +122,7 @@ export class ClientsService {
     const clientSecret = randomToken('kws_');
     const now = this.deps.clock();
     const groups = [...new Set(input.groups ?? [])];
-    await this.deps.audit
+    const created = await this.deps.audit
       .transact(async (trx, record) => {
         if (await this.find(input.name, trx)) throw problems.conflict(`client ${input.name} already exists`, 'already_exists');
         const groupRows = groups.length ? await trx('groups').whereIn('name', groups).select('id', 'name') : [];
@@ -150,10 +150,10 @@ export class ClientsService {
         for (const g of groupRows) {
           await record({ actor: actorOf(principal), action: 'membership.add', resource: { kind: 'client', name: input.name }, outcome: 'allow', details: { group: g.name }, request: meta });
         }
+        return this.get(input.name, trx);
       })
       .catch(rethrowUniqueAsConflictFn(`client ${input.name} (or its certIdentity) already exists`));
-    const client = await this.require(input.name);
-    return { ...this.present(client, groups.sort()), clientSecret };
+    return { ...created, clientSecret };
   }
 
   async list(after: string | undefined, limit: number) {
@@ -162,13 +162,14 @@ export class ClientsService {
     return (await q).map((r: any) => this.present(rowToClient(r)));
   }
 
-  async get(name: string) {
-    const client = await this.require(name);
-    return this.present(client, await this.groupsOf(client.id));
+  /** Pass a write's transaction to describe the state that transaction produced, not a later one. */
+  async get(name: string, trx: Knex = this.deps.db) {
+    const client = await this.require(name, trx);
+    return this.present(client, await this.groupsOf(client.id, trx));
   }
 
   async update(principal: Principal, meta: RequestMeta, name: string, patch: z.infer<typeof updateClientSchema>) {
-    await this.deps.audit
+    return this.deps.audit
       .transact(async (trx, record) => {
         const client = await this.require(name, trx);
         const changes: Record<string, unknown> = { updated_at: this.deps.clock() };
@@ -184,9 +185,9 @@ export class ClientsService {
         await trx('clients').where({ id: client.id }).update(changes);
         const action = patch.enabled === false ? 'client.disable' : patch.enabled === true ? 'client.enable' : 'client.update';
         await record({ actor: actorOf(principal), action, resource: { kind: 'client', name }, outcome: 'allow', details: { fields: Object.keys(patch).sort() }, request: meta });
+        return this.get(name, trx);
       })
       .catch(rethrowUniqueAsConflictFn('another client already has that certIdentity'));
-    return this.get(name);
   }
 
   async remove(principal: Principal, meta: RequestMeta, name: string) {
@@ -200,23 +201,23 @@ export class ClientsService {
 
   async rotateSecret(principal: Principal, meta: RequestMeta, name: string) {
     const clientSecret = randomToken('kws_');
-    await this.deps.audit.transact(async (trx, record) => {
+    const client = await this.deps.audit.transact(async (trx, record) => {
       const client = await this.require(name, trx);
       await trx('clients')
         .where({ id: client.id })
         .update({ secret_hash: sha256Hex(clientSecret), secret_rotated_at: nextTokenGeneration(client, this.deps.clock()), updated_at: this.deps.clock() });
       await record({ actor: actorOf(principal), action: 'client.secret.rotate', resource: { kind: 'client', name }, outcome: 'allow', details: { clientId: client.clientId }, request: meta });
+      return client;
     });
-    const client = await this.require(name);
     return { name, clientId: client.clientId, clientSecret };
   }
 
   async changeGroups(principal: Principal, meta: RequestMeta, name: string, change: z.infer<typeof membershipChangeSchema>) {
-    await this.deps.audit.transact(async (trx, record) => {
+    return this.deps.audit.transact(async (trx, record) => {
       const client = await this.require(name, trx);
       await applyMembershipChange(trx, record, principal, meta, [client], change.add, change.remove, this.deps.clock());
+      return this.get(name, trx);
     });
-    return this.get(name);
   }
 
   /** Client-credentials check; constant-time on the hash. */

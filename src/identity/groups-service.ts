@@ -4,6 +4,7 @@ import type { AuditService } from '../audit/audit-service.js';
 import { problems } from '../http/problem.js';
 import type { RequestMeta } from '../http/request-context.js';
 import { descriptionSchema, labelsSchema, nameSchema } from '../http/validation.js';
+import type { RowIntegrity } from '../secrets/row-integrity.js';
 import { applyMembershipChange, membershipChangeSchema } from './clients-service.js';
 import { actorOf, principalLabel, type Principal } from './identity-types.js';
 import { iso, rethrowUniqueAsConflictFn } from './identity-util.js';
@@ -20,7 +21,7 @@ export const createGroupSchema = z
 export { membershipChangeSchema };
 
 export class GroupsService {
-  constructor(private readonly deps: { db: Knex; audit: AuditService; clock: () => number }) {}
+  constructor(private readonly deps: { db: Knex; audit: AuditService; clock: () => number; rowIntegrity: RowIntegrity }) {}
 
   private present(row: any) {
     return {
@@ -42,7 +43,7 @@ export class GroupsService {
 
   async create(principal: Principal, meta: RequestMeta, input: z.infer<typeof createGroupSchema>) {
     const now = this.deps.clock();
-    await this.deps.audit
+    return this.deps.audit
       .transact(async (trx, record) => {
         if (await trx('groups').where({ name: input.name }).first()) throw problems.conflict(`group ${input.name} already exists`, 'already_exists');
         await trx('groups').insert({
@@ -55,9 +56,9 @@ export class GroupsService {
           updated_at: now,
         });
         await record({ actor: actorOf(principal), action: 'group.create', resource: { kind: 'group', name: input.name }, outcome: 'allow', request: meta });
+        return this.get(input.name, trx);
       })
       .catch(rethrowUniqueAsConflictFn(`group ${input.name} already exists`));
-    return this.get(input.name);
   }
 
   async list(after: string | undefined, limit: number) {
@@ -66,15 +67,16 @@ export class GroupsService {
     return (await q).map((r: any) => this.present(r));
   }
 
-  async get(name: string) {
-    const row = await this.requireRow(name);
-    const secrets = await this.deps.db('access_grants as g')
+  /** Pass a write's transaction to describe the state that transaction produced, not a later one. */
+  async get(name: string, trx: Knex = this.deps.db) {
+    const row = await this.requireRow(name, trx);
+    const secrets = await trx('access_grants as g')
       .join('secrets as s', 's.id', 'g.secret_id')
       .where('g.group_id', row.id)
       .whereNull('s.deleted_at')
       .orderBy('s.name')
       .select('s.name');
-    const clients = await this.deps.db('memberships as m').join('clients as c', 'c.id', 'm.client_id').where('m.group_id', row.id).orderBy('c.name').select('c.name');
+    const clients = await trx('memberships as m').join('clients as c', 'c.id', 'm.client_id').where('m.group_id', row.id).orderBy('c.name').select('c.name');
     return { ...this.present(row), secrets: secrets.map((r: any) => r.name), clients: clients.map((r: any) => r.name) };
   }
 
@@ -90,7 +92,7 @@ export class GroupsService {
 
   async changeSecrets(principal: Principal, meta: RequestMeta, name: string, change: z.infer<typeof membershipChangeSchema>) {
     const now = this.deps.clock();
-    await this.deps.audit.transact(async (trx, record) => {
+    return this.deps.audit.transact(async (trx, record) => {
       const group = await this.requireRow(name, trx);
       const names = [...new Set([...change.add, ...change.remove])];
       const rows = names.length ? await trx('secrets').whereIn('name', names).whereNull('deleted_at').select('id', 'name') : [];
@@ -98,20 +100,22 @@ export class GroupsService {
       if (missing.length) throw problems.badRequest(`unknown secrets: ${missing.join(', ')}`);
       const idOf = (n: string) => rows.find((r: any) => r.name === n)!.id;
       for (const s of new Set(change.add)) {
-        await trx('access_grants').insert({ group_id: group.id, secret_id: idOf(s), created_at: now }).onConflict(['group_id', 'secret_id']).ignore();
+        // a grant row forged without a MAC is replaced by this one, not kept beside it
+        const rowMac = this.deps.rowIntegrity.grantMac({ groupId: group.id, secretId: idOf(s) });
+        await trx('access_grants').insert({ group_id: group.id, secret_id: idOf(s), created_at: now, row_mac: rowMac }).onConflict(['group_id', 'secret_id']).merge({ row_mac: rowMac });
         await record({ actor: actorOf(principal), action: 'grant.add', resource: { kind: 'secret', name: s }, outcome: 'allow', details: { group: name }, request: meta });
       }
       for (const s of new Set(change.remove)) {
         await trx('access_grants').where({ group_id: group.id, secret_id: idOf(s) }).delete();
         await record({ actor: actorOf(principal), action: 'grant.remove', resource: { kind: 'secret', name: s }, outcome: 'allow', details: { group: name }, request: meta });
       }
+      return this.get(name, trx);
     });
-    return this.get(name);
   }
 
   async changeClients(principal: Principal, meta: RequestMeta, name: string, change: z.infer<typeof membershipChangeSchema>) {
     const now = this.deps.clock();
-    await this.deps.audit.transact(async (trx, record) => {
+    return this.deps.audit.transact(async (trx, record) => {
       await this.requireRow(name, trx);
       const names = [...new Set([...change.add, ...change.remove])];
       const rows = names.length ? await trx('clients').whereIn('name', names).select('id', 'name') : [];
@@ -120,7 +124,7 @@ export class GroupsService {
       const byName = (list: string[]) => [...new Set(list)].map((n) => rows.find((r: any) => r.name === n)!);
       for (const c of byName(change.add)) await applyMembershipChange(trx, record, principal, meta, [c], [name], [], now);
       for (const c of byName(change.remove)) await applyMembershipChange(trx, record, principal, meta, [c], [], [name], now);
+      return this.get(name, trx);
     });
-    return this.get(name);
   }
 }

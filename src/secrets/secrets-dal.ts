@@ -17,6 +17,7 @@ export function rowToSecret(row: any): SecretRecord {
     createdAt: row.created_at,
     updatedBy: row.updated_by,
     updatedAt: row.updated_at,
+    rowMac: row.row_mac ?? null,
   };
 }
 
@@ -33,6 +34,7 @@ export function rowToVersion(row: any): SecretVersionRecord {
     size: row.size,
     createdBy: row.created_by,
     createdAt: row.created_at,
+    rowMac: row.row_mac ?? null,
   };
 }
 
@@ -49,13 +51,18 @@ export interface FoundSecret {
   version: SecretVersionRecord;
   /** The (alphabetically first) group through which the client may read it. */
   group: string;
+  /** That group's grant row and the highest stored version, for the row integrity check. */
+  grant: { groupId: number; rowMac: string | null };
+  newestVersion: number;
 }
 
 const FIND_FOR_CLIENT_SQL = `
   SELECT s.*, gr.name AS group_name,
          v.id AS v_id, v.iv AS v_iv, v.ciphertext AS v_ciphertext, v.wrapped_key AS v_wrapped_key,
          v.root_key_version AS v_root_key_version, v.checksum AS v_checksum, v.size AS v_size,
-         v.created_by AS v_created_by, v.created_at AS v_created_at
+         v.created_by AS v_created_by, v.created_at AS v_created_at, v.row_mac AS v_row_mac,
+         g.group_id AS g_group_id, g.row_mac AS g_row_mac,
+         (SELECT max(n.version) FROM secret_versions n WHERE n.secret_id = s.id) AS v_newest
     FROM secrets s
     JOIN access_grants g ON g.secret_id = s.id
     JOIN memberships m ON m.group_id = g.group_id AND m.client_id = ?
@@ -73,6 +80,22 @@ export class SecretsDal {
 
   async findLive(name: string, trx: Knex = this.db): Promise<SecretRecord | undefined> {
     const row = await trx('secrets').where({ name }).whereNull('deleted_at').first();
+    return row ? rowToSecret(row) : undefined;
+  }
+
+  /**
+   * The live secret, its row locked until `trx` ends (PostgreSQL; SQLite has one writer). Every
+   * write to a secret takes this lock first (src/db/lock-order.md), so writers of one secret
+   * queue here and each sees the row the previous one committed.
+   *
+   * FOR NO KEY UPDATE, not FOR UPDATE: the foreign keys of rows that name the secret
+   * (secret_reads, secret_versions, access_grants) take FOR KEY SHARE on it, which FOR UPDATE
+   * would block, making every client read that marks secret_reads wait for the version write.
+   * FOR NO KEY UPDATE still excludes other writers, and the key (id) never changes.
+   */
+  async lockLive(trx: Knex.Transaction, name: string): Promise<SecretRecord | undefined> {
+    const q = trx('secrets').where({ name }).whereNull('deleted_at');
+    const row = trx.client.dialect === 'postgresql' ? await q.forNoKeyUpdate().first() : await q.first();
     return row ? rowToSecret(row) : undefined;
   }
 
@@ -131,8 +154,8 @@ export class SecretsDal {
     return (await q).map((row: any) => ({ ...rowToSecret(row), checksum: row.checksum, size: row.size }));
   }
 
-  async groupsOf(secretId: number): Promise<string[]> {
-    const rows = await this.db('access_grants as g')
+  async groupsOf(secretId: number, trx: Knex = this.db): Promise<string[]> {
+    const rows = await trx('access_grants as g')
       .join('groups as gr', 'gr.id', 'g.group_id')
       .where('g.secret_id', secretId)
       .orderBy('gr.name')
@@ -152,6 +175,8 @@ export class SecretsDal {
     return {
       secret: rowToSecret(row),
       group: row.group_name,
+      grant: { groupId: row.g_group_id, rowMac: row.g_row_mac ?? null },
+      newestVersion: Number(row.v_newest),
       version: {
         id: row.v_id,
         secretId: row.id,
@@ -164,6 +189,7 @@ export class SecretsDal {
         size: row.v_size,
         createdBy: row.v_created_by,
         createdAt: row.v_created_at,
+        rowMac: row.v_row_mac ?? null,
       },
     };
   }

@@ -9,7 +9,8 @@ import { ProblemError, problems } from '../http/problem.js';
 import type { RequestMeta } from '../http/request-context.js';
 import { actorOf, principalLabel, type Principal } from '../identity/identity-types.js';
 import { rethrowUniqueAsConflictFn } from '../identity/identity-util.js';
-import { SecretsDal, type SecretListFilter } from './secrets-dal.js';
+import { SecretsDal, type FoundSecret, type SecretListFilter } from './secrets-dal.js';
+import { integrityFailure, type RowIntegrity } from './row-integrity.js';
 import {
   MAX_CONTENT_BYTES,
   iso,
@@ -26,6 +27,8 @@ export interface SecretsServiceDeps {
   audit: AuditService;
   clock: () => number;
   fastPath?: SqliteFastPath;
+  /** MACs on the rows that decide who reads which version (row-integrity.ts). */
+  rowIntegrity: RowIntegrity;
 }
 
 export interface CreateSecretInput {
@@ -107,14 +110,16 @@ export class SecretsService {
 
   private async sealVersion(secretId: number, version: number, name: string, content: Buffer, by: string) {
     const sealed = await seal(this.deps.keyProvider, content, secretAad(secretId, version, name));
+    const checksum = await this.checksum(content);
     return {
+      row_mac: this.deps.rowIntegrity.versionMac({ secretId, version, checksum, size: content.length }),
       secret_id: secretId,
       version,
       iv: sealed.iv,
       ciphertext: sealed.ciphertext,
       wrapped_key: sealed.wrappedKey,
       root_key_version: sealed.rootKeyVersion,
-      checksum: await this.checksum(content),
+      checksum,
       size: content.length,
       created_by: by,
       created_at: this.deps.clock(),
@@ -130,7 +135,7 @@ export class SecretsService {
       );
     } catch (err) {
       if (err instanceof DecryptionError || (err instanceof KeyProviderError && err.integrity)) {
-        throw new ProblemError(500, 'integrity_failure', 'Stored secret failed its integrity check', 'the stored ciphertext did not authenticate; it has been tampered with or moved');
+        throw integrityFailure('the stored ciphertext did not authenticate; it has been tampered with or moved');
       }
       throw problems.unavailable('the key provider could not unwrap the data key', 'key_provider_unavailable');
     }
@@ -142,12 +147,28 @@ export class SecretsService {
     return secret;
   }
 
-  async detail(secret: SecretRecord, withGroups = true): Promise<SecretDetail> {
-    const version = await this.dal.getVersion(secret.id, secret.currentVersion);
+  /** Pass a write's transaction to describe the state that transaction produced. */
+  async detail(secret: SecretRecord, withGroups = true, trx: Knex = this.deps.db): Promise<SecretDetail> {
+    const version = await this.dal.getVersion(secret.id, secret.currentVersion, trx);
     return {
       ...this.summary(secret, version!),
-      ...(withGroups ? { groups: await this.dal.groupsOf(secret.id) } : {}),
+      ...(withGroups ? { groups: await this.dal.groupsOf(secret.id, trx) } : {}),
     };
+  }
+
+  /**
+   * A write answers with what its own transaction wrote: the detail is read inside the
+   * transaction, after the write and while the secret row is still locked, never again after
+   * the commit (when another writer's version may already be current).
+   */
+  private async writtenDetail(trx: Knex.Transaction, name: string): Promise<SecretDetail> {
+    return this.detail(await this.requireLive(name, trx), true, trx);
+  }
+
+  private async requireLocked(trx: Knex.Transaction, name: string): Promise<SecretRecord> {
+    const secret = await this.dal.lockLive(trx, name);
+    if (!secret) throw problems.notFound(`secret ${name}`);
+    return secret;
   }
 
   summary(secret: SecretRecord, version: { checksum: string; size: number }): SecretDetail {
@@ -173,7 +194,7 @@ export class SecretsService {
     const by = principalLabel(principal);
     const now = this.deps.clock();
     const groups = [...new Set(input.groups ?? [])];
-    await this.deps.audit.transact(async (trx, record) => {
+    return this.deps.audit.transact(async (trx, record) => {
       if (await this.dal.findLive(input.name, trx)) throw problems.conflict(`secret ${input.name} already exists`, 'already_exists');
       const groupRows = groups.length ? await trx('groups').whereIn('name', groups).select('id', 'name') : [];
       const missing = groups.filter((g) => !groupRows.some((r: any) => r.name === g));
@@ -193,15 +214,18 @@ export class SecretsService {
         updated_by: by,
         updated_at: now,
       });
+      await trx('secrets').where({ id }).update({ row_mac: this.deps.rowIntegrity.secretMac({ id, name: input.name, currentVersion: 1, latestVersion: 1, deletedAt: null }) });
       await this.dal.replaceLabels(trx, id, labels);
       await this.dal.insertVersion(trx, await this.sealVersion(id, 1, input.name, input.content, by));
-      for (const g of groupRows) await trx('access_grants').insert({ group_id: g.id, secret_id: id, created_at: now });
+      for (const g of groupRows) {
+        await trx('access_grants').insert({ group_id: g.id, secret_id: id, created_at: now, row_mac: this.deps.rowIntegrity.grantMac({ groupId: g.id, secretId: id }) });
+      }
       await record(this.event(principal, meta, 'secret.create', input.name, { details: { version: 1, groups } }));
       for (const g of groupRows) {
         await record(this.event(principal, meta, 'grant.add', input.name, { details: { group: g.name } }));
       }
+      return this.writtenDetail(trx, input.name);
     }).catch(rethrowUniqueAsConflictFn(`secret ${input.name} already exists`));
-    return this.detail(await this.requireLive(input.name));
   }
 
   async list(filter: SecretListFilter) {
@@ -215,8 +239,8 @@ export class SecretsService {
     name: string,
     patch: { description?: string; labels?: Record<string, string>; metadata?: FileMetadata; expiry?: number | null },
   ): Promise<SecretDetail> {
-    await this.deps.audit.transact(async (trx, record) => {
-      const secret = await this.requireLive(name, trx);
+    return this.deps.audit.transact(async (trx, record) => {
+      const secret = await this.requireLocked(trx, name);
       const changes: Record<string, unknown> = { updated_by: principalLabel(principal), updated_at: this.deps.clock() };
       if (patch.description !== undefined) changes.description = patch.description;
       if (patch.labels !== undefined) {
@@ -227,8 +251,8 @@ export class SecretsService {
       if (patch.expiry !== undefined) changes.expiry = patch.expiry;
       await trx('secrets').where({ id: secret.id }).update(changes);
       await record(this.event(principal, meta, 'secret.update', name, { details: { fields: Object.keys(patch).sort() } }));
+      return this.writtenDetail(trx, name);
     });
-    return this.detail(await this.requireLive(name));
   }
 
   async addVersion(
@@ -239,25 +263,29 @@ export class SecretsService {
     conditions: { cas?: number; ifMatch?: number },
   ): Promise<SecretDetail> {
     const by = principalLabel(principal);
-    await this.deps.audit.transact(async (trx, record) => {
-      const q = trx('secrets').where({ name }).whereNull('deleted_at');
-      const row = trx.client.config.client === 'pg' ? await q.forUpdate().first() : await q.first();
-      if (!row) throw problems.notFound(`secret ${name}`);
-      const current: number = row.current_version;
+    return this.deps.audit.transact(async (trx, record) => {
+      const secret = await this.requireLocked(trx, name);
+      const current = secret.currentVersion;
       if (conditions.ifMatch !== undefined && conditions.ifMatch !== current) {
         throw problems.preconditionFailed(`If-Match names version ${conditions.ifMatch}, but the current version is ${current}`);
       }
       if (conditions.cas !== undefined && conditions.cas !== current) {
         throw problems.conflict(`check-and-set failed: cas is ${conditions.cas}, but the current version is ${current}`, 'cas_mismatch');
       }
-      const version = row.latest_version + 1;
-      await this.dal.insertVersion(trx, await this.sealVersion(row.id, version, name, content, by));
+      const version = secret.latestVersion + 1;
+      await this.dal.insertVersion(trx, await this.sealVersion(secret.id, version, name, content, by));
       await trx('secrets')
-        .where({ id: row.id })
-        .update({ current_version: version, latest_version: version, updated_by: by, updated_at: this.deps.clock() });
+        .where({ id: secret.id })
+        .update({
+          current_version: version,
+          latest_version: version,
+          updated_by: by,
+          updated_at: this.deps.clock(),
+          row_mac: this.deps.rowIntegrity.secretMac({ id: secret.id, name, currentVersion: version, latestVersion: version, deletedAt: null }),
+        });
       await record(this.event(principal, meta, 'secret.version.create', name, { details: { version, previous: current } }));
+      return this.writtenDetail(trx, name);
     }).catch(rethrowUniqueAsConflictFn('another version was written concurrently; retry with check-and-set'));
-    return this.detail(await this.requireLive(name));
   }
 
   async listVersions(name: string) {
@@ -274,22 +302,28 @@ export class SecretsService {
   }
 
   async rollback(principal: Principal, meta: RequestMeta, name: string, version: number): Promise<SecretDetail> {
-    await this.deps.audit.transact(async (trx, record) => {
-      const secret = await this.requireLive(name, trx);
+    return this.deps.audit.transact(async (trx, record) => {
+      const secret = await this.requireLocked(trx, name);
       if (!(await this.dal.getVersion(secret.id, version, trx))) throw problems.notFound(`version ${version} of secret ${name}`);
       await trx('secrets')
         .where({ id: secret.id })
-        .update({ current_version: version, updated_by: principalLabel(principal), updated_at: this.deps.clock() });
+        .update({
+          current_version: version,
+          updated_by: principalLabel(principal),
+          updated_at: this.deps.clock(),
+          row_mac: this.deps.rowIntegrity.secretMac({ id: secret.id, name, currentVersion: version, latestVersion: secret.latestVersion, deletedAt: null }),
+        });
       await record(this.event(principal, meta, 'secret.rollback', name, { details: { version, previous: secret.currentVersion } }));
+      return this.writtenDetail(trx, name);
     });
-    return this.detail(await this.requireLive(name));
   }
 
   async remove(principal: Principal, meta: RequestMeta, name: string): Promise<void> {
     await this.deps.audit.transact(async (trx, record) => {
-      const secret = await this.requireLive(name, trx);
+      const secret = await this.requireLocked(trx, name);
       const now = this.deps.clock();
-      await trx('secrets').where({ id: secret.id }).update({ deleted_at: now, updated_by: principalLabel(principal), updated_at: now });
+      const rowMac = this.deps.rowIntegrity.secretMac({ id: secret.id, name, currentVersion: secret.currentVersion, latestVersion: secret.latestVersion, deletedAt: now });
+      await trx('secrets').where({ id: secret.id }).update({ deleted_at: now, updated_by: principalLabel(principal), updated_at: now, row_mac: rowMac });
       await trx('access_grants').where({ secret_id: secret.id }).delete();
       await record(this.event(principal, meta, 'secret.delete', name, { details: { version: secret.currentVersion } }));
     });
@@ -300,6 +334,7 @@ export class SecretsService {
     const secret = await this.requireLive(name);
     const v = await this.dal.getVersion(secret.id, version ?? secret.currentVersion);
     if (!v) throw problems.notFound(`version ${version} of secret ${name}`);
+    this.deps.rowIntegrity.assertReadable({ secret, version: v });
     const content = await this.decrypt(secret, v);
     await this.deps.audit.record(this.event(principal, meta, 'secret.read', name, { details: { version: v.version, via: 'operator' } }));
     return { name, version: v.version, content: content.toString('base64'), checksum: v.checksum, size: v.size };
@@ -317,6 +352,7 @@ export class SecretsService {
       throw names.length === 1 ? problems.notFound(`secret ${names[0]}`) : problems.notFound('one or more of the requested secrets');
     }
     const items = found as Array<NonNullable<(typeof found)[number]>>;
+    await this.assertIntact(principal, meta, items);
     const contents = await Promise.all(items.map((f) => this.decrypt(f.secret, f.version)));
     const now = this.deps.clock();
     await this.deps.audit.recordReads(
@@ -333,6 +369,19 @@ export class SecretsService {
       expiry: iso(f.secret.expiry),
       updatedAt: iso(f.secret.updatedAt)!,
     }));
+  }
+
+  /** A row changed outside the broker fails the read closed, and the refusal is on the record. */
+  private async assertIntact(principal: Principal, meta: RequestMeta, items: FoundSecret[]): Promise<void> {
+    for (const f of items) {
+      try {
+        this.deps.rowIntegrity.assertReadable(f);
+      } catch (err) {
+        const reason = err instanceof ProblemError ? err.detail ?? err.title : 'row integrity check failed';
+        await this.deps.audit.recordReads([this.event(principal, meta, 'secret.read', f.secret.name, { outcome: 'error', reason, details: { via: 'client', integrity: 'row_mac' } })], []);
+        throw err;
+      }
+    }
   }
 
   async listForClient(clientId: number) {

@@ -68,6 +68,8 @@ export interface SecretRecord {
   createdAt: number;
   updatedBy: string;
   updatedAt: number;
+  /** row-integrity.ts: MAC over id, name, current/latest version and deletion state. */
+  rowMac?: string | null;
 }
 
 export interface SecretVersionRecord {
@@ -82,6 +84,8 @@ export interface SecretVersionRecord {
   size: number;
   createdBy: string;
   createdAt: number;
+  /** row-integrity.ts: MAC over secret id, version, checksum and size. */
+  rowMac?: string | null;
 }
 
 /** AAD binding a ciphertext to its row: moved elsewhere, it no longer authenticates. */

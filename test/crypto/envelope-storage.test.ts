@@ -85,24 +85,24 @@ describe('envelope encryption as stored', () => {
     bad[0] ^= 0x01;
     await db()('secret_versions').where({ id: row.id }).update({ ciphertext: bad });
     const op = await content('tamper');
-    expectProblem(op, 500, 'integrity_failure');
+    expectProblem(op, 503, 'integrity_failure');
     expect(op.text).not.toContain(Buffer.from('tamper-value-123').toString('base64'));
-    expectProblem(await tb.request.get('/v1/client/secrets/tamper').set(auth(client.token)), 500, 'integrity_failure');
+    expectProblem(await tb.request.get('/v1/client/secrets/tamper').set(auth(client.token)), 503, 'integrity_failure');
     const batch = await tb.request.post('/v1/client/secrets/batch').set(auth(client.token)).send({ names: ['bystander', 'tamper'] });
-    expectProblem(batch, 500, 'integrity_failure');
+    expectProblem(batch, 503, 'integrity_failure');
     expect(batch.text).not.toContain(Buffer.from('bystander-value').toString('base64'));
     // tag tampering and truncation too
     const tag = Buffer.from(row.ciphertext);
     tag[tag.length - 1] ^= 0x80;
     await db()('secret_versions').where({ id: row.id }).update({ ciphertext: tag });
-    expectProblem(await content('tamper'), 500, 'integrity_failure');
+    expectProblem(await content('tamper'), 503, 'integrity_failure');
     await db()('secret_versions').where({ id: row.id }).update({ ciphertext: Buffer.alloc(3) });
-    expectProblem(await content('tamper'), 500, 'integrity_failure');
+    expectProblem(await content('tamper'), 503, 'integrity_failure');
     // tampered IV
     const iv = Buffer.from(row.iv);
     iv[5] ^= 0xff;
     await db()('secret_versions').where({ id: row.id }).update({ ciphertext: row.ciphertext, iv });
-    expectProblem(await content('tamper'), 500, 'integrity_failure');
+    expectProblem(await content('tamper'), 503, 'integrity_failure');
     expect(unb64((await content('bystander')).body.content)).toBe('bystander-value');
     expect((await tb.request.get('/healthz')).status).toBe(200);
   });
@@ -126,9 +126,9 @@ describe('envelope encryption as stored', () => {
     const [dst] = await rows('target');
     await db()('secret_versions').where({ id: dst.id }).update({ iv: src.iv, ciphertext: src.ciphertext, wrapped_key: src.wrapped_key, root_key_version: src.root_key_version, size: src.size });
     const op = await content('target');
-    expectProblem(op, 500, 'integrity_failure');
+    expectProblem(op, 503, 'integrity_failure');
     const viaClient = await tb.request.get('/v1/client/secrets/target').set(auth(client.token));
-    expectProblem(viaClient, 500, 'integrity_failure');
+    expectProblem(viaClient, 503, 'integrity_failure');
     expect(unb64((await content('victim')).body.content)).toBe('victim-value-xyz');
 
     // also across versions of one secret
@@ -136,7 +136,7 @@ describe('envelope encryption as stored', () => {
     await tb.request.post('/v1/secrets/victim/versions').set(w).send({ value: 'victim-value-v2' });
     const [v1, v2] = await rows('victim');
     await db()('secret_versions').where({ id: v2.id }).update({ iv: v1.iv, ciphertext: v1.ciphertext, wrapped_key: v1.wrapped_key });
-    expectProblem(await content('victim'), 500, 'integrity_failure');
+    expectProblem(await content('victim'), 503, 'integrity_failure');
     expect(unb64((await tb.request.get('/v1/secrets/victim/content?version=1').set(w)).body.content)).toBe('victim-value-xyz');
   });
 
@@ -148,6 +148,6 @@ describe('envelope encryption as stored', () => {
     const [fresh] = await rows('reborn');
     expect(fresh.id).not.toBe(old.id);
     await db()('secret_versions').where({ id: fresh.id }).update({ iv: old.iv, ciphertext: old.ciphertext, wrapped_key: old.wrapped_key });
-    expectProblem(await content('reborn'), 500, 'integrity_failure');
+    expectProblem(await content('reborn'), 503, 'integrity_failure');
   });
 });

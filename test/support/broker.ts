@@ -7,7 +7,7 @@ import supertest from 'supertest';
 import { createBroker, type Broker, type BrokerOptions } from '../../src/broker.js';
 import { loadConfig, type Config } from '../../src/config.js';
 import { LocalKeyProvider } from '../../src/crypto/local-key-provider.js';
-import { openDatabase, type DbHandle } from '../../src/db/connection.js';
+import { openDatabase, type DbHandle, type DbOptions } from '../../src/db/connection.js';
 
 /** Set KEYWARDEN_TEST_DATABASE_URL=postgres://... to run the suite on PostgreSQL. */
 export const TEST_DATABASE_URL = process.env.KEYWARDEN_TEST_DATABASE_URL;
@@ -16,7 +16,8 @@ export const dialectUnderTest = TEST_DATABASE_URL ? 'postgres' : 'sqlite';
 export interface TestDatabase {
   url: string;
   schema?: string;
-  open(): Promise<DbHandle>;
+  /** `options` as for openDatabase (the schema is the database's own). */
+  open(options?: Omit<DbOptions, 'schema'>): Promise<DbHandle>;
   drop(): Promise<void>;
 }
 
@@ -27,7 +28,7 @@ export function freshDatabase(): TestDatabase {
     return {
       url: TEST_DATABASE_URL,
       schema,
-      open: () => openDatabase(TEST_DATABASE_URL, { schema }),
+      open: (options) => openDatabase(TEST_DATABASE_URL, { ...options, schema }),
       async drop() {
         const handle = await openDatabase(TEST_DATABASE_URL);
         try {
@@ -42,7 +43,7 @@ export function freshDatabase(): TestDatabase {
   const url = `sqlite:${path.join(dir, 'keywarden.db')}`;
   return {
     url,
-    open: () => openDatabase(url),
+    open: (options) => openDatabase(url, options),
     async drop() {
       fs.rmSync(dir, { recursive: true, force: true });
     },
@@ -87,7 +88,8 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     KEYWARDEN_ISSUER: 'http://127.0.0.1:8750',
     ...options.env,
   });
-  const handle = await db.open();
+  // the configured time limits, as the broker applies them when it opens the database itself
+  const handle = await db.open({ timeouts: config.dbTimeouts });
   const { env: _env, db: _db, rootKey: _rk, keepDatabase: _kd, ...brokerOptions } = options;
   const broker = await createBroker(config, {
     logger: silentLogger,

@@ -64,7 +64,7 @@ export class PolicyService {
   async create(principal: Principal, meta: RequestMeta, doc: PolicyDocument): Promise<PolicyView> {
     const now = this.deps.clock();
     const by = principalLabel(principal);
-    await this.deps.audit
+    return this.deps.audit
       .transact(async (trx, record) => {
         if (await trx('trust_policies').where({ name: doc.name }).first()) {
           throw problems.conflict(`trust policy ${doc.name} already exists`, 'already_exists');
@@ -81,15 +81,15 @@ export class PolicyService {
           details: { version, mode: doc.mode, images: doc.images },
           request: meta,
         });
+        return this.get(doc.name, trx);
       })
       .catch(rethrowUniqueAsConflictFn(`trust policy ${doc.name} already exists`));
-    return this.get(doc.name);
   }
 
   async replace(principal: Principal, meta: RequestMeta, name: string, doc: PolicyDocument, ifMatch?: number): Promise<PolicyView> {
     const now = this.deps.clock();
     const by = principalLabel(principal);
-    await this.deps.audit
+    return this.deps.audit
       .transact(async (trx, record) => {
         const current = await trx('trust_policies').where({ name }).first();
         if (!current) throw problems.notFound(`trust policy ${name}`);
@@ -111,9 +111,9 @@ export class PolicyService {
           details: { version, previousVersion: Number(current.version), mode: doc.mode, images: doc.images },
           request: meta,
         });
+        return this.get(name, trx);
       })
       .catch(rethrowUniqueAsConflictFn(`trust policy ${name} changed concurrently; retry`));
-    return this.get(name);
   }
 
   async remove(principal: Principal, meta: RequestMeta, name: string): Promise<void> {
@@ -144,8 +144,9 @@ export class PolicyService {
       .catch(rethrowUniqueAsConflictFn(`trust policy ${name} changed concurrently; retry`));
   }
 
-  async get(name: string): Promise<PolicyView> {
-    const row = await this.deps.db('trust_policies').where({ name }).first();
+  /** Pass a write's transaction to describe the state that transaction produced (and its ETag), not a later one. */
+  async get(name: string, trx: Knex = this.deps.db): Promise<PolicyView> {
+    const row = await trx('trust_policies').where({ name }).first();
     if (!row) throw problems.notFound(`trust policy ${name}`);
     return toView(row);
   }

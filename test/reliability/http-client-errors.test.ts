@@ -1,0 +1,172 @@
+import net from 'node:net';
+import tls from 'node:tls';
+import fs from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { listen, type RunningServer } from '../../src/http/server.js';
+import { createCa, issue, writePems } from '../support/pki.js';
+import { startTestBroker, type TestBroker } from '../support/broker.js';
+
+/**
+ * Requests Node's HTTP parser rejects before Express runs. Sent as raw bytes to a broker
+ * listening on a real loopback port (HTTP and HTTPS), each answer must be a problem document
+ * with the connection closed afterwards, and a body cut short must neither hang nor give a 500.
+ */
+
+interface RawResponse {
+  raw: string;
+  status?: number;
+  headers: Record<string, string>;
+  body: string;
+  closedAfterMs: number;
+}
+
+type Connect = () => net.Socket;
+
+/** Sends `bytes`, optionally half-closes, and collects everything until the server closes (bounded). */
+function exchange(connect: Connect, bytes: string | Buffer, options: { halfClose?: boolean; limitMs?: number } = {}): Promise<RawResponse> {
+  const limitMs = options.limitMs ?? 10_000;
+  return new Promise((resolve, reject) => {
+    const started = Date.now();
+    const socket = connect();
+    const chunks: Buffer[] = [];
+    const guard = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`server kept the connection open for more than ${limitMs} ms; got: ${Buffer.concat(chunks).toString('latin1').slice(0, 200)}`));
+    }, limitMs);
+    socket.on('data', (d) => chunks.push(d));
+    socket.on('error', () => {
+      // a reset after the answer is fine; what was received is judged below
+    });
+    socket.on('close', () => {
+      clearTimeout(guard);
+      const raw = Buffer.concat(chunks).toString('latin1');
+      const split = raw.indexOf('\r\n\r\n');
+      const head = split >= 0 ? raw.slice(0, split) : raw;
+      const [statusLine, ...headerLines] = head.split('\r\n');
+      const headers: Record<string, string> = {};
+      for (const line of headerLines) {
+        const colon = line.indexOf(':');
+        if (colon > 0) headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
+      }
+      const status = /^HTTP\/1\.1 (\d{3}) /.exec(statusLine ?? '')?.[1];
+      resolve({ raw, status: status ? Number(status) : undefined, headers, body: split >= 0 ? raw.slice(split + 4) : '', closedAfterMs: Date.now() - started });
+    });
+    const send = () => {
+      socket.write(bytes);
+      if (options.halfClose) socket.end();
+    };
+    if (socket instanceof tls.TLSSocket) socket.once('secureConnect', send);
+    else socket.once('connect', send);
+  });
+}
+
+function expectProblemAnswer(res: RawResponse, status: number, code: string): Record<string, any> {
+  const ctx = res.raw.slice(0, 400);
+  expect(res.status, ctx).toBe(status);
+  expect(res.headers['content-type'], ctx).toBe('application/problem+json');
+  expect(res.headers.connection?.toLowerCase(), ctx).toBe('close');
+  expect(Number(res.headers['content-length']), ctx).toBe(Buffer.byteLength(res.body, 'latin1'));
+  const body = JSON.parse(res.body);
+  expect(body).toMatchObject({ status, code, type: `https://keywarden.dev/problems/${code}` });
+  expect(typeof body.title).toBe('string');
+  expect(typeof body.detail).toBe('string');
+  return body;
+}
+
+const request = (lines: string[], body = '') => lines.join('\r\n') + '\r\n\r\n' + body;
+
+/** Each malformed request, what Node's parser makes of it, and the problem it must get. */
+const malformed: Array<{ name: string; bytes: string; status: number; code: string }> = [
+  { name: 'NUL in a header value', bytes: request(['GET /healthz HTTP/1.1', 'Host: x', 'X-Probe: a\u0000b']), status: 400, code: 'malformed_request' },
+  { name: 'DEL in a header value', bytes: request(['GET /healthz HTTP/1.1', 'Host: x', 'X-Probe: a\u007fb']), status: 400, code: 'malformed_request' },
+  { name: 'DEL in a header name', bytes: request(['GET /healthz HTTP/1.1', 'Host: x', 'X-Pro\u007fbe: a']), status: 400, code: 'malformed_request' },
+  { name: 'a huge query string', bytes: request([`GET /healthz?q=${'a'.repeat(20_000)} HTTP/1.1`, 'Host: x']), status: 431, code: 'headers_too_large' },
+  { name: 'a huge path', bytes: request([`GET /${'p'.repeat(20_000)} HTTP/1.1`, 'Host: x']), status: 431, code: 'headers_too_large' },
+  {
+    name: 'too many header bytes',
+    bytes: request(['GET /healthz HTTP/1.1', 'Host: x', ...Array.from({ length: 400 }, (_, i) => `X-Filler-${i}: ${'f'.repeat(60)}`)]),
+    status: 431,
+    code: 'headers_too_large',
+  },
+  { name: 'an unknown method', bytes: request(['FROBNICATE /healthz HTTP/1.1', 'Host: x']), status: 400, code: 'malformed_request' },
+  { name: 'a negative Content-Length', bytes: request(['POST /v1/groups HTTP/1.1', 'Host: x', 'Content-Type: application/json', 'Content-Length: -1'], '{}'), status: 400, code: 'malformed_request' },
+  {
+    name: 'both Content-Length and Transfer-Encoding',
+    bytes: request(['POST /v1/groups HTTP/1.1', 'Host: x', 'Content-Type: application/json', 'Content-Length: 2', 'Transfer-Encoding: chunked'], '2\r\n{}\r\n0\r\n\r\n'),
+    status: 400,
+    code: 'malformed_request',
+  },
+  {
+    name: 'a bad chunk size',
+    bytes: request(['POST /v1/groups HTTP/1.1', 'Host: x', 'Content-Type: application/json', 'Transfer-Encoding: chunked'], 'zz\r\n{}\r\n0\r\n\r\n'),
+    status: 400,
+    code: 'malformed_request',
+  },
+  { name: 'a broken request line', bytes: 'GET\u0000/ HTTP/1.1\r\n\r\n', status: 400, code: 'malformed_request' },
+];
+
+describe('HTTP-level errors are problem documents', () => {
+  let tb: TestBroker;
+  let plain: RunningServer;
+  let secure: RunningServer;
+  let pemDir: string;
+  const port = (s: RunningServer) => Number(new URL(s.url).port);
+
+  beforeAll(async () => {
+    tb = await startTestBroker();
+    plain = await listen(tb.broker.app, { listen: { host: '127.0.0.1', port: 0 }, tls: undefined });
+    const ca = await createCa('kw-http-errors-ca');
+    const server = await issue(ca, { cn: '127.0.0.1', ips: ['127.0.0.1'], usage: 'server' });
+    const pems = writePems({ 'server.pem': server.certPem, 'server.key': server.keyPem });
+    pemDir = pems.dir;
+    secure = await listen(tb.broker.app, { listen: { host: '127.0.0.1', port: 0 }, tls: { certFile: pems.paths['server.pem'], keyFile: pems.paths['server.key'] } });
+  });
+  afterAll(async () => {
+    await plain?.close();
+    await secure?.close();
+    await tb?.close();
+    if (pemDir) fs.rmSync(pemDir, { recursive: true, force: true });
+  });
+
+  const overHttp: Connect = () => net.connect(port(plain), '127.0.0.1');
+  const overHttps: Connect = () => tls.connect({ port: port(secure), host: '127.0.0.1', rejectUnauthorized: false });
+
+  it('the raw harness sees an ordinary answer from the same listener', async () => {
+    const res = await exchange(overHttp, request(['GET /healthz HTTP/1.1', 'Host: x', 'Connection: close']));
+    expect(res.status, res.raw).toBe(200);
+    expect(JSON.parse(res.body)).toEqual({ status: 'ok' });
+  });
+
+  for (const c of malformed) {
+    it(`${c.name}: ${c.status} ${c.code}, then the connection closes`, async () => {
+      const res = await exchange(overHttp, c.bytes);
+      expectProblemAnswer(res, c.status, c.code);
+    });
+  }
+
+  it('the HTTPS listener answers the same way', async () => {
+    expectProblemAnswer(await exchange(overHttps, malformed[0].bytes), 400, 'malformed_request');
+    expectProblemAnswer(await exchange(overHttps, malformed[3].bytes), 431, 'headers_too_large');
+  });
+
+  it('a body cut short gets a 400 problem (never a 500) and the connection closes', async () => {
+    const body = '{"name":"cut';
+    const res = await exchange(
+      overHttp,
+      request(['POST /v1/groups HTTP/1.1', 'Host: x', `Authorization: Bearer ${tb.adminKey}`, 'Content-Type: application/json', `Content-Length: ${body.length + 100}`], body),
+      { halfClose: true },
+    );
+    expectProblemAnswer(res, 400, 'malformed_request');
+    expect(res.raw).not.toMatch(/^HTTP\/1\.1 5/m);
+    // nothing was created from the partial body
+    expect((await tb.request.get('/v1/groups/cut').set({ Authorization: `Bearer ${tb.adminKey}` })).status).toBe(404);
+  });
+
+  it('a method the parser accepts but no route serves is a problem document too', async () => {
+    const res = await exchange(overHttp, request(['PROPFIND /v1/groups HTTP/1.1', 'Host: x', `Authorization: Bearer ${tb.adminKey}`, 'Connection: close']));
+    expect(res.status, res.raw).toBeGreaterThanOrEqual(400);
+    expect(res.status, res.raw).toBeLessThan(500);
+    expect(res.headers['content-type'], res.raw).toMatch(/^application\/problem\+json/);
+    expect(JSON.parse(res.body)).toMatchObject({ status: res.status, code: expect.any(String), title: expect.any(String) });
+  });
+});

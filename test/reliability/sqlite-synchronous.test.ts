@@ -1,0 +1,66 @@
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { createBroker, type Broker } from '../../src/broker.js';
+import { ConfigError, loadConfig } from '../../src/config.js';
+import { silentLogger } from '../support/broker.js';
+
+/**
+ * SQLite durability: every connection the broker opens to its file (the knex pool and the
+ * synchronous fast path that commits client-read audit batches) runs with synchronous=FULL by
+ * default, so a committed write and the audit event of a delivered secret survive power loss.
+ * KEYWARDEN_SQLITE_SYNCHRONOUS=normal trades that for speed, on every connection alike.
+ * These brokers always use a SQLite file, whatever database the rest of the suite runs on.
+ */
+const FULL = 2;
+const NORMAL = 1;
+
+describe('SQLite synchronous level', () => {
+  let broker: Broker | undefined;
+  let dir: string | undefined;
+  afterEach(async () => {
+    await broker?.close();
+    broker = undefined;
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function start(env: Record<string, string>): Promise<Broker> {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kw-sync-'));
+    const config = loadConfig({
+      KEYWARDEN_DATA_DIR: dir,
+      KEYWARDEN_DATABASE_URL: `sqlite:${path.join(dir, 'keywarden.db')}`,
+      KEYWARDEN_ROOT_KEY: crypto.randomBytes(32).toString('base64'),
+      KEYWARDEN_LOG_LEVEL: 'silent',
+      ...env,
+    });
+    // no db handle passed: the broker opens its own connections from the configuration, as `serve` does
+    broker = await createBroker(config, { logger: silentLogger });
+    return broker;
+  }
+
+  async function levels(b: Broker): Promise<{ pool: number; fastPath: number }> {
+    const rows = await b.services.db.raw('PRAGMA synchronous');
+    const fast = b.services.fastPath!.get<{ synchronous: number }>('PRAGMA synchronous');
+    return { pool: rows[0].synchronous, fastPath: fast!.synchronous };
+  }
+
+  it('defaults to FULL on the pool and on the fast path', async () => {
+    const b = await start({});
+    expect(b.services.config.sqliteSynchronous).toBe('full');
+    expect(b.services.fastPath).toBeDefined();
+    expect(await levels(b)).toEqual({ pool: FULL, fastPath: FULL });
+  });
+
+  it('KEYWARDEN_SQLITE_SYNCHRONOUS=normal applies NORMAL to every connection', async () => {
+    const b = await start({ KEYWARDEN_SQLITE_SYNCHRONOUS: 'normal' });
+    expect(await levels(b)).toEqual({ pool: NORMAL, fastPath: NORMAL });
+  });
+
+  it('KEYWARDEN_SQLITE_SYNCHRONOUS=full is accepted explicitly, anything else is a configuration error', async () => {
+    const b = await start({ KEYWARDEN_SQLITE_SYNCHRONOUS: 'full' });
+    expect(await levels(b)).toEqual({ pool: FULL, fastPath: FULL });
+    expect(() => loadConfig({ KEYWARDEN_SQLITE_SYNCHRONOUS: 'off' })).toThrow(ConfigError);
+  });
+});

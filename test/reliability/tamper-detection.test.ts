@@ -1,0 +1,269 @@
+import crypto from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { chainHash } from '../../src/audit/audit-chain.js';
+import { eventToRow, rowToEvent } from '../../src/audit/audit-dal.js';
+import { GENESIS_HASH } from '../../src/audit/audit-types.js';
+import { expectProblem, markSensitive } from '../core/helpers.js';
+import { bearer, freshDatabase, startTestBroker, type TestBroker } from '../support/broker.js';
+
+/**
+ * Issue 10, item 6: what the hash chain alone cannot see. Each case makes the edit someone with
+ * write access to the database could make, straight in the tables, against a running broker.
+ */
+
+const VERIFY_INTERVAL_SECONDS = 1;
+const fastVerify = { KEYWARDEN_AUDIT_VERIFY_INTERVAL: String(VERIFY_INTERVAL_SECONDS) };
+
+async function metric(tb: TestBroker, name: string): Promise<number | undefined> {
+  const res = await tb.request.get('/metrics');
+  expect(res.status).toBe(200);
+  const line = res.text.split('\n').find((l) => l.startsWith(`${name} `));
+  return line === undefined ? undefined : Number(line.split(' ')[1]);
+}
+
+/** Polls until `probe` returns true, at most `ms`; returns the time it took, or undefined. */
+async function within(ms: number, probe: () => Promise<boolean>): Promise<number | undefined> {
+  const start = Date.now();
+  for (let i = 0; i < 200 && Date.now() - start < ms; i++) {
+    if (await probe()) return Date.now() - start;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return (await probe()) ? Date.now() - start : undefined;
+}
+
+async function headSeq(tb: TestBroker): Promise<number> {
+  return Number((await tb.broker.services.db('audit_head').where({ id: 1 }).first()).seq);
+}
+
+describe('tamper detection: rows bound by MACs', () => {
+  let tb: TestBroker;
+  let W: Record<string, string>;
+  let AU: Record<string, string>;
+  let reader: { token: string };
+  const db = () => tb.broker.services.db;
+  const read = (name: string) => tb.request.get(`/v1/client/secrets/${name}`).set(bearer(reader.token));
+  const secretRow = (name: string) => db()('secrets').where({ name }).whereNull('deleted_at').first();
+  const violations = async () => (await tb.request.get('/v1/audit').query({ action: 'integrity.violation', limit: 100 }).set(AU)).body.items as Array<{ reason: string }>;
+
+  beforeAll(async () => {
+    tb = await startTestBroker({ env: fastVerify });
+    W = bearer(await tb.apiKey('writer'));
+    AU = bearer(await tb.apiKey('auditor'));
+    for (const g of ['readers', 'other']) expect((await tb.request.post('/v1/groups').set(W).send({ name: g })).status).toBe(201);
+    reader = await tb.client('reader', ['readers', 'other']);
+    markSensitive('rollback-v1-old-credential', 'rollback-v2-current', 'checksum-value', 'not-for-readers');
+  });
+  afterAll(async () => {
+    await tb?.close();
+  });
+
+  it('(c) setting current_version back in the database fails the next read closed, and the scan reports it', async () => {
+    expect((await tb.request.post('/v1/secrets').set(W).send({ name: 'rb', value: 'rollback-v1-old-credential', groups: ['readers'] })).status).toBe(201);
+    expect((await tb.request.post('/v1/secrets/rb/versions').set(W).send({ value: 'rollback-v2-current' })).status).toBe(201);
+    const ok = await read('rb');
+    expect(ok.status).toBe(200);
+    expect(Buffer.from(ok.body.content, 'base64').toString()).toBe('rollback-v2-current');
+
+    await db()('secrets').where({ name: 'rb' }).update({ current_version: 1 });
+    const res = await read('rb');
+    const body = expectProblem(res, 503, 'integrity_failure');
+    expect(body.detail).toMatch(/changed outside the broker/);
+    expect(res.text).not.toContain(Buffer.from('rollback-v1-old-credential').toString('base64'));
+
+    // the refusal is on the record, and the background scan reports the row within an interval
+    const refused = (await tb.request.get('/v1/audit').query({ action: 'secret.read', resource: 'rb', outcome: 'error' }).set(AU)).body.items;
+    expect(refused.length).toBeGreaterThanOrEqual(1);
+    expect(await within(5000, async () => ((await metric(tb, 'keywarden_row_integrity_violations')) ?? 0) >= 1)).toBeDefined();
+    expect(await within(5000, async () => (await violations()).some((v) => v.reason.includes('(rb)')))).toBeDefined();
+  });
+
+  it('(c) replaying the whole older row (with the MAC it had then) is caught: the row lags its newest version', async () => {
+    expect((await tb.request.post('/v1/secrets').set(W).send({ name: 'replay', value: 'rollback-v1-old-credential', groups: ['readers'] })).status).toBe(201);
+    const saved = await secretRow('replay');
+    expect((await tb.request.post('/v1/secrets/replay/versions').set(W).send({ value: 'rollback-v2-current' })).status).toBe(201);
+    expect((await read('replay')).status).toBe(200);
+    await db()('secrets').where({ id: saved.id }).update({ current_version: saved.current_version, latest_version: saved.latest_version, row_mac: saved.row_mac });
+    const res = await read('replay');
+    expectProblem(res, 503, 'integrity_failure');
+    expect(res.text).not.toContain(Buffer.from('rollback-v1-old-credential').toString('base64'));
+    expect(await within(5000, async () => (await violations()).some((v) => v.reason.includes('(replay)')))).toBeDefined();
+  });
+
+  it('(d) editing the checksum column is detected on the next read and by the scan', async () => {
+    expect((await tb.request.post('/v1/secrets').set(W).send({ name: 'sum', value: 'checksum-value', groups: ['readers'] })).status).toBe(201);
+    const ok = await read('sum');
+    expect(ok.status).toBe(200);
+    const s = await secretRow('sum');
+    await db()('secret_versions').where({ secret_id: s.id, version: 1 }).update({ checksum: crypto.randomBytes(32).toString('hex') });
+    expectProblem(await read('sum'), 503, 'integrity_failure');
+    expect(await within(5000, async () => (await violations()).some((v) => v.reason.includes(`version 1 of secret ${s.id}`)))).toBeDefined();
+  });
+
+  it('(e) a grant row inserted by hand does not let the client read, and is reported', async () => {
+    expect((await tb.request.post('/v1/secrets').set(W).send({ name: 'private', value: 'not-for-readers', groups: ['other'] })).status).toBe(201);
+    // remove the real grant, so that only a forged one could let the client in
+    const readers = await db()('groups').where({ name: 'readers' }).first();
+    const s = await secretRow('private');
+    await db()('access_grants').where({ secret_id: s.id }).delete();
+    expectProblem(await read('private'), 404, 'not_found');
+
+    await db()('access_grants').insert({ group_id: readers.id, secret_id: s.id, created_at: Date.now() });
+    const res = await read('private');
+    expectProblem(res, 503, 'integrity_failure');
+    expect(res.text).not.toContain(Buffer.from('not-for-readers').toString('base64'));
+    // a MAC copied from another grant row does not fit this one either
+    const donor = await db()('access_grants').whereNotNull('row_mac').first();
+    await db()('access_grants').where({ group_id: readers.id, secret_id: s.id }).update({ row_mac: donor.row_mac });
+    expectProblem(await read('private'), 503, 'integrity_failure');
+    expect(await within(5000, async () => (await violations()).some((v) => v.reason.includes(`grant group ${readers.id} → secret ${s.id}`)))).toBeDefined();
+
+    // the operator's own grant replaces the forged row and the read works again
+    expect((await tb.request.put('/v1/groups/readers/secrets').set(W).send({ add: ['private'] })).status).toBe(200);
+    expect((await read('private')).status).toBe(200);
+  });
+});
+
+describe('tamper detection: the audit chain watched by a running instance', () => {
+  let tb: TestBroker;
+
+  beforeAll(async () => {
+    tb = await startTestBroker({ env: fastVerify });
+  });
+  afterAll(async () => {
+    await tb?.close();
+  });
+
+  it('(a) cutting the tail and rewinding audit_head is found within one verify interval; audited operations then get 503', async () => {
+    const W = bearer(await tb.apiKey('writer'));
+    expect((await tb.request.post('/v1/groups').set(W).send({ name: 'g' })).status).toBe(201);
+    for (let i = 0; i < 5; i++) expect((await tb.request.post('/v1/secrets').set(W).send({ name: `s${i}`, value: `value-${i}`, groups: ['g'] })).status).toBe(201);
+    const client = await tb.client('c', ['g']);
+    for (let i = 0; i < 5; i++) expect((await tb.request.get(`/v1/client/secrets/s${i}`).set(bearer(client.token))).status).toBe(200);
+    const head = await headSeq(tb);
+    // no signed checkpoint covers these events: only the instance's own high-water mark can tell
+    expect(Number((await tb.broker.services.db('audit_checkpoints').count('* as n').first())!.n)).toBe(0);
+    expect(await within(5000, async () => ((await metric(tb, 'keywarden_audit_chain_verified_seq')) ?? 0) >= head)).toBeDefined();
+    expect(await metric(tb, 'keywarden_audit_chain_ok')).toBe(1);
+    const ready = await tb.request.get('/readyz');
+    expect(ready.body.checks.auditChain).toBe('ok');
+
+    // the cut: the last events go, and the head is set back to the survivor, consistently
+    const db = tb.broker.services.db;
+    const keep = head - 6;
+    const survivor = await db('audit_events').where({ seq: keep }).first();
+    await db.transaction(async (trx) => {
+      await trx('audit_events').where('seq', '>', keep).delete();
+      await trx('audit_head').where({ id: 1 }).update({ seq: keep, hash: survivor.hash });
+    });
+    // the chain itself is consistent again: a from-scratch verification of the table alone passes
+    expect(await tb.broker.services.auditVerifier.verify()).toMatchObject({ ok: true });
+
+    const detectedAfterMs = await within((VERIFY_INTERVAL_SECONDS + 4) * 1000, async () => (await tb.request.get('/readyz')).status === 503);
+    expect(detectedAfterMs, 'the truncation was not detected').toBeDefined();
+    // the bound is the interval plus one pass; generous for a slow shared machine
+    expect(detectedAfterMs!).toBeLessThan(VERIFY_INTERVAL_SECONDS * 1000 + 2500);
+    console.info(`tail cut + head rewind detected after ${detectedAfterMs} ms (KEYWARDEN_AUDIT_VERIFY_INTERVAL=${VERIFY_INTERVAL_SECONDS})`);
+
+    const readyz = await tb.request.get('/readyz');
+    expect(readyz.status).toBe(503);
+    expect(readyz.body).toMatchObject({ status: 'not ready', checks: { auditChain: 'broken' } });
+    expect(await metric(tb, 'keywarden_audit_chain_ok')).toBe(0);
+
+    // fail closed: writes and (audited) reads are refused, nothing is appended to the cut chain
+    const before = await headSeq(tb);
+    expectProblem(await tb.request.post('/v1/groups').set(W).send({ name: 'after-cut' }), 503, 'audit_chain_broken');
+    expectProblem(await tb.request.post('/v1/secrets').set(W).send({ name: 'after-cut', value: 'x-after-cut' }), 503, 'audit_chain_broken');
+    expectProblem(await tb.request.get('/v1/client/secrets/s0').set(bearer(client.token)), 503, 'audit_chain_broken');
+    expectProblem(await tb.request.post('/v1/audit/checkpoints').set(bearer(tb.adminKey)), 503, 'audit_chain_broken');
+    expect(await headSeq(tb)).toBe(before);
+    expect(await db('groups').where({ name: 'after-cut' }).first()).toBeUndefined();
+  });
+});
+
+describe('tamper detection: a new instance checks from the last signed checkpoint', () => {
+  it('(b) rehashing the whole chain consistently after a checkpoint is found at startup', async () => {
+    const tdb = freshDatabase();
+    const rootKey = crypto.randomBytes(32).toString('base64');
+    const first = await startTestBroker({ db: tdb, rootKey, keepDatabase: true });
+    let second: TestBroker | undefined;
+    let control: TestBroker | undefined;
+    try {
+      const W = bearer(await first.apiKey('writer'));
+      expect((await first.request.post('/v1/groups').set(W).send({ name: 'g' })).status).toBe(201);
+      expect((await first.request.post('/v1/secrets').set(W).send({ name: 's', value: 'rehash-value', groups: ['g'] })).status).toBe(201);
+      const cp = await first.request.post('/v1/audit/checkpoints').set(bearer(first.adminKey));
+      expect(cp.status).toBe(201);
+      expect((await first.request.post('/v1/secrets/s/versions').set(W).send({ value: 'rehash-value-2' })).status).toBe(201);
+      await first.close();
+
+      // a second instance on the untouched database starts healthy
+      control = await startTestBroker({ db: tdb, rootKey, keepDatabase: true });
+      expect((await control.request.get('/readyz')).body.checks.auditChain).toBe('ok');
+      await control.close();
+      control = undefined;
+
+      // forge: rename the actor of event 2, then rehash every event and the head so the chain is whole
+      const handle = await tdb.open();
+      try {
+        const rows = await handle.knex('audit_events').orderBy('seq');
+        let prev = GENESIS_HASH;
+        await handle.knex.transaction(async (trx) => {
+          for (const row of rows) {
+            const event = rowToEvent(row);
+            if (event.seq === 2) event.actorName = 'mallory';
+            const { hash: _old, ...rest } = { ...event, prevHash: prev };
+            const forged = { ...rest, hash: chainHash(prev, rest) };
+            await trx('audit_events').where({ seq: event.seq }).update(eventToRow(forged));
+            prev = forged.hash;
+          }
+          await trx('audit_head').where({ id: 1 }).update({ hash: prev });
+        });
+      } finally {
+        await handle.close();
+      }
+
+      second = await startTestBroker({ db: tdb, rootKey, keepDatabase: true });
+      const readyz = await second.request.get('/readyz');
+      expect(readyz.status).toBe(503);
+      expect(readyz.body.checks.auditChain).toBe('broken');
+      expect(second.broker.services.auditChain.failure?.reason).toMatch(/differs from signed checkpoint/);
+      expectProblem(await second.request.post('/v1/groups').set(bearer(second.adminKey)).send({ name: 'after-rehash' }), 503, 'audit_chain_broken');
+    } finally {
+      await control?.close();
+      await second?.close();
+      await tdb.drop();
+    }
+  });
+
+  it('rows from before the migration are sealed once at startup; a missing MAC after that is tampering', async () => {
+    const tdb = freshDatabase();
+    const rootKey = crypto.randomBytes(32).toString('base64');
+    const first = await startTestBroker({ db: tdb, rootKey, keepDatabase: true });
+    let second: TestBroker | undefined;
+    try {
+      const W = bearer(await first.apiKey('writer'));
+      expect((await first.request.post('/v1/groups').set(W).send({ name: 'g' })).status).toBe(201);
+      expect((await first.request.post('/v1/secrets').set(W).send({ name: 'old', value: 'sealed-later', groups: ['g'] })).status).toBe(201);
+      await first.close();
+      // the database as migration 007 leaves one that existed before it
+      const handle = await tdb.open();
+      try {
+        for (const t of ['secrets', 'access_grants', 'secret_versions']) await handle.knex(t).update({ row_mac: null });
+        await handle.knex('row_integrity_state').update({ backfilled_at: null, backfilled_rows: null });
+      } finally {
+        await handle.close();
+      }
+      second = await startTestBroker({ db: tdb, rootKey, keepDatabase: true });
+      const c = await second.client('c', ['g']);
+      expect((await second.request.get('/v1/client/secrets/old').set(bearer(c.token))).status).toBe(200);
+      expect(await second.broker.services.db('audit_events').where({ action: 'integrity.backfill' }).first()).toBeDefined();
+      // the backfill ran: a MAC removed now is not sealed again but refused
+      await second.broker.services.db('secrets').where({ name: 'old' }).update({ row_mac: null });
+      expectProblem(await second.request.get('/v1/client/secrets/old').set(bearer(c.token)), 503, 'integrity_failure');
+      expect(await second.broker.services.rowIntegrity.backfillOnce(second.broker.services.db, Date.now)).toBe(0);
+    } finally {
+      await second?.close();
+      await tdb.drop();
+    }
+  });
+});
