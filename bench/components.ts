@@ -13,7 +13,7 @@ if (!client) throw new Error('run after bench/run.ts --keep (needs bench-client)
 const principal = { kind: 'client' as const, id: client.id, name: client.name, clientId: client.client_id, via: 'token' as const };
 const meta = { requestId: 'bench-components', sourceIp: '127.0.0.1', userAgent: 'keywarden-bench-components' };
 const issued = await s.tokens.issueClientToken(principal);
-const found = (await s.secrets.dal.findForClient(client.id, 'bench-secret'))!;
+const found = (await s.access.findForClient(client.id, 'bench-secret'))!;
 const sqlite = s.db.client.acquireRawConnection ? await (s.db.client as any).acquireConnection() : undefined;
 const stmt = sqlite?.prepare('select * from secrets where name = ? and deleted_at is null');
 if (sqlite) await (s.db.client as any).releaseConnection(sqlite);
@@ -34,7 +34,7 @@ const rows = [
   await time('raw better-sqlite3: prepared select by name (reference)', () => stmt?.get('bench-secret')),
   await time('knex: select secret by name (build SQL, prepare, run)', () => s.db('secrets').where('name', 'bench-secret').whereNull('deleted_at').first()),
   await time('tokens.authenticate (verified-token cache + client/revocation query)', () => s.tokens.authenticate(issued.token)),
-  await time('secrets.dal.findForClient (5-table join)', () => s.secrets.dal.findForClient(client.id, 'bench-secret')),
+  await time('access.findForClient (5-table join)', () => s.access.findForClient(client.id, 'bench-secret')),
   await time('decrypt: unwrap data key + AES-GCM open', () => (s.secrets as any).decrypt(found.secret, found.version)),
   await time('audit.record (own transaction: head read, chain hash, insert, head update)', () =>
     s.audit.record({ actor: { kind: 'client', id: principal.clientId, name: principal.name }, action: 'secret.read', resource: { kind: 'secret', name: 'bench-secret' }, outcome: 'allow', details: { version: 1 }, request: meta }),

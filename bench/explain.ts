@@ -23,7 +23,7 @@ const fastPathFile = path.join(path.dirname(fileURLToPath(import.meta.url)), '..
 if (fs.existsSync(fastPathFile)) {
   const mod: any = await import('../src/db/sqlite-fast-path.js' as string);
   const proto = mod.SqliteFastPath?.prototype;
-  for (const method of ['get', 'run', 'all']) {
+  for (const method of ['get', 'run', 'all', 'exec']) {
     const original = proto?.[method];
     if (typeof original !== 'function') continue;
     proto[method] = function (this: unknown, sql: string, ...params: unknown[]) {

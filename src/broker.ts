@@ -16,12 +16,23 @@ import type { KeyProvider } from './crypto/key-provider.js';
 import { SystemKeys } from './crypto/system-keys.js';
 import { openDatabase, type DbHandle } from './db/connection.js';
 import { migrateLatest } from './db/migrate.js';
-import { SqliteFastPath } from './db/sqlite-fast-path.js';
+import { Database } from './db/database.js';
+import { AccessDal } from './access/access-dal.js';
+import { AccessService } from './access/access-service.js';
+import { ClientsDal } from './identity/clients-dal.js';
+import { TokensDal } from './identity/tokens-dal.js';
+import { BootstrapTokensDal } from './identity/bootstrap-tokens-dal.js';
+import { ApiKeysDal } from './identity/api-keys-dal.js';
+import { JwtKeysDal } from './identity/jwt-keys-dal.js';
+import { AuthFailuresDal } from './identity/auth-failures-dal.js';
+import { SecretsDal } from './secrets/secrets-dal.js';
+import { RowIntegrityScanner } from './secrets/row-integrity-scanner.js';
 import { buildApp } from './http/app.js';
 import { authenticate, type CertificateAuthenticator } from './http/authenticate.js';
 import { createLogger } from './http/logging.js';
 import { createMetrics } from './http/metrics.js';
 import { opsRoutes } from './http/ops-routes.js';
+import type { MountedRoute } from './http/routes.js';
 import { ApiKeysService } from './identity/api-keys-service.js';
 import { AuthService } from './identity/auth-service.js';
 import { ClientsService } from './identity/clients-service.js';
@@ -30,13 +41,14 @@ import { apiKeyRoutes, authRoutes, clientRoutes, groupRoutes } from './identity/
 import { JwtKeyService } from './identity/jwt-key-service.js';
 import { FailureRateLimiter } from './identity/rate-limiter.js';
 import { TokenService } from './identity/token-service.js';
-import { WorkloadIdentityService } from './identity/workload-identity-service.js';
+import { BOOTSTRAP_GRANT, WorkloadIdentityService } from './identity/workload-identity-service.js';
 import { workloadIdentityRoutes } from './identity/workload-identity-routes.js';
 import { clientSecretsRoutes, secretsRoutes } from './secrets/secrets-routes.js';
 import { SecretsService } from './secrets/secrets-service.js';
 import { RowIntegrity } from './secrets/row-integrity.js';
 import { EgressPolicy } from './trust/registry/egress-policy.js';
 import { createRegistryClient } from './trust/registry/registry-access.js';
+import { RegistryCredentialsService } from './trust/registry/registry-credentials-service.js';
 import type { RegistryClient } from './trust/registry/registry-client.js';
 import { SigningKeysService } from './trust/signing/signing-keys-service.js';
 import { GateService } from './trust/gate/gate-service.js';
@@ -44,17 +56,18 @@ import { policyRoutes, releaseRoutes } from './trust/gate/gate-routes.js';
 import { PolicyService } from './trust/gate/policy-service.js';
 import { SignaturesService } from './trust/signing/signatures-service.js';
 import { signingRoutes } from './trust/signing/signing-routes.js';
-import { TrustedIssuersService } from './trust/signing/trusted-issuers-service.js';
+import { TOKEN_EXCHANGE_GRANT, TrustedIssuersService } from './trust/signing/trusted-issuers-service.js';
+import type { Clock } from './core/clock.js';
 
 export interface BrokerOptions {
   /** Defaults to Date.now; tests pass a controllable clock. */
-  clock?: () => number;
+  clock?: Clock;
   logger?: Logger;
   keyProvider?: KeyProvider;
   db?: DbHandle;
   dbSchema?: string;
   certificates?: CertificateAuthenticator;
-  /** false disables the synchronous SQLite read path (tests compare both paths). */
+  /** Overrides KEYWARDEN_SQLITE_FAST_PATH: false disables the synchronous SQLite connection. */
   fastPath?: boolean;
 }
 
@@ -62,8 +75,9 @@ export interface Services {
   config: Config;
   db: Knex;
   dbHandle: DbHandle;
-  fastPath?: SqliteFastPath;
-  clock: () => number;
+  /** The database port every repository is built on (it owns the SQLite fast path). */
+  database: Database;
+  clock: Clock;
   logger: Logger;
   keyProvider: KeyProvider;
   systemKeys: SystemKeys;
@@ -83,7 +97,11 @@ export interface Services {
   /** Whether this instance found the audit chain intact; audited writes are refused when broken. */
   auditChain: AuditChainState;
   rowIntegrity: RowIntegrity;
+  /** The row-MAC backfill and background scan over the database. */
+  rowIntegrityScanner: RowIntegrityScanner;
+  access: AccessService;
   reports: ReportsService;
+  registryCredentials: RegistryCredentialsService;
   registry: RegistryClient;
   signingKeys: SigningKeysService;
   policies: PolicyService;
@@ -94,6 +112,8 @@ export interface Services {
 
 export interface Broker {
   app: Express;
+  /** The routes the app mounts (method, path, access), for the contract test. */
+  routes: readonly MountedRoute[];
   services: Services;
   close(): Promise<void>;
 }
@@ -108,14 +128,15 @@ export async function createServices(config: Config, options: BrokerOptions = {}
   let keyProvider: KeyProvider;
   try {
     // before migrations and before any key is made: a missing root key must not be replaced
-    keyProvider = options.keyProvider ?? (await openKeyProvider(config.keyProvider, db));
+    // (a port without the fast path: that connection opens after the migrations)
+    keyProvider = options.keyProvider ?? (await openKeyProvider(config.keyProvider, new Database(dbHandle, { fastPath: false })));
   } catch (err) {
     if (!options.db) await dbHandle.close();
     throw err;
   }
   await migrateLatest(db);
-  const fastPath = dbHandle.sqliteFile && options.fastPath !== false ? new SqliteFastPath(dbHandle.sqliteFile, () => dbHandle.openTransactions() > 0, dbHandle.sqliteSynchronous) : undefined;
-  const systemKeys = new SystemKeys(db, keyProvider, clock);
+  const database = new Database(dbHandle, { fastPath: options.fastPath ?? config.sqliteFastPath });
+  const systemKeys = new SystemKeys(database, keyProvider, clock);
   // loaded once up front: they are immutable, and fetching them lazily inside a transaction
   // would need a second connection (SQLite has one)
   await systemKeys.get('checksum');
@@ -123,39 +144,45 @@ export async function createServices(config: Config, options: BrokerOptions = {}
   const rowIntegrity = await RowIntegrity.load(systemKeys);
   const auditChain = new AuditChainState();
   const auditSink = config.auditFile ? new JsonlAuditSink(config.auditFile) : undefined;
-  const audit = new AuditService({ db, systemKeys, clock, logger, sink: auditSink, fastPath, chainGuard: () => auditChain.assertIntact() });
+  const audit = new AuditService({ db: database, systemKeys, clock, logger, sink: auditSink, chainGuard: () => auditChain.assertIntact() });
   // rows from before migration 007 get their MACs once; the count is on the record
-  const sealedRows = await rowIntegrity.backfillOnce(db, clock);
+  const access = new AccessService(new AccessDal(database), rowIntegrity);
+  const secretsDal = new SecretsDal(database);
+  const clientsDal = new ClientsDal(database);
+  const rowIntegrityScanner = new RowIntegrityScanner({ rowIntegrity, secrets: secretsDal, access });
+  const sealedRows = await rowIntegrityScanner.backfillOnce(clock);
   if (sealedRows > 0) {
     await audit.record({ actor: { kind: 'system', name: 'keywarden' }, action: 'integrity.backfill', resource: { kind: 'table', name: 'secrets' }, outcome: 'allow', details: { rows: sealedRows } });
   }
   const jwtKeys = new JwtKeyService({
-    db,
+    dal: new JwtKeysDal(database),
     keyProvider,
     clock,
     maxTokenTtlSeconds: Math.max(config.accessTokenMaxTtlSeconds, config.workloadJwtMaxTtlSeconds),
   });
   const tokens = new TokenService({
-    db,
+    dal: new TokensDal(database),
+    clients: clientsDal,
     jwtKeys,
     clock,
     issuer: config.issuer,
     trustDomain: config.trustDomain,
     accessTokenTtlSeconds: config.accessTokenTtlSeconds,
-    fastPath,
   });
-  const apiKeys = new ApiKeysService({ db, audit, clock });
-  const clients = new ClientsService({ db, audit, clock });
-  const groups = new GroupsService({ db, audit, clock, rowIntegrity });
-  const secrets = new SecretsService({ db, keyProvider, systemKeys, audit, clock, fastPath, rowIntegrity });
+  const apiKeys = new ApiKeysService({ dal: new ApiKeysDal(database), audit, clock });
+  const clients = new ClientsService({ dal: clientsDal, access, audit, clock });
+  const secrets = new SecretsService({ db: database, access, keyProvider, systemKeys, audit, clock, rowIntegrity });
+  const groups = new GroupsService({ access, secrets, clients: clientsDal, audit, clock });
   const windowMs = config.authRateLimit.windowSeconds * 1000;
-  const rateLimiter = new FailureRateLimiter(db, clock, {
+  const rateLimiter = new FailureRateLimiter(new AuthFailuresDal(database), clock, {
     client: { maxFailures: config.authRateLimit.maxFailuresPerClient, windowMs },
     address: { maxFailures: config.authRateLimit.maxFailuresPerAddress, windowMs },
   });
   const auth = new AuthService({ clients, tokens, audit, clock, rateLimiter });
   const workload = new WorkloadIdentityService({
-    db,
+    bootstrapTokens: new BootstrapTokensDal(database),
+    clientsDal,
+    access,
     audit,
     clients,
     tokens,
@@ -165,32 +192,37 @@ export async function createServices(config: Config, options: BrokerOptions = {}
     workloadJwtMaxTtlSeconds: config.workloadJwtMaxTtlSeconds,
     accessTokenMaxTtlSeconds: config.accessTokenMaxTtlSeconds,
   });
-  const auditQuery = new AuditQueryDal(db);
-  const checkpoints = new AuditCheckpoints({ db, jwtKeys, clock, issuer: config.issuer, chainGuard: () => auditChain.assertIntact() });
+  const auditQuery = new AuditQueryDal(database);
+  const checkpoints = new AuditCheckpoints({ dal: auditQuery, jwtKeys, clock, issuer: config.issuer, chainGuard: () => auditChain.assertIntact() });
   const auditVerifier = new AuditVerifyService({ dal: auditQuery, checkpoints, jwks: () => jwtKeys.jwks({ includeRetired: true }) });
-  const reports = new ReportsService({ db, clock });
+  const reports = new ReportsService({ access, clients, secrets, clock });
   // one set of egress rules for every registry and Notary connection (see egress-policy.ts)
   const egress = new EgressPolicy({ insecureHosts: config.insecureRegistries, allowedHosts: config.egressAllow, logger });
-  const registry = createRegistryClient({ db, secrets, audit, purpose: 'signing', insecureRegistries: config.insecureRegistries, egress, logger });
-  const signingKeys = new SigningKeysService({ db, keyProvider, audit, clock });
-  const policies = new PolicyService({ db, audit, clock, egress });
+  const registryCredentials = new RegistryCredentialsService({ db: database, secrets, audit, clock });
+  const registry = createRegistryClient({ credentials: registryCredentials, purpose: 'signing', insecureRegistries: config.insecureRegistries, egress, logger });
+  const signingKeys = new SigningKeysService({ db: database, keyProvider, audit, clock });
+  const policies = new PolicyService({ db: database, audit, clock, egress });
   const gate = new GateService({
-    db,
+    db: database,
     audit,
     clock,
     // the gate's own client: every registry exchange bounded by KEYWARDEN_GATE_TIMEOUT_MS
-    registry: createRegistryClient({ db, secrets, audit, purpose: 'gate', insecureRegistries: config.insecureRegistries, egress, logger, timeoutMs: config.gate.timeoutMs }),
+    registry: createRegistryClient({ credentials: registryCredentials, purpose: 'gate', insecureRegistries: config.insecureRegistries, egress, logger, timeoutMs: config.gate.timeoutMs }),
     egress,
     logger,
     signingKeys,
     policies,
     options: config.gate,
   });
-  const trustedIssuers = new TrustedIssuersService({ db, audit, tokens, auth, clock });
-  const signatures = new SignaturesService({ db, audit, registry, signingKeys, clock, policies });
+  const trustedIssuers = new TrustedIssuersService({ db: database, audit, tokens, auth, clock });
+  // the token endpoint's grants beyond client_credentials (the discovery document lists what is registered)
+  auth.registerGrant(BOOTSTRAP_GRANT, (params, meta) => workload.exchangeBootstrapToken(params.bootstrap_token, meta));
+  auth.registerGrant(TOKEN_EXCHANGE_GRANT, (params, meta) => trustedIssuers.exchange(params, meta));
+  tokens.registerSignerTokenCheck((token) => trustedIssuers.checkSignerToken(token));
+  const signatures = new SignaturesService({ db: database, audit, registry, signingKeys, clock, policies });
   return {
-    config, db, dbHandle, fastPath, clock, logger, keyProvider, systemKeys, audit, auditSink, jwtKeys, tokens, apiKeys, clients, groups, secrets, auth, workload,
-    auditQuery, checkpoints, auditVerifier, auditChain, rowIntegrity, reports, registry, signingKeys, policies, gate, trustedIssuers, signatures,
+    config, db, dbHandle, database, clock, logger, keyProvider, systemKeys, audit, auditSink, jwtKeys, tokens, apiKeys, clients, groups, secrets, auth, workload,
+    auditQuery, checkpoints, auditVerifier, auditChain, rowIntegrity, rowIntegrityScanner, access, reports, registryCredentials, registry, signingKeys, policies, gate, trustedIssuers, signatures,
   };
 }
 
@@ -207,7 +239,7 @@ export function domainRouters(s: Services): Router[] {
     auditRoutes({ audit: s.audit, dal: s.auditQuery, verifier: s.auditVerifier, checkpoints: s.checkpoints, reports: s.reports }),
     policyRoutes(s.policies),
     releaseRoutes(s.gate),
-    signingRoutes({ db: s.db, audit: s.audit, signingKeys: s.signingKeys, issuers: s.trustedIssuers, signatures: s.signatures }),
+    signingRoutes({ registryCredentials: s.registryCredentials, signingKeys: s.signingKeys, issuers: s.trustedIssuers, signatures: s.signatures }),
   ];
 }
 
@@ -215,20 +247,19 @@ export async function createBroker(config: Config, options: BrokerOptions = {}):
   const services = await createServices(config, options);
   const metrics = createMetrics();
   const auditWatch = new AuditChainWatch({
-    db: services.db,
     state: services.auditChain,
     verifier: services.auditVerifier,
     dal: services.auditQuery,
     checkpoints: services.checkpoints,
     audit: services.audit,
-    rowIntegrity: services.rowIntegrity,
+    rowIntegrity: services.rowIntegrityScanner,
     registry: metrics.registry,
     logger: services.logger,
     clock: services.clock,
     intervalMs: config.auditVerifyIntervalSeconds * 1000,
   });
   await auditWatch.start();
-  const app = buildApp({
+  const { app, routes } = buildApp({
     logger: services.logger,
     metrics,
     maxBodyBytes: config.maxBodyBytes,
@@ -239,7 +270,7 @@ export async function createBroker(config: Config, options: BrokerOptions = {}):
     certificates: options.certificates ?? ((socket) => services.workload.authenticateCertificate(socket)),
     publicRouters: [
       opsRoutes({
-        db: services.db,
+        db: services.database,
         keyProvider: services.keyProvider,
         metrics,
         metricsAuth: config.metricsAuth,
@@ -252,11 +283,12 @@ export async function createBroker(config: Config, options: BrokerOptions = {}):
   });
   return {
     app,
+    routes,
     services,
     async close() {
       await auditWatch.stop();
       services.auditSink?.close();
-      services.fastPath?.close();
+      services.database.close();
       await services.registry.egress.close();
       if (!options.db) await services.dbHandle.close();
     },

@@ -54,6 +54,7 @@ const envSchema = z.object({
   KEYWARDEN_DB_ACQUIRE_TIMEOUT_MS: z.coerce.number().int().positive().max(600_000).default(3000),
   KEYWARDEN_DB_STATEMENT_TIMEOUT_MS: z.coerce.number().int().positive().max(600_000).default(5000),
   KEYWARDEN_SQLITE_SYNCHRONOUS: z.enum(['full', 'normal']).default('full'),
+  KEYWARDEN_SQLITE_FAST_PATH: z.enum(['on', 'off']).default('on'),
 });
 
 export type KeyProviderConfig =
@@ -107,6 +108,11 @@ export interface Config {
    * acknowledged write and its audit event survive power loss; 'normal' survives a process crash only.
    */
   sqliteSynchronous: 'full' | 'normal';
+  /**
+   * KEYWARDEN_SQLITE_FAST_PATH (test and diagnostic setting): 'off' sends the delivery path's
+   * reads and audit appends through knex instead of the second, synchronous SQLite connection.
+   */
+  sqliteFastPath: boolean;
 }
 
 export type TrustProxy = false | number | string[];
@@ -256,5 +262,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     egressAllow,
     dbTimeouts: { acquireMs: e.KEYWARDEN_DB_ACQUIRE_TIMEOUT_MS, statementMs: e.KEYWARDEN_DB_STATEMENT_TIMEOUT_MS },
     sqliteSynchronous: e.KEYWARDEN_SQLITE_SYNCHRONOUS,
+    sqliteFastPath: e.KEYWARDEN_SQLITE_FAST_PATH === 'on',
   };
 }

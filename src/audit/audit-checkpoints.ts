@@ -1,8 +1,9 @@
 import { CompactSign, compactVerify, importJWK, decodeProtectedHeader, type JWK } from 'jose';
-import type { Knex } from 'knex';
+import type { AuditCheckpointRow, AuditQueryDal } from './audit-query-dal.js';
 import { canonicalJson } from './canonical-json.js';
 import type { JwtKeyService } from '../identity/jwt-key-service.js';
 import { JWT_ALG } from '../identity/jwt-key-service.js';
+import type { Clock } from '../core/clock.js';
 
 export const CHECKPOINT_TYPE = 'kw-audit-checkpoint+jws';
 
@@ -20,7 +21,7 @@ export interface Checkpoint extends CheckpointPayload {
   jws: string;
 }
 
-function rowToCheckpoint(row: any): Checkpoint {
+function rowToCheckpoint(row: AuditCheckpointRow): Checkpoint {
   const payload = JSON.parse(Buffer.from(String(row.jws).split('.')[1], 'base64url').toString('utf8')) as CheckpointPayload;
   return { ...payload, id: row.id, kid: row.kid, reason: row.reason, jws: row.jws };
 }
@@ -30,7 +31,7 @@ function rowToCheckpoint(row: any): Checkpoint {
  * JWT key so anyone holding the published JWKS can check an exported log offline.
  */
 export class AuditCheckpoints {
-  constructor(private readonly deps: { db: Knex; jwtKeys: JwtKeyService; clock: () => number; issuer: string; chainGuard?: () => void }) {}
+  constructor(private readonly deps: { dal: AuditQueryDal; jwtKeys: JwtKeyService; clock: Clock; issuer: string; chainGuard?: () => void }) {}
 
   /** Signs the current head, or the event `atSeq` (used before pruning). */
   async create(reason: 'scheduled' | 'on-demand' | 'prune', atSeq?: number): Promise<Checkpoint | undefined> {
@@ -38,13 +39,13 @@ export class AuditCheckpoints {
     this.deps.chainGuard?.();
     let target: { seq: number; hash: string } | undefined;
     if (atSeq === undefined) {
-      const head = await this.deps.db('audit_head').where({ id: 1 }).first();
-      if (!head || Number(head.seq) === 0) return undefined;
-      target = { seq: Number(head.seq), hash: head.hash };
+      const head = await this.deps.dal.head();
+      if (head.seq === 0) return undefined;
+      target = head;
     } else {
-      const row = await this.deps.db('audit_events').where({ seq: atSeq }).first('seq', 'hash');
-      if (!row) return undefined;
-      target = { seq: Number(row.seq), hash: row.hash };
+      const event = await this.deps.dal.eventAt(atSeq);
+      if (!event) return undefined;
+      target = { seq: event.seq, hash: event.hash };
     }
     const payload: CheckpointPayload = {
       seq: target.seq,
@@ -56,23 +57,17 @@ export class AuditCheckpoints {
     const jws = await new CompactSign(Buffer.from(canonicalJson(payload)))
       .setProtectedHeader({ alg: JWT_ALG, kid, typ: CHECKPOINT_TYPE })
       .sign(privateKey);
-    const [row] = await this.deps
-      .db('audit_checkpoints')
-      .insert({ seq: payload.seq, head_hash: payload.headHash, created_at: this.deps.clock(), jws, kid, reason })
-      .returning('id');
-    const id = typeof row === 'object' ? row.id : row;
+    const id = await this.deps.dal.insertCheckpoint({ seq: payload.seq, head_hash: payload.headHash, created_at: this.deps.clock(), jws, kid, reason });
     return { ...payload, id, kid, reason, jws };
   }
 
   async list(limit = 100, beforeId?: number): Promise<Checkpoint[]> {
-    const q = this.deps.db('audit_checkpoints').orderBy('id', 'desc').limit(limit);
-    if (beforeId !== undefined) q.where('id', '<', beforeId);
-    return (await q).map(rowToCheckpoint);
+    return (await this.deps.dal.listCheckpoints(limit, beforeId)).map(rowToCheckpoint);
   }
 
   /** The checkpoint anchoring a chain that starts after `seq` (pruned history). */
   async covering(seq: number): Promise<Checkpoint | undefined> {
-    const row = await this.deps.db('audit_checkpoints').where({ seq }).orderBy('id', 'desc').first();
+    const row = await this.deps.dal.checkpointAt(seq);
     return row ? rowToCheckpoint(row) : undefined;
   }
 }

@@ -1,9 +1,34 @@
-import type { Knex } from 'knex';
-import type { SqliteFastPath } from '../db/sqlite-fast-path.js';
+import type { Dialect } from '../db/connection.js';
+import type { ProgramFactory, SqlValue, Statement } from '../db/database.js';
 import { chainHash } from './audit-chain.js';
-import type { AuditEvent, AuditEventInput } from './audit-types.js';
+import type { AuditEvent, AuditEventInput, AuditOutcome } from './audit-types.js';
 
-export function rowToEvent(row: any): AuditEvent {
+/** An audit_events row as the drivers return it (bigint columns may come back as strings). */
+export interface AuditEventRow {
+  seq: number | string;
+  ts: number | string;
+  actor_kind: string;
+  actor_id: string | null;
+  actor_name: string | null;
+  action: string;
+  resource_kind: string | null;
+  resource_name: string | null;
+  outcome: AuditOutcome;
+  reason: string | null;
+  request_id: string | null;
+  source_ip: string | null;
+  user_agent: string | null;
+  details: string | null;
+  prev_hash: string;
+  hash: string;
+}
+
+export interface AuditHeadRow {
+  seq: number | string;
+  hash: string;
+}
+
+export function rowToEvent(row: AuditEventRow): AuditEvent {
   return {
     seq: Number(row.seq),
     ts: Number(row.ts),
@@ -24,7 +49,7 @@ export function rowToEvent(row: any): AuditEvent {
   };
 }
 
-export function eventToRow(e: AuditEvent) {
+export function eventToRow(e: AuditEvent): AuditEventRow & { seq: number; ts: number; details: string } {
   return {
     seq: e.seq,
     ts: e.ts,
@@ -43,32 +68,6 @@ export function eventToRow(e: AuditEvent) {
     prev_hash: e.prevHash,
     hash: e.hash,
   };
-}
-
-/**
- * Lock order (src/db/lock-order.md): the audit head is the LAST lock a transaction takes. Every
- * writer on every instance queues on this one row, so a transaction that holds it and then
- * waited for any other lock could close a cycle with a writer that holds that other lock and
- * waits here. Hence: take every other lock first, call this at the end, and after it only
- * insert audit_events rows (no foreign keys, nobody else locks them) and update the head.
- */
-async function lockAuditHead(trx: Knex.Transaction): Promise<{ seq: number; hash: string }> {
-  const headQuery = trx('audit_head').where({ id: 1 }).select('seq', 'hash');
-  // FOR UPDATE on PostgreSQL; SQLite has one writer. (The dialect, not config.client: that is a
-  // class, not 'pg', when connection.ts passes its own pg client.)
-  const head = trx.client.dialect === 'postgresql' ? await headQuery.forUpdate().first() : await headQuery.first();
-  if (!head) throw new Error('audit head row is missing');
-  return { seq: Number(head.seq), hash: head.hash as string };
-}
-
-/**
- * Appends inside `trx`, as its last locking statement (see lockAuditHead). The head lock gives
- * concurrent writers on any instance consecutive sequence numbers, and each event's prev_hash
- * is its predecessor's hash.
- */
-export async function appendEvent(trx: Knex.Transaction, input: AuditEventInput, now: number): Promise<AuditEvent> {
-  const [event] = await appendEvents(trx, [input], [], now);
-  return event;
 }
 
 /** The event that follows `head`: next sequence number, linked and hashed. */
@@ -107,8 +106,41 @@ function latestReads(reads: SecretReadMark[]): SecretReadMark[] {
   return [...latest.values()].sort((a, b) => a.clientId - b.clientId || a.secretId - b.secretId);
 }
 
+const AUDIT_EVENT_COLUMNS = [
+  'seq', 'ts', 'actor_kind', 'actor_id', 'actor_name', 'action', 'resource_kind', 'resource_name',
+  'outcome', 'reason', 'request_id', 'source_ip', 'user_agent', 'details', 'prev_hash', 'hash',
+] as const satisfies ReadonlyArray<keyof AuditEventRow>;
+
+/** Rows per INSERT: 200 x 16 parameters stays far below every driver's limit. */
+const EVENTS_PER_INSERT = 200;
+
+function insertEventsStatement(events: AuditEvent[]): Statement {
+  const row = `(${AUDIT_EVENT_COLUMNS.map(() => '?').join(', ')})`;
+  const params: SqlValue[] = [];
+  for (const e of events) {
+    const r = eventToRow(e);
+    for (const c of AUDIT_EVENT_COLUMNS) params.push(r[c]);
+  }
+  return { sql: `INSERT INTO audit_events (${AUDIT_EVENT_COLUMNS.join(', ')}) VALUES ${events.map(() => row).join(', ')}`, params };
+}
+
 /**
- * Appends several events under one head lock, with the last-read marks they describe.
+ * Lock order (src/db/lock-order.md): the audit head is the LAST lock a transaction takes. Every
+ * writer on every instance queues on this one row, so a transaction that holds it and then
+ * waited for any other lock could close a cycle with a writer that holds that other lock and
+ * waits here. Hence: take every other lock first, lock the head at the end, and after it only
+ * insert audit_events rows (no foreign keys, nobody else locks them) and update the head.
+ * FOR UPDATE on PostgreSQL; SQLite has one writer.
+ */
+function lockAuditHeadStatement(dialect: Dialect): Statement {
+  return { sql: `SELECT seq, hash FROM audit_head WHERE id = 1${dialect === 'postgres' ? ' FOR UPDATE' : ''}`, params: [] };
+}
+
+/**
+ * Appends several events under one head lock, with the last-read marks they describe: one
+ * statement program, run by the Database port on a knex transaction or on SQLite's synchronous
+ * connection. The head lock gives concurrent writers on any instance consecutive sequence
+ * numbers, and each event's prev_hash is its predecessor's hash.
  *
  * The secret_reads upserts come BEFORE the head lock (src/db/lock-order.md). Each upsert locks
  * its secret_reads row and, through the foreign keys, takes FOR KEY SHARE on the clients and
@@ -117,46 +149,26 @@ function latestReads(reads: SecretReadMark[]): SecretReadMark[] {
  * holds secret row, waits for head". The upserts go in (client, secret) order so that two
  * batches (two instances) cannot lock secret_reads rows in opposite orders.
  */
-export async function appendEvents(trx: Knex.Transaction, inputs: AuditEventInput[], reads: SecretReadMark[], now: number): Promise<AuditEvent[]> {
-  for (const r of latestReads(reads)) {
-    await trx('secret_reads')
-      .insert({ client_id: r.clientId, secret_id: r.secretId, last_read_at: r.at, last_version: r.version })
-      .onConflict(['client_id', 'secret_id'])
-      .merge({ last_read_at: r.at, last_version: r.version });
-  }
-  if (inputs.length === 0) return [];
-  const head = await lockAuditHead(trx);
-  const events: AuditEvent[] = [];
-  let prev = head;
-  for (const input of inputs) {
-    const event = chainEvent(prev, input, now);
-    events.push(event);
-    prev = { seq: event.seq, hash: event.hash };
-  }
-  for (let i = 0; i < events.length; i += 200) await trx('audit_events').insert(events.slice(i, i + 200).map(eventToRow));
-  await trx('audit_head').where({ id: 1 }).update({ seq: prev.seq, hash: prev.hash });
-  return events;
-}
-
-const INSERT_EVENT_SQL =
-  'INSERT INTO audit_events (seq, ts, actor_kind, actor_id, actor_name, action, resource_kind, resource_name, outcome, reason, request_id, source_ip, user_agent, details, prev_hash, hash) VALUES (@seq, @ts, @actor_kind, @actor_id, @actor_name, @action, @resource_kind, @resource_name, @outcome, @reason, @request_id, @source_ip, @user_agent, @details, @prev_hash, @hash)';
-const UPSERT_READ_SQL =
-  'INSERT INTO secret_reads (client_id, secret_id, last_read_at, last_version) VALUES (?, ?, ?, ?) ON CONFLICT (client_id, secret_id) DO UPDATE SET last_read_at = excluded.last_read_at, last_version = excluded.last_version';
-
-/** The same append on the synchronous SQLite connection; must run inside its transaction. */
-export function appendEventsSync(fast: SqliteFastPath, inputs: AuditEventInput[], reads: SecretReadMark[], now: number): AuditEvent[] {
-  // SQLite has one writer, so order cannot deadlock here; it follows lock-order.md all the same
-  for (const r of latestReads(reads)) fast.run(UPSERT_READ_SQL, r.clientId, r.secretId, r.at, r.version);
-  const head = fast.get<{ seq: number; hash: string }>('SELECT seq, hash FROM audit_head WHERE id = 1');
-  if (!head) throw new Error('audit head row is missing');
-  const events: AuditEvent[] = [];
-  let prev = { seq: Number(head.seq), hash: head.hash };
-  for (const input of inputs) {
-    const event = chainEvent(prev, input, now);
-    fast.run(INSERT_EVENT_SQL, eventToRow(event));
-    events.push(event);
-    prev = { seq: event.seq, hash: event.hash };
-  }
-  fast.run('UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1', prev.seq, prev.hash);
-  return events;
+export function appendEventsProgram(inputs: AuditEventInput[], reads: SecretReadMark[], now: number): ProgramFactory<AuditEvent[]> {
+  return function* (dialect) {
+    for (const r of latestReads(reads)) {
+      yield {
+        sql: 'INSERT INTO secret_reads (client_id, secret_id, last_read_at, last_version) VALUES (?, ?, ?, ?) ON CONFLICT (client_id, secret_id) DO UPDATE SET last_read_at = excluded.last_read_at, last_version = excluded.last_version',
+        params: [r.clientId, r.secretId, r.at, r.version],
+      };
+    }
+    if (inputs.length === 0) return [];
+    const [head] = (yield lockAuditHeadStatement(dialect)) as AuditHeadRow[];
+    if (!head) throw new Error('audit head row is missing');
+    const events: AuditEvent[] = [];
+    let prev = { seq: Number(head.seq), hash: head.hash };
+    for (const input of inputs) {
+      const event = chainEvent(prev, input, now);
+      events.push(event);
+      prev = { seq: event.seq, hash: event.hash };
+    }
+    for (let i = 0; i < events.length; i += EVENTS_PER_INSERT) yield insertEventsStatement(events.slice(i, i + EVENTS_PER_INSERT));
+    yield { sql: 'UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1', params: [prev.seq, prev.hash] };
+    return events;
+  };
 }

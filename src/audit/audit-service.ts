@@ -1,21 +1,19 @@
-import type { Knex } from 'knex';
 import type { Logger } from 'pino';
 import type { SystemKeys } from '../crypto/system-keys.js';
-import { problems } from '../http/problem.js';
-import type { SqliteFastPath } from '../db/sqlite-fast-path.js';
+import { AuditUnavailableError } from '../core/errors.js';
+import type { Database, Transaction } from '../db/database.js';
 import { isRetryableTransactionError, withTransactionRetry } from '../db/transaction-retry.js';
-import { appendEvent, appendEvents, appendEventsSync, type SecretReadMark } from './audit-dal.js';
+import { appendEventsProgram, type SecretReadMark } from './audit-dal.js';
 import type { JsonlAuditSink } from './audit-sink.js';
 import type { AuditEvent, AuditEventInput } from './audit-types.js';
+import type { Clock } from '../core/clock.js';
 
 export interface AuditDeps {
-  db: Knex;
+  db: Database;
   systemKeys: SystemKeys;
-  clock: () => number;
+  clock: Clock;
   logger?: Logger;
   sink?: JsonlAuditSink;
-  /** Synchronous SQLite connection for the read path (embedded default only). */
-  fastPath?: SqliteFastPath;
   /** Throws (503 audit_chain_broken) once the chain failed verification: nothing is appended to it. */
   chainGuard?: () => void;
 }
@@ -41,7 +39,7 @@ export class AuditService {
   /**
    * Records secret reads (and the last-read marks reports use) before the value is handed out.
    * Concurrent reads are group-committed: one transaction, one head lock, many events (on
-   * SQLite, one synchronous transaction on the fast-path connection). The caller's promise
+   * SQLite, one synchronous transaction when the port's fast path is free). The caller's promise
    * settles only after the commit, so nothing is delivered unrecorded.
    */
   async recordReads(inputs: AuditEventInput[], reads: SecretReadMark[]): Promise<AuditEvent[]> {
@@ -65,26 +63,9 @@ export class AuditService {
     }
   }
 
-  /** SQLite: the whole batch in one synchronous BEGIN IMMEDIATE; false when the lock is taken. */
-  private flushFast(batch: PendingReads[]): boolean {
-    const fast = this.deps.fastPath;
-    if (!fast) return false;
-    let done: { value: AuditEvent[] } | undefined;
-    try {
-      done = fast.tryImmediate(() => appendEventsSync(fast, batch.flatMap((b) => b.inputs), batch.flatMap((b) => b.reads), this.deps.clock()));
-    } catch (err) {
-      // a failing batch is retried entry by entry below, so one bad event fails only itself
-      this.deps.logger?.warn({ err: { message: (err as Error).message } }, 'audit batch failed on the fast path');
-      return false;
-    }
-    if (!done) return false;
-    this.settle(batch, done.value);
-    return true;
-  }
-
   /** One transaction of appends, run again (whole) when the database rolled it back for a deadlock or serialization failure. */
   private appendRetried(inputs: AuditEventInput[], reads: SecretReadMark[], what: string): Promise<AuditEvent[]> {
-    return withTransactionRetry(() => this.deps.db.transaction((trx) => appendEvents(trx, inputs, reads, this.deps.clock())), {
+    return withTransactionRetry(() => this.deps.db.writeProgram(appendEventsProgram(inputs, reads, this.deps.clock())), {
       logger: this.deps.logger,
       what,
     });
@@ -94,7 +75,6 @@ export class AuditService {
     try {
       while (this.pending.length > 0) {
         const batch = this.pending.splice(0, 256);
-        if (this.flushFast(batch)) continue;
         try {
           this.settle(batch, await this.appendRetried(batch.flatMap((b) => b.inputs), batch.flatMap((b) => b.reads), 'audit read batch'));
         } catch {
@@ -106,7 +86,7 @@ export class AuditService {
               b.resolve(events);
             } catch (inner) {
               this.deps.logger?.error({ err: { message: (inner as Error).message, code: (inner as { code?: string }).code } }, 'audit write failed');
-              b.reject(problems.auditUnavailable());
+              b.reject(new AuditUnavailableError());
             }
           }
         }
@@ -122,13 +102,10 @@ export class AuditService {
     this.deps.chainGuard?.();
     let event: AuditEvent;
     try {
-      event = await withTransactionRetry(() => this.deps.db.transaction((trx) => appendEvent(trx, input, this.deps.clock())), {
-        logger: this.deps.logger,
-        what: input.action,
-      });
+      [event] = await this.appendRetried([input], [], input.action);
     } catch (err) {
       this.deps.logger?.error({ err: { message: (err as Error).message }, action: input.action }, 'audit write failed');
-      throw problems.auditUnavailable();
+      throw new AuditUnavailableError();
     }
     this.mirror([event]);
     return event;
@@ -138,7 +115,7 @@ export class AuditService {
    * Records inside the caller's transaction, so the change and its event commit together.
    * Call `committed()` with the result after the transaction commits to mirror it.
    */
-  async recordIn(trx: Knex.Transaction, input: AuditEventInput): Promise<AuditEvent> {
+  async recordIn(trx: Transaction, input: AuditEventInput): Promise<AuditEvent> {
     const [event] = await this.appendIn(trx, [input]);
     return event;
   }
@@ -148,14 +125,14 @@ export class AuditService {
    * as it is, so that the transaction can be retried (or, when it cannot, the error handler
    * answers 503 for it); any other failure is a 503 audit_unavailable.
    */
-  private async appendIn(trx: Knex.Transaction, inputs: AuditEventInput[]): Promise<AuditEvent[]> {
+  private async appendIn(trx: Transaction, inputs: AuditEventInput[]): Promise<AuditEvent[]> {
     this.deps.chainGuard?.();
     try {
-      return await appendEvents(trx, inputs, [], this.deps.clock());
+      return await this.deps.db.runIn(trx, appendEventsProgram(inputs, [], this.deps.clock()));
     } catch (err) {
       if (isRetryableTransactionError(err)) throw err;
       this.deps.logger?.error({ err: { message: (err as Error).message }, actions: inputs.map((i) => i.action) }, 'audit write failed');
-      throw problems.auditUnavailable();
+      throw new AuditUnavailableError();
     }
   }
 
@@ -173,7 +150,7 @@ export class AuditService {
    * outside the transaction: compute what the caller needs from its rows and return it, and
    * leave responses, caches and other side effects to the caller, after `transact` resolves.
    */
-  async transact<T>(fn: (trx: Knex.Transaction, record: (input: AuditEventInput) => Promise<void>) => Promise<T>): Promise<T> {
+  async transact<T>(fn: (trx: Transaction, record: (input: AuditEventInput) => Promise<void>) => Promise<T>): Promise<T> {
     return withTransactionRetry(
       async () => {
         const { result, events } = await this.deps.db.transaction(async (trx) => {

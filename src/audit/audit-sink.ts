@@ -21,8 +21,8 @@ export class JsonlAuditSink {
     // its mode is that owner's deliberate choice (a log shipper's group, say)
     try {
       fs.fchmodSync(fd, 0o600);
-    } catch (err: any) {
-      if (err?.code !== 'EPERM') {
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EPERM') {
         fs.closeSync(fd);
         throw err;
       }

@@ -1,12 +1,13 @@
-import type { Knex } from 'knex';
 import type { Logger } from 'pino';
 import client from 'prom-client';
-import { ProblemError } from '../http/problem.js';
-import type { IntegrityViolation, RowIntegrity } from '../secrets/row-integrity.js';
+import { UnavailableError } from '../core/errors.js';
+import type { IntegrityViolation } from '../secrets/row-integrity.js';
+import type { RowIntegrityScanner } from '../secrets/row-integrity-scanner.js';
 import type { AuditCheckpoints } from './audit-checkpoints.js';
 import type { AuditQueryDal } from './audit-query-dal.js';
 import type { AuditService } from './audit-service.js';
 import type { AuditVerifyService } from './audit-verify-service.js';
+import type { Clock } from '../core/clock.js';
 
 /** Events verified per query batch, and the largest "since the last checkpoint" range re-verified whole each pass. */
 const CHUNK_EVENTS = 10_000;
@@ -31,26 +32,23 @@ export class AuditChainState {
   /** Thrown instead of appending to a chain that failed verification. */
   assertIntact(): void {
     if (this.status !== 'broken') return;
-    throw new ProblemError(
-      503,
-      'audit_chain_broken',
-      'Audit chain broken',
+    throw new UnavailableError(
       'The audit log failed verification, so operations that must be recorded are refused until an operator has investigated and restarted the broker',
+      { code: 'audit_chain_broken', title: 'Audit chain broken' },
     );
   }
 }
 
 export interface AuditChainWatchDeps {
-  db: Knex;
   state: AuditChainState;
   verifier: AuditVerifyService;
   dal: AuditQueryDal;
   checkpoints: AuditCheckpoints;
   audit: AuditService;
-  rowIntegrity: RowIntegrity;
+  rowIntegrity: RowIntegrityScanner;
   registry: client.Registry;
   logger: Logger;
-  clock: () => number;
+  clock: Clock;
   /** KEYWARDEN_AUDIT_VERIFY_INTERVAL in ms; 0 verifies at startup only. */
   intervalMs: number;
 }
@@ -177,7 +175,7 @@ export class AuditChainWatch {
   }
 
   private async scanRows(): Promise<void> {
-    const violations = await this.deps.rowIntegrity.scan(this.deps.db);
+    const violations = await this.deps.rowIntegrity.scan();
     this.rowViolations = violations;
     this.gauges.rows.set(violations.length);
     for (const v of violations) {

@@ -1,5 +1,7 @@
-import type { Knex } from 'knex';
-import { iso } from '../secrets/secrets-types.js';
+import type { AccessService } from '../access/access-service.js';
+import type { ClientsService } from '../identity/clients-service.js';
+import type { SecretsService } from '../secrets/secrets-service.js';
+import { iso, type Clock } from '../core/clock.js';
 
 export interface AccessRow {
   client: string;
@@ -16,23 +18,12 @@ export interface AccessRow {
  * group, when it was last read, what expires, and which grants go unused.
  */
 export class ReportsService {
-  constructor(private readonly deps: { db: Knex; clock: () => number }) {}
+  constructor(private readonly deps: { access: AccessService; clients: ClientsService; secrets: SecretsService; clock: Clock }) {}
 
   /** One row per (client, secret, granting group); the base of every access report. */
   async accessRows(): Promise<AccessRow[]> {
-    const rows = await this.deps
-      .db('memberships as m')
-      .join('clients as c', 'c.id', 'm.client_id')
-      .join('groups as g', 'g.id', 'm.group_id')
-      .join('access_grants as ag', 'ag.group_id', 'g.id')
-      .join('secrets as s', 's.id', 'ag.secret_id')
-      .leftJoin('secret_reads as r', function () {
-        this.on('r.client_id', '=', 'c.id').andOn('r.secret_id', '=', 's.id');
-      })
-      .whereNull('s.deleted_at')
-      .orderBy([{ column: 'c.name' }, { column: 's.name' }, { column: 'g.name' }])
-      .select('c.name as client', 'c.client_id', 'c.enabled', 's.name as secret', 'g.name as grp', 'r.last_read_at', 'r.last_version');
-    return rows.map((r: any) => ({
+    const rows = await this.deps.access.accessRows();
+    return rows.map((r) => ({
       client: r.client,
       clientId: r.client_id,
       clientEnabled: Boolean(r.enabled),
@@ -56,11 +47,11 @@ export class ReportsService {
       if (!secrets.has(row.secret)) secrets.set(row.secret, new Set());
       secrets.get(row.secret)!.add(row.client);
     }
-    const allClients = await this.deps.db('clients').orderBy('name').select('name', 'client_id', 'enabled');
-    const allSecrets = await this.deps.db('secrets').whereNull('deleted_at').orderBy('name').select('name');
+    const allClients = await this.deps.clients.listAll();
+    const allSecrets = await this.deps.secrets.liveNames();
     return {
       generatedAt: new Date(this.deps.clock()).toISOString(),
-      clients: allClients.map((c: any) => {
+      clients: allClients.map((c) => {
         const entry = clients.get(c.name);
         return {
           name: c.name,
@@ -69,19 +60,13 @@ export class ReportsService {
           secrets: entry ? [...entry.secrets.values()] : [],
         };
       }),
-      secrets: allSecrets.map((s: any) => ({ name: s.name, clients: [...(secrets.get(s.name) ?? [])].sort() })),
+      secrets: allSecrets.map((name) => ({ name, clients: [...(secrets.get(name) ?? [])].sort() })),
     };
   }
 
   async expiring(before: number) {
-    const rows = await this.deps
-      .db('secrets')
-      .whereNull('deleted_at')
-      .whereNotNull('expiry')
-      .where('expiry', '<', before)
-      .orderBy('expiry')
-      .select('name', 'expiry', 'current_version', 'updated_at');
-    return rows.map((r: any) => ({ name: r.name, expiry: iso(r.expiry), expired: r.expiry <= this.deps.clock(), version: r.current_version, updatedAt: iso(r.updated_at) }));
+    const rows = await this.deps.secrets.expiringBefore(before);
+    return rows.map((r) => ({ name: r.name, expiry: iso(r.expiry), expired: r.expiry !== null && r.expiry <= this.deps.clock(), version: r.current_version, updatedAt: iso(r.updated_at) }));
   }
 
   async staleAccess(days: number) {

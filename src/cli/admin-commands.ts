@@ -43,7 +43,7 @@ export async function rotateRootKeyCommand(options: { resume?: boolean }): Promi
     const before = await provider.currentVersion();
     const version = options.resume ? before : await provider.rotate();
     process.stdout.write(options.resume ? `resuming rewrap to root key version ${version}\n` : `root key rotated: version ${before} -> ${version}\n`);
-    const result = await rewrapAll(services.db, provider, {
+    const result = await rewrapAll(services.database, provider, {
       onProgress: (p) => process.stdout.write(`  ${p.table}: ${p.rewrapped} rewrapped\n`),
     });
     await services.audit.record({

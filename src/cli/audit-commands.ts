@@ -19,7 +19,7 @@ export function auditCommand(): Command {
       const services = await brokerServices();
       const { pruneAuditLog } = await import('../audit/audit-retention.js');
       try {
-        const result = await pruneAuditLog({ db: services.db, checkpoints: services.checkpoints, audit: services.audit }, before);
+        const result = await pruneAuditLog({ dal: services.auditQuery, checkpoints: services.checkpoints, audit: services.audit }, before);
         process.stdout.write(
           result.removed
             ? `removed ${result.removed} events through seq ${result.throughSeq}; anchored by checkpoint ${result.checkpointId}\n`

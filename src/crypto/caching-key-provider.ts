@@ -1,5 +1,6 @@
 import crypto from 'node:crypto';
 import type { KeyProvider, WrappedKey } from './key-provider.js';
+import type { Clock } from '../core/clock.js';
 
 /**
  * Remembers unwrapped data keys for a short time, so a remote provider (Vault) is not called on
@@ -13,7 +14,7 @@ export class CachingKeyProvider implements KeyProvider {
     private readonly inner: KeyProvider,
     private readonly ttlMs = 5 * 60_000,
     private readonly maxEntries = 10_000,
-    private readonly clock: () => number = Date.now,
+    private readonly clock: Clock = Date.now,
   ) {}
 
   get kind() {

@@ -1,8 +1,8 @@
-import type { Knex } from 'knex';
+import type { Database } from '../db/database.js';
 import type { KeyProviderConfig } from '../config.js';
 import { RootKeyUnavailableError, type KeyProvider } from './key-provider.js';
 import { LocalKeyProvider } from './local-key-provider.js';
-import { WRAPPED_KEY_TABLES } from './root-key-rotation.js';
+import { SealedKeysDal } from './sealed-keys-dal.js';
 import { VaultTransitKeyProvider } from './vault-transit-key-provider.js';
 import { CachingKeyProvider } from './caching-key-provider.js';
 
@@ -25,43 +25,6 @@ export function createKeyProvider(config: KeyProviderConfig): KeyProvider {
   return config.keyFromEnv ? LocalKeyProvider.fromEnv(config.keyFromEnv) : LocalKeyProvider.openFile(config.keyFile);
 }
 
-/**
- * Tables whose rows only make sense with the root key that sealed them: the wrapped data keys
- * themselves, plus secrets and audit events (the audit chain is keyed by a wrapped system key).
- * A database with a row in any of them is not empty.
- */
-const ROOT_KEY_DEPENDENT_TABLES = [...WRAPPED_KEY_TABLES.map((t) => t.table), 'secrets', 'audit_events'];
-
-/** Rows per table that depend on the root key; empty for a new (or not yet migrated) database. */
-export async function rootKeyDependents(db: Knex): Promise<Record<string, number>> {
-  const found: Record<string, number> = {};
-  for (const table of ROOT_KEY_DEPENDENT_TABLES) {
-    if (!(await db.schema.hasTable(table))) continue;
-    const row = await db(table).count({ n: '*' }).first();
-    const n = Number(row?.n ?? 0);
-    if (n > 0) found[table] = n;
-  }
-  return found;
-}
-
-/** Root key versions that wrapped keys in the database refer to, with their row counts. */
-async function referencedVersions(db: Knex): Promise<Map<string, Record<string, number>>> {
-  const versions = new Map<string, Record<string, number>>();
-  for (const { table } of WRAPPED_KEY_TABLES) {
-    if (!(await db.schema.hasTable(table))) continue;
-    const rows: Array<{ root_key_version: string; n: number | string }> = await db(table)
-      .select('root_key_version')
-      .count({ n: '*' })
-      .groupBy('root_key_version');
-    for (const row of rows) {
-      const counts = versions.get(String(row.root_key_version)) ?? {};
-      counts[table] = Number(row.n);
-      versions.set(String(row.root_key_version), counts);
-    }
-  }
-  return versions;
-}
-
 const describeCounts = (counts: Record<string, number>) =>
   Object.entries(counts)
     .map(([table, n]) => `${table}: ${n}`)
@@ -74,15 +37,16 @@ const describeCounts = (counts: Record<string, number>) =>
  * database refers to, this throws RootKeyUnavailableError and writes nothing: a new key could
  * open none of the existing data, and would be mistaken for the real one afterwards.
  */
-export async function openKeyProvider(config: KeyProviderConfig, db: Knex): Promise<KeyProvider> {
+export async function openKeyProvider(config: KeyProviderConfig, db: Database): Promise<KeyProvider> {
   if (config.kind === 'vault-transit') return createKeyProvider(config);
+  const sealedKeys = new SealedKeysDal(db);
   let provider: LocalKeyProvider;
   if (config.keyFromEnv) {
     provider = LocalKeyProvider.fromEnv(config.keyFromEnv);
   } else {
     const existing = LocalKeyProvider.openExistingFile(config.keyFile);
     if (!existing) {
-      const dependents = await rootKeyDependents(db);
+      const dependents = await sealedKeys.rootKeyDependents();
       if (Object.keys(dependents).length > 0) {
         throw new RootKeyUnavailableError(
           `the root key file ${config.keyFile} is missing, but the database holds data sealed by a root key ` +
@@ -96,7 +60,7 @@ export async function openKeyProvider(config: KeyProviderConfig, db: Knex): Prom
     provider = existing;
   }
   const held = new Set(provider.versions());
-  const missing = [...(await referencedVersions(db)).entries()].filter(([version]) => !held.has(version));
+  const missing = [...(await sealedKeys.referencedVersions()).entries()].filter(([version]) => !held.has(version));
   if (missing.length > 0) {
     const list = missing.map(([version, counts]) => `version ${version} (${describeCounts(counts)})`).join('; ');
     throw new RootKeyUnavailableError(

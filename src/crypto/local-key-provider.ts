@@ -2,6 +2,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { KeyProviderError, type KeyProvider, type WrappedKey } from './key-provider.js';
+import type { Clock } from '../core/clock.js';
 
 interface KeyFile {
   format: 'keywarden-root-key/v1';
@@ -30,7 +31,7 @@ export class LocalKeyProvider implements KeyProvider {
 
   private constructor(
     private readonly file: string | undefined,
-    private readonly clock: () => number,
+    private readonly clock: Clock,
   ) {}
 
   /** `envValue` is either one base64 key, or `1:base64,2:base64` with the last one current. */
@@ -55,12 +56,12 @@ export class LocalKeyProvider implements KeyProvider {
    * Opens the key file, creating it with a fresh random key (mode 0600) when absent. The broker
    * does not use this: it creates a key only for an empty database (see create-key-provider.ts).
    */
-  static openFile(file: string, clock: () => number = Date.now): LocalKeyProvider {
+  static openFile(file: string, clock: Clock = Date.now): LocalKeyProvider {
     return LocalKeyProvider.openExistingFile(file, clock) ?? LocalKeyProvider.createFile(file, clock);
   }
 
   /** Opens the key file; undefined when it does not exist (nothing is created). */
-  static openExistingFile(file: string, clock: () => number = Date.now): LocalKeyProvider | undefined {
+  static openExistingFile(file: string, clock: Clock = Date.now): LocalKeyProvider | undefined {
     if (!fs.existsSync(file)) return undefined;
     const provider = new LocalKeyProvider(file, clock);
     provider.load();
@@ -68,7 +69,7 @@ export class LocalKeyProvider implements KeyProvider {
   }
 
   /** Writes a new key file with a fresh random key (mode 0600); a file created meanwhile by another process wins. */
-  static createFile(file: string, clock: () => number = Date.now): LocalKeyProvider {
+  static createFile(file: string, clock: Clock = Date.now): LocalKeyProvider {
     fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
     const initial: KeyFile = {
       format: 'keywarden-root-key/v1',

@@ -1,6 +1,8 @@
 import crypto from 'node:crypto';
-import type { Knex } from 'knex';
+import type { Database } from '../db/database.js';
 import type { KeyProvider } from './key-provider.js';
+import type { Clock } from '../core/clock.js';
+import { SystemKeysDal } from './system-keys-dal.js';
 
 /**
  * Broker-internal symmetric keys (checksum HMAC, audit HMAC), random, wrapped by the root key and
@@ -9,25 +11,26 @@ import type { KeyProvider } from './key-provider.js';
  */
 export class SystemKeys {
   private readonly cache = new Map<string, Buffer>();
+  private readonly dal: SystemKeysDal;
 
   constructor(
-    private readonly db: Knex,
+    db: Database,
     private readonly provider: KeyProvider,
-    private readonly clock: () => number = Date.now,
-  ) {}
+    private readonly clock: Clock = Date.now,
+  ) {
+    this.dal = new SystemKeysDal(db);
+  }
 
   async get(name: 'checksum' | 'audit-hmac'): Promise<Buffer> {
     const cached = this.cache.get(name);
     if (cached) return cached;
-    let row = await this.db('system_keys').where({ name }).first();
+    let row = await this.dal.find(name);
     if (!row) {
       const fresh = crypto.randomBytes(32);
       const { wrapped, keyVersion } = await this.provider.wrap(fresh);
-      await this.db('system_keys')
-        .insert({ name, wrapped_key: wrapped, root_key_version: keyVersion, created_at: this.clock() })
-        .onConflict('name')
-        .ignore();
-      row = await this.db('system_keys').where({ name }).first();
+      await this.dal.insertIfAbsent({ name, wrapped_key: wrapped, root_key_version: keyVersion, created_at: this.clock() });
+      row = await this.dal.find(name);
+      if (!row) throw new Error(`system key ${name} vanished right after it was stored`);
     }
     const key = await this.provider.unwrap(row.wrapped_key, row.root_key_version);
     this.cache.set(name, key);

@@ -5,9 +5,17 @@ import knexFactory, { type Knex } from 'knex';
 import pg from 'pg';
 import { isClientSideTimeout } from './db-errors.js';
 
-// Timestamps are stored as epoch milliseconds in BIGINT columns; node-postgres returns
-// int8 as strings by default, which would leak string/number differences between dialects.
-pg.types.setTypeParser(20, (value: string) => Number(value));
+/**
+ * Timestamps are stored as epoch milliseconds in BIGINT columns; node-postgres returns int8 as
+ * strings by default, which would leak string/number differences between dialects. Given to
+ * each of our connections (pg's per-client `types`) rather than set on pg's global registry,
+ * so importing this module changes nothing for anyone else using pg in the process.
+ */
+const int8AsNumber = (value: string) => Number(value);
+const pgTypes: Knex.PgCustomTypesConfig = {
+  getTypeParser: (oid: number, format: string) =>
+    oid === pg.types.builtins.INT8 && format !== 'binary' ? int8AsNumber : pg.types.getTypeParser(oid, format === 'binary' ? 'binary' : 'text'),
+};
 
 export type Db = Knex;
 export type Dialect = 'sqlite' | 'postgres';
@@ -15,12 +23,10 @@ export type Dialect = 'sqlite' | 'postgres';
 export interface DbHandle {
   knex: Knex;
   dialect: Dialect;
-  /** The SQLite file, for the synchronous fast-path connection. */
+  /** The SQLite file, for the synchronous fast-path connection (database.ts). */
   sqliteFile?: string;
   /** SQLite `synchronous` level of this handle's connections; the fast path uses the same. */
   sqliteSynchronous?: SqliteSynchronous;
-  /** Transactions open on the knex connection right now (SQLite; always 0 on PostgreSQL). */
-  openTransactions(): number;
   close(): Promise<void>;
 }
 
@@ -70,6 +76,12 @@ const KnexPgClient = createRequire(import.meta.url)('knex/lib/dialects/postgres/
 /** The dialect's raw query runner (not in knex's typings). */
 const runPgQuery = (KnexPgClient.prototype as unknown as { _query(connection: unknown, obj: unknown): Promise<unknown> })._query;
 
+/** What _query touches of a pooled node-postgres client. */
+interface PgPooledConnection {
+  __knex__disposed?: unknown;
+  connection?: { stream?: { destroy(): void } };
+}
+
 /**
  * knex's pg dialect, except that a connection whose query hit the client-side timeout is
  * closed at once and never reused. node-postgres leaves such a query pending on the socket:
@@ -84,7 +96,7 @@ class TimeBoundedPgClient extends KnexPgClient {
     this.config.client = 'pg';
   }
 
-  async _query(connection: any, obj: unknown): Promise<unknown> {
+  async _query(connection: PgPooledConnection, obj: unknown): Promise<unknown> {
     try {
       return await runPgQuery.call(this, connection, obj);
     } catch (err) {
@@ -131,7 +143,7 @@ export async function openDatabase(url: string, options: DbOptions = {}): Promis
       pool: {
         min: 1,
         max: 1,
-        afterCreate(conn: any, done: (err: Error | null, conn: unknown) => void) {
+        afterCreate(conn: Parameters<typeof applySqlitePragmas>[0], done: (err: Error | null, conn: unknown) => void) {
           applySqlitePragmas(conn, { synchronous: sqliteSynchronous, busyTimeoutMs: timeouts.statementMs });
           done(null, conn);
         },
@@ -149,6 +161,7 @@ export async function openDatabase(url: string, options: DbOptions = {}): Promis
       // notices a peer that vanished without closing the connection (host down, cable cut)
       keepAlive: true,
       keepAliveInitialDelayMillis: 10_000,
+      types: pgTypes,
     };
     if (schema) {
       if (!/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) throw new Error('invalid PostgreSQL schema name');
@@ -168,29 +181,11 @@ export async function openDatabase(url: string, options: DbOptions = {}): Promis
       pool: { min: 0, max: options.poolMax ?? 10 },
     });
   }
-  // A knex transaction on SQLite can span awaits (a Vault call, say). If the fast-path
-  // connection committed in between, the transaction's next write would fail with
-  // SQLITE_BUSY_SNAPSHOT; counting open transactions lets the fast path step aside.
-  let open = 0;
-  if (dialect === 'sqlite') {
-    const client = knex.client as { transaction: (...args: unknown[]) => PromiseLike<unknown> };
-    const original = client.transaction.bind(client);
-    client.transaction = (...args: unknown[]) => {
-      const trx = original(...args);
-      open++;
-      const done = () => {
-        open--;
-      };
-      trx.then(done, done);
-      return trx;
-    };
-  }
   return {
     knex,
     dialect,
     sqliteFile,
     sqliteSynchronous: dialect === 'sqlite' ? sqliteSynchronous : undefined,
-    openTransactions: () => open,
     close: () => knex.destroy(),
   };
 }
@@ -206,8 +201,8 @@ export function restrictSqliteFiles(filename: string): void {
   for (const file of [filename, `${filename}-wal`, `${filename}-shm`, `${filename}-journal`]) {
     try {
       if ((fs.statSync(file).mode & 0o777) !== 0o600) fs.chmodSync(file, 0o600);
-    } catch (err: any) {
-      if (err?.code !== 'ENOENT') throw err;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
   }
 }

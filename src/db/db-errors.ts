@@ -1,7 +1,10 @@
+import { UnavailableError } from '../core/errors.js';
+
 /**
  * Which database failures mean "the database cannot serve this right now" (the request may
- * succeed later, unchanged) as opposed to a bug or bad data. The HTTP layer answers the former
- * with 503 and Retry-After (src/http/error-handler.ts); everything else stays a 500.
+ * succeed later, unchanged) as opposed to a bug or bad data. The former become
+ * DatabaseUnavailableError, a domain error the HTTP layer answers with 503 and Retry-After;
+ * everything else stays a 500.
  *
  * Classification looks only at codes and at the few fixed messages node-postgres uses for
  * failures that have no code; the driver's message text is never passed on.
@@ -16,15 +19,29 @@
  */
 export type DatabaseFailureKind = 'unavailable' | 'timeout' | 'storage_full' | 'read_only' | 'busy';
 
+/**
+ * What callers are told about each failure, with a Retry-After (seconds) long enough for a
+ * restart or failover to finish, short for lock contention. The detail is ours; the driver's
+ * message (SQL, addresses) is never echoed.
+ */
+const DATABASE_FAILURES: Record<DatabaseFailureKind, { code: string; title: string; detail: string; retryAfterSeconds: number }> = {
+  unavailable: { code: 'database_unavailable', title: 'Database unavailable', detail: 'the database cannot be reached', retryAfterSeconds: 5 },
+  timeout: { code: 'database_timeout', title: 'Database timeout', detail: 'the database did not answer in time', retryAfterSeconds: 5 },
+  storage_full: { code: 'storage_full', title: 'Storage full', detail: 'the database has no space left for writes', retryAfterSeconds: 60 },
+  read_only: { code: 'database_read_only', title: 'Database read-only', detail: 'the database accepts no writes at the moment', retryAfterSeconds: 30 },
+  busy: { code: 'database_busy', title: 'Database busy', detail: 'the database was too busy to complete the request', retryAfterSeconds: 1 },
+};
+
 /** A domain-level "the database cannot serve this now"; `cause` keeps the driver error for logs. */
-export class DatabaseUnavailableError extends Error {
+export class DatabaseUnavailableError extends UnavailableError {
   constructor(
-    readonly kind: DatabaseFailureKind,
+    readonly failure: DatabaseFailureKind,
     /** The driver's code (SQLSTATE, SQLITE_*, errno, error name), safe to log. */
     readonly driverCode: string | undefined,
     options?: { cause?: unknown },
   ) {
-    super(`database ${kind.replace('_', ' ')}`, options);
+    const { code, title, detail, retryAfterSeconds } = DATABASE_FAILURES[failure];
+    super(detail, { code, title, retryAfterSeconds, cause: options?.cause, message: `database ${failure.replace('_', ' ')}` });
     this.name = 'DatabaseUnavailableError';
   }
 }

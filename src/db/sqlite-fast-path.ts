@@ -1,7 +1,10 @@
 import Database from 'better-sqlite3';
 import { applySqlitePragmas, type SqliteSynchronous } from './connection.js';
+import type { StatementProgram } from './database.js';
 
 /**
+ * Internal to src/db/: code outside reaches it only through the Database port (database.ts).
+ *
  * A second, synchronous connection to the broker's SQLite file for the secret-delivery hot
  * path. Every use runs to completion within one tick (no awaits), so its write transactions
  * never hold the lock while other code runs. When knex's connection holds the write lock
@@ -40,6 +43,25 @@ export class SqliteFastPath {
     this.statement(sql).run(...params);
   }
 
+  /** Runs a statement program to its end, synchronously (call it inside tryImmediate). */
+  runProgram<T>(program: StatementProgram<T>): T {
+    let step = program.next([]);
+    while (!step.done) step = program.next(this.exec(step.value.sql, ...step.value.params));
+    return step.value;
+  }
+
+  /** Runs one statement: the rows it returns, or none. */
+  exec(sql: string, ...params: unknown[]): object[] {
+    const stmt = this.statement(sql);
+    if (stmt.reader) return stmt.all(...params) as object[];
+    stmt.run(...params);
+    return [];
+  }
+
+  pragma(name: string): unknown {
+    return this.db.pragma(name, { simple: true });
+  }
+
   /**
    * Runs `fn` in BEGIN IMMEDIATE. Returns undefined (nothing written) when a knex transaction
    * is open or another connection holds the write lock; any other failure propagates.
@@ -48,8 +70,9 @@ export class SqliteFastPath {
     if (this.writerBusy()) return undefined;
     try {
       return { value: this.db.transaction(fn).immediate() };
-    } catch (err: any) {
-      if (err?.code === 'SQLITE_BUSY' || err?.code === 'SQLITE_BUSY_SNAPSHOT' || err?.code === 'SQLITE_LOCKED') return undefined;
+    } catch (err) {
+      const code = (err as { code?: unknown } | null)?.code;
+      if (code === 'SQLITE_BUSY' || code === 'SQLITE_BUSY_SNAPSHOT' || code === 'SQLITE_LOCKED') return undefined;
       throw err;
     }
   }

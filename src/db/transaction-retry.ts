@@ -9,7 +9,8 @@ export const RETRYABLE_TRANSACTION_CODES: ReadonlySet<string> = new Set(['40P01'
 
 /** True when `err` (or an error it wraps as `cause`) says the transaction may simply be run again. */
 export function isRetryableTransactionError(err: unknown): boolean {
-  for (let e: any = err, depth = 0; e && depth < 4; e = e.cause, depth++) {
+  let e = err as { code?: unknown; cause?: unknown } | null | undefined;
+  for (let depth = 0; e && depth < 4; e = e.cause as typeof e, depth++) {
     if (typeof e.code === 'string' && RETRYABLE_TRANSACTION_CODES.has(e.code)) return true;
   }
   return false;

@@ -4,6 +4,7 @@ import { authenticate, type CertificateAuthenticator } from './authenticate.js';
 import { errorHandler, notFoundHandler } from './error-handler.js';
 import { requestLogger } from './logging.js';
 import type { Metrics } from './metrics.js';
+import { recordAccessDenials, routesOf, type MountedRoute } from './routes.js';
 import type { TrustProxy } from '../config.js';
 import type { AuditService } from '../audit/audit-service.js';
 import type { ApiKeysService } from '../identity/api-keys-service.js';
@@ -25,7 +26,13 @@ export interface AppDeps {
   routers: Router[];
 }
 
-export function buildApp(deps: AppDeps): Express {
+export interface BuiltApp {
+  app: Express;
+  /** Every route the app mounts with defineRoutes(), for the contract test. */
+  routes: readonly MountedRoute[];
+}
+
+export function buildApp(deps: AppDeps): BuiltApp {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
@@ -33,8 +40,6 @@ export function buildApp(deps: AppDeps): Express {
   // every hop would let a client pick its own address from the left of X-Forwarded-For
   app.set('trust proxy', deps.trustProxy);
   app.set('query parser', 'simple');
-  // route guards record authorization denials through it
-  app.locals.audit = deps.audit;
   app.use(deps.metrics.middleware);
   app.use(requestLogger(deps.logger));
   app.use((req, res, next) => {
@@ -48,6 +53,7 @@ export function buildApp(deps: AppDeps): Express {
   app.use(authenticate(deps));
   for (const router of deps.routers) app.use(router);
   app.use(notFoundHandler);
+  app.use(recordAccessDenials(deps.audit));
   app.use(errorHandler(deps.logger));
-  return app;
+  return { app, routes: [...deps.publicRouters, ...deps.routers].flatMap(routesOf) };
 }

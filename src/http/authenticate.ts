@@ -2,9 +2,9 @@ import type { RequestHandler } from 'express';
 import type { TLSSocket } from 'node:tls';
 import type { AuditService } from '../audit/audit-service.js';
 import type { ApiKeysService } from '../identity/api-keys-service.js';
-import type { Principal } from '../identity/identity-types.js';
+import type { Principal } from '../core/principal.js';
 import type { TokenService } from '../identity/token-service.js';
-import { ProblemError, problems } from './problem.js';
+import { isUnauthenticated, problems } from './problem.js';
 import { requestMeta } from './request-context.js';
 
 /** Resolves a client from a verified TLS peer certificate (mTLS), when configured. */
@@ -28,7 +28,7 @@ export function authenticate(deps: {
       try {
         req.principal = token.startsWith('kw_') ? await deps.apiKeys.authenticate(token) : await deps.tokens.authenticate(token);
       } catch (err) {
-        if (err instanceof ProblemError && err.status === 401) {
+        if (isUnauthenticated(err)) {
           await deps.audit.record({
             actor: { kind: token.startsWith('kw_') ? 'operator' : 'unknown' },
             action: 'auth.failure',

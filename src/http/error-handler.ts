@@ -1,33 +1,16 @@
 import type { ErrorRequestHandler, RequestHandler } from 'express';
 import type { Logger } from 'pino';
 import { KeyProviderError } from '../crypto/key-provider.js';
-import { classifyDatabaseError, type DatabaseFailureKind, type DatabaseUnavailableError } from '../db/db-errors.js';
-import { ProblemError } from './problem.js';
+import { DomainError } from '../core/errors.js';
+import { classifyDatabaseError, DatabaseUnavailableError } from '../db/db-errors.js';
+import { ProblemError, problemFromDomainError } from './problem.js';
 
 export const notFoundHandler: RequestHandler = (req, _res, next) => {
   next(new ProblemError(404, 'route_not_found', 'Not found', `no route for ${req.method} ${req.path}`));
 };
 
-/**
- * A database that cannot serve the request now is a 503 with a stable code and a Retry-After
- * (seconds): long enough for a restart or failover to finish, short for lock contention. The
- * detail is ours; the driver's message (SQL, addresses) is never echoed.
- */
-const DATABASE_PROBLEMS: Record<DatabaseFailureKind, { code: string; title: string; detail: string; retryAfterSeconds: number }> = {
-  unavailable: { code: 'database_unavailable', title: 'Database unavailable', detail: 'the database cannot be reached', retryAfterSeconds: 5 },
-  timeout: { code: 'database_timeout', title: 'Database timeout', detail: 'the database did not answer in time', retryAfterSeconds: 5 },
-  storage_full: { code: 'storage_full', title: 'Storage full', detail: 'the database has no space left for writes', retryAfterSeconds: 60 },
-  read_only: { code: 'database_read_only', title: 'Database read-only', detail: 'the database accepts no writes at the moment', retryAfterSeconds: 30 },
-  busy: { code: 'database_busy', title: 'Database busy', detail: 'the database was too busy to complete the request', retryAfterSeconds: 1 },
-};
-
 /** Retry-After for 503s that do not set their own (key provider, audit log). */
 const DEFAULT_RETRY_AFTER_SECONDS = 5;
-
-function databaseProblem(failure: DatabaseUnavailableError): ProblemError {
-  const p = DATABASE_PROBLEMS[failure.kind];
-  return new ProblemError(503, p.code, p.title, p.detail, {}, { 'Retry-After': String(p.retryAfterSeconds) });
-}
 
 /** Every failure leaves as application/problem+json; internals are logged, never echoed. */
 export function errorHandler(logger: Logger): ErrorRequestHandler {
@@ -36,11 +19,15 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
     let databaseFailure: DatabaseUnavailableError | undefined;
     if (err instanceof ProblemError) {
       problem = err;
+    } else if (err instanceof DomainError) {
+      // a database that cannot serve the request now is a 503 with a stable code and a Retry-After
+      if (err instanceof DatabaseUnavailableError) databaseFailure = err;
+      problem = problemFromDomainError(err);
     } else if (err instanceof KeyProviderError) {
       // e.g. Vault refused or unreachable while sealing a new version: the service is unavailable, not broken
       problem = new ProblemError(503, 'key_provider_unavailable', 'Service unavailable', 'the key provider could not wrap or unwrap a data key');
     } else if ((databaseFailure = classifyDatabaseError(err))) {
-      problem = databaseProblem(databaseFailure);
+      problem = problemFromDomainError(databaseFailure);
     } else if (err?.type === 'entity.parse.failed') {
       problem = new ProblemError(400, 'malformed_json', 'Malformed JSON', 'the request body is not well-formed JSON');
     } else if (err?.type === 'entity.too.large') {

@@ -1,8 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Router, type RequestHandler } from 'express';
-import type { Knex } from 'knex';
 import type { KeyProvider } from '../crypto/key-provider.js';
+import type { Database } from '../db/database.js';
 import { classifyDatabaseError } from '../db/db-errors.js';
 import { migrationsDirectory } from '../db/migrate.js';
 import type { Metrics } from './metrics.js';
@@ -14,7 +14,7 @@ export function openApiFile(): string {
 }
 
 export interface OpsRoutesDeps {
-  db: Knex;
+  db: Database;
   keyProvider: KeyProvider;
   metrics: Metrics;
   /** KEYWARDEN_METRICS_AUTH: 'api-key' puts /metrics behind an admin or auditor API key. */
@@ -69,12 +69,12 @@ export function opsRoutes(deps: OpsRoutesDeps): Router {
   if (metricsAccess !== 'public') router.get('/metrics', deps.authenticate);
   const spec = fs.readFileSync(openApiFile(), 'utf8');
   const docsPage = renderDocsPage(spec);
-  const probeDatabase = singleFlight(() => deps.db.raw('select 1'));
+  const probeDatabase = singleFlight(() => deps.db.ping());
   const probeKeyProvider = singleFlight(() => deps.keyProvider.check());
   const sqliteDir = deps.sqliteFile ? path.dirname(deps.sqliteFile) : undefined;
   /** Readiness checks by name, run in parallel; each answers 'ok' or a short reason. */
   const readinessChecks: Record<string, () => Promise<string>> = {
-    database: () => runCheck(probeDatabase, (err) => (classifyDatabaseError(err)?.kind === 'timeout' ? 'timeout' : 'unavailable')),
+    database: () => runCheck(probeDatabase, (err) => (classifyDatabaseError(err)?.failure === 'timeout' ? 'timeout' : 'unavailable')),
     keyProvider: () => runCheck(probeKeyProvider, () => 'unavailable'),
     ...(sqliteDir && {
       storage: async () => {

@@ -1,11 +1,7 @@
 import type { Request } from 'express';
-import type { Principal } from '../identity/identity-types.js';
+import type { Principal, RequestMeta } from '../core/principal.js';
 
-export interface RequestMeta {
-  requestId: string;
-  sourceIp: string | null;
-  userAgent: string | null;
-}
+export type { RequestMeta };
 
 declare global {
   // eslint-disable-next-line @typescript-eslint/no-namespace

@@ -1,6 +1,6 @@
-import type { Request, RequestHandler, Response, Router } from 'express';
+import type { ErrorRequestHandler, Request, RequestHandler, Response, Router } from 'express';
 import type { AuditService } from '../audit/audit-service.js';
-import { actorOf, type OperatorRole, type Principal } from '../identity/identity-types.js';
+import { actorOf, type OperatorRole, type Principal } from '../core/principal.js';
 import { ProblemError, problems } from './problem.js';
 import { requestMeta } from './request-context.js';
 
@@ -22,8 +22,32 @@ export interface RouteDefinition {
   handler: (req: Request, res: Response) => unknown;
 }
 
-/** Every mounted route, so the contract test can compare them with openapi.yaml. */
-export const mountedRoutes: Array<{ method: HttpMethod; path: string; access: Access }> = [];
+/** A route as mounted: what the contract test compares with openapi.yaml. */
+export interface MountedRoute {
+  method: HttpMethod;
+  path: string;
+  access: Access;
+}
+
+/** The routes defineRoutes() put on a router, kept on that router (no module-wide list). */
+const ROUTE_TABLE = Symbol('keywarden.routes');
+type RouterWithTable = Router & { [ROUTE_TABLE]?: MountedRoute[] };
+
+/** The routes defined on `router` with defineRoutes(). */
+export function routesOf(router: Router): readonly MountedRoute[] {
+  return (router as RouterWithTable)[ROUTE_TABLE] ?? [];
+}
+
+/** An authenticated caller refused by a route's access rule; the app records it (see recordAccessDenials). */
+export class RouteAccessDenied extends ProblemError {
+  constructor(
+    /** e.g. "DELETE /v1/secrets/{name}" */
+    readonly route: string,
+    denial: ProblemError,
+  ) {
+    super(denial.status, denial.code, denial.title, denial.detail, denial.extra, denial.headers);
+  }
+}
 
 export function toExpressPath(path: string): string {
   return path.replace(/\{([A-Za-z0-9_]+)\}/g, ':$1');
@@ -42,30 +66,38 @@ export function authorize(principal: Principal | undefined, access: Access): voi
 }
 
 export function defineRoutes(router: Router, routes: RouteDefinition[]): void {
+  const table = ((router as RouterWithTable)[ROUTE_TABLE] ??= []);
   for (const route of routes) {
-    const guard: RequestHandler = async (req, _res, next) => {
+    const guard: RequestHandler = (req, _res, next) => {
       try {
         authorize(req.principal, route.access);
       } catch (err) {
-        // an authenticated caller refused by role is a security-relevant event: record it
-        const audit = req.app.locals.audit as AuditService | undefined;
-        if (audit && req.principal && err instanceof ProblemError && err.status === 403) {
-          await audit.record({
-            actor: actorOf(req.principal),
-            action: 'authz.deny',
-            resource: { kind: 'route', name: `${route.method.toUpperCase()} ${route.path}` },
-            outcome: 'deny',
-            reason: err.detail ?? err.title,
-            request: requestMeta(req),
-          });
-        }
+        // an authenticated caller refused by role is a security-relevant event: the app records it
+        if (req.principal && err instanceof ProblemError && err.status === 403) throw new RouteAccessDenied(`${route.method.toUpperCase()} ${route.path}`, err);
         throw err;
       }
       next();
     };
     router[route.method](toExpressPath(route.path), guard, route.handler as RequestHandler);
-    if (!mountedRoutes.some((r) => r.method === route.method && r.path === route.path)) {
-      mountedRoutes.push({ method: route.method, path: route.path, access: route.access });
+    if (!table.some((r) => r.method === route.method && r.path === route.path)) {
+      table.push({ method: route.method, path: route.path, access: route.access });
     }
   }
+}
+
+/** Records every route access denial (authz.deny) before the error handler answers it. */
+export function recordAccessDenials(audit: AuditService): ErrorRequestHandler {
+  return async (err, req, _res, next) => {
+    if (err instanceof RouteAccessDenied && req.principal) {
+      await audit.record({
+        actor: actorOf(req.principal),
+        action: 'authz.deny',
+        resource: { kind: 'route', name: err.route },
+        outcome: 'deny',
+        reason: err.detail ?? err.title,
+        request: requestMeta(req),
+      });
+    }
+    next(err);
+  };
 }

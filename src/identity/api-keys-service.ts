@@ -1,13 +1,13 @@
 import crypto from 'node:crypto';
-import type { Knex } from 'knex';
 import { z } from 'zod';
 import type { AuditService } from '../audit/audit-service.js';
 import { sha256Hex, randomToken } from '../crypto/hashing.js';
-import { problems } from '../http/problem.js';
-import type { RequestMeta } from '../http/request-context.js';
-import { iso } from '../secrets/secrets-types.js';
+import { NotFoundError, UnauthenticatedError } from '../core/errors.js';
+import type { RequestMeta } from '../core/principal.js';
+import { iso, type Clock } from '../core/clock.js';
 import { isUniqueViolation } from './identity-util.js';
-import { actorOf, principalLabel, OPERATOR_ROLES, type OperatorRole, type Principal, type SignerScope } from './identity-types.js';
+import type { ApiKeyRow, ApiKeysDal } from './api-keys-dal.js';
+import { actorOf, principalLabel, OPERATOR_ROLES, type Principal, type SignerScope } from './identity-types.js';
 
 export const createApiKeySchema = z
   .object({
@@ -27,11 +27,11 @@ export const createApiKeySchema = z
 
 export const BOOTSTRAP_ADMIN_KEY_ID = 'bootstrap-admin';
 
-function rowToApiKey(row: any) {
+function rowToApiKey(row: ApiKeyRow) {
   return {
     id: row.id,
     name: row.name,
-    role: row.role as OperatorRole,
+    role: row.role,
     scope: row.scope ? (JSON.parse(row.scope) as SignerScope) : undefined,
     createdBy: row.created_by,
     createdAt: iso(row.created_at),
@@ -42,20 +42,20 @@ function rowToApiKey(row: any) {
 
 /** Operator API keys: `kw_` + 32 random bytes, stored as SHA-256 (they are high-entropy). */
 export class ApiKeysService {
-  constructor(private readonly deps: { db: Knex; audit: AuditService; clock: () => number }) {}
+  constructor(private readonly deps: { dal: ApiKeysDal; audit: AuditService; clock: Clock }) {}
 
   async authenticate(presented: string): Promise<Principal> {
-    const row = await this.deps.db('api_keys').where({ key_hash: sha256Hex(presented) }).first();
+    const row = await this.deps.dal.findByHash(sha256Hex(presented));
     const now = this.deps.clock();
-    if (!row) throw problems.unauthenticated('the API key is not valid', 'invalid_api_key');
-    if (row.revoked_at !== null) throw problems.unauthenticated('the API key was revoked', 'api_key_revoked');
-    if (row.expires_at !== null && row.expires_at <= now) throw problems.unauthenticated('the API key has expired', 'api_key_expired');
+    if (!row) throw new UnauthenticatedError('the API key is not valid', 'invalid_api_key');
+    if (row.revoked_at !== null) throw new UnauthenticatedError('the API key was revoked', 'api_key_revoked');
+    if (row.expires_at !== null && row.expires_at <= now) throw new UnauthenticatedError('the API key has expired', 'api_key_expired');
     return {
       kind: 'operator',
       role: row.role,
       id: row.id,
       name: row.name,
-      scope: row.scope ? JSON.parse(row.scope) : undefined,
+      scope: row.scope ? (JSON.parse(row.scope) as SignerScope) : undefined,
       via: 'api-key',
     };
   }
@@ -65,7 +65,7 @@ export class ApiKeysService {
     const key = randomToken('kw_');
     const now = this.deps.clock();
     await this.deps.audit.transact(async (trx, record) => {
-      await trx('api_keys').insert({
+      await this.deps.dal.insert(trx, {
         id,
         name: input.name,
         role: input.role,
@@ -84,19 +84,20 @@ export class ApiKeysService {
         request: meta,
       });
     });
-    const row = await this.deps.db('api_keys').where({ id }).first();
+    const row = await this.deps.dal.find(id);
+    if (!row) throw new Error(`API key ${id} is missing after its creation committed`);
     return { ...rowToApiKey(row), key };
   }
 
   async list() {
-    return (await this.deps.db('api_keys').orderBy('created_at')).map(rowToApiKey);
+    return (await this.deps.dal.list()).map(rowToApiKey);
   }
 
   async revoke(principal: Principal, meta: RequestMeta, id: string) {
     await this.deps.audit.transact(async (trx, record) => {
-      const row = await trx('api_keys').where({ id }).first();
-      if (!row) throw problems.notFound(`API key ${id}`);
-      if (row.revoked_at === null) await trx('api_keys').where({ id }).update({ revoked_at: this.deps.clock() });
+      const row = await this.deps.dal.find(id, trx);
+      if (!row) throw new NotFoundError(`API key ${id}`);
+      if (row.revoked_at === null) await this.deps.dal.setRevoked(trx, id, this.deps.clock());
       await record({
         actor: actorOf(principal),
         action: 'apikey.revoke',
@@ -114,13 +115,12 @@ export class ApiKeysService {
    * instances starting together create only one.
    */
   async bootstrapAdmin(presetKey?: string): Promise<string | undefined> {
-    const existing = await this.deps.db('api_keys').count<{ n: number }[]>('* as n').first();
-    if (Number(existing?.n) > 0) return undefined;
+    if ((await this.deps.dal.count()) > 0) return undefined;
     const key = presetKey ?? randomToken('kw_');
     const now = this.deps.clock();
     try {
       await this.deps.audit.transact(async (trx, record) => {
-        await trx('api_keys').insert({
+        await this.deps.dal.insert(trx, {
           id: BOOTSTRAP_ADMIN_KEY_ID,
           name: 'bootstrap-admin',
           role: 'admin',
@@ -136,7 +136,7 @@ export class ApiKeysService {
           details: { role: 'admin', name: 'bootstrap-admin', bootstrap: true },
         });
       });
-    } catch (err: any) {
+    } catch (err) {
       if (isUniqueViolation(err)) return undefined;
       throw err;
     }

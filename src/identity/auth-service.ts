@@ -1,10 +1,10 @@
-import type { Request } from 'express';
 import type { AuditService } from '../audit/audit-service.js';
-import { ProblemError } from '../http/problem.js';
-import type { RequestMeta } from '../http/request-context.js';
+import { DomainError, OAuthError } from '../core/errors.js';
+import type { RequestMeta } from '../core/principal.js';
 import type { ClientsService } from './clients-service.js';
 import type { FailureRateLimiter } from './rate-limiter.js';
 import type { TokenService } from './token-service.js';
+import type { Clock } from '../core/clock.js';
 
 export interface TokenResponse {
   access_token: string;
@@ -15,12 +15,7 @@ export interface TokenResponse {
 }
 
 /** One way to trade a proof of identity for an access token (RFC 6749 grant types). */
-export type GrantHandler = (params: Record<string, string>, meta: RequestMeta, req: Request) => Promise<TokenResponse>;
-
-/** OAuth2-style failure: a problem document that also carries the RFC 6749 `error` member. */
-export function oauthError(status: number, error: string, code: string, detail: string): ProblemError {
-  return new ProblemError(status, code, status === 400 ? 'Invalid token request' : 'Authentication failed', detail, { error }, status === 401 ? { 'WWW-Authenticate': 'Basic realm="keywarden"' } : {});
-}
+export type GrantHandler = (params: Record<string, string>, meta: RequestMeta) => Promise<TokenResponse>;
 
 export class AuthService {
   private readonly grants = new Map<string, GrantHandler>();
@@ -30,22 +25,28 @@ export class AuthService {
       clients: ClientsService;
       tokens: TokenService;
       audit: AuditService;
-      clock: () => number;
+      clock: Clock;
       rateLimiter?: FailureRateLimiter;
     },
   ) {
     this.grants.set('client_credentials', (params, meta) => this.clientCredentials(params, meta));
   }
 
+  /** Adds a grant type; the composition root (broker.ts) registers every grant beyond client_credentials. */
   registerGrant(grantType: string, handler: GrantHandler): void {
     this.grants.set(grantType, handler);
   }
 
-  async token(params: Record<string, string>, meta: RequestMeta, req: Request): Promise<TokenResponse> {
+  /** The grant types the token endpoint accepts, for the discovery document. */
+  grantTypes(): string[] {
+    return [...this.grants.keys()];
+  }
+
+  async token(params: Record<string, string>, meta: RequestMeta): Promise<TokenResponse> {
     const grantType = params.grant_type;
-    if (!grantType) throw oauthError(400, 'invalid_request', 'invalid_request', 'grant_type is required');
+    if (!grantType) throw new OAuthError('invalid_input', 'invalid_request', 'invalid_request', 'grant_type is required');
     const handler = this.grants.get(grantType);
-    if (!handler) throw oauthError(400, 'unsupported_grant_type', 'unsupported_grant_type', `grant_type ${grantType} is not supported`);
+    if (!handler) throw new OAuthError('invalid_input', 'unsupported_grant_type', 'unsupported_grant_type', `grant_type ${grantType} is not supported`);
     // The per-client bucket is keyed by client id and source address: failures from one place
     // lock out guesses from there, but never the real workload logging in from elsewhere.
     const address = meta.sourceIp ?? 'unknown';
@@ -53,11 +54,11 @@ export class AuthService {
     const buckets = [{ kind: 'address', key: address }, ...(clientBucket ? [clientBucket] : [])];
     await this.deps.rateLimiter?.check(buckets);
     try {
-      const response = await handler(params, meta, req);
+      const response = await handler(params, meta);
       if (clientBucket) await this.deps.rateLimiter?.reset(clientBucket);
       return response;
     } catch (err) {
-      if (err instanceof ProblemError && err.status === 401) await this.deps.rateLimiter?.recordFailure(buckets);
+      if (err instanceof DomainError && err.kind === 'unauthenticated') await this.deps.rateLimiter?.recordFailure(buckets);
       throw err;
     }
   }
@@ -69,16 +70,16 @@ export class AuthService {
   private async clientCredentials(params: Record<string, string>, meta: RequestMeta): Promise<TokenResponse> {
     const clientId = params.client_id;
     const clientSecret = params.client_secret;
-    if (!clientId || !clientSecret) throw oauthError(400, 'invalid_request', 'invalid_request', 'client_id and client_secret are required');
-    if (clientId.length > 128 || clientSecret.length > 256) throw oauthError(400, 'invalid_request', 'invalid_request', 'client_id or client_secret is too long');
+    if (!clientId || !clientSecret) throw new OAuthError('invalid_input', 'invalid_request', 'invalid_request', 'client_id and client_secret are required');
+    if (clientId.length > 128 || clientSecret.length > 256) throw new OAuthError('invalid_input', 'invalid_request', 'invalid_request', 'client_id or client_secret is too long');
     const client = await this.deps.clients.verifyCredentials(clientId, clientSecret);
     if (!client) {
       await this.recordFailure(meta, { kind: 'client', id: clientId }, 'invalid client credentials', { grantType: 'client_credentials' });
-      throw oauthError(401, 'invalid_client', 'invalid_client', 'the client credentials are not valid');
+      throw new OAuthError('unauthenticated', 'invalid_client', 'invalid_client', 'the client credentials are not valid');
     }
     if (!client.enabled) {
       await this.recordFailure(meta, { kind: 'client', id: clientId, name: client.name }, 'client disabled', { grantType: 'client_credentials' });
-      throw oauthError(401, 'invalid_client', 'client_disabled', 'the client is disabled');
+      throw new OAuthError('unauthenticated', 'invalid_client', 'client_disabled', 'the client is disabled');
     }
     return (await this.issueForClient(client, meta, 'client_credentials')).response;
   }
@@ -109,31 +110,4 @@ export class AuthService {
       },
     };
   }
-}
-
-/** Accepts OAuth2 client authentication by HTTP Basic as well as in the body. */
-export function tokenParams(req: Request): Record<string, string> {
-  const body = req.body && typeof req.body === 'object' && !Array.isArray(req.body) ? (req.body as Record<string, unknown>) : {};
-  const params: Record<string, string> = {};
-  for (const [k, v] of Object.entries(body)) {
-    if (typeof v === 'string') params[k] = v;
-    else if (v !== undefined) throw oauthError(400, 'invalid_request', 'invalid_request', `${k} must be a string`);
-  }
-  const auth = req.get('authorization');
-  if (auth?.startsWith('Basic ')) {
-    const decoded = Buffer.from(auth.slice(6), 'base64').toString('utf8');
-    const colon = decoded.indexOf(':');
-    if (colon < 0) throw oauthError(400, 'invalid_request', 'invalid_request', 'malformed Basic authorization');
-    // RFC 6749 2.3.1 form-encodes Basic credentials; a bad escape is the caller's error
-    const decode = (s: string) => {
-      try {
-        return decodeURIComponent(s.replace(/\+/g, ' '));
-      } catch {
-        throw oauthError(400, 'invalid_request', 'invalid_request', 'malformed Basic authorization encoding');
-      }
-    };
-    params.client_id ??= decode(decoded.slice(0, colon));
-    params.client_secret ??= decode(decoded.slice(colon + 1));
-  }
-  return params;
 }

@@ -1,12 +1,15 @@
 import crypto from 'node:crypto';
-import type { Knex } from 'knex';
 import { z } from 'zod';
+import type { AccessService } from '../access/access-service.js';
 import type { AuditService } from '../audit/audit-service.js';
+import type { Queryable } from '../db/database.js';
+import type { ClientRow, ClientRowChanges, ClientsDal } from './clients-dal.js';
 import { digestsEqual, randomToken, sha256Hex } from '../crypto/hashing.js';
-import { problems } from '../http/problem.js';
-import type { RequestMeta } from '../http/request-context.js';
-import { descriptionSchema, labelsSchema, nameSchema } from '../http/validation.js';
-import { iso, rethrowUniqueAsConflictFn } from './identity-util.js';
+import { ConflictError, NotFoundError } from '../core/errors.js';
+import type { RequestMeta } from '../core/principal.js';
+import { descriptionSchema, labelsSchema, nameSchema } from '../core/validation.js';
+import { rethrowUniqueAsConflictFn } from './identity-util.js';
+import { iso, type Clock } from '../core/clock.js';
 import { actorOf, principalLabel, type Principal } from './identity-types.js';
 
 const audienceSchema = z.string().min(1).max(512);
@@ -65,7 +68,7 @@ function nextTokenGeneration(client: ClientRecord, now: number): number {
   return Math.max(now, client.tokenGeneration + 1);
 }
 
-export function rowToClient(row: any): ClientRecord {
+export function rowToClient(row: ClientRow): ClientRecord {
   return {
     id: row.id,
     name: row.name,
@@ -83,7 +86,7 @@ export function rowToClient(row: any): ClientRecord {
 }
 
 export class ClientsService {
-  constructor(private readonly deps: { db: Knex; audit: AuditService; clock: () => number }) {}
+  constructor(private readonly deps: { dal: ClientsDal; access: AccessService; audit: AuditService; clock: Clock }) {}
 
   present(client: ClientRecord, groups?: string[]) {
     return {
@@ -101,20 +104,19 @@ export class ClientsService {
     };
   }
 
-  async find(name: string, trx: Knex = this.deps.db): Promise<ClientRecord | undefined> {
-    const row = await trx('clients').where({ name }).first();
+  async find(name: string, trx?: Queryable): Promise<ClientRecord | undefined> {
+    const row = await this.deps.dal.findByName(name, trx);
     return row ? rowToClient(row) : undefined;
   }
 
-  async require(name: string, trx?: Knex): Promise<ClientRecord> {
+  async require(name: string, trx?: Queryable): Promise<ClientRecord> {
     const client = await this.find(name, trx);
-    if (!client) throw problems.notFound(`client ${name}`);
+    if (!client) throw new NotFoundError(`client ${name}`);
     return client;
   }
 
-  async groupsOf(clientDbId: number, trx: Knex = this.deps.db): Promise<string[]> {
-    const rows = await trx('memberships as m').join('groups as g', 'g.id', 'm.group_id').where('m.client_id', clientDbId).orderBy('g.name').select('g.name');
-    return rows.map((r: any) => r.name);
+  async groupsOf(clientDbId: number, trx?: Queryable): Promise<string[]> {
+    return this.deps.access.groupsOfClient(clientDbId, trx);
   }
 
   async create(principal: Principal, meta: RequestMeta, input: z.infer<typeof createClientSchema>) {
@@ -124,28 +126,23 @@ export class ClientsService {
     const groups = [...new Set(input.groups ?? [])];
     const created = await this.deps.audit
       .transact(async (trx, record) => {
-        if (await this.find(input.name, trx)) throw problems.conflict(`client ${input.name} already exists`, 'already_exists');
-        const groupRows = groups.length ? await trx('groups').whereIn('name', groups).select('id', 'name') : [];
-        const missing = groups.filter((g) => !groupRows.some((r: any) => r.name === g));
-        if (missing.length) throw problems.badRequest(`unknown groups: ${missing.join(', ')}`);
-        const [row] = await trx('clients')
-          .insert({
-            name: input.name,
-            client_id: clientId,
-            secret_hash: sha256Hex(clientSecret),
-            description: input.description ?? '',
-            labels: JSON.stringify(input.labels ?? {}),
-            enabled: true,
-            cert_identity: input.certIdentity ?? null,
-            allowed_audiences: input.allowedAudiences ? JSON.stringify(input.allowedAudiences) : null,
-            created_by: principalLabel(principal),
-            created_at: now,
-            updated_at: now,
-            secret_rotated_at: now,
-          })
-          .returning('id');
-        const id = typeof row === 'object' ? row.id : row;
-        for (const g of groupRows) await trx('memberships').insert({ group_id: g.id, client_id: id, created_at: now });
+        if (await this.find(input.name, trx)) throw new ConflictError(`client ${input.name} already exists`, 'already_exists');
+        const groupRows = await this.deps.access.resolveGroups(groups, trx);
+        const id = await this.deps.dal.insert(trx, {
+          name: input.name,
+          client_id: clientId,
+          secret_hash: sha256Hex(clientSecret),
+          description: input.description ?? '',
+          labels: JSON.stringify(input.labels ?? {}),
+          enabled: true,
+          cert_identity: input.certIdentity ?? null,
+          allowed_audiences: input.allowedAudiences ? JSON.stringify(input.allowedAudiences) : null,
+          created_by: principalLabel(principal),
+          created_at: now,
+          updated_at: now,
+          secret_rotated_at: now,
+        });
+        for (const g of groupRows) await this.deps.access.addMember(trx, g.id, id, now);
         await record({ actor: actorOf(principal), action: 'client.create', resource: { kind: 'client', name: input.name }, outcome: 'allow', details: { clientId, groups }, request: meta });
         for (const g of groupRows) {
           await record({ actor: actorOf(principal), action: 'membership.add', resource: { kind: 'client', name: input.name }, outcome: 'allow', details: { group: g.name }, request: meta });
@@ -157,13 +154,11 @@ export class ClientsService {
   }
 
   async list(after: string | undefined, limit: number) {
-    const q = this.deps.db('clients').orderBy('name').limit(limit);
-    if (after !== undefined) q.where('name', '>', after);
-    return (await q).map((r: any) => this.present(rowToClient(r)));
+    return (await this.deps.dal.list(after, limit)).map((r) => this.present(rowToClient(r)));
   }
 
   /** Pass a write's transaction to describe the state that transaction produced, not a later one. */
-  async get(name: string, trx: Knex = this.deps.db) {
+  async get(name: string, trx?: Queryable) {
     const client = await this.require(name, trx);
     return this.present(client, await this.groupsOf(client.id, trx));
   }
@@ -172,7 +167,7 @@ export class ClientsService {
     return this.deps.audit
       .transact(async (trx, record) => {
         const client = await this.require(name, trx);
-        const changes: Record<string, unknown> = { updated_at: this.deps.clock() };
+        const changes: ClientRowChanges = { updated_at: this.deps.clock() };
         if (patch.description !== undefined) changes.description = patch.description;
         if (patch.labels !== undefined) changes.labels = JSON.stringify(patch.labels);
         if (patch.enabled !== undefined) changes.enabled = patch.enabled;
@@ -182,7 +177,7 @@ export class ClientsService {
         if (patch.enabled === false) changes.secret_rotated_at = nextTokenGeneration(client, this.deps.clock());
         if (patch.certIdentity !== undefined) changes.cert_identity = patch.certIdentity;
         if (patch.allowedAudiences !== undefined) changes.allowed_audiences = patch.allowedAudiences ? JSON.stringify(patch.allowedAudiences) : null;
-        await trx('clients').where({ id: client.id }).update(changes);
+        await this.deps.dal.update(trx, client.id, changes);
         const action = patch.enabled === false ? 'client.disable' : patch.enabled === true ? 'client.enable' : 'client.update';
         await record({ actor: actorOf(principal), action, resource: { kind: 'client', name }, outcome: 'allow', details: { fields: Object.keys(patch).sort() }, request: meta });
         return this.get(name, trx);
@@ -193,8 +188,8 @@ export class ClientsService {
   async remove(principal: Principal, meta: RequestMeta, name: string) {
     await this.deps.audit.transact(async (trx, record) => {
       const client = await this.require(name, trx);
-      await trx('memberships').where({ client_id: client.id }).delete();
-      await trx('clients').where({ id: client.id }).delete();
+      await this.deps.access.removeClient(trx, client.id);
+      await this.deps.dal.delete(trx, client.id);
       await record({ actor: actorOf(principal), action: 'client.delete', resource: { kind: 'client', name }, outcome: 'allow', details: { clientId: client.clientId }, request: meta });
     });
   }
@@ -203,9 +198,7 @@ export class ClientsService {
     const clientSecret = randomToken('kws_');
     const client = await this.deps.audit.transact(async (trx, record) => {
       const client = await this.require(name, trx);
-      await trx('clients')
-        .where({ id: client.id })
-        .update({ secret_hash: sha256Hex(clientSecret), secret_rotated_at: nextTokenGeneration(client, this.deps.clock()), updated_at: this.deps.clock() });
+      await this.deps.dal.update(trx, client.id, { secret_hash: sha256Hex(clientSecret), secret_rotated_at: nextTokenGeneration(client, this.deps.clock()), updated_at: this.deps.clock() });
       await record({ actor: actorOf(principal), action: 'client.secret.rotate', resource: { kind: 'client', name }, outcome: 'allow', details: { clientId: client.clientId }, request: meta });
       return client;
     });
@@ -215,47 +208,22 @@ export class ClientsService {
   async changeGroups(principal: Principal, meta: RequestMeta, name: string, change: z.infer<typeof membershipChangeSchema>) {
     return this.deps.audit.transact(async (trx, record) => {
       const client = await this.require(name, trx);
-      await applyMembershipChange(trx, record, principal, meta, [client], change.add, change.remove, this.deps.clock());
+      await this.deps.access.changeMemberships(trx, record, principal, meta, [client], change.add, change.remove, this.deps.clock());
       return this.get(name, trx);
     });
   }
 
+  /** Every client's name, public id and state, by name (reports). */
+  listAll() {
+    return this.deps.dal.listAll();
+  }
+
   /** Client-credentials check; constant-time on the hash. */
   async verifyCredentials(clientId: string, clientSecret: string): Promise<ClientRecord | undefined> {
-    const row = await this.deps.db('clients').where({ client_id: clientId }).first();
+    const row = await this.deps.dal.findByClientId(clientId);
     const presented = sha256Hex(clientSecret);
     const stored = row?.secret_hash ?? '0'.repeat(64);
     if (!digestsEqual(presented, stored) || !row) return undefined;
     return rowToClient(row);
-  }
-}
-
-type Recorder = (input: import('../audit/audit-types.js').AuditEventInput) => Promise<unknown>;
-
-/** Adds and removes memberships between the given clients and the named groups, audited. */
-export async function applyMembershipChange(
-  trx: Knex.Transaction,
-  record: Recorder,
-  principal: Principal,
-  meta: RequestMeta,
-  clients: Array<{ id: number; name: string }>,
-  addGroups: string[],
-  removeGroups: string[],
-  now: number,
-) {
-  const names = [...new Set([...addGroups, ...removeGroups])];
-  const rows = names.length ? await trx('groups').whereIn('name', names).select('id', 'name') : [];
-  const missing = names.filter((n) => !rows.some((r: any) => r.name === n));
-  if (missing.length) throw problems.badRequest(`unknown groups: ${missing.join(', ')}`);
-  const idOf = (n: string) => rows.find((r: any) => r.name === n)!.id as number;
-  for (const client of clients) {
-    for (const g of new Set(addGroups)) {
-      await trx('memberships').insert({ group_id: idOf(g), client_id: client.id, created_at: now }).onConflict(['client_id', 'group_id']).ignore();
-      await record({ actor: actorOf(principal), action: 'membership.add', resource: { kind: 'client', name: client.name }, outcome: 'allow', details: { group: g }, request: meta });
-    }
-    for (const g of new Set(removeGroups)) {
-      await trx('memberships').where({ group_id: idOf(g), client_id: client.id }).delete();
-      await record({ actor: actorOf(principal), action: 'membership.remove', resource: { kind: 'client', name: client.name }, outcome: 'allow', details: { group: g }, request: meta });
-    }
   }
 }

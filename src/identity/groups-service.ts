@@ -1,13 +1,16 @@
-import type { Knex } from 'knex';
 import { z } from 'zod';
+import type { AccessService, GroupRow } from '../access/access-service.js';
 import type { AuditService } from '../audit/audit-service.js';
-import { problems } from '../http/problem.js';
-import type { RequestMeta } from '../http/request-context.js';
-import { descriptionSchema, labelsSchema, nameSchema } from '../http/validation.js';
-import type { RowIntegrity } from '../secrets/row-integrity.js';
-import { applyMembershipChange, membershipChangeSchema } from './clients-service.js';
+import { ConflictError, InvalidInputError } from '../core/errors.js';
+import type { RequestMeta } from '../core/principal.js';
+import { descriptionSchema, labelsSchema, nameSchema } from '../core/validation.js';
+import type { Queryable } from '../db/database.js';
+import type { SecretsService } from '../secrets/secrets-service.js';
+import type { ClientsDal } from './clients-dal.js';
+import { membershipChangeSchema } from './clients-service.js';
 import { actorOf, principalLabel, type Principal } from './identity-types.js';
-import { iso, rethrowUniqueAsConflictFn } from './identity-util.js';
+import { rethrowUniqueAsConflictFn } from './identity-util.js';
+import { iso, type Clock } from '../core/clock.js';
 
 export const createGroupSchema = z
   .object({
@@ -21,9 +24,9 @@ export const createGroupSchema = z
 export { membershipChangeSchema };
 
 export class GroupsService {
-  constructor(private readonly deps: { db: Knex; audit: AuditService; clock: () => number; rowIntegrity: RowIntegrity }) {}
+  constructor(private readonly deps: { access: AccessService; secrets: SecretsService; clients: ClientsDal; audit: AuditService; clock: Clock }) {}
 
-  private present(row: any) {
+  private present(row: GroupRow) {
     return {
       name: row.name,
       description: row.description,
@@ -35,18 +38,12 @@ export class GroupsService {
     };
   }
 
-  private async requireRow(name: string, trx: Knex = this.deps.db) {
-    const row = await trx('groups').where({ name }).first();
-    if (!row) throw problems.notFound(`group ${name}`);
-    return row;
-  }
-
   async create(principal: Principal, meta: RequestMeta, input: z.infer<typeof createGroupSchema>) {
     const now = this.deps.clock();
     return this.deps.audit
       .transact(async (trx, record) => {
-        if (await trx('groups').where({ name: input.name }).first()) throw problems.conflict(`group ${input.name} already exists`, 'already_exists');
-        await trx('groups').insert({
+        if (await this.deps.access.findGroup(input.name, trx)) throw new ConflictError(`group ${input.name} already exists`, 'already_exists');
+        await this.deps.access.createGroup(trx, {
           name: input.name,
           description: input.description ?? '',
           labels: JSON.stringify(input.labels ?? {}),
@@ -62,30 +59,21 @@ export class GroupsService {
   }
 
   async list(after: string | undefined, limit: number) {
-    const q = this.deps.db('groups').orderBy('name').limit(limit);
-    if (after !== undefined) q.where('name', '>', after);
-    return (await q).map((r: any) => this.present(r));
+    return (await this.deps.access.listGroups(after, limit)).map((r) => this.present(r));
   }
 
   /** Pass a write's transaction to describe the state that transaction produced, not a later one. */
-  async get(name: string, trx: Knex = this.deps.db) {
-    const row = await this.requireRow(name, trx);
-    const secrets = await trx('access_grants as g')
-      .join('secrets as s', 's.id', 'g.secret_id')
-      .where('g.group_id', row.id)
-      .whereNull('s.deleted_at')
-      .orderBy('s.name')
-      .select('s.name');
-    const clients = await trx('memberships as m').join('clients as c', 'c.id', 'm.client_id').where('m.group_id', row.id).orderBy('c.name').select('c.name');
-    return { ...this.present(row), secrets: secrets.map((r: any) => r.name), clients: clients.map((r: any) => r.name) };
+  async get(name: string, trx?: Queryable) {
+    const row = await this.deps.access.requireGroup(name, trx);
+    const secrets = await this.deps.access.secretsOfGroup(row.id, trx);
+    const clients = await this.deps.access.clientsOfGroup(row.id, trx);
+    return { ...this.present(row), secrets, clients };
   }
 
   async remove(principal: Principal, meta: RequestMeta, name: string) {
     await this.deps.audit.transact(async (trx, record) => {
-      const row = await this.requireRow(name, trx);
-      await trx('access_grants').where({ group_id: row.id }).delete();
-      await trx('memberships').where({ group_id: row.id }).delete();
-      await trx('groups').where({ id: row.id }).delete();
+      const row = await this.deps.access.requireGroup(name, trx);
+      await this.deps.access.deleteGroup(trx, row.id);
       await record({ actor: actorOf(principal), action: 'group.delete', resource: { kind: 'group', name }, outcome: 'allow', request: meta });
     });
   }
@@ -93,20 +81,19 @@ export class GroupsService {
   async changeSecrets(principal: Principal, meta: RequestMeta, name: string, change: z.infer<typeof membershipChangeSchema>) {
     const now = this.deps.clock();
     return this.deps.audit.transact(async (trx, record) => {
-      const group = await this.requireRow(name, trx);
+      const group = await this.deps.access.requireGroup(name, trx);
       const names = [...new Set([...change.add, ...change.remove])];
-      const rows = names.length ? await trx('secrets').whereIn('name', names).whereNull('deleted_at').select('id', 'name') : [];
-      const missing = names.filter((n) => !rows.some((r: any) => r.name === n));
-      if (missing.length) throw problems.badRequest(`unknown secrets: ${missing.join(', ')}`);
-      const idOf = (n: string) => rows.find((r: any) => r.name === n)!.id;
+      const rows = await this.deps.secrets.liveIdsByName(names, trx);
+      const missing = names.filter((n) => !rows.some((r) => r.name === n));
+      if (missing.length) throw new InvalidInputError(`unknown secrets: ${missing.join(', ')}`);
+      const idOf = (n: string) => rows.find((r) => r.name === n)!.id;
       for (const s of new Set(change.add)) {
         // a grant row forged without a MAC is replaced by this one, not kept beside it
-        const rowMac = this.deps.rowIntegrity.grantMac({ groupId: group.id, secretId: idOf(s) });
-        await trx('access_grants').insert({ group_id: group.id, secret_id: idOf(s), created_at: now, row_mac: rowMac }).onConflict(['group_id', 'secret_id']).merge({ row_mac: rowMac });
+        await this.deps.access.grant(trx, group.id, idOf(s), now);
         await record({ actor: actorOf(principal), action: 'grant.add', resource: { kind: 'secret', name: s }, outcome: 'allow', details: { group: name }, request: meta });
       }
       for (const s of new Set(change.remove)) {
-        await trx('access_grants').where({ group_id: group.id, secret_id: idOf(s) }).delete();
+        await this.deps.access.revoke(trx, group.id, idOf(s));
         await record({ actor: actorOf(principal), action: 'grant.remove', resource: { kind: 'secret', name: s }, outcome: 'allow', details: { group: name }, request: meta });
       }
       return this.get(name, trx);
@@ -116,14 +103,14 @@ export class GroupsService {
   async changeClients(principal: Principal, meta: RequestMeta, name: string, change: z.infer<typeof membershipChangeSchema>) {
     const now = this.deps.clock();
     return this.deps.audit.transact(async (trx, record) => {
-      await this.requireRow(name, trx);
+      await this.deps.access.requireGroup(name, trx);
       const names = [...new Set([...change.add, ...change.remove])];
-      const rows = names.length ? await trx('clients').whereIn('name', names).select('id', 'name') : [];
-      const missing = names.filter((n) => !rows.some((r: any) => r.name === n));
-      if (missing.length) throw problems.badRequest(`unknown clients: ${missing.join(', ')}`);
-      const byName = (list: string[]) => [...new Set(list)].map((n) => rows.find((r: any) => r.name === n)!);
-      for (const c of byName(change.add)) await applyMembershipChange(trx, record, principal, meta, [c], [name], [], now);
-      for (const c of byName(change.remove)) await applyMembershipChange(trx, record, principal, meta, [c], [], [name], now);
+      const rows = await this.deps.clients.namesToIds(names, trx);
+      const missing = names.filter((n) => !rows.some((r) => r.name === n));
+      if (missing.length) throw new InvalidInputError(`unknown clients: ${missing.join(', ')}`);
+      const byName = (list: string[]) => [...new Set(list)].map((n) => rows.find((r) => r.name === n)!);
+      for (const c of byName(change.add)) await this.deps.access.changeMemberships(trx, record, principal, meta, [c], [name], [], now);
+      for (const c of byName(change.remove)) await this.deps.access.changeMemberships(trx, record, principal, meta, [c], [], [name], now);
       return this.get(name, trx);
     });
   }

@@ -1,17 +1,44 @@
-import { Router } from 'express';
+import { Router, type Request } from 'express';
 import { z } from 'zod';
-import { problems } from '../http/problem.js';
+import { InvalidInputError, OAuthError } from '../core/errors.js';
 import { requestMeta } from '../http/request-context.js';
 import { defineRoutes } from '../http/routes.js';
-import { decodeCursor, encodeCursor, limitSchema, parseName, parseWith } from '../http/validation.js';
+import { decodeCursor, encodeCursor, limitSchema, parseName, parseWith } from '../core/validation.js';
 import type { ApiKeysService } from './api-keys-service.js';
 import { createApiKeySchema } from './api-keys-service.js';
-import { tokenParams, type AuthService } from './auth-service.js';
+import type { AuthService } from './auth-service.js';
 import { createClientSchema, membershipChangeSchema, updateClientSchema, type ClientsService } from './clients-service.js';
 import { createGroupSchema, type GroupsService } from './groups-service.js';
 import type { JwtKeyService } from './jwt-key-service.js';
 import type { AuditService } from '../audit/audit-service.js';
 import { actorOf } from './identity-types.js';
+
+/** Accepts OAuth2 client authentication by HTTP Basic as well as in the body. */
+function tokenParams(req: Request): Record<string, string> {
+  const body = req.body && typeof req.body === 'object' && !Array.isArray(req.body) ? (req.body as Record<string, unknown>) : {};
+  const params: Record<string, string> = {};
+  for (const [k, v] of Object.entries(body)) {
+    if (typeof v === 'string') params[k] = v;
+    else if (v !== undefined) throw new OAuthError('invalid_input', 'invalid_request', 'invalid_request', `${k} must be a string`);
+  }
+  const auth = req.get('authorization');
+  if (auth?.startsWith('Basic ')) {
+    const decoded = Buffer.from(auth.slice(6), 'base64').toString('utf8');
+    const colon = decoded.indexOf(':');
+    if (colon < 0) throw new OAuthError('invalid_input', 'invalid_request', 'invalid_request', 'malformed Basic authorization');
+    // RFC 6749 2.3.1 form-encodes Basic credentials; a bad escape is the caller's error
+    const decode = (s: string) => {
+      try {
+        return decodeURIComponent(s.replace(/\+/g, ' '));
+      } catch {
+        throw new OAuthError('invalid_input', 'invalid_request', 'invalid_request', 'malformed Basic authorization encoding');
+      }
+    };
+    params.client_id ??= decode(decoded.slice(0, colon));
+    params.client_secret ??= decode(decoded.slice(colon + 1));
+  }
+  return params;
+}
 
 const pageQuery = z.object({ limit: limitSchema, cursor: z.string().max(512).optional() }).strict();
 
@@ -171,7 +198,7 @@ export function apiKeyRoutes(apiKeys: ApiKeysService): Router {
       access: ['admin'],
       handler: async (req, res) => {
         const id = req.params.id;
-        if (typeof id !== 'string' || !/^[A-Za-z0-9_-]{1,32}$/.test(id)) throw problems.badRequest('id is malformed');
+        if (typeof id !== 'string' || !/^[A-Za-z0-9_-]{1,32}$/.test(id)) throw new InvalidInputError('id is malformed');
         await apiKeys.revoke(req.principal!, requestMeta(req), id);
         res.status(204).end();
       },
@@ -188,7 +215,7 @@ export function authRoutes(auth: AuthService, jwtKeys: JwtKeyService, audit: Aud
       path: '/v1/auth/token',
       access: 'public',
       handler: async (req, res) => {
-        const response = await auth.token(tokenParams(req), requestMeta(req), req);
+        const response = await auth.token(tokenParams(req), requestMeta(req));
         res.set('Cache-Control', 'no-store').set('Pragma', 'no-cache').json(response);
       },
     },
@@ -209,7 +236,7 @@ export function authRoutes(auth: AuthService, jwtKeys: JwtKeyService, audit: Aud
           issuer,
           jwks_uri: `${issuer}/.well-known/jwks.json`,
           token_endpoint: `${issuer}/v1/auth/token`,
-          grant_types_supported: ['client_credentials', 'urn:keywarden:bootstrap', 'urn:ietf:params:oauth:grant-type:token-exchange'],
+          grant_types_supported: auth.grantTypes(),
           token_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post'],
           id_token_signing_alg_values_supported: ['ES256'],
           subject_types_supported: ['public'],

@@ -1,8 +1,10 @@
 import crypto, { type KeyObject } from 'node:crypto';
-import type { Knex } from 'knex';
 import { exportJWK, type JWK } from 'jose';
 import { open, seal } from '../crypto/envelope.js';
 import type { KeyProvider } from '../crypto/key-provider.js';
+import type { Queryable, Transaction } from '../db/database.js';
+import type { JwtKeysDal } from './jwt-keys-dal.js';
+import type { Clock } from '../core/clock.js';
 
 export const JWT_ALG = 'ES256';
 
@@ -27,9 +29,9 @@ export class JwtKeyService {
 
   constructor(
     private readonly deps: {
-      db: Knex;
+      dal: JwtKeysDal;
       keyProvider: KeyProvider;
-      clock: () => number;
+      clock: Clock;
       /** Longest lifetime of anything signed: retired keys stay published this long. */
       maxTokenTtlSeconds: number;
       /** How long an instance may keep signing with a key another instance retired. */
@@ -37,7 +39,7 @@ export class JwtKeyService {
     },
   ) {}
 
-  private async createKey(trx: Knex): Promise<string> {
+  private async createKey(trx?: Queryable): Promise<string> {
     const { privateKey, publicKey } = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
     const jwk = await exportJWK(publicKey);
     const kid = crypto
@@ -46,7 +48,7 @@ export class JwtKeyService {
       .digest('base64url')
       .slice(0, 32);
     const sealed = await seal(this.deps.keyProvider, privateKey.export({ format: 'der', type: 'pkcs8' }), jwtKeyAad(kid));
-    await trx('jwt_keys').insert({
+    await this.deps.dal.insert({
       kid,
       alg: JWT_ALG,
       public_jwk: JSON.stringify({ ...jwk, kid, alg: JWT_ALG, use: 'sig' }),
@@ -55,17 +57,18 @@ export class JwtKeyService {
       wrapped_key: sealed.wrappedKey,
       root_key_version: sealed.rootKeyVersion,
       created_at: this.deps.clock(),
-    });
+    }, trx);
     return kid;
   }
 
   async signingKey(): Promise<{ kid: string; privateKey: KeyObject }> {
     const now = this.deps.clock();
     if (this.signing && now - this.signing.loadedAt < (this.deps.signingKeyCacheMs ?? 10_000)) return this.signing;
-    let row = await this.deps.db('jwt_keys').whereNull('retired_at').orderBy('created_at', 'desc').orderBy('kid').first();
+    let row = await this.deps.dal.newestActive();
     if (!row) {
-      await this.createKey(this.deps.db);
-      row = await this.deps.db('jwt_keys').whereNull('retired_at').orderBy('created_at', 'desc').orderBy('kid').first();
+      await this.createKey();
+      row = await this.deps.dal.newestActive();
+      if (!row) throw new Error('no JWT signing key after creating one');
     }
     const der = await open(
       this.deps.keyProvider,
@@ -82,7 +85,7 @@ export class JwtKeyService {
     let cached = this.publicKeys.get(kid);
     if (!cached || (cached.publishUntil !== null && cached.publishUntil <= now)) {
       // retirement is decided in the database; re-read so a rotation on another instance counts
-      const row = await this.deps.db('jwt_keys').where({ kid }).first();
+      const row = await this.deps.dal.find(kid);
       if (!row) return undefined;
       cached = {
         kid,
@@ -102,24 +105,18 @@ export class JwtKeyService {
   async jwks(options: { includeRetired?: boolean } = {}): Promise<{ keys: JWK[] }> {
     const now = this.deps.clock();
     await this.signingKey();
-    const q = this.deps.db('jwt_keys').orderBy('created_at', 'desc');
-    if (!options.includeRetired) q.where((w) => w.whereNull('publish_until').orWhere('publish_until', '>', now));
-    const rows = await q;
-    return { keys: rows.map((r: any) => JSON.parse(r.public_jwk)) };
+    const rows = await this.deps.dal.list(options.includeRetired ? undefined : now);
+    return { keys: rows.map((r) => JSON.parse(r.public_jwk) as JWK) };
   }
 
   /** Pass the caller's transaction to commit the rotation together with its audit event. */
-  async rotate(outer?: Knex.Transaction): Promise<{ kid: string; retired: string[] }> {
+  async rotate(outer?: Transaction): Promise<{ kid: string; retired: string[] }> {
     const now = this.deps.clock();
-    const run = (fn: (trx: Knex.Transaction) => Promise<{ kid: string; retired: string[] }>) => (outer ? fn(outer) : this.deps.db.transaction(fn));
-    return run(async (trx) => {
-      const active = await trx('jwt_keys').whereNull('retired_at').select('kid');
-      await trx('jwt_keys')
-        .whereNull('retired_at')
-        .update({ retired_at: now, publish_until: now + this.deps.maxTokenTtlSeconds * 1000 + 60_000 });
+    return this.deps.dal.inTransaction(outer, async (trx) => {
+      const retired = await this.deps.dal.retireActive(trx, now, now + this.deps.maxTokenTtlSeconds * 1000 + 60_000);
       const kid = await this.createKey(trx);
       this.signing = null;
-      return { kid, retired: active.map((r: any) => r.kid) };
+      return { kid, retired };
     });
   }
 }

@@ -1,27 +1,22 @@
 import crypto from 'node:crypto';
-import type { Knex } from 'knex';
-import type { SqliteFastPath } from '../db/sqlite-fast-path.js';
+import type { Queryable } from '../db/database.js';
+import type { ClientsDal } from './clients-dal.js';
+import type { TokensDal } from './tokens-dal.js';
 import { SignJWT, decodeProtectedHeader, jwtVerify, type JWTPayload } from 'jose';
-import { problems } from '../http/problem.js';
+import { UnauthenticatedError } from '../core/errors.js';
 import type { Principal, SignerScope } from './identity-types.js';
 import { JWT_ALG, type JwtKeyService } from './jwt-key-service.js';
+import type { Clock } from '../core/clock.js';
 
 export interface TokenServiceDeps {
-  db: Knex;
+  dal: TokensDal;
+  clients: ClientsDal;
   jwtKeys: JwtKeyService;
-  clock: () => number;
+  clock: Clock;
   issuer: string;
   trustDomain: string;
   accessTokenTtlSeconds: number;
-  fastPath?: SqliteFastPath;
 }
-
-/** Revocation state read on every use: one indexed statement (prepared, on SQLite). */
-const CLIENT_STATE_SQL = `
-  SELECT c.enabled, c.name, c.secret_rotated_at,
-         (SELECT COUNT(*) FROM revoked_tokens r WHERE r.jti = ?) AS revoked
-    FROM clients c
-   WHERE c.id = ?`;
 
 /** Claims private to Keywarden access tokens. */
 type KwClaim =
@@ -87,9 +82,9 @@ export class TokenService {
   async issueClientToken(client: { id: number; clientId: string; name: string }, ttlSeconds = this.deps.accessTokenTtlSeconds) {
     // the secret generation the token was issued under (ms precision), so a rotation revokes
     // exactly the tokens issued before it, independent of whole-second iat and clock skew
-    const current = await this.deps.db('clients').where({ id: client.id }).first('secret_rotated_at');
+    const generation = await this.deps.clients.tokenGeneration(client.id);
     const kw: KwClaim = { t: 'client', id: client.id, cid: client.clientId, n: client.name, via: 'token' };
-    if (current?.secret_rotated_at != null) kw.rot = Number(current.secret_rotated_at);
+    if (generation !== undefined) kw.rot = generation;
     return this.sign({ kw }, { audience: this.accessAudience, subject: this.spiffeId(client.name), ttlSeconds, typ: ACCESS_TOKEN_TYPE });
   }
 
@@ -110,16 +105,16 @@ export class TokenService {
     if (hit) {
       if (hit.expMs > now) return hit;
       this.verified.delete(token);
-      throw problems.unauthenticated('the access token has expired', 'token_expired');
+      throw new UnauthenticatedError('the access token has expired', 'token_expired');
     }
     let kid: string | undefined;
     try {
       kid = decodeProtectedHeader(token).kid;
     } catch {
-      throw problems.unauthenticated('the bearer token is malformed', 'invalid_token');
+      throw new UnauthenticatedError('the bearer token is malformed', 'invalid_token');
     }
     const key = kid ? await this.deps.jwtKeys.publicKey(kid) : undefined;
-    if (!key) throw problems.unauthenticated('the access token was not signed by a current broker key', 'invalid_token');
+    if (!key) throw new UnauthenticatedError('the access token was not signed by a current broker key', 'invalid_token');
     let payload: JWTPayload;
     try {
       ({ payload } = await jwtVerify(token, key, {
@@ -132,12 +127,12 @@ export class TokenService {
         clockTolerance: 5,
         requiredClaims: ['exp', 'jti', 'kw'],
       }));
-    } catch (err: any) {
-      if (err?.code === 'ERR_JWT_EXPIRED') throw problems.unauthenticated('the access token has expired', 'token_expired');
-      throw problems.unauthenticated('the access token is not valid', 'invalid_token');
+    } catch (err) {
+      if ((err as { code?: unknown } | null)?.code === 'ERR_JWT_EXPIRED') throw new UnauthenticatedError('the access token has expired', 'token_expired');
+      throw new UnauthenticatedError('the access token is not valid', 'invalid_token');
     }
     const kw = payload.kw as KwClaim | undefined;
-    if (!kw || (kw.t !== 'client' && kw.t !== 'signer')) throw problems.unauthenticated('the access token is not valid', 'invalid_token');
+    if (!kw || (kw.t !== 'client' && kw.t !== 'signer')) throw new UnauthenticatedError('the access token is not valid', 'invalid_token');
     const entry: VerifiedToken = { payload: payload as VerifiedToken['payload'], expMs: (payload.exp as number) * 1000 };
     if (this.verified.size >= TokenService.MAX_CACHE) this.verified.clear();
     this.verified.set(token, entry);
@@ -153,34 +148,28 @@ export class TokenService {
     const jti = payload.jti as string;
     const kw = payload.kw;
     if (kw.t === 'client') {
-      const row = this.deps.fastPath
-        ? this.deps.fastPath.get<any>(CLIENT_STATE_SQL, jti, kw.id)
-        : await this.deps.db.raw(CLIENT_STATE_SQL, [jti, kw.id]).then((r: any) => (Array.isArray(r) ? r[0] : r.rows[0]));
-      if (!row || row.name !== kw.n) throw problems.unauthenticated('the client no longer exists', 'client_deleted');
-      if (!row.enabled) throw problems.unauthenticated('the client is disabled', 'client_disabled');
-      if (Number(row.revoked) > 0) throw problems.unauthenticated('the access token was revoked', 'token_revoked');
+      const row = await this.deps.dal.clientTokenState(jti, kw.id);
+      if (!row || row.name !== kw.n) throw new UnauthenticatedError('the client no longer exists', 'client_deleted');
+      if (!row.enabled) throw new UnauthenticatedError('the client is disabled', 'client_disabled');
+      if (Number(row.revoked) > 0) throw new UnauthenticatedError('the access token was revoked', 'token_revoked');
       const rotatedSince = typeof kw.rot === 'number'
         ? kw.rot !== Number(row.secret_rotated_at)
         : (payload.iat as number) * 1000 < Number(row.secret_rotated_at) - 999;
       if (rotatedSince) {
         // the generation moves on a secret rotation and on disabling the client
-        throw problems.unauthenticated('the client secret was rotated or the client disabled after this token was issued', 'token_revoked');
+        throw new UnauthenticatedError('the client secret was rotated or the client disabled after this token was issued', 'token_revoked');
       }
       return { kind: 'client', id: kw.id, name: kw.n, clientId: kw.cid, via: 'token', jti };
     }
-    const revoked = await this.deps.db('revoked_tokens').where({ jti }).first();
-    if (revoked) throw problems.unauthenticated('the access token was revoked', 'token_revoked');
+    if (await this.deps.dal.isRevoked(jti)) throw new UnauthenticatedError('the access token was revoked', 'token_revoked');
     // fail closed: a signer token is only as good as the trusted issuer that minted it
-    if (!this.signerTokenCheck) throw problems.unauthenticated('signer tokens are not accepted by this broker', 'token_revoked');
+    if (!this.signerTokenCheck) throw new UnauthenticatedError('signer tokens are not accepted by this broker', 'token_revoked');
     await this.signerTokenCheck({ issuer: kw.n, generation: typeof kw.g === 'string' ? kw.g : null });
     return { kind: 'operator', role: 'signer', id: kw.sub, name: kw.n, scope: kw.scope, via: 'token-exchange', jti };
   }
 
   /** Revokes one token by jti (idempotent); pass `trx` to commit with an audit event. */
-  async revoke(jti: string, expiresAt: number, by: string, trx: Knex = this.deps.db): Promise<void> {
-    await trx('revoked_tokens')
-      .insert({ jti, expires_at: expiresAt, revoked_at: this.deps.clock(), revoked_by: by })
-      .onConflict('jti')
-      .ignore();
+  async revoke(jti: string, expiresAt: number, by: string, trx?: Queryable): Promise<void> {
+    await this.deps.dal.revoke({ jti, expires_at: expiresAt, revoked_at: this.deps.clock(), revoked_by: by }, trx);
   }
 }

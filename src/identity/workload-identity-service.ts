@@ -1,15 +1,17 @@
 import crypto from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
-import type { Knex } from 'knex';
 import { z } from 'zod';
 import type { AuditService } from '../audit/audit-service.js';
 import { randomToken, sha256Hex } from '../crypto/hashing.js';
-import { problems } from '../http/problem.js';
-import type { RequestMeta } from '../http/request-context.js';
-import { oauthError, type AuthService } from './auth-service.js';
+import { ConflictError, ForbiddenError, InvalidInputError, OAuthError, UnauthenticatedError } from '../core/errors.js';
+import type { RequestMeta } from '../core/principal.js';
+import type { AccessService } from '../access/access-service.js';
+import type { AuthService } from './auth-service.js';
+import type { BootstrapTokensDal } from './bootstrap-tokens-dal.js';
+import type { ClientsDal } from './clients-dal.js';
 import type { ClientsService } from './clients-service.js';
 import { actorOf, principalLabel, type Principal } from './identity-types.js';
-import { iso } from './identity-util.js';
+import { iso, type Clock } from '../core/clock.js';
 import type { TokenService } from './token-service.js';
 
 export const BOOTSTRAP_GRANT = 'urn:keywarden:bootstrap';
@@ -33,12 +35,14 @@ export const revokeSchema = z
   .strict();
 
 export interface WorkloadIdentityDeps {
-  db: Knex;
+  bootstrapTokens: BootstrapTokensDal;
+  clientsDal: ClientsDal;
+  access: AccessService;
   audit: AuditService;
   clients: ClientsService;
   tokens: TokenService;
   auth: AuthService;
-  clock: () => number;
+  clock: Clock;
   bootstrapTokenMaxTtlSeconds: number;
   workloadJwtMaxTtlSeconds: number;
   accessTokenMaxTtlSeconds: number;
@@ -49,13 +53,12 @@ export interface WorkloadIdentityDeps {
  * (response-wrapping style), mTLS certificates, and the workload JWTs they mint to call others.
  */
 export class WorkloadIdentityService {
-  constructor(private readonly deps: WorkloadIdentityDeps) {
-    deps.auth.registerGrant(BOOTSTRAP_GRANT, (params, meta) => this.exchangeBootstrapToken(params.bootstrap_token, meta));
-  }
+  // the composition root (broker.ts) registers exchangeBootstrapToken() as the BOOTSTRAP_GRANT
+  constructor(private readonly deps: WorkloadIdentityDeps) {}
 
   async createBootstrapToken(principal: Principal, meta: RequestMeta, clientName: string, ttlSeconds: number) {
     if (ttlSeconds > this.deps.bootstrapTokenMaxTtlSeconds) {
-      throw problems.badRequest(`ttl must be at most ${this.deps.bootstrapTokenMaxTtlSeconds} seconds`);
+      throw new InvalidInputError(`ttl must be at most ${this.deps.bootstrapTokenMaxTtlSeconds} seconds`);
     }
     const token = randomToken('kwb_');
     const accessor = crypto.randomBytes(12).toString('base64url');
@@ -63,8 +66,8 @@ export class WorkloadIdentityService {
     const expiresAt = now + ttlSeconds * 1000;
     await this.deps.audit.transact(async (trx, record) => {
       const client = await this.deps.clients.require(clientName, trx);
-      if (!client.enabled) throw problems.conflict(`client ${clientName} is disabled`, 'client_disabled');
-      await trx('bootstrap_tokens').insert({
+      if (!client.enabled) throw new ConflictError(`client ${clientName} is disabled`, 'client_disabled');
+      await this.deps.bootstrapTokens.insert(trx, {
         token_hash: sha256Hex(token),
         accessor,
         client_id: client.id,
@@ -90,26 +93,22 @@ export class WorkloadIdentityService {
    * first use is revoked, and an alert-level audit event is written.
    */
   async exchangeBootstrapToken(token: string | undefined, meta: RequestMeta) {
-    if (!token || token.length > 256) throw oauthError(400, 'invalid_request', 'invalid_request', 'bootstrap_token is required');
+    if (!token || token.length > 256) throw new OAuthError('invalid_input', 'invalid_request', 'invalid_request', 'bootstrap_token is required');
     const hash = sha256Hex(token);
     const now = this.deps.clock();
-    const claimed = await this.deps.db('bootstrap_tokens')
-      .where({ token_hash: hash })
-      .whereNull('used_at')
-      .where('expires_at', '>', now)
-      .update({ used_at: now });
-    const row = await this.deps.db('bootstrap_tokens as b').join('clients as c', 'c.id', 'b.client_id').where('b.token_hash', hash).select('b.*', 'c.name', 'c.client_id as public_client_id', 'c.enabled').first();
+    const claimed = await this.deps.bootstrapTokens.claim(hash, now);
+    const row = await this.deps.bootstrapTokens.findWithClient(hash);
     const hmac = await this.deps.audit.hmac(token);
-    if (claimed === 1 && row) {
+    if (claimed && row) {
       if (!row.enabled) {
         await this.deps.auth.recordFailure(meta, { kind: 'client', id: row.public_client_id, name: row.name }, 'client disabled', { grantType: BOOTSTRAP_GRANT });
-        throw oauthError(401, 'invalid_grant', 'client_disabled', 'the client is disabled');
+        throw new OAuthError('unauthenticated', 'invalid_grant', 'client_disabled', 'the client is disabled');
       }
       const { response, jti } = await this.deps.auth.issueForClient({ id: row.client_id, clientId: row.public_client_id, name: row.name }, meta, BOOTSTRAP_GRANT, { accessor: row.accessor });
-      await this.deps.db('bootstrap_tokens').where({ token_hash: hash }).update({ issued_jti: jti });
+      await this.deps.bootstrapTokens.setIssuedJti(hash, jti);
       // a concurrent second presentation may have flagged the token before issued_jti was
       // written (and so found nothing to revoke): re-check now that the jti is visible
-      const latest = await this.deps.db('bootstrap_tokens').where({ token_hash: hash }).first('compromised_at');
+      const latest = await this.deps.bootstrapTokens.find(hash);
       if (latest && latest.compromised_at !== null) {
         await this.deps.tokens.revoke(jti, now + this.deps.accessTokenMaxTtlSeconds * 1000, 'system:bootstrap-reuse');
       }
@@ -117,12 +116,12 @@ export class WorkloadIdentityService {
     }
     if (!row) {
       await this.deps.auth.recordFailure(meta, { kind: 'unknown' }, 'unknown bootstrap token', { grantType: BOOTSTRAP_GRANT, credential: hmac });
-      throw oauthError(401, 'invalid_grant', 'invalid_bootstrap_token', 'the bootstrap token is not valid');
+      throw new OAuthError('unauthenticated', 'invalid_grant', 'invalid_bootstrap_token', 'the bootstrap token is not valid');
     }
     if (row.used_at !== null) {
-      await this.deps.db('bootstrap_tokens').where({ token_hash: hash }).update({ compromised_at: now });
+      await this.deps.bootstrapTokens.markCompromised(hash, now);
       // re-read after flagging: the winning exchange may have recorded its jti since `row` was read
-      const issuedJti: string | null = (await this.deps.db('bootstrap_tokens').where({ token_hash: hash }).first('issued_jti'))?.issued_jti ?? row.issued_jti ?? null;
+      const issuedJti: string | null = (await this.deps.bootstrapTokens.find(hash))?.issued_jti ?? row.issued_jti ?? null;
       if (issuedJti) await this.deps.tokens.revoke(issuedJti, now + this.deps.accessTokenMaxTtlSeconds * 1000, 'system:bootstrap-reuse');
       await this.deps.audit.record({
         actor: { kind: 'client', id: row.public_client_id, name: row.name },
@@ -133,10 +132,10 @@ export class WorkloadIdentityService {
         details: { alert: true, accessor: row.accessor, credential: hmac, revokedJti: issuedJti },
         request: meta,
       });
-      throw oauthError(401, 'invalid_grant', 'bootstrap_token_reused', 'the bootstrap token was already used; it is now flagged as compromised');
+      throw new OAuthError('unauthenticated', 'invalid_grant', 'bootstrap_token_reused', 'the bootstrap token was already used; it is now flagged as compromised');
     }
     await this.deps.auth.recordFailure(meta, { kind: 'client', id: row.public_client_id, name: row.name }, 'bootstrap token expired', { grantType: BOOTSTRAP_GRANT, accessor: row.accessor });
-    throw oauthError(401, 'invalid_grant', 'bootstrap_token_expired', 'the bootstrap token has expired');
+    throw new OAuthError('unauthenticated', 'invalid_grant', 'bootstrap_token_expired', 'the bootstrap token has expired');
   }
 
   private async jtiOf(accessToken: string): Promise<string> {
@@ -146,8 +145,8 @@ export class WorkloadIdentityService {
 
   async listBootstrapTokens(clientName: string) {
     const client = await this.deps.clients.require(clientName);
-    const rows = await this.deps.db('bootstrap_tokens').where({ client_id: client.id }).orderBy('created_at', 'desc').limit(100);
-    return rows.map((r: any) => ({
+    const rows = await this.deps.bootstrapTokens.listForClient(client.id);
+    return rows.map((r) => ({
       accessor: r.accessor,
       createdBy: r.created_by,
       createdAt: iso(r.created_at),
@@ -168,24 +167,24 @@ export class WorkloadIdentityService {
     if (!socket.authorized) {
       const reason = String(socket.authorizationError ?? 'certificate not trusted');
       const expired = /EXPIRED/i.test(reason);
-      throw problems.unauthenticated(
+      throw new UnauthenticatedError(
         expired ? 'the client certificate has expired' : `the client certificate is not trusted (${reason})`,
         expired ? 'certificate_expired' : 'certificate_untrusted',
       );
     }
     const identity = certificateIdentity(cert.subjectaltname, cert.subject?.CN);
-    if (!identity) throw problems.unauthenticated('the client certificate has no SPIFFE URI SAN or CN', 'certificate_unmapped');
-    const row = await this.deps.db('clients').where({ cert_identity: identity }).first();
-    if (!row) throw problems.unauthenticated(`no client is mapped to certificate identity ${identity}`, 'certificate_unmapped');
-    if (!row.enabled) throw problems.unauthenticated('the client is disabled', 'client_disabled');
+    if (!identity) throw new UnauthenticatedError('the client certificate has no SPIFFE URI SAN or CN', 'certificate_unmapped');
+    const row = await this.deps.clientsDal.findByCertIdentity(identity);
+    if (!row) throw new UnauthenticatedError(`no client is mapped to certificate identity ${identity}`, 'certificate_unmapped');
+    if (!row.enabled) throw new UnauthenticatedError('the client is disabled', 'client_disabled');
     return { kind: 'client', id: row.id, name: row.name, clientId: row.client_id, via: 'mtls' };
   }
 
   async allowedAudiences(clientDbId: number): Promise<Set<string>> {
-    const client = await this.deps.db('clients').where({ id: clientDbId }).first('allowed_audiences');
-    const groups = await this.deps.db('memberships as m').join('groups as g', 'g.id', 'm.group_id').where('m.client_id', clientDbId).select('g.allowed_audiences');
+    const client = await this.deps.clientsDal.findById(clientDbId);
+    const groups = await this.deps.access.audiencesOfClientGroups(clientDbId);
     const allowed = new Set<string>();
-    for (const json of [client?.allowed_audiences, ...groups.map((g: any) => g.allowed_audiences)]) {
+    for (const json of [client?.allowed_audiences, ...groups]) {
       if (json) for (const a of JSON.parse(json) as string[]) allowed.add(a);
     }
     return allowed;
@@ -193,10 +192,10 @@ export class WorkloadIdentityService {
 
   async mintWorkloadJwt(principal: Extract<Principal, { kind: 'client' }>, meta: RequestMeta, audience: string, ttlSeconds: number) {
     if (ttlSeconds > this.deps.workloadJwtMaxTtlSeconds) {
-      throw problems.badRequest(`ttl must be at most ${this.deps.workloadJwtMaxTtlSeconds} seconds`);
+      throw new InvalidInputError(`ttl must be at most ${this.deps.workloadJwtMaxTtlSeconds} seconds`);
     }
     if (audience === this.deps.tokens.accessAudience) {
-      throw problems.forbidden('workload JWTs cannot target the broker itself', 'audience_not_allowed');
+      throw new ForbiddenError('workload JWTs cannot target the broker itself', 'audience_not_allowed');
     }
     const allowed = await this.allowedAudiences(principal.id);
     if (!allowed.has(audience) && !allowed.has('*')) {
@@ -208,7 +207,7 @@ export class WorkloadIdentityService {
         reason: 'audience not allowed for this client or its groups',
         request: meta,
       });
-      throw problems.forbidden(`audience ${audience} is not allowed for this client`, 'audience_not_allowed');
+      throw new ForbiddenError(`audience ${audience} is not allowed for this client`, 'audience_not_allowed');
     }
     const issued = await this.deps.tokens.sign(
       { client: principal.name },

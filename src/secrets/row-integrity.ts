@@ -1,7 +1,6 @@
 import crypto from 'node:crypto';
-import type { Knex } from 'knex';
 import type { SystemKeys } from '../crypto/system-keys.js';
-import { ProblemError } from '../http/problem.js';
+import { IntegrityFailureError } from '../core/errors.js';
 
 /**
  * The columns of a row that decide who gets which bytes. Anything else on these rows
@@ -33,8 +32,8 @@ export interface IntegrityViolation {
 }
 
 /** The same failure the envelope reports for a ciphertext that does not authenticate. */
-export function integrityFailure(detail: string): ProblemError {
-  return new ProblemError(503, 'integrity_failure', 'Stored secret failed its integrity check', detail);
+export function integrityFailure(detail: string): IntegrityFailureError {
+  return new IntegrityFailureError(detail);
 }
 
 const MAC_HEX = /^[0-9a-f]{64}$/;
@@ -115,91 +114,5 @@ export class RowIntegrity {
       (this.checkVersion(version, version.rowMac) && 'the version row (its checksum or size)') ||
       (grant && this.checkGrant({ groupId: grant.groupId, secretId: secret.id }, grant.rowMac) && 'the access grant');
     if (failed) throw integrityFailure(`${failed} of secret ${secret.name} was changed outside the broker; it is not delivered until an operator repairs it`);
-  }
-
-  /**
-   * One-time MACs for rows that existed before migration 007, in the first start after it.
-   * Afterwards a row without a MAC is a forgery: state row says the backfill ran.
-   */
-  async backfillOnce(db: Knex, clock: () => number): Promise<number> {
-    return db.transaction(async (trx) => {
-      const q = trx('row_integrity_state').where({ id: 1 });
-      const state = trx.client.dialect === 'postgresql' ? await q.forUpdate().first() : await q.first();
-      if (!state || state.backfilled_at !== null) return 0;
-      let rows = 0;
-      for (const s of await trx('secrets').whereNull('row_mac').select('id', 'name', 'current_version', 'latest_version', 'deleted_at')) {
-        await trx('secrets').where({ id: s.id }).update({ row_mac: this.secretMac(secretRowState(s)) });
-        rows++;
-      }
-      for (const g of await trx('access_grants').whereNull('row_mac').select('group_id', 'secret_id')) {
-        await trx('access_grants').where({ group_id: g.group_id, secret_id: g.secret_id }).update({ row_mac: this.grantMac({ groupId: g.group_id, secretId: g.secret_id }) });
-        rows++;
-      }
-      for (const v of await trx('secret_versions').whereNull('row_mac').select('id', 'secret_id', 'version', 'checksum', 'size')) {
-        await trx('secret_versions').where({ id: v.id }).update({ row_mac: this.versionMac({ secretId: v.secret_id, version: v.version, checksum: v.checksum, size: v.size }) });
-        rows++;
-      }
-      await trx('row_integrity_state').where({ id: 1 }).update({ backfilled_at: clock(), backfilled_rows: rows });
-      return rows;
-    });
-  }
-
-  /**
-   * Checks every bound row, in pages. Also finds a live secret whose current version does not
-   * exist. Cost is one indexed pass over three small tables (no decryption, no key provider).
-   */
-  async scan(db: Knex, page = 1000): Promise<IntegrityViolation[]> {
-    const found: IntegrityViolation[] = [];
-    const add = (v: IntegrityViolation) => {
-      if (found.length < 1000) found.push(v);
-    };
-    for (let after = 0; ; ) {
-      const rows = await db('secrets').where('id', '>', after).orderBy('id').limit(page).select('id', 'name', 'current_version', 'latest_version', 'deleted_at', 'row_mac');
-      for (const s of rows) {
-        const reason = this.checkSecret(secretRowState(s), s.row_mac);
-        if (reason) add({ table: 'secrets', row: `secret ${s.id} (${s.name})`, reason });
-      }
-      if (rows.length < page) break;
-      after = Number(rows[rows.length - 1].id);
-    }
-    for (let after: [number, number] = [0, 0]; ; ) {
-      const [g0, s0] = after;
-      const rows = await db('access_grants')
-        .where((w) => w.where('group_id', '>', g0).orWhere((x) => x.where('group_id', g0).andWhere('secret_id', '>', s0)))
-        .orderBy([{ column: 'group_id' }, { column: 'secret_id' }])
-        .limit(page)
-        .select('group_id', 'secret_id', 'row_mac');
-      for (const g of rows) {
-        const reason = this.checkGrant({ groupId: g.group_id, secretId: g.secret_id }, g.row_mac);
-        if (reason) add({ table: 'access_grants', row: `grant group ${g.group_id} → secret ${g.secret_id}`, reason });
-      }
-      if (rows.length < page) break;
-      const last = rows[rows.length - 1];
-      after = [Number(last.group_id), Number(last.secret_id)];
-    }
-    for (let after = 0; ; ) {
-      const rows = await db('secret_versions').where('id', '>', after).orderBy('id').limit(page).select('id', 'secret_id', 'version', 'checksum', 'size', 'row_mac');
-      for (const v of rows) {
-        const reason = this.checkVersion({ secretId: v.secret_id, version: v.version, checksum: v.checksum, size: v.size }, v.row_mac);
-        if (reason) add({ table: 'secret_versions', row: `version ${v.version} of secret ${v.secret_id}`, reason });
-      }
-      if (rows.length < page) break;
-      after = Number(rows[rows.length - 1].id);
-    }
-    // a replayed older state of a secret row (with its then valid MAC) lags behind its versions
-    const behind = await db('secrets as s')
-      .join(db('secret_versions').groupBy('secret_id').select('secret_id').max('version as newest').as('n'), 'n.secret_id', 's.id')
-      .whereRaw('n.newest <> s.latest_version')
-      .select('s.id', 's.name');
-    for (const s of behind) add({ table: 'secrets', row: `secret ${s.id} (${s.name}): older than its newest version`, reason: 'mismatch' });
-    const dangling = await db('secrets as s')
-      .leftJoin('secret_versions as v', function () {
-        this.on('v.secret_id', '=', 's.id').andOn('v.version', '=', 's.current_version');
-      })
-      .whereNull('s.deleted_at')
-      .whereNull('v.id')
-      .select('s.id', 's.name');
-    for (const s of dangling) add({ table: 'secrets', row: `secret ${s.id} (${s.name}): its current version does not exist`, reason: 'mismatch' });
-    return found;
   }
 }

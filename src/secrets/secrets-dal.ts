@@ -1,42 +1,19 @@
-import type { Knex } from 'knex';
-import type { SqliteFastPath } from '../db/sqlite-fast-path.js';
-import type { SecretRecord, SecretVersionRecord } from './secrets-types.js';
+import type { Database, Queryable, Transaction } from '../db/database.js';
+import { rowToSecret, rowToVersion, type SecretRecord, type SecretRow, type SecretVersionRecord, type SecretVersionRow } from './secrets-types.js';
 
-export function rowToSecret(row: any): SecretRecord {
-  return {
-    id: row.id,
-    name: row.name,
-    description: row.description,
-    type: row.type,
-    labels: JSON.parse(row.labels),
-    metadata: JSON.parse(row.metadata),
-    expiry: row.expiry ?? null,
-    currentVersion: row.current_version,
-    latestVersion: row.latest_version,
-    createdBy: row.created_by,
-    createdAt: row.created_at,
-    updatedBy: row.updated_by,
-    updatedAt: row.updated_at,
-    rowMac: row.row_mac ?? null,
-  };
-}
+export { rowToSecret, rowToVersion, type SecretRow, type SecretVersionRow };
+import type { Clock } from '../core/clock.js';
 
-export function rowToVersion(row: any): SecretVersionRecord {
-  return {
-    id: row.id,
-    secretId: row.secret_id,
-    version: row.version,
-    iv: row.iv,
-    ciphertext: row.ciphertext,
-    wrappedKey: row.wrapped_key,
-    rootKeyVersion: row.root_key_version,
-    checksum: row.checksum,
-    size: row.size,
-    createdBy: row.created_by,
-    createdAt: row.created_at,
-    rowMac: row.row_mac ?? null,
-  };
-}
+export type NewSecretRow = Omit<SecretRow, 'id' | 'deleted_at' | 'row_mac'>;
+
+/** The columns a write may change (never id or name). */
+export type SecretRowChanges = Partial<Omit<SecretRow, 'id' | 'name' | 'created_by' | 'created_at'>>;
+
+export type NewSecretVersionRow = Omit<SecretVersionRow, 'id'>;
+
+/** The columns row-integrity.ts binds on a secrets row. */
+export type SecretBoundColumns = Pick<SecretRow, 'id' | 'name' | 'current_version' | 'latest_version' | 'deleted_at'>;
+export type VersionBoundColumns = Pick<SecretVersionRow, 'id' | 'secret_id' | 'version' | 'checksum' | 'size'>;
 
 export interface SecretListFilter {
   label?: { key: string; value?: string };
@@ -46,41 +23,25 @@ export interface SecretListFilter {
   limit: number;
 }
 
-export interface FoundSecret {
-  secret: SecretRecord;
-  version: SecretVersionRecord;
-  /** The (alphabetically first) group through which the client may read it. */
-  group: string;
-  /** That group's grant row and the highest stored version, for the row integrity check. */
-  grant: { groupId: number; rowMac: string | null };
-  newestVersion: number;
-}
+export type SecretWithVersionRow = SecretRow & Pick<SecretVersionRow, 'checksum' | 'size'>;
 
-const FIND_FOR_CLIENT_SQL = `
-  SELECT s.*, gr.name AS group_name,
-         v.id AS v_id, v.iv AS v_iv, v.ciphertext AS v_ciphertext, v.wrapped_key AS v_wrapped_key,
-         v.root_key_version AS v_root_key_version, v.checksum AS v_checksum, v.size AS v_size,
-         v.created_by AS v_created_by, v.created_at AS v_created_at, v.row_mac AS v_row_mac,
-         g.group_id AS g_group_id, g.row_mac AS g_row_mac,
-         (SELECT max(n.version) FROM secret_versions n WHERE n.secret_id = s.id) AS v_newest
-    FROM secrets s
-    JOIN access_grants g ON g.secret_id = s.id
-    JOIN memberships m ON m.group_id = g.group_id AND m.client_id = ?
-    JOIN "groups" gr ON gr.id = g.group_id
-    JOIN secret_versions v ON v.secret_id = s.id AND v.version = s.current_version
-   WHERE s.name = ? AND s.deleted_at IS NULL
-   ORDER BY gr.name
-   LIMIT 1`;
-
+/** The secrets, secret_versions and secret_labels tables. */
 export class SecretsDal {
-  constructor(
-    private readonly db: Knex,
-    private readonly fastPath?: SqliteFastPath,
-  ) {}
+  constructor(private readonly db: Database) {}
 
-  async findLive(name: string, trx: Knex = this.db): Promise<SecretRecord | undefined> {
-    const row = await trx('secrets').where({ name }).whereNull('deleted_at').first();
+  private q(trx?: Queryable): Queryable {
+    return trx ?? this.db.reader;
+  }
+
+  async findLive(name: string, trx?: Queryable): Promise<SecretRecord | undefined> {
+    const row = await this.q(trx)<SecretRow>('secrets').where({ name }).whereNull('deleted_at').first();
     return row ? rowToSecret(row) : undefined;
+  }
+
+  /** id and name of the named live secrets (those that exist). */
+  async liveIdsByName(names: string[], trx?: Queryable): Promise<Array<{ id: number; name: string }>> {
+    if (names.length === 0) return [];
+    return this.q(trx)<SecretRow>('secrets').whereIn('name', names).whereNull('deleted_at').select('id', 'name');
   }
 
   /**
@@ -93,38 +54,44 @@ export class SecretsDal {
    * would block, making every client read that marks secret_reads wait for the version write.
    * FOR NO KEY UPDATE still excludes other writers, and the key (id) never changes.
    */
-  async lockLive(trx: Knex.Transaction, name: string): Promise<SecretRecord | undefined> {
-    const q = trx('secrets').where({ name }).whereNull('deleted_at');
-    const row = trx.client.dialect === 'postgresql' ? await q.forNoKeyUpdate().first() : await q.first();
+  async lockLive(trx: Transaction, name: string): Promise<SecretRecord | undefined> {
+    const q = trx<SecretRow>('secrets').where({ name }).whereNull('deleted_at');
+    const row = this.db.dialect === 'postgres' ? await q.forNoKeyUpdate().first() : await q.first();
     return row ? rowToSecret(row) : undefined;
   }
 
-  async insertSecret(trx: Knex.Transaction, values: Record<string, unknown>): Promise<number> {
-    const [row] = await trx('secrets').insert(values).returning('id');
+  async insertSecret(trx: Transaction, values: NewSecretRow): Promise<number> {
+    const [row] = await trx<SecretRow>('secrets').insert(values).returning('id');
     return typeof row === 'object' ? row.id : row;
   }
 
-  async replaceLabels(trx: Knex.Transaction, secretId: number, labels: Record<string, string>): Promise<void> {
+  async updateSecret(trx: Transaction, id: number, changes: SecretRowChanges): Promise<void> {
+    await trx<SecretRow>('secrets').where({ id }).update(changes);
+  }
+
+  async replaceLabels(trx: Transaction, secretId: number, labels: Record<string, string>): Promise<void> {
     await trx('secret_labels').where({ secret_id: secretId }).delete();
     const rows = Object.entries(labels).map(([key, value]) => ({ secret_id: secretId, key, value }));
     if (rows.length) await trx('secret_labels').insert(rows);
   }
 
-  async insertVersion(trx: Knex.Transaction, values: Record<string, unknown>): Promise<void> {
-    await trx('secret_versions').insert(values);
+  async insertVersion(trx: Transaction, values: NewSecretVersionRow): Promise<void> {
+    await trx<SecretVersionRow>('secret_versions').insert(values);
   }
 
-  async getVersion(secretId: number, version: number, trx: Knex = this.db): Promise<SecretVersionRecord | undefined> {
-    const row = await trx('secret_versions').where({ secret_id: secretId, version }).first();
+  async getVersion(secretId: number, version: number, trx?: Queryable): Promise<SecretVersionRecord | undefined> {
+    const row = await this.q(trx)<SecretVersionRow>('secret_versions').where({ secret_id: secretId, version }).first();
     return row ? rowToVersion(row) : undefined;
   }
 
   async listVersions(secretId: number): Promise<SecretVersionRecord[]> {
-    return (await this.db('secret_versions').where({ secret_id: secretId }).orderBy('version', 'desc')).map(rowToVersion);
+    const rows: SecretVersionRow[] = await this.db.reader<SecretVersionRow>('secret_versions').where({ secret_id: secretId }).orderBy('version', 'desc');
+    return rows.map(rowToVersion);
   }
 
   async list(filter: SecretListFilter): Promise<Array<SecretRecord & { checksum: string; size: number }>> {
-    const q = this.db('secrets as s')
+    const q = this.db
+      .reader('secrets as s')
       .join('secret_versions as v', function () {
         this.on('v.secret_id', '=', 's.id').andOn('v.version', '=', 's.current_version');
       })
@@ -151,64 +118,82 @@ export class SecretsDal {
           .where('gr.name', group);
       });
     }
-    return (await q).map((row: any) => ({ ...rowToSecret(row), checksum: row.checksum, size: row.size }));
+    const rows: SecretWithVersionRow[] = await q;
+    return rows.map((row) => ({ ...rowToSecret(row), checksum: row.checksum, size: row.size }));
   }
 
-  async groupsOf(secretId: number, trx: Knex = this.db): Promise<string[]> {
-    const rows = await trx('access_grants as g')
-      .join('groups as gr', 'gr.id', 'g.group_id')
-      .where('g.secret_id', secretId)
-      .orderBy('gr.name')
-      .select('gr.name');
-    return rows.map((r: any) => r.name);
+  /** Names of the live secrets, sorted (reports). */
+  async liveNames(): Promise<string[]> {
+    const rows: Array<Pick<SecretRow, 'name'>> = await this.db.reader<SecretRow>('secrets').whereNull('deleted_at').orderBy('name').select('name');
+    return rows.map((r) => r.name);
   }
+
+  /** Live secrets whose expiry is before `before`, soonest first (reports). */
+  async expiringBefore(before: number): Promise<Array<Pick<SecretRow, 'name' | 'expiry' | 'current_version' | 'updated_at'>>> {
+    return this.db
+      .reader<SecretRow>('secrets')
+      .whereNull('deleted_at')
+      .whereNotNull('expiry')
+      .where('expiry', '<', before)
+      .orderBy('expiry')
+      .select('name', 'expiry', 'current_version', 'updated_at');
+  }
+
+  // ---- row integrity (row-integrity.ts): the backfill after migration 007 and the background scan
 
   /**
-   * The access rule in one indexed query: the secret's current version, only if one of the
-   * client's groups is granted it. On SQLite it runs as a prepared statement on the fast path.
+   * Runs `fn` once, in a transaction holding the row_integrity_state row: `fn` returns how
+   * many rows it sealed, and the state row records that the backfill ran. 0 when it already had.
    */
-  async findForClient(clientId: number, name: string): Promise<FoundSecret | undefined> {
-    const row = this.fastPath
-      ? this.fastPath.get<any>(FIND_FOR_CLIENT_SQL, clientId, name)
-      : (await this.db.raw(FIND_FOR_CLIENT_SQL, [clientId, name]).then((r: any) => (Array.isArray(r) ? r[0] : r.rows[0])));
-    if (!row) return undefined;
-    return {
-      secret: rowToSecret(row),
-      group: row.group_name,
-      grant: { groupId: row.g_group_id, rowMac: row.g_row_mac ?? null },
-      newestVersion: Number(row.v_newest),
-      version: {
-        id: row.v_id,
-        secretId: row.id,
-        version: row.current_version,
-        iv: row.v_iv,
-        ciphertext: row.v_ciphertext,
-        wrappedKey: row.v_wrapped_key,
-        rootKeyVersion: row.v_root_key_version,
-        checksum: row.v_checksum,
-        size: row.v_size,
-        createdBy: row.v_created_by,
-        createdAt: row.v_created_at,
-        rowMac: row.v_row_mac ?? null,
-      },
-    };
+  async backfillOnce(clock: Clock, fn: (trx: Transaction) => Promise<number>): Promise<number> {
+    return this.db.transaction(async (trx) => {
+      const q = trx<{ id: number; backfilled_at: number | null }>('row_integrity_state').where({ id: 1 });
+      const state = this.db.dialect === 'postgres' ? await q.forUpdate().first() : await q.first();
+      if (!state || state.backfilled_at !== null) return 0;
+      const rows = await fn(trx);
+      await trx('row_integrity_state').where({ id: 1 }).update({ backfilled_at: clock(), backfilled_rows: rows });
+      return rows;
+    });
   }
 
-  async listForClient(clientId: number): Promise<Array<SecretRecord & { checksum: string; size: number }>> {
-    const rows = await this.db('secrets as s')
-      .join('secret_versions as v', function () {
+  async secretsWithoutMac(trx: Transaction): Promise<SecretBoundColumns[]> {
+    return trx<SecretRow>('secrets').whereNull('row_mac').select('id', 'name', 'current_version', 'latest_version', 'deleted_at');
+  }
+
+  async versionsWithoutMac(trx: Transaction): Promise<VersionBoundColumns[]> {
+    return trx<SecretVersionRow>('secret_versions').whereNull('row_mac').select('id', 'secret_id', 'version', 'checksum', 'size');
+  }
+
+  async setVersionMac(trx: Transaction, id: number, rowMac: string): Promise<void> {
+    await trx<SecretVersionRow>('secret_versions').where({ id }).update({ row_mac: rowMac });
+  }
+
+  async secretPage(afterId: number, limit: number): Promise<Array<SecretBoundColumns & Pick<SecretRow, 'row_mac'>>> {
+    return this.db.reader<SecretRow>('secrets').where('id', '>', afterId).orderBy('id').limit(limit).select('id', 'name', 'current_version', 'latest_version', 'deleted_at', 'row_mac');
+  }
+
+  async versionPage(afterId: number, limit: number): Promise<Array<VersionBoundColumns & Pick<SecretVersionRow, 'row_mac'>>> {
+    return this.db.reader<SecretVersionRow>('secret_versions').where('id', '>', afterId).orderBy('id').limit(limit).select('id', 'secret_id', 'version', 'checksum', 'size', 'row_mac');
+  }
+
+  /** Secrets whose latest_version is not their highest stored version (a replayed older row). */
+  async secretsBehindNewestVersion(): Promise<Array<Pick<SecretRow, 'id' | 'name'>>> {
+    const db = this.db.reader;
+    return db('secrets as s')
+      .join(db('secret_versions').groupBy('secret_id').select('secret_id').max('version as newest').as('n'), 'n.secret_id', 's.id')
+      .whereRaw('n.newest <> s.latest_version')
+      .select('s.id', 's.name');
+  }
+
+  /** Live secrets whose current version does not exist. */
+  async secretsWithoutCurrentVersion(): Promise<Array<Pick<SecretRow, 'id' | 'name'>>> {
+    return this.db
+      .reader('secrets as s')
+      .leftJoin('secret_versions as v', function () {
         this.on('v.secret_id', '=', 's.id').andOn('v.version', '=', 's.current_version');
       })
       .whereNull('s.deleted_at')
-      .whereExists(function () {
-        this.select(1)
-          .from('access_grants as g')
-          .join('memberships as m', 'm.group_id', 'g.group_id')
-          .whereRaw('g.secret_id = s.id')
-          .where('m.client_id', clientId);
-      })
-      .orderBy('s.name')
-      .select('s.*', 'v.checksum', 'v.size');
-    return rows.map((row: any) => ({ ...rowToSecret(row), checksum: row.checksum, size: row.size }));
+      .whereNull('v.id')
+      .select('s.id', 's.name');
   }
 }

@@ -1,9 +1,9 @@
 import { Router } from 'express';
 import { z } from 'zod';
-import { problems } from '../http/problem.js';
+import { InvalidInputError } from '../core/errors.js';
 import { requestMeta } from '../http/request-context.js';
 import { defineRoutes } from '../http/routes.js';
-import { decodeCursor, encodeCursor, limitSchema, nameSchema, parseName, parseWith } from '../http/validation.js';
+import { decodeCursor, encodeCursor, limitSchema, nameSchema, parseName, parseWith } from '../core/validation.js';
 import type { SecretsService } from './secrets-service.js';
 import { decodeContent } from './secrets-service.js';
 import { addVersionSchema, createSecretSchema, rollbackSchema, updateSecretSchema } from './secrets-types.js';
@@ -21,7 +21,7 @@ const listQuerySchema = z
 function parseIfMatch(header: string | undefined): number | undefined {
   if (header === undefined) return undefined;
   const m = /^\s*(?:W\/)?"(\d+)"\s*$/.exec(header);
-  if (!m) throw problems.badRequest('If-Match must be a version ETag such as "3"');
+  if (!m) throw new InvalidInputError('If-Match must be a version ETag such as "3"');
   return Number(m[1]);
 }
 

@@ -1,19 +1,19 @@
-import type { Knex } from 'knex';
 import type { AuditService } from '../audit/audit-service.js';
 import type { AuditEventInput } from '../audit/audit-types.js';
 import { open, seal, DecryptionError } from '../crypto/envelope.js';
 import { KeyProviderError, type KeyProvider } from '../crypto/key-provider.js';
 import type { SystemKeys } from '../crypto/system-keys.js';
-import type { SqliteFastPath } from '../db/sqlite-fast-path.js';
-import { ProblemError, problems } from '../http/problem.js';
-import type { RequestMeta } from '../http/request-context.js';
+import type { AccessService, FoundSecret } from '../access/access-service.js';
+import type { Database, Queryable, Transaction } from '../db/database.js';
+import { ConflictError, DomainError, InvalidInputError, NotFoundError, PreconditionFailedError, TooLargeError, UnavailableError } from '../core/errors.js';
+import type { RequestMeta } from '../core/principal.js';
+import { iso, type Clock } from '../core/clock.js';
 import { actorOf, principalLabel, type Principal } from '../identity/identity-types.js';
 import { rethrowUniqueAsConflictFn } from '../identity/identity-util.js';
-import { SecretsDal, type FoundSecret, type SecretListFilter } from './secrets-dal.js';
+import { SecretsDal, type NewSecretVersionRow, type SecretListFilter, type SecretRowChanges } from './secrets-dal.js';
 import { integrityFailure, type RowIntegrity } from './row-integrity.js';
 import {
   MAX_CONTENT_BYTES,
-  iso,
   secretAad,
   type FileMetadata,
   type SecretRecord,
@@ -21,12 +21,12 @@ import {
 } from './secrets-types.js';
 
 export interface SecretsServiceDeps {
-  db: Knex;
+  db: Database;
+  access: AccessService;
   keyProvider: KeyProvider;
   systemKeys: SystemKeys;
   audit: AuditService;
-  clock: () => number;
-  fastPath?: SqliteFastPath;
+  clock: Clock;
   /** MACs on the rows that decide who reads which version (row-integrity.ts). */
   rowIntegrity: RowIntegrity;
 }
@@ -74,14 +74,14 @@ export interface DeliveredSecret {
 /** Decodes exactly one of `content` (base64) or `value` (UTF-8) and enforces the size cap. */
 export function decodeContent(body: { content?: string; value?: string }): Buffer {
   if ((body.content === undefined) === (body.value === undefined)) {
-    throw problems.badRequest('give exactly one of content (base64) or value (UTF-8)');
+    throw new InvalidInputError('give exactly one of content (base64) or value (UTF-8)');
   }
   if (body.content !== undefined && body.content.length % 4 !== 0) {
-    throw problems.badRequest('content must be padded base64');
+    throw new InvalidInputError('content must be padded base64');
   }
   const bytes = body.content !== undefined ? Buffer.from(body.content, 'base64') : Buffer.from(body.value!, 'utf8');
   if (bytes.length > MAX_CONTENT_BYTES) {
-    throw new ProblemError(413, 'content_too_large', 'Content too large', `secret content is ${bytes.length} bytes; the limit is ${MAX_CONTENT_BYTES}`);
+    throw new TooLargeError(`secret content is ${bytes.length} bytes; the limit is ${MAX_CONTENT_BYTES}`);
   }
   return bytes;
 }
@@ -90,7 +90,7 @@ export class SecretsService {
   readonly dal: SecretsDal;
 
   constructor(private readonly deps: SecretsServiceDeps) {
-    this.dal = new SecretsDal(deps.db, deps.fastPath);
+    this.dal = new SecretsDal(deps.db);
   }
 
   private event(principal: Principal, meta: RequestMeta | undefined, action: string, name: string, extra: Partial<AuditEventInput> = {}): AuditEventInput {
@@ -108,7 +108,7 @@ export class SecretsService {
     return this.deps.systemKeys.hmacHex('checksum', content);
   }
 
-  private async sealVersion(secretId: number, version: number, name: string, content: Buffer, by: string) {
+  private async sealVersion(secretId: number, version: number, name: string, content: Buffer, by: string): Promise<NewSecretVersionRow> {
     const sealed = await seal(this.deps.keyProvider, content, secretAad(secretId, version, name));
     const checksum = await this.checksum(content);
     return {
@@ -137,22 +137,22 @@ export class SecretsService {
       if (err instanceof DecryptionError || (err instanceof KeyProviderError && err.integrity)) {
         throw integrityFailure('the stored ciphertext did not authenticate; it has been tampered with or moved');
       }
-      throw problems.unavailable('the key provider could not unwrap the data key', 'key_provider_unavailable');
+      throw new UnavailableError('the key provider could not unwrap the data key', { code: 'key_provider_unavailable' });
     }
   }
 
-  async requireLive(name: string, trx?: Knex): Promise<SecretRecord> {
+  async requireLive(name: string, trx?: Queryable): Promise<SecretRecord> {
     const secret = await this.dal.findLive(name, trx);
-    if (!secret) throw problems.notFound(`secret ${name}`);
+    if (!secret) throw new NotFoundError(`secret ${name}`);
     return secret;
   }
 
   /** Pass a write's transaction to describe the state that transaction produced. */
-  async detail(secret: SecretRecord, withGroups = true, trx: Knex = this.deps.db): Promise<SecretDetail> {
+  async detail(secret: SecretRecord, withGroups = true, trx?: Queryable): Promise<SecretDetail> {
     const version = await this.dal.getVersion(secret.id, secret.currentVersion, trx);
     return {
       ...this.summary(secret, version!),
-      ...(withGroups ? { groups: await this.dal.groupsOf(secret.id, trx) } : {}),
+      ...(withGroups ? { groups: await this.deps.access.groupsOfSecret(secret.id, trx) } : {}),
     };
   }
 
@@ -161,13 +161,13 @@ export class SecretsService {
    * transaction, after the write and while the secret row is still locked, never again after
    * the commit (when another writer's version may already be current).
    */
-  private async writtenDetail(trx: Knex.Transaction, name: string): Promise<SecretDetail> {
+  private async writtenDetail(trx: Transaction, name: string): Promise<SecretDetail> {
     return this.detail(await this.requireLive(name, trx), true, trx);
   }
 
-  private async requireLocked(trx: Knex.Transaction, name: string): Promise<SecretRecord> {
+  private async requireLocked(trx: Transaction, name: string): Promise<SecretRecord> {
     const secret = await this.dal.lockLive(trx, name);
-    if (!secret) throw problems.notFound(`secret ${name}`);
+    if (!secret) throw new NotFoundError(`secret ${name}`);
     return secret;
   }
 
@@ -195,10 +195,8 @@ export class SecretsService {
     const now = this.deps.clock();
     const groups = [...new Set(input.groups ?? [])];
     return this.deps.audit.transact(async (trx, record) => {
-      if (await this.dal.findLive(input.name, trx)) throw problems.conflict(`secret ${input.name} already exists`, 'already_exists');
-      const groupRows = groups.length ? await trx('groups').whereIn('name', groups).select('id', 'name') : [];
-      const missing = groups.filter((g) => !groupRows.some((r: any) => r.name === g));
-      if (missing.length) throw problems.badRequest(`unknown groups: ${missing.join(', ')}`);
+      if (await this.dal.findLive(input.name, trx)) throw new ConflictError(`secret ${input.name} already exists`, 'already_exists');
+      const groupRows = await this.deps.access.resolveGroups(groups, trx);
       const labels = input.labels ?? {};
       const id = await this.dal.insertSecret(trx, {
         name: input.name,
@@ -214,18 +212,41 @@ export class SecretsService {
         updated_by: by,
         updated_at: now,
       });
-      await trx('secrets').where({ id }).update({ row_mac: this.deps.rowIntegrity.secretMac({ id, name: input.name, currentVersion: 1, latestVersion: 1, deletedAt: null }) });
+      await this.dal.updateSecret(trx, id, { row_mac: this.deps.rowIntegrity.secretMac({ id, name: input.name, currentVersion: 1, latestVersion: 1, deletedAt: null }) });
       await this.dal.replaceLabels(trx, id, labels);
       await this.dal.insertVersion(trx, await this.sealVersion(id, 1, input.name, input.content, by));
-      for (const g of groupRows) {
-        await trx('access_grants').insert({ group_id: g.id, secret_id: id, created_at: now, row_mac: this.deps.rowIntegrity.grantMac({ groupId: g.id, secretId: id }) });
-      }
+      for (const g of groupRows) await this.deps.access.grant(trx, g.id, id, now);
       await record(this.event(principal, meta, 'secret.create', input.name, { details: { version: 1, groups } }));
       for (const g of groupRows) {
         await record(this.event(principal, meta, 'grant.add', input.name, { details: { group: g.name } }));
       }
       return this.writtenDetail(trx, input.name);
     }).catch(rethrowUniqueAsConflictFn(`secret ${input.name} already exists`));
+  }
+
+  /** The live secret, or undefined (for other domains: they call this service, not SecretsDal). */
+  findLive(name: string): Promise<SecretRecord | undefined> {
+    return this.dal.findLive(name);
+  }
+
+  /** The stored version `version` of the secret (sealed; decrypt() opens it). */
+  getVersion(secretId: number, version: number): Promise<SecretVersionRecord | undefined> {
+    return this.dal.getVersion(secretId, version);
+  }
+
+  /** id and name of the named live secrets (those that exist). */
+  liveIdsByName(names: string[], trx?: Queryable): Promise<Array<{ id: number; name: string }>> {
+    return this.dal.liveIdsByName(names, trx);
+  }
+
+  /** Names of the live secrets, sorted (reports). */
+  liveNames(): Promise<string[]> {
+    return this.dal.liveNames();
+  }
+
+  /** Live secrets whose expiry is before `before`, soonest first (reports). */
+  expiringBefore(before: number) {
+    return this.dal.expiringBefore(before);
   }
 
   async list(filter: SecretListFilter) {
@@ -241,7 +262,7 @@ export class SecretsService {
   ): Promise<SecretDetail> {
     return this.deps.audit.transact(async (trx, record) => {
       const secret = await this.requireLocked(trx, name);
-      const changes: Record<string, unknown> = { updated_by: principalLabel(principal), updated_at: this.deps.clock() };
+      const changes: SecretRowChanges = { updated_by: principalLabel(principal), updated_at: this.deps.clock() };
       if (patch.description !== undefined) changes.description = patch.description;
       if (patch.labels !== undefined) {
         changes.labels = JSON.stringify(patch.labels);
@@ -249,7 +270,7 @@ export class SecretsService {
       }
       if (patch.metadata !== undefined) changes.metadata = JSON.stringify(patch.metadata);
       if (patch.expiry !== undefined) changes.expiry = patch.expiry;
-      await trx('secrets').where({ id: secret.id }).update(changes);
+      await this.dal.updateSecret(trx, secret.id, changes);
       await record(this.event(principal, meta, 'secret.update', name, { details: { fields: Object.keys(patch).sort() } }));
       return this.writtenDetail(trx, name);
     });
@@ -267,22 +288,20 @@ export class SecretsService {
       const secret = await this.requireLocked(trx, name);
       const current = secret.currentVersion;
       if (conditions.ifMatch !== undefined && conditions.ifMatch !== current) {
-        throw problems.preconditionFailed(`If-Match names version ${conditions.ifMatch}, but the current version is ${current}`);
+        throw new PreconditionFailedError(`If-Match names version ${conditions.ifMatch}, but the current version is ${current}`);
       }
       if (conditions.cas !== undefined && conditions.cas !== current) {
-        throw problems.conflict(`check-and-set failed: cas is ${conditions.cas}, but the current version is ${current}`, 'cas_mismatch');
+        throw new ConflictError(`check-and-set failed: cas is ${conditions.cas}, but the current version is ${current}`, 'cas_mismatch');
       }
       const version = secret.latestVersion + 1;
       await this.dal.insertVersion(trx, await this.sealVersion(secret.id, version, name, content, by));
-      await trx('secrets')
-        .where({ id: secret.id })
-        .update({
-          current_version: version,
-          latest_version: version,
-          updated_by: by,
-          updated_at: this.deps.clock(),
-          row_mac: this.deps.rowIntegrity.secretMac({ id: secret.id, name, currentVersion: version, latestVersion: version, deletedAt: null }),
-        });
+      await this.dal.updateSecret(trx, secret.id, {
+        current_version: version,
+        latest_version: version,
+        updated_by: by,
+        updated_at: this.deps.clock(),
+        row_mac: this.deps.rowIntegrity.secretMac({ id: secret.id, name, currentVersion: version, latestVersion: version, deletedAt: null }),
+      });
       await record(this.event(principal, meta, 'secret.version.create', name, { details: { version, previous: current } }));
       return this.writtenDetail(trx, name);
     }).catch(rethrowUniqueAsConflictFn('another version was written concurrently; retry with check-and-set'));
@@ -304,15 +323,13 @@ export class SecretsService {
   async rollback(principal: Principal, meta: RequestMeta, name: string, version: number): Promise<SecretDetail> {
     return this.deps.audit.transact(async (trx, record) => {
       const secret = await this.requireLocked(trx, name);
-      if (!(await this.dal.getVersion(secret.id, version, trx))) throw problems.notFound(`version ${version} of secret ${name}`);
-      await trx('secrets')
-        .where({ id: secret.id })
-        .update({
-          current_version: version,
-          updated_by: principalLabel(principal),
-          updated_at: this.deps.clock(),
-          row_mac: this.deps.rowIntegrity.secretMac({ id: secret.id, name, currentVersion: version, latestVersion: secret.latestVersion, deletedAt: null }),
-        });
+      if (!(await this.dal.getVersion(secret.id, version, trx))) throw new NotFoundError(`version ${version} of secret ${name}`);
+      await this.dal.updateSecret(trx, secret.id, {
+        current_version: version,
+        updated_by: principalLabel(principal),
+        updated_at: this.deps.clock(),
+        row_mac: this.deps.rowIntegrity.secretMac({ id: secret.id, name, currentVersion: version, latestVersion: secret.latestVersion, deletedAt: null }),
+      });
       await record(this.event(principal, meta, 'secret.rollback', name, { details: { version, previous: secret.currentVersion } }));
       return this.writtenDetail(trx, name);
     });
@@ -323,8 +340,8 @@ export class SecretsService {
       const secret = await this.requireLocked(trx, name);
       const now = this.deps.clock();
       const rowMac = this.deps.rowIntegrity.secretMac({ id: secret.id, name, currentVersion: secret.currentVersion, latestVersion: secret.latestVersion, deletedAt: now });
-      await trx('secrets').where({ id: secret.id }).update({ deleted_at: now, updated_by: principalLabel(principal), updated_at: now, row_mac: rowMac });
-      await trx('access_grants').where({ secret_id: secret.id }).delete();
+      await this.dal.updateSecret(trx, secret.id, { deleted_at: now, updated_by: principalLabel(principal), updated_at: now, row_mac: rowMac });
+      await this.deps.access.revokeAllOf(trx, secret.id);
       await record(this.event(principal, meta, 'secret.delete', name, { details: { version: secret.currentVersion } }));
     });
   }
@@ -333,7 +350,7 @@ export class SecretsService {
   async readContent(principal: Principal, meta: RequestMeta, name: string, version?: number) {
     const secret = await this.requireLive(name);
     const v = await this.dal.getVersion(secret.id, version ?? secret.currentVersion);
-    if (!v) throw problems.notFound(`version ${version} of secret ${name}`);
+    if (!v) throw new NotFoundError(`version ${version} of secret ${name}`);
     this.deps.rowIntegrity.assertReadable({ secret, version: v });
     const content = await this.decrypt(secret, v);
     await this.deps.audit.record(this.event(principal, meta, 'secret.read', name, { details: { version: v.version, via: 'operator' } }));
@@ -342,14 +359,14 @@ export class SecretsService {
 
   /** A client's read: the group rule, decryption, and the committed audit event, then the value. */
   async deliver(principal: Extract<Principal, { kind: 'client' }>, meta: RequestMeta, names: string[]): Promise<DeliveredSecret[]> {
-    const found = await Promise.all(names.map((n) => this.dal.findForClient(principal.id, n)));
+    const found = await Promise.all(names.map((n) => this.deps.access.findForClient(principal.id, n)));
     if (found.some((f) => !f)) {
       const missing = names.filter((_, i) => !found[i]);
       await this.deps.audit.recordReads(
         missing.map((n) => this.event(principal, meta, 'secret.read', n, { outcome: 'deny', reason: 'not found or not granted' })),
         [],
       );
-      throw names.length === 1 ? problems.notFound(`secret ${names[0]}`) : problems.notFound('one or more of the requested secrets');
+      throw names.length === 1 ? new NotFoundError(`secret ${names[0]}`) : new NotFoundError('one or more of the requested secrets');
     }
     const items = found as Array<NonNullable<(typeof found)[number]>>;
     await this.assertIntact(principal, meta, items);
@@ -377,7 +394,7 @@ export class SecretsService {
       try {
         this.deps.rowIntegrity.assertReadable(f);
       } catch (err) {
-        const reason = err instanceof ProblemError ? err.detail ?? err.title : 'row integrity check failed';
+        const reason = err instanceof DomainError ? err.detail : 'row integrity check failed';
         await this.deps.audit.recordReads([this.event(principal, meta, 'secret.read', f.secret.name, { outcome: 'error', reason, details: { via: 'client', integrity: 'row_mac' } })], []);
         throw err;
       }
@@ -385,7 +402,7 @@ export class SecretsService {
   }
 
   async listForClient(clientId: number) {
-    const rows = await this.dal.listForClient(clientId);
+    const rows = await this.deps.access.listForClient(clientId);
     return rows.map((r) => ({
       name: r.name,
       version: r.currentVersion,

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { descriptionSchema, labelsSchema, nameSchema } from '../http/validation.js';
+import { descriptionSchema, labelsSchema, nameSchema } from '../core/validation.js';
 
 export const MAX_CONTENT_BYTES = 1024 * 1024;
 
@@ -88,11 +88,80 @@ export interface SecretVersionRecord {
   rowMac?: string | null;
 }
 
+/** A secrets row. */
+export interface SecretRow {
+  id: number;
+  name: string;
+  description: string;
+  type: string;
+  /** JSON object */
+  labels: string;
+  /** JSON object */
+  metadata: string;
+  expiry: number | null;
+  current_version: number;
+  latest_version: number;
+  created_by: string;
+  created_at: number;
+  updated_by: string;
+  updated_at: number;
+  deleted_at: number | null;
+  row_mac: string | null;
+}
+
+/** A secret_versions row. */
+export interface SecretVersionRow {
+  id: number;
+  secret_id: number;
+  version: number;
+  iv: Buffer;
+  ciphertext: Buffer;
+  wrapped_key: Buffer;
+  root_key_version: string;
+  checksum: string;
+  size: number;
+  created_by: string;
+  created_at: number;
+  row_mac: string | null;
+}
+
+export function rowToSecret(row: SecretRow): SecretRecord {
+  return {
+    id: row.id,
+    name: row.name,
+    description: row.description,
+    type: row.type,
+    labels: JSON.parse(row.labels),
+    metadata: JSON.parse(row.metadata),
+    expiry: row.expiry ?? null,
+    currentVersion: row.current_version,
+    latestVersion: row.latest_version,
+    createdBy: row.created_by,
+    createdAt: row.created_at,
+    updatedBy: row.updated_by,
+    updatedAt: row.updated_at,
+    rowMac: row.row_mac ?? null,
+  };
+}
+
+export function rowToVersion(row: SecretVersionRow): SecretVersionRecord {
+  return {
+    id: row.id,
+    secretId: row.secret_id,
+    version: row.version,
+    iv: row.iv,
+    ciphertext: row.ciphertext,
+    wrappedKey: row.wrapped_key,
+    rootKeyVersion: row.root_key_version,
+    checksum: row.checksum,
+    size: row.size,
+    createdBy: row.created_by,
+    createdAt: row.created_at,
+    rowMac: row.row_mac ?? null,
+  };
+}
+
 /** AAD binding a ciphertext to its row: moved elsewhere, it no longer authenticates. */
 export function secretAad(secretId: number, version: number, name: string): string {
   return `keywarden:secret:v1:${secretId}:${version}:${name}`;
-}
-
-export function iso(ms: number | null | undefined): string | null {
-  return ms === null || ms === undefined ? null : new Date(ms).toISOString();
 }

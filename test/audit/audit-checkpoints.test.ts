@@ -203,7 +203,7 @@ describe('audit checkpoints, offline verification and pruning', () => {
     const oldCount = (await allEvents(tb)).filter((e) => e.ts < cutoff).length;
 
     const s = tb.broker.services;
-    const result = await pruneAuditLog({ db: s.db, checkpoints: s.checkpoints, audit: s.audit }, cutoff);
+    const result = await pruneAuditLog({ dal: s.auditQuery, checkpoints: s.checkpoints, audit: s.audit }, cutoff);
     expect(result.removed).toBe(oldCount);
     expect(result.throughSeq).toBe(oldCount);
     const remaining = await allEvents(tb);

@@ -83,7 +83,7 @@ describe('audit fail-closed', () => {
 
       // pruning removes nothing when its event cannot be recorded
       const s = tb.broker.services;
-      await expect(pruneAuditLog({ db: s.db, checkpoints: s.checkpoints, audit: s.audit }, Date.now() + 1000)).rejects.toMatchObject({ status: 503 });
+      await expect(pruneAuditLog({ dal: s.auditQuery, checkpoints: s.checkpoints, audit: s.audit }, Date.now() + 1000)).rejects.toMatchObject({ kind: 'unavailable' });
       expect(await tb.broker.services.auditQuery.firstSeq()).toBe(1);
 
       expect(await headSeq(tb)).toBe(head);

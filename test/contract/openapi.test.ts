@@ -6,11 +6,17 @@
  * its domain) with `x-keywarden-access` equal to the route's `access` (list admin explicitly).
  */
 import fs from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import express from 'express';
+import supertest from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import YAML from 'yaml';
 import { openApiFile } from '../../src/http/ops-routes.js';
-import { mountedRoutes, type Access } from '../../src/http/routes.js';
+import type { Access, MountedRoute } from '../../src/http/routes.js';
 import { startTestBroker, type TestBroker } from '../support/broker.js';
+import { assertFetchMatchesContract, assertMatchesContract, contractViolations, ContractViolation, OPENAPI_FILE } from '../support/contract.js';
+import { drainServerSideViolations } from '../support/contract-hook.js';
 
 const HTTP_METHODS = ['get', 'put', 'post', 'delete', 'options', 'head', 'patch', 'trace'] as const;
 const PROBLEM_REF = '#/components/schemas/Problem';
@@ -38,6 +44,8 @@ interface Operation {
 }
 
 let tb: TestBroker;
+/** The routes this broker's app mounts (defineRoutes records them per router). */
+let mountedRoutes: readonly MountedRoute[];
 let specText: string;
 let spec: Json;
 let operations: Operation[];
@@ -112,6 +120,7 @@ function collectRefs(node: Json, where: string, out: Array<{ ref: string; where:
 
 beforeAll(async () => {
   tb = await startTestBroker();
+  mountedRoutes = tb.broker.routes;
   specText = fs.readFileSync(openApiFile(), 'utf8');
   spec = YAML.parse(specText, { uniqueKeys: true, prettyErrors: true });
   operations = [];
@@ -128,7 +137,7 @@ afterAll(async () => {
 
 describe('openapi.yaml matches the mounted routes', () => {
   it('sees the mounted routes', () => {
-    expect(mountedRoutes.length, 'no routes recorded by defineRoutes(): is the broker built from the same module?').toBeGreaterThan(0);
+    expect(mountedRoutes.length, 'no routes recorded by defineRoutes() on the broker\'s routers').toBeGreaterThan(0);
   });
 
   it('(a) documents every mounted route', () => {
@@ -307,5 +316,82 @@ describe('(e) openapi.yaml is structurally valid OpenAPI 3.1', () => {
     expect(Object.keys(token?.requestBody?.content ?? {}).sort()).toEqual(['application/json', 'application/x-www-form-urlencoded']);
     expect(spec.components.securitySchemes.clientBasic).toMatchObject({ type: 'http', scheme: 'basic' });
     expect(token['x-keywarden-client-authentication']).toEqual(expect.arrayContaining(['client_secret_basic', 'client_secret_post']));
+  });
+});
+
+describe('the response contract check (test/support/contract.ts) and its hook', () => {
+  const problem = (status: number, code: string) =>
+    JSON.stringify({ type: `https://keywarden.dev/problems/${code}`, title: 'Not found', status, code, detail: 'x', instance: 'req-1' });
+
+  it('checks against the openapi.yaml the broker serves', () => {
+    expect(fs.realpathSync(OPENAPI_FILE)).toBe(fs.realpathSync(openApiFile()));
+  });
+
+  it('passes responses that match openapi.yaml', () => {
+    expect(contractViolations({ method: 'GET', url: '/healthz', status: 200, contentType: 'application/json; charset=utf-8', body: '{"status":"ok"}' })).toEqual([]);
+    expect(contractViolations({ method: 'GET', url: '/v1/secrets?limit=5', status: 200, contentType: 'application/json', body: '{"items":[],"nextCursor":null}' })).toEqual([]);
+    expect(contractViolations({ method: 'GET', url: '/v1/secrets/db.password', status: 404, contentType: 'application/problem+json', body: problem(404, 'not_found') })).toEqual([]);
+    // HEAD is answered by the GET operation, without a body
+    expect(contractViolations({ method: 'HEAD', url: '/healthz', status: 200, contentType: 'application/json' })).toEqual([]);
+  });
+
+  it('rejects a body that violates the schema, naming method, path, status and the schema error', () => {
+    const problems = contractViolations({ method: 'GET', url: '/v1/secrets', status: 200, contentType: 'application/json', body: '{"items":"none"}' });
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toContain('GET /v1/secrets -> 200');
+    expect(problems[0]).toMatch(/\/items must be array/);
+    expect(problems[0]).toMatch(/must have required property 'nextCursor'/);
+    expect(() => assertMatchesContract({ method: 'GET', url: '/healthz', status: 200, contentType: 'application/json', body: '{"status":"down"}' })).toThrow(ContractViolation);
+  });
+
+  it('rejects an undocumented status, an undocumented content type and a body that is not JSON', () => {
+    expect(contractViolations({ method: 'GET', url: '/healthz', status: 418, contentType: 'application/json', body: '{}' })[0]).toMatch(/documents no 418 response/);
+    expect(contractViolations({ method: 'GET', url: '/healthz', status: 200, contentType: 'text/html', body: '<p>ok</p>' })[0]).toMatch(/content type text\/html is not documented/);
+    expect(contractViolations({ method: 'GET', url: '/healthz', status: 200, contentType: 'application/json', body: 'ok' })[0]).toMatch(/not valid JSON/);
+  });
+
+  it('accepts only allowlisted problem documents for requests openapi.yaml does not describe', () => {
+    expect(contractViolations({ method: 'GET', url: '/v1/nothing-here', status: 404, contentType: 'application/problem+json', body: problem(404, 'route_not_found') })).toEqual([]);
+    expect(contractViolations({ method: 'GET', url: '/v1/nothing-here', status: 200, contentType: 'application/json', body: '{}' })[0]).toMatch(/no operation in openapi.yaml/);
+    expect(contractViolations({ method: 'GET', url: '/v1/nothing-here', status: 404, contentType: 'application/problem+json', body: problem(404, 'surprise') })[0]).toMatch(/not in UNDOCUMENTED_REQUEST_RESPONSES/);
+  });
+
+  it('checks fetch responses of a broker in another process on request', async () => {
+    const ok = new Response('{"status":"ok"}', { status: 200, headers: { 'Content-Type': 'application/json' } });
+    await assertFetchMatchesContract('GET', 'http://127.0.0.1:1/healthz', ok);
+    expect(await ok.json()).toEqual({ status: 'ok' }); // the body is still there for the test
+    const bad = new Response('{"status":"ok","checks":{}}', { status: 503, headers: { 'Content-Type': 'application/json' } });
+    await expect(assertFetchMatchesContract('GET', 'http://127.0.0.1:1/healthz', bad)).rejects.toThrow(/GET \/healthz -> 503 .*documents no 503 response/);
+  });
+
+  it('is hooked into supertest: a response that violates openapi.yaml rejects the request', async () => {
+    // not an Express app, so only the client-side (supertest) check sees it
+    const handler = (_req: http.IncomingMessage, res: http.ServerResponse) => {
+      res.writeHead(200, { 'Content-Type': 'application/json' }).end('{"status":"down"}');
+    };
+    await expect(supertest(handler).get('/healthz')).rejects.toThrow(/GET \/healthz -> 200 application\/json: body does not match/);
+    const conforming = (_req: http.IncomingMessage, res: http.ServerResponse) => {
+      res.writeHead(200, { 'Content-Type': 'application/json' }).end('{"status":"ok"}');
+    };
+    expect((await supertest(conforming).get('/healthz')).status).toBe(200);
+  });
+
+  it('is hooked into every Express app response: fetch against a listening app records the violation', async () => {
+    const app = express();
+    app.get('/healthz', (_req, res) => void res.json({ status: 'down' }));
+    const server = http.createServer(app);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = server.address() as AddressInfo;
+      const res = await fetch(`http://127.0.0.1:${port}/healthz`);
+      expect(res.status).toBe(200);
+      await res.text();
+      // the hook's afterEach would fail this test with it; take it here instead
+      const recorded = drainServerSideViolations();
+      expect(recorded).toHaveLength(1);
+      expect(recorded[0]).toContain('GET /healthz -> 200 application/json: body does not match');
+    } finally {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
   });
 });

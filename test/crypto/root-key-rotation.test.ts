@@ -115,7 +115,7 @@ describe('root key rotation with rewrapAll', () => {
         return provider.unwrap(wrapped, version);
       },
     });
-    const rewrap = rewrapAll(knex(), slow, { batchSize: 3 }).finally(() => {
+    const rewrap = rewrapAll(tb.broker.services.database, slow, { batchSize: 3 }).finally(() => {
       done = true;
     });
     // readers run in waves while the rewrap is in flight (bounded, so a slow database is not flooded)
@@ -164,7 +164,7 @@ describe('root key rotation with rewrapAll', () => {
     }
     await readAll();
     // a second run finds nothing to do
-    const rerun = await rewrapAll(knex(), provider);
+    const rerun = await rewrapAll(tb.broker.services.database, provider);
     expect(rerun.rewrapped.secret_versions).toBe(0);
   });
 
@@ -183,7 +183,7 @@ describe('root key rotation with rewrapAll', () => {
     expect(await provider.rotate()).toBe('3');
     let calls = 0;
     await expect(
-      rewrapAll(knex(), provider, {
+      rewrapAll(tb.broker.services.database, provider, {
         batchSize: 1,
         onProgress: () => {
           calls++;
@@ -197,7 +197,7 @@ describe('root key rotation with rewrapAll', () => {
     expect(mid.filter((r: any) => r.root_key_version === '2').length).toBe(mid.length - 1);
     await readAll();
 
-    const resumed = await rewrapAll(knex(), provider, { batchSize: 4 });
+    const resumed = await rewrapAll(tb.broker.services.database, provider, { batchSize: 4 });
     expect(resumed.rewrapped.secret_versions).toBe(mid.length - 1);
     for (const { table } of WRAPPED_KEY_TABLES) {
       const versions = new Set((await knex()(table).select('root_key_version')).map((r: any) => r.root_key_version));

@@ -137,7 +137,7 @@ describe('vault-transit key provider', () => {
     expect(Buffer.from(rows[1].wrapped_key).toString()).toMatch(/^vault:v2:/);
     expect(unb64((await tb.request.get('/v1/secrets/v.secret/content?version=1').set(w)).body.content)).toBe('vault-backed-value');
 
-    const result = await rewrapAll(tb.broker.services.db, provider);
+    const result = await rewrapAll(tb.broker.services.database, provider);
     expect(result.targetVersion).toBe('2');
     const after = await tb.broker.services.db('secret_versions').select('root_key_version', 'wrapped_key');
     expect(after.every((r: any) => r.root_key_version === '2' && Buffer.from(r.wrapped_key).toString().startsWith('vault:v2:'))).toBe(true);

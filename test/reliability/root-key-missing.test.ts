@@ -187,9 +187,9 @@ describe('a missing root key is never replaced', () => {
     const services = await createServices(config, { logger: silentLogger });
     try {
       expect(await services.keyProvider.rotate()).toBe('2');
-      await rewrapAll(services.db, services.keyProvider);
+      await rewrapAll(services.database, services.keyProvider);
     } finally {
-      services.fastPath?.close();
+      services.database.close();
       await services.dbHandle.close();
     }
     fs.writeFileSync(site.keyFile, savedKey, { mode: 0o600 });

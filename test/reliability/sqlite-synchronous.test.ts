@@ -42,14 +42,14 @@ describe('SQLite synchronous level', () => {
 
   async function levels(b: Broker): Promise<{ pool: number; fastPath: number }> {
     const rows = await b.services.db.raw('PRAGMA synchronous');
-    const fast = b.services.fastPath!.get<{ synchronous: number }>('PRAGMA synchronous');
-    return { pool: rows[0].synchronous, fastPath: fast!.synchronous };
+    const fast = b.services.database.fastPathPragma('synchronous') as number;
+    return { pool: rows[0].synchronous, fastPath: fast };
   }
 
   it('defaults to FULL on the pool and on the fast path', async () => {
     const b = await start({});
     expect(b.services.config.sqliteSynchronous).toBe('full');
-    expect(b.services.fastPath).toBeDefined();
+    expect(b.services.database.fastPathEnabled).toBe(true);
     expect(await levels(b)).toEqual({ pool: FULL, fastPath: FULL });
   });
 

@@ -260,7 +260,7 @@ describe('tamper detection: a new instance checks from the last signed checkpoin
       // the backfill ran: a MAC removed now is not sealed again but refused
       await second.broker.services.db('secrets').where({ name: 'old' }).update({ row_mac: null });
       expectProblem(await second.request.get('/v1/client/secrets/old').set(bearer(c.token)), 503, 'integrity_failure');
-      expect(await second.broker.services.rowIntegrity.backfillOnce(second.broker.services.db, Date.now)).toBe(0);
+      expect(await second.broker.services.rowIntegrityScanner.backfillOnce(Date.now)).toBe(0);
     } finally {
       await second?.close();
       await tdb.drop();

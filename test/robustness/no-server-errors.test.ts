@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import supertest from 'supertest';
-import { mountedRoutes } from '../../src/http/routes.js';
+import type { MountedRoute } from '../../src/http/routes.js';
 import { bearer, startTestBroker, type TestBroker } from '../support/broker.js';
 
 /**
@@ -40,10 +40,12 @@ function fill(path: string, value: string): string {
 
 describe('no route answers bad input with a 5xx', () => {
   let t: TestBroker;
+  let mountedRoutes: readonly MountedRoute[];
   let clientToken: string;
 
   beforeAll(async () => {
     t = await startTestBroker({ env: { KEYWARDEN_GATE_TIMEOUT_MS: '500' } });
+    mountedRoutes = t.broker.routes;
     await t.request.post('/v1/groups').set(bearer(t.adminKey)).send({ name: 'g' });
     await t.request.post('/v1/secrets').set(bearer(t.adminKey)).send({ name: 's', value: 'v', groups: ['g'] });
     ({ token: clientToken } = await t.client('c', ['g']));

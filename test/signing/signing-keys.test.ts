@@ -83,7 +83,7 @@ describe('signing keys', () => {
     expectProblem(sign, 403);
     expect(sign.body.detail).toMatch(/disabled/);
     expect(events.map((e) => `${e.action}:${e.outcome}`)).toEqual(['image.sign:deny']);
-    await expect(tb.broker.services.signingKeys.signer('edkey')).rejects.toMatchObject({ status: 403, code: 'signing_key_disabled' });
+    await expect(tb.broker.services.signingKeys.signer('edkey')).rejects.toMatchObject({ kind: 'forbidden', code: 'signing_key_disabled' });
     const en = remember(await tb.request.post('/v1/signing-keys/edkey/enable').set(auth(tb.adminKey)));
     expect(en.body.status).toBe('active');
     const signer = await tb.broker.services.signingKeys.signer('edkey');

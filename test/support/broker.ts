@@ -86,6 +86,8 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     KEYWARDEN_ROOT_KEY: rootKey,
     KEYWARDEN_LOG_LEVEL: 'silent',
     KEYWARDEN_ISSUER: 'http://127.0.0.1:8750',
+    // KEYWARDEN_SQLITE_FAST_PATH=off npx vitest run: the whole suite without the synchronous SQLite connection
+    ...(process.env.KEYWARDEN_SQLITE_FAST_PATH ? { KEYWARDEN_SQLITE_FAST_PATH: process.env.KEYWARDEN_SQLITE_FAST_PATH } : {}),
     ...options.env,
   });
   // the configured time limits, as the broker applies them when it opens the database itself

@@ -1,9 +1,9 @@
 import { Router } from 'express';
 import { z } from 'zod';
-import { problems } from '../../http/problem.js';
+import { InvalidInputError } from '../../core/errors.js';
 import { requestMeta } from '../../http/request-context.js';
 import { defineRoutes } from '../../http/routes.js';
-import { decodeCursor, encodeCursor, limitSchema, nameSchema, parseName, parseWith } from '../../http/validation.js';
+import { decodeCursor, encodeCursor, limitSchema, nameSchema, parseName, parseWith } from '../../core/validation.js';
 import type { GateService } from './gate-service.js';
 import type { PolicyService } from './policy-service.js';
 
@@ -27,7 +27,7 @@ const DECISION_ID = /^rd_[A-Za-z0-9_-]{1,37}$/;
 function parseIfMatch(header: string | undefined): number | undefined {
   if (header === undefined) return undefined;
   const m = /^\s*(?:W\/)?"(\d+)"\s*$/.exec(header);
-  if (!m) throw problems.badRequest('If-Match must be a version ETag such as "3"');
+  if (!m) throw new InvalidInputError('If-Match must be a version ETag such as "3"');
   return Number(m[1]);
 }
 
@@ -72,7 +72,7 @@ export function policyRoutes(policies: PolicyService): Router {
         const name = parseName(req.params.name as string);
         const body = req.body && typeof req.body === 'object' && !Array.isArray(req.body) ? { name, ...req.body } : req.body;
         const doc = policies.parseDocument(body);
-        if (doc.name !== name) throw problems.badRequest(`name in the body (${doc.name}) differs from the path (${name})`);
+        if (doc.name !== name) throw new InvalidInputError(`name in the body (${doc.name}) differs from the path (${name})`);
         const view = await policies.replace(req.principal!, requestMeta(req), name, doc, parseIfMatch(req.get('if-match')));
         res.set('ETag', `"${view.version}"`).json(view);
       },
@@ -113,7 +113,7 @@ export function releaseRoutes(gate: GateService): Router {
         const raw = decodeCursor<string>(q.cursor, 'string');
         if (raw !== undefined) {
           const m = /^(\d{1,16})\|(rd_[A-Za-z0-9_-]{1,37})$/.exec(raw);
-          if (!m) throw problems.badRequest('cursor is malformed');
+          if (!m) throw new InvalidInputError('cursor is malformed');
           after = { at: Number(m[1]), id: m[2]! };
         }
         const items = await gate.list({ image: q.image, digest: q.digest, decision: q.decision, policy: q.policy, after, limit: q.limit });
@@ -128,7 +128,7 @@ export function releaseRoutes(gate: GateService): Router {
       access: ['writer', 'signer', 'auditor'],
       handler: async (req, res) => {
         const id = String(req.params.id);
-        if (!DECISION_ID.test(id)) throw problems.badRequest('id must look like rd_<id>');
+        if (!DECISION_ID.test(id)) throw new InvalidInputError('id must look like rd_<id>');
         res.json(await gate.get(id));
       },
     },

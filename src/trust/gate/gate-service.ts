@@ -11,21 +11,23 @@
  * connect to a host of its choosing.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import type { Knex } from 'knex';
 import type { Logger } from 'pino';
 import type { AuditService } from '../../audit/audit-service.js';
-import { problems } from '../../http/problem.js';
-import type { RequestMeta } from '../../http/request-context.js';
+import { InvalidInputError, NotFoundError } from '../../core/errors.js';
+import type { RequestMeta } from '../../core/principal.js';
 import { actorOf, principalLabel, type Principal } from '../../identity/identity-types.js';
 import { ImageRefError, parseImageRef, type ImageRef } from '../registry/image-ref.js';
 import { literalRegistryOf, type EgressPolicy } from '../registry/egress-policy.js';
 import type { RegistryClient } from '../registry/registry-client.js';
+import type { Database } from '../../db/database.js';
 import type { SigningKeysService } from '../signing/signing-keys-service.js';
+import { DecisionDal, type CacheEntry, type DecisionRow, type ReleaseDecision } from './decision-dal.js';
 import { cosignCheck, notaryCheck, remoteFailure, ruleChecks, withDeadline, type CheckContext, type CheckResult, type GateCheck } from './gate-checks.js';
 import { selectPolicy } from './policy-schema.js';
 import type { PolicyService } from './policy-service.js';
+import type { Clock } from '../../core/clock.js';
 
-export type ReleaseDecision = 'allow' | 'deny' | 'warn';
+export type { CacheEntry, ReleaseDecision };
 
 export interface DecisionView {
   id: string;
@@ -48,34 +50,12 @@ export interface GateOptions {
   timeoutMs: number;
 }
 
-export interface CacheEntry {
-  decision_id: string;
-  decision: ReleaseDecision;
-  checks: string;
-  valid_until: number | string;
-}
-
-interface DecisionRow {
-  id: string;
-  image: string;
-  digest: string | null;
-  policy: string | null;
-  policy_version: number | null;
-  decision: string;
-  checks: string;
-  cached: boolean | number;
-  cached_from: string | null;
-  valid_until: number | string | null;
-  decided_by: string;
-  decided_at: number | string;
-}
-
 const isoOrNull = (ms: number | string | null | undefined) => (ms === null || ms === undefined ? null : new Date(Number(ms)).toISOString());
 
 function toView(row: DecisionRow): DecisionView {
   return {
     id: row.id,
-    decision: row.decision as ReleaseDecision,
+    decision: row.decision,
     image: row.image,
     digest: row.digest,
     policy: row.policy,
@@ -109,11 +89,13 @@ export function gateCacheKey(subject: string, digest: string, policy: string, po
 }
 
 export class GateService {
+  private readonly dal: DecisionDal;
+
   constructor(
     private readonly deps: {
-      db: Knex;
+      db: Database;
       audit: AuditService;
-      clock: () => number;
+      clock: Clock;
       registry: RegistryClient;
       signingKeys: SigningKeysService;
       policies: PolicyService;
@@ -122,7 +104,9 @@ export class GateService {
       egress?: EgressPolicy;
       logger?: Logger;
     },
-  ) {}
+  ) {
+    this.dal = new DecisionDal(deps.db);
+  }
 
   private get egress(): EgressPolicy {
     return this.deps.egress ?? this.deps.registry.egress;
@@ -152,10 +136,7 @@ export class GateService {
    * by the next fresh decision for the same key).
    */
   async lookupCache(cacheKey: string, now: number = this.deps.clock()): Promise<CacheEntry | undefined> {
-    return this.deps.db('release_gate_cache')
-      .where('cache_key', cacheKey)
-      .andWhere('valid_until', '>', now)
-      .first('decision_id', 'decision', 'checks', 'valid_until');
+    return this.dal.findCached(cacheKey, now);
   }
 
   async decide(principal: Principal, meta: RequestMeta, image: string): Promise<DecisionView> {
@@ -163,7 +144,7 @@ export class GateService {
     try {
       ref = parseImageRef(image);
     } catch (err) {
-      if (err instanceof ImageRefError) throw problems.badRequest(`image reference is invalid: ${err.message}`);
+      if (err instanceof ImageRefError) throw new InvalidInputError(`image reference is invalid: ${err.message}`);
       throw err;
     }
     const { options, registry } = this.deps;
@@ -317,22 +298,19 @@ export class GateService {
     };
     const failing = checks.find((c) => !c.ok);
     await this.deps.audit.transact(async (trx, recordEvent) => {
-      await trx('release_decisions').insert(row);
+      await this.dal.insert(trx, row);
       if (d.cache && d.digest && d.policy !== null && d.policyVersion !== null) {
-        await trx('release_gate_cache')
-          .insert({
-            cache_key: d.cache.key,
-            subject: d.cache.subject.slice(0, 1024),
-            digest: d.digest,
-            policy: d.policy,
-            policy_version: d.policyVersion,
-            decision_id: id,
-            decision: d.decision,
-            checks: checksJson,
-            valid_until: d.cache.validUntil,
-          })
-          .onConflict('cache_key')
-          .merge();
+        await this.dal.cache(trx, {
+          cache_key: d.cache.key,
+          subject: d.cache.subject.slice(0, 1024),
+          digest: d.digest,
+          policy: d.policy,
+          policy_version: d.policyVersion,
+          decision_id: id,
+          decision: d.decision,
+          checks: checksJson,
+          valid_until: d.cache.validUntil,
+        });
       }
       await recordEvent({
         actor: actorOf(principal),
@@ -357,25 +335,13 @@ export class GateService {
   }
 
   async get(id: string): Promise<DecisionView> {
-    const row = await this.deps.db('release_decisions').where({ id }).first();
-    if (!row) throw problems.notFound(`release decision ${id}`);
+    const row = await this.dal.find(id);
+    if (!row) throw new NotFoundError(`release decision ${id}`);
     return toView(row);
   }
 
   /** Newest first; keyset pagination on (decided_at, id). */
   async list(q: { image?: string; digest?: string; decision?: string; policy?: string; after?: { at: number; id: string }; limit: number }): Promise<DecisionView[]> {
-    const query = this.deps.db('release_decisions').orderBy([
-      { column: 'decided_at', order: 'desc' },
-      { column: 'id', order: 'desc' },
-    ]);
-    if (q.image) query.where('image', q.image);
-    if (q.digest) query.where('digest', q.digest);
-    if (q.decision) query.where('decision', q.decision);
-    if (q.policy) query.where('policy', q.policy);
-    if (q.after) {
-      const { at, id } = q.after;
-      query.where((w) => w.where('decided_at', '<', at).orWhere((w2) => w2.where('decided_at', '=', at).andWhere('id', '<', id)));
-    }
-    return (await query.limit(q.limit)).map(toView);
+    return (await this.dal.list(q)).map(toView);
   }
 }

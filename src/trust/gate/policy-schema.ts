@@ -3,7 +3,7 @@
  */
 import { createPublicKey } from 'node:crypto';
 import { z } from 'zod';
-import { nameSchema, NAME_PATTERN } from '../../http/validation.js';
+import { nameSchema, NAME_PATTERN } from '../../core/validation.js';
 import { matchesImagePattern } from '../glob.js';
 import { looksLikeRegistryHost, normalizeDockerRepository, normalizeIdentityPrefix, SignedIdentityError } from '../cosign/signed-identity.js';
 

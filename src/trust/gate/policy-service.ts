@@ -2,14 +2,16 @@
  * Trust policies: versioned (every change is a row in trust_policy_versions; versions are never
  * reused, not even after delete + re-create) and audited (policy.create|update|delete).
  */
-import type { Knex } from 'knex';
 import type { AuditService } from '../../audit/audit-service.js';
-import { problems } from '../../http/problem.js';
-import type { RequestMeta } from '../../http/request-context.js';
-import { parseWith } from '../../http/validation.js';
+import { ConflictError, NotFoundError, PreconditionFailedError } from '../../core/errors.js';
+import type { RequestMeta } from '../../core/principal.js';
+import { parseWith } from '../../core/validation.js';
 import { actorOf, principalLabel, type Principal } from '../../identity/identity-types.js';
-import { iso, rethrowUniqueAsConflictFn } from '../../identity/identity-util.js';
+import { rethrowUniqueAsConflictFn } from '../../identity/identity-util.js';
+import { iso, type Clock } from '../../core/clock.js';
+import type { Database, Transaction } from '../../db/database.js';
 import type { EgressPolicy } from '../registry/egress-policy.js';
+import { PolicyDal, type PolicyRow } from './policy-dal.js';
 import { policyDocumentSchema, policyDocumentSchemaFor, type PolicyDocument, type StoredPolicy } from './policy-schema.js';
 
 export interface PolicyView {
@@ -19,15 +21,6 @@ export interface PolicyView {
   updatedBy: string;
   createdAt: string;
   updatedAt: string;
-}
-
-interface PolicyRow {
-  name: string;
-  version: number;
-  document: string;
-  updated_by: string;
-  created_at: number | string;
-  updated_at: number | string;
 }
 
 function toView(row: PolicyRow): PolicyView {
@@ -46,8 +39,10 @@ export class PolicyService {
   private readonly parsed = new Map<string, PolicyDocument>();
 
   private readonly schema;
+  private readonly dal: PolicyDal;
 
-  constructor(private readonly deps: { db: Knex; audit: AuditService; clock: () => number; egress?: EgressPolicy }) {
+  constructor(private readonly deps: { db: Database; audit: AuditService; clock: Clock; egress?: EgressPolicy }) {
+    this.dal = new PolicyDal(deps.db);
     const egress = deps.egress;
     this.schema = egress ? policyDocumentSchemaFor({ allowsPlainHttp: (url) => egress.allowsPlainHttp(url) }) : policyDocumentSchema;
   }
@@ -56,9 +51,8 @@ export class PolicyService {
     return parseWith(this.schema, body);
   }
 
-  private async nextVersion(trx: Knex.Transaction, name: string): Promise<number> {
-    const row = await trx('trust_policy_versions').where({ name }).max({ v: 'version' }).first();
-    return Number(row?.v ?? 0) + 1;
+  private async nextVersion(trx: Transaction, name: string): Promise<number> {
+    return (await this.dal.latestVersion(trx, name)) + 1;
   }
 
   async create(principal: Principal, meta: RequestMeta, doc: PolicyDocument): Promise<PolicyView> {
@@ -66,13 +60,13 @@ export class PolicyService {
     const by = principalLabel(principal);
     return this.deps.audit
       .transact(async (trx, record) => {
-        if (await trx('trust_policies').where({ name: doc.name }).first()) {
-          throw problems.conflict(`trust policy ${doc.name} already exists`, 'already_exists');
+        if (await this.dal.find(doc.name, trx)) {
+          throw new ConflictError(`trust policy ${doc.name} already exists`, 'already_exists');
         }
         const version = await this.nextVersion(trx, doc.name);
         const document = JSON.stringify(doc);
-        await trx('trust_policies').insert({ name: doc.name, version, document, updated_by: by, created_at: now, updated_at: now });
-        await trx('trust_policy_versions').insert({ name: doc.name, version, document, change: 'create', changed_by: by, changed_at: now });
+        await this.dal.insert(trx, { name: doc.name, version, document, updated_by: by, created_at: now, updated_at: now });
+        await this.dal.recordVersion(trx, { name: doc.name, version, document, change: 'create', changed_by: by, changed_at: now });
         await record({
           actor: actorOf(principal),
           action: 'policy.create',
@@ -91,18 +85,16 @@ export class PolicyService {
     const by = principalLabel(principal);
     return this.deps.audit
       .transact(async (trx, record) => {
-        const current = await trx('trust_policies').where({ name }).first();
-        if (!current) throw problems.notFound(`trust policy ${name}`);
+        const current = await this.dal.find(name, trx);
+        if (!current) throw new NotFoundError(`trust policy ${name}`);
         if (ifMatch !== undefined && Number(current.version) !== ifMatch) {
-          throw problems.preconditionFailed(`trust policy ${name} is at version ${current.version}, not ${ifMatch}`);
+          throw new PreconditionFailedError(`trust policy ${name} is at version ${current.version}, not ${ifMatch}`);
         }
         const version = Math.max(Number(current.version), await this.nextVersion(trx, name) - 1) + 1;
         const document = JSON.stringify(doc);
-        const updated = await trx('trust_policies')
-          .where({ name, version: current.version })
-          .update({ version, document, updated_by: by, updated_at: now });
-        if (updated !== 1) throw problems.conflict(`trust policy ${name} changed concurrently; retry`);
-        await trx('trust_policy_versions').insert({ name, version, document, change: 'update', changed_by: by, changed_at: now });
+        const updated = await this.dal.update(trx, name, current.version, { version, document, updated_by: by, updated_at: now });
+        if (!updated) throw new ConflictError(`trust policy ${name} changed concurrently; retry`);
+        await this.dal.recordVersion(trx, { name, version, document, change: 'update', changed_by: by, changed_at: now });
         await record({
           actor: actorOf(principal),
           action: 'policy.update',
@@ -120,11 +112,11 @@ export class PolicyService {
     const now = this.deps.clock();
     await this.deps.audit
       .transact(async (trx, record) => {
-        const current = await trx('trust_policies').where({ name }).first();
-        if (!current) throw problems.notFound(`trust policy ${name}`);
+        const current = await this.dal.find(name, trx);
+        if (!current) throw new NotFoundError(`trust policy ${name}`);
         const version = Number(current.version) + 1;
-        await trx('trust_policies').where({ name }).delete();
-        await trx('trust_policy_versions').insert({
+        await this.dal.delete(trx, name);
+        await this.dal.recordVersion(trx, {
           name,
           version,
           document: null,
@@ -145,22 +137,20 @@ export class PolicyService {
   }
 
   /** Pass a write's transaction to describe the state that transaction produced (and its ETag), not a later one. */
-  async get(name: string, trx: Knex = this.deps.db): Promise<PolicyView> {
-    const row = await trx('trust_policies').where({ name }).first();
-    if (!row) throw problems.notFound(`trust policy ${name}`);
+  async get(name: string, trx?: Transaction): Promise<PolicyView> {
+    const row = await this.dal.find(name, trx);
+    if (!row) throw new NotFoundError(`trust policy ${name}`);
     return toView(row);
   }
 
   async list(opts: { after?: string; limit: number }): Promise<PolicyView[]> {
-    const q = this.deps.db('trust_policies').orderBy('name').limit(opts.limit);
-    if (opts.after !== undefined) q.where('name', '>', opts.after);
-    return (await q).map(toView);
+    return (await this.dal.list(opts)).map(toView);
   }
 
   /** Every current policy, parsed (for selection). */
   async all(): Promise<StoredPolicy[]> {
-    const rows = await this.deps.db('trust_policies').select('name', 'version', 'document');
-    return rows.map((r: { name: string; version: number; document: string }) => {
+    const rows = await this.dal.all();
+    return rows.map((r) => {
       const key = `${r.name}@${r.version}`;
       let doc = this.parsed.get(key);
       if (!doc) {

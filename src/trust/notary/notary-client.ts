@@ -10,6 +10,10 @@
  * allowed host; plain http only to hosts the policy allows it for.
  */
 import { egressPolicyOf, type EgressPolicy } from '../registry/egress-policy.js';
+import { parseBearerChallenge, type BearerChallenge } from '../registry/www-authenticate.js';
+
+// re-exported for the notary module's callers and tests; the parser is shared with the registry client
+export { parseBearerChallenge };
 
 export interface NotaryClientOptions {
   server: string;
@@ -37,28 +41,6 @@ export function isValidGun(gun: string): boolean {
 
 export function isValidRoleName(role: string): boolean {
   return typeof role === 'string' && role.length <= 255 && ROLE_RE.test(role) && !role.split('/').some((p) => p === '.' || p === '..');
-}
-
-export interface BearerChallenge {
-  realm: string;
-  service?: string;
-  scope?: string;
-}
-
-/** Parse `WWW-Authenticate: Bearer realm="...",service="...",scope="..."`. */
-export function parseBearerChallenge(header: string | null): BearerChallenge | undefined {
-  if (!header) return undefined;
-  const m = /^\s*Bearer\s+(.*)$/i.exec(header);
-  if (!m) return undefined;
-  const params: Record<string, string> = {};
-  const re = /([A-Za-z_][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))\s*(?:,|$)/g;
-  let p: RegExpExecArray | null;
-  while ((p = re.exec(m[1])) !== null) {
-    if (p[0] === '') break;
-    params[p[1].toLowerCase()] = p[2] !== undefined ? p[2].replace(/\\(.)/g, '$1') : (p[3] ?? '');
-  }
-  if (!params.realm) return undefined;
-  return { realm: params.realm, service: params.service, scope: params.scope };
 }
 
 function describeError(err: unknown): { kind: FetchFailureKind; message: string } {

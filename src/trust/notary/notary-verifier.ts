@@ -116,6 +116,31 @@ function parseKeys(keys: Record<string, TufKeyJson>): Map<string, ParsedTufKey |
   return out;
 }
 
+/** The role's signatures against its keys; metadata that cannot be canonicalised is bad metadata. */
+function checkSignatures(
+  role: string,
+  doc: ParsedEnvelope<unknown>,
+  keys: Map<string, ParsedTufKey | string>,
+  keyids: string[],
+  threshold: number,
+  now: Date,
+): ReturnType<typeof verifyRoleSignatures> {
+  try {
+    return verifyRoleSignatures({ role, signedValue: doc.signedValue, signatures: doc.signatures, keys, keyids, threshold, now });
+  } catch (err) {
+    if (err instanceof CanonicalJsonError) fail('bad_metadata', `${role}.json cannot be canonicalised: ${err.message}`);
+    throw err;
+  }
+}
+
+/** Certificates of the keys that signed bound the trust data's lifetime too. */
+function noteCertificateExpiries(ctx: Context, keys: Map<string, ParsedTufKey | string>, validKeyIds: string[]): void {
+  for (const id of validKeyIds) {
+    const k = keys.get(id);
+    if (k && typeof k !== 'string' && k.certificate) ctx.expiries.push(k.certificate.notAfter);
+  }
+}
+
 function verifyRole(
   role: string,
   doc: ParsedEnvelope<unknown>,
@@ -124,21 +149,12 @@ function verifyRole(
   threshold: number,
   ctx: Context,
 ): string[] {
-  let result;
-  try {
-    result = verifyRoleSignatures({ role, signedValue: doc.signedValue, signatures: doc.signatures, keys, keyids, threshold, now: ctx.now });
-  } catch (err) {
-    if (err instanceof CanonicalJsonError) fail('bad_metadata', `${role}.json cannot be canonicalised: ${err.message}`);
-    throw err;
-  }
+  const result = checkSignatures(role, doc, keys, keyids, threshold, ctx.now);
   if (!result.met) {
     const details = result.problems.length ? `: ${result.problems.join('; ')}` : '';
     fail('signature_invalid', `${role}.json has ${result.validKeyIds.length} valid signature(s), threshold is ${threshold}${details}`);
   }
-  for (const id of result.validKeyIds) {
-    const k = keys.get(id);
-    if (k && typeof k !== 'string' && k.certificate) ctx.expiries.push(k.certificate.notAfter);
-  }
+  noteCertificateExpiries(ctx, keys, result.validKeyIds);
   return result.validKeyIds;
 }
 
@@ -165,8 +181,19 @@ function normaliseDelegation(name: string): string {
   return n.startsWith('targets/') ? n : `targets/${n}`;
 }
 
-async function run(input: NotaryCheckInput, ctx: Context): Promise<NotaryCheckResult> {
-  // ---- input validation
+/** The check's input, validated: what the verification steps work from. */
+interface CheckRequest {
+  gun: string;
+  tag: string;
+  expectedDigest?: string;
+  /** Required delegations, normalised and de-duplicated; empty: targets/releases or targets. */
+  required: string[];
+  /** How many of `required` must sign the tag. */
+  threshold: number;
+  pinned: PinnedKey[];
+}
+
+function parseCheckRequest(input: NotaryCheckInput): CheckRequest {
   let serverUrl: URL;
   try {
     serverUrl = new URL(input.server);
@@ -183,238 +210,270 @@ async function run(input: NotaryCheckInput, ctx: Context): Promise<NotaryCheckRe
     expectedDigest = String(input.expectedDigest).trim().toLowerCase();
     if (!/^sha256:[0-9a-f]{64}$/.test(expectedDigest)) fail('bad_metadata', `invalid input: expectedDigest ${JSON.stringify(input.expectedDigest)} is not sha256:<64 hex>`);
   }
-  const required = (input.delegations ?? []).map(normaliseDelegation);
-  for (const d of required) if (!isValidRoleName(d)) fail('bad_metadata', `invalid input: bad delegation name ${JSON.stringify(d)}`);
-  const uniqueRequired = [...new Set(required)];
-  let threshold = uniqueRequired.length;
-  if (uniqueRequired.length > 0 && input.threshold !== undefined) {
-    if (!Number.isInteger(input.threshold) || input.threshold < 1 || input.threshold > uniqueRequired.length) {
-      fail('bad_metadata', `invalid input: threshold ${input.threshold} must be between 1 and ${uniqueRequired.length}`);
-    }
-    threshold = input.threshold;
+  const { required, threshold } = parseDelegationRequirement(input);
+  return { gun: input.gun, tag: input.tag, expectedDigest, required, threshold, pinned: parsePinnedRootKeys(input.rootKeys) };
+}
+
+function parseDelegationRequirement(input: NotaryCheckInput): { required: string[]; threshold: number } {
+  const named = (input.delegations ?? []).map(normaliseDelegation);
+  for (const d of named) if (!isValidRoleName(d)) fail('bad_metadata', `invalid input: bad delegation name ${JSON.stringify(d)}`);
+  const required = [...new Set(named)];
+  if (required.length === 0 || input.threshold === undefined) return { required, threshold: required.length };
+  if (!Number.isInteger(input.threshold) || input.threshold < 1 || input.threshold > required.length) {
+    fail('bad_metadata', `invalid input: threshold ${input.threshold} must be between 1 and ${required.length}`);
   }
-  if (!Array.isArray(input.rootKeys) || input.rootKeys.length === 0) fail('root_untrusted', 'no pinned root keys configured');
-  const pinned: PinnedKey[] = [];
-  for (const k of input.rootKeys) {
+  return { required, threshold: input.threshold };
+}
+
+function parsePinnedRootKeys(rootKeys: string[]): PinnedKey[] {
+  if (!Array.isArray(rootKeys) || rootKeys.length === 0) fail('root_untrusted', 'no pinned root keys configured');
+  return rootKeys.map((k) => {
     try {
-      pinned.push(parsePinnedKey(k));
+      return parsePinnedKey(k);
     } catch (err) {
       fail('root_untrusted', `invalid pinned root key: ${(err as Error).message}`);
     }
-  }
-
-  const client = new NotaryClient({
-    server: input.server,
-    gun: input.gun,
-    timeoutMs: input.timeoutMs ?? DEFAULT_TIMEOUT_MS,
-    fetchImpl: input.fetchImpl,
-    credentials: input.credentials,
   });
-  // Fetch the base roles concurrently (as Connaisseur does); verify them in order.
-  const rootP = client.fetchRole('root');
-  const timestampP = client.fetchRole('timestamp');
-  const snapshotP = client.fetchRole('snapshot');
-  const targetsP = client.fetchRole('targets');
+}
 
-  const get = async (role: string, p: Promise<RoleFetchResult>): Promise<Buffer> => {
-    const r = await p;
-    if (!r.ok) fetchFailure(role, r, input.gun);
-    return r.bytes;
-  };
+/** The verified root: its document and its parsed keys, which sign the other base roles. */
+interface TrustedRoot {
+  doc: ParsedEnvelope<TufRootSigned>;
+  keys: Map<string, ParsedTufKey | string>;
+}
 
-  // ---- 1. root
-  const root = asRoot(parseDoc('root', await get('root', rootP)));
-  const rootSigned: TufRootSigned = root.signed;
-  const rootKeys = parseKeys(rootSigned.keys);
-  const rootRole = rootSigned.roles.root;
-  const pinnedIds = rootRole.keyids.filter((id) => {
-    const k = rootKeys.get(id);
-    return k !== undefined && typeof k !== 'string' && pinned.some((p) => pinnedKeyMatches(p, k));
-  });
-  if (pinnedIds.length === 0) {
-    fail('root_untrusted', 'root.json is not signed by a pinned root key (no pinned key is a key of the root role)');
-  }
-  let rootResult;
-  try {
-    rootResult = verifyRoleSignatures({
-      role: 'root',
-      signedValue: root.signedValue,
-      signatures: root.signatures,
-      keys: rootKeys,
-      keyids: rootRole.keyids,
-      threshold: rootRole.threshold,
-      now: ctx.now,
+/** The roles every repository has, signed with the root's keys. */
+type BaseRole = 'root' | 'timestamp' | 'snapshot' | 'targets';
+
+/** A tag found in a selected targets role. */
+interface FoundTag {
+  role: string;
+  digest: string;
+}
+
+/**
+ * One verification, in the order of the TUF client workflow: root (pinned keys) -> timestamp ->
+ * snapshot -> targets -> delegations -> tag lookup. Each step verifies one role and hands the
+ * next the trusted data it needs; every failure throws a NotaryVerificationError.
+ */
+class NotaryVerification {
+  private readonly client: NotaryClient;
+  /** The base roles, fetched concurrently (as Connaisseur does) and verified in order. */
+  private readonly fetches: Record<BaseRole, Promise<RoleFetchResult>>;
+  /** Delegations loaded so far (on demand), by role name. */
+  private readonly delegations = new Map<string, Promise<DelegationLoad>>();
+
+  constructor(
+    input: NotaryCheckInput,
+    private readonly request: CheckRequest,
+    private readonly ctx: Context,
+  ) {
+    this.client = new NotaryClient({
+      server: input.server,
+      gun: input.gun,
+      timeoutMs: input.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+      fetchImpl: input.fetchImpl,
+      credentials: input.credentials,
     });
-  } catch (err) {
-    if (err instanceof CanonicalJsonError) fail('bad_metadata', `root.json cannot be canonicalised: ${err.message}`);
-    throw err;
+    this.fetches = {
+      root: this.client.fetchRole('root'),
+      timestamp: this.client.fetchRole('timestamp'),
+      snapshot: this.client.fetchRole('snapshot'),
+      targets: this.client.fetchRole('targets'),
+    };
   }
-  if (!pinnedIds.some((id) => rootResult.validKeyIds.includes(id))) {
+
+  async verify(): Promise<NotaryCheckResult> {
+    const root = await this.verifyRoot();
+    const snapshotMeta = await this.verifyTimestamp(root);
+    const snapshot = await this.verifySnapshot(root, snapshotMeta);
+    const targets = await this.verifyTargets(root, snapshot);
+    this.delegations.set('targets', Promise.resolve({ ok: true, value: { name: 'targets', doc: targets, chain: [] } }));
+    const { selected, absent } = await this.selectRoles(targets, snapshot);
+    const found = this.lookupTag(selected, absent);
+    return this.result(found);
+  }
+
+  private async fetched(role: BaseRole): Promise<Buffer> {
+    const r = await this.fetches[role];
+    if (!r.ok) fetchFailure(role, r, this.request.gun);
+    return r.bytes;
+  }
+
+  /** Signature checks, expiry, version against the referring role and the rollback floor. */
+  private acceptRole(name: string, doc: ParsedEnvelope<unknown>, keys: Map<string, ParsedTufKey | string>, role: { keyids: string[]; threshold: number }, meta?: { value: TufFileMeta; from: string }): void {
+    verifyRole(name, doc, keys, role.keyids, role.threshold, this.ctx);
+    checkExpiry(name, doc, this.ctx.now);
+    if (meta) checkMetaVersion(name, doc, meta.value, meta.from);
+    checkMinVersion(name, doc, this.ctx);
+    note(this.ctx, name, doc);
+  }
+
+  // ---- 1. root: signed by a pinned key, and by the threshold of its own root role
+  private async verifyRoot(): Promise<TrustedRoot> {
+    const doc = asRoot(parseDoc('root', await this.fetched('root')));
+    const keys = parseKeys(doc.signed.keys);
+    const rootRole = doc.signed.roles.root;
+    const pinnedIds = rootRole.keyids.filter((id) => {
+      const k = keys.get(id);
+      return k !== undefined && typeof k !== 'string' && this.request.pinned.some((p) => pinnedKeyMatches(p, k));
+    });
+    if (pinnedIds.length === 0) {
+      fail('root_untrusted', 'root.json is not signed by a pinned root key (no pinned key is a key of the root role)');
+    }
+    const result = checkSignatures('root', doc, keys, rootRole.keyids, rootRole.threshold, this.ctx.now);
+    if (!pinnedIds.some((id) => result.validKeyIds.includes(id))) this.rejectUnpinnedRoot(keys, pinnedIds, result.problems);
+    if (!result.met) {
+      fail('signature_invalid', `root.json has ${result.validKeyIds.length} valid root signature(s), threshold is ${rootRole.threshold}`);
+    }
+    noteCertificateExpiries(this.ctx, keys, result.validKeyIds);
+    checkExpiry('root', doc, this.ctx.now);
+    checkMinVersion('root', doc, this.ctx);
+    note(this.ctx, 'root', doc);
+    return { doc, keys };
+  }
+
+  /** No valid signature of a pinned key: an expired pinned certificate says so, else untrusted. */
+  private rejectUnpinnedRoot(keys: Map<string, ParsedTufKey | string>, pinnedIds: string[], problems: string[]): never {
     for (const id of pinnedIds) {
-      const k = rootKeys.get(id) as ParsedTufKey;
-      const problem = certificateProblem(k, ctx.now);
-      if (problem && k.certificate && ctx.now.getTime() > k.certificate.notAfter.getTime()) {
+      const k = keys.get(id) as ParsedTufKey;
+      const problem = certificateProblem(k, this.ctx.now);
+      if (problem && k.certificate && this.ctx.now.getTime() > k.certificate.notAfter.getTime()) {
         fail('expired', `pinned root key ${problem}`);
       }
     }
-    const details = rootResult.problems.length ? ` (${rootResult.problems.join('; ')})` : '';
+    const details = problems.length ? ` (${problems.join('; ')})` : '';
     fail('root_untrusted', `root.json is not signed by a pinned root key${details}`);
   }
-  if (!rootResult.met) {
-    fail('signature_invalid', `root.json has ${rootResult.validKeyIds.length} valid root signature(s), threshold is ${rootRole.threshold}`);
-  }
-  for (const id of rootResult.validKeyIds) {
-    const k = rootKeys.get(id);
-    if (k && typeof k !== 'string' && k.certificate) ctx.expiries.push(k.certificate.notAfter);
-  }
-  checkExpiry('root', root, ctx.now);
-  checkMinVersion('root', root, ctx);
-  note(ctx, 'root', root);
 
-  // ---- 2. timestamp
-  const timestamp = asTimestamp(parseDoc('timestamp', await get('timestamp', timestampP)));
-  verifyRole('timestamp', timestamp, rootKeys, rootSigned.roles.timestamp.keyids, rootSigned.roles.timestamp.threshold, ctx);
-  checkExpiry('timestamp', timestamp, ctx.now);
-  checkMinVersion('timestamp', timestamp, ctx);
-  note(ctx, 'timestamp', timestamp);
-  const snapshotMeta = timestamp.signed.meta.snapshot;
-  if (!snapshotMeta) fail('bad_metadata', 'timestamp.json has no meta for snapshot');
-
-  // ---- 3. snapshot
-  const snapshotFetch = await snapshotP;
-  if (!snapshotFetch.ok) fetchFailure('snapshot', snapshotFetch, input.gun);
-  checkHash('snapshot', snapshotFetch.bytes, snapshotMeta, 'timestamp');
-  const snapshot = asSnapshot(parseDoc('snapshot', snapshotFetch.bytes));
-  verifyRole('snapshot', snapshot, rootKeys, rootSigned.roles.snapshot.keyids, rootSigned.roles.snapshot.threshold, ctx);
-  checkExpiry('snapshot', snapshot, ctx.now);
-  checkMetaVersion('snapshot', snapshot, snapshotMeta, 'timestamp');
-  checkMinVersion('snapshot', snapshot, ctx);
-  note(ctx, 'snapshot', snapshot);
-  const snapMeta: TufSnapshotSigned['meta'] = snapshot.signed.meta;
-  if (snapMeta.root) {
-    checkHash('root', root.raw, snapMeta.root, 'snapshot');
-    checkMetaVersion('root', root, snapMeta.root, 'snapshot');
+  // ---- 2. timestamp: signed by the root's timestamp role; names the snapshot's hash and version
+  private async verifyTimestamp(root: TrustedRoot): Promise<TufFileMeta> {
+    const timestamp = asTimestamp(parseDoc('timestamp', await this.fetched('timestamp')));
+    this.acceptRole('timestamp', timestamp, root.keys, root.doc.signed.roles.timestamp);
+    const snapshotMeta = timestamp.signed.meta.snapshot;
+    if (!snapshotMeta) fail('bad_metadata', 'timestamp.json has no meta for snapshot');
+    return snapshotMeta;
   }
 
-  // ---- 4. targets
-  const targetsMeta = snapMeta.targets;
-  if (!targetsMeta) fail('bad_metadata', 'snapshot.json has no meta for targets');
-  const targetsRaw = await get('targets', targetsP);
-  checkHash('targets', targetsRaw, targetsMeta, 'snapshot');
-  const targets = asTargets(parseDoc('targets', targetsRaw));
-  verifyRole('targets', targets, rootKeys, rootSigned.roles.targets.keyids, rootSigned.roles.targets.threshold, ctx);
-  checkExpiry('targets', targets, ctx.now);
-  checkMetaVersion('targets', targets, targetsMeta, 'snapshot');
-  checkMinVersion('targets', targets, ctx);
-  note(ctx, 'targets', targets);
+  // ---- 3. snapshot: matches the timestamp; names every targets role's hash and version
+  private async verifySnapshot(root: TrustedRoot, snapshotMeta: TufFileMeta): Promise<TufSnapshotSigned['meta']> {
+    const raw = await this.fetched('snapshot');
+    checkHash('snapshot', raw, snapshotMeta, 'timestamp');
+    const snapshot = asSnapshot(parseDoc('snapshot', raw));
+    this.acceptRole('snapshot', snapshot, root.keys, root.doc.signed.roles.snapshot, { value: snapshotMeta, from: 'timestamp' });
+    const meta = snapshot.signed.meta;
+    if (meta.root) {
+      checkHash('root', root.doc.raw, meta.root, 'snapshot');
+      checkMetaVersion('root', root.doc, meta.root, 'snapshot');
+    }
+    return meta;
+  }
 
-  // ---- delegations (loaded on demand, verified against their parent's delegation keys)
-  const loaded = new Map<string, Promise<DelegationLoad>>();
-  loaded.set('targets', Promise.resolve({ ok: true, value: { name: 'targets', doc: targets, chain: [] } }));
-  const loadRole = (name: string): Promise<DelegationLoad> => {
-    let p = loaded.get(name);
+  // ---- 4. targets: matches the snapshot, signed by the root's targets role
+  private async verifyTargets(root: TrustedRoot, snapshot: TufSnapshotSigned['meta']): Promise<ParsedEnvelope<TufTargetsSigned>> {
+    const targetsMeta = snapshot.targets;
+    if (!targetsMeta) fail('bad_metadata', 'snapshot.json has no meta for targets');
+    const raw = await this.fetched('targets');
+    checkHash('targets', raw, targetsMeta, 'snapshot');
+    const targets = asTargets(parseDoc('targets', raw));
+    this.acceptRole('targets', targets, root.keys, root.doc.signed.roles.targets, { value: targetsMeta, from: 'snapshot' });
+    return targets;
+  }
+
+  // ---- 5. delegations: loaded on demand, each verified against its parent's delegation keys
+  private loadRole(name: string, snapshot: TufSnapshotSigned['meta']): Promise<DelegationLoad> {
+    let p = this.delegations.get(name);
     if (!p) {
-      p = loadDelegation(name);
-      loaded.set(name, p);
+      p = this.loadDelegation(name, snapshot);
+      this.delegations.set(name, p);
     }
     return p;
-  };
-  const loadDelegation = async (name: string): Promise<DelegationLoad> => {
+  }
+
+  private async loadDelegation(name: string, snapshot: TufSnapshotSigned['meta']): Promise<DelegationLoad> {
     const parentName = name.slice(0, name.lastIndexOf('/'));
-    const parent = await loadRole(parentName);
+    const parent = await this.loadRole(parentName, snapshot);
     if (!parent.ok) return parent;
     const entry = delegationRolesOf(parent.value.doc.signed).find((r) => r.name === name);
     if (!entry) return { ok: false, reason: `required delegation ${name} absent (not declared in ${parentName}.json)` };
-    const meta = snapMeta[name];
+    const meta = snapshot[name];
     if (!meta) return { ok: false, reason: `required delegation ${name} absent (declared in ${parentName}.json but never published)` };
-    const r = await client.fetchRole(name, meta.length > 0 ? meta.length : undefined);
+    const r = await this.client.fetchRole(name, meta.length > 0 ? meta.length : undefined);
     if (!r.ok) {
       if (r.kind === 'too_large') fail('hash_mismatch', `${name}.json hash does not match snapshot (larger than ${meta.length} bytes)`);
-      fetchFailure(name, r, input.gun);
+      fetchFailure(name, r, this.request.gun);
     }
     checkHash(name, r.bytes, meta, 'snapshot');
     const doc = asTargets(parseDoc(name, r.bytes));
     const keys = parseKeys(parent.value.doc.signed.delegations?.keys ?? {});
-    verifyRole(name, doc, keys, entry.keyids, entry.threshold, ctx);
-    checkExpiry(name, doc, ctx.now);
-    checkMetaVersion(name, doc, meta, 'snapshot');
-    checkMinVersion(name, doc, ctx);
-    note(ctx, name, doc);
+    this.acceptRole(name, doc, keys, entry, { value: meta, from: 'snapshot' });
     return { ok: true, value: { name, doc, chain: [...parent.value.chain, entry] } };
-  };
+  }
 
-  // ---- 5. role selection
-  let selected: LoadedTargets[] = [];
-  const absent: string[] = [];
-  if (uniqueRequired.length > 0) {
-    for (const name of uniqueRequired) {
-      const r = await loadRole(name);
+  /** The roles that must sign the tag: the required delegations, else targets/releases or targets. */
+  private async selectRoles(targets: ParsedEnvelope<TufTargetsSigned>, snapshot: TufSnapshotSigned['meta']): Promise<{ selected: LoadedTargets[]; absent: string[] }> {
+    const { required } = this.request;
+    if (required.length === 0) {
+      const hasReleases = delegationRolesOf(targets.signed).some((r) => r.name === RELEASES_ROLE);
+      const releases = hasReleases ? await this.loadRole(RELEASES_ROLE, snapshot) : undefined;
+      // Connaisseur falls back to `targets` when targets/releases is declared but was never published.
+      return { selected: [releases?.ok ? releases.value : { name: 'targets', doc: targets, chain: [] }], absent: [] };
+    }
+    const selected: LoadedTargets[] = [];
+    const absent: string[] = [];
+    for (const name of required) {
+      const r = await this.loadRole(name, snapshot);
       if (r.ok) selected.push(r.value);
       else absent.push(r.reason);
     }
-  } else {
-    const hasReleases = delegationRolesOf(targets.signed).some((r) => r.name === RELEASES_ROLE);
-    const releases = hasReleases ? await loadRole(RELEASES_ROLE) : undefined;
-    // Connaisseur falls back to `targets` when targets/releases is declared but was never published.
-    selected = [releases?.ok ? releases.value : { name: 'targets', doc: targets, chain: [] }];
+    return { selected, absent };
   }
 
-  // ---- 6. tag lookup
-  const found: { role: string; digest: string }[] = [];
-  const missing: string[] = [];
-  for (const s of selected) {
-    const entry = Object.prototype.hasOwnProperty.call(s.doc.signed.targets, input.tag) ? s.doc.signed.targets[input.tag] : undefined;
-    if (!entry) {
-      missing.push(s.name);
-      continue;
+  // ---- 6. tag lookup: enough selected roles name the tag, all with one digest
+  private lookupTag(selected: LoadedTargets[], absent: string[]): FoundTag[] {
+    const { tag, required, threshold } = this.request;
+    const found: FoundTag[] = [];
+    const missing: string[] = [];
+    for (const s of selected) {
+      const entry = Object.prototype.hasOwnProperty.call(s.doc.signed.targets, tag) ? s.doc.signed.targets[tag] : undefined;
+      const outside = entry ? s.chain.find((d) => !pathAllowed(d, tag)) : undefined;
+      if (!entry) missing.push(s.name);
+      else if (outside) missing.push(`${s.name} (tag outside the paths delegated to ${outside.name})`);
+      else found.push({ role: s.name, digest: targetDigest(tag, s.name, entry.hashes.sha256) });
     }
-    const outside = s.chain.find((d) => !pathAllowed(d, input.tag));
-    if (outside) {
-      missing.push(`${s.name} (tag outside the paths delegated to ${outside.name})`);
-      continue;
+    const need = required.length > 0 ? threshold : 1;
+    if (found.length < need) {
+      if (absent.length > 0 && required.length - absent.length < need) fail('delegation_missing', absent.join('; '));
+      if (found.length === 0) fail('tag_missing', `tag ${tag} not found in ${missing.join(', ')}`);
+      fail(
+        'threshold_not_met',
+        `tag ${tag} found in ${found.length} of ${required.length} required delegation(s) (${found.map((f) => f.role).join(', ')}), threshold is ${need}; missing in ${[...missing, ...absent].join(', ')}`,
+      );
     }
-    const sha = entry.hashes.sha256;
-    const bytes = sha === undefined ? undefined : decodeBase64Strict(sha);
-    if (!bytes || bytes.length !== 32) fail('bad_metadata', `target ${input.tag} in ${s.name}.json has no valid sha256 hash`);
-    found.push({ role: s.name, digest: `sha256:${bytes.toString('hex')}` });
+    const digests = new Set(found.map((f) => f.digest));
+    if (digests.size > 1) {
+      fail('ambiguous_digest', `tag ${tag} has ${digests.size} different digests: ${found.map((f) => `${f.role}=${f.digest}`).join(', ')}`);
+    }
+    return found;
   }
-
-  const need = uniqueRequired.length > 0 ? threshold : 1;
-  if (found.length < need) {
-    if (absent.length > 0 && uniqueRequired.length - absent.length < need) fail('delegation_missing', absent.join('; '));
-    if (found.length === 0) fail('tag_missing', `tag ${input.tag} not found in ${missing.join(', ')}`);
-    fail(
-      'threshold_not_met',
-      `tag ${input.tag} found in ${found.length} of ${uniqueRequired.length} required delegation(s) (${found.map((f) => f.role).join(', ')}), threshold is ${need}; missing in ${[...missing, ...absent].join(', ')}`,
-    );
-  }
-  const digests = [...new Set(found.map((f) => f.digest))];
-  if (digests.length > 1) {
-    fail('ambiguous_digest', `tag ${input.tag} has ${digests.length} different digests: ${found.map((f) => `${f.role}=${f.digest}`).join(', ')}`);
-  }
-  const digest = digests[0];
 
   // ---- 7. expected digest
-  if (expectedDigest !== undefined && expectedDigest !== digest) {
-    return {
-      ok: false,
-      code: 'digest_mismatch',
-      digest,
-      reason: `digest mismatch: trust data has ${digest}, image is ${expectedDigest}`,
-      expires: earliest(ctx.expiries),
-      roles: ctx.roles,
-      versions: ctx.versions,
-    };
+  private result(found: FoundTag[]): NotaryCheckResult {
+    const { tag, expectedDigest } = this.request;
+    const digest = found[0]!.digest;
+    const trust = { digest, expires: earliest(this.ctx.expiries), roles: this.ctx.roles, versions: this.ctx.versions };
+    if (expectedDigest !== undefined && expectedDigest !== digest) {
+      return { ok: false, code: 'digest_mismatch', reason: `digest mismatch: trust data has ${digest}, image is ${expectedDigest}`, ...trust };
+    }
+    return { ok: true, code: 'ok', reason: `tag ${tag} is signed in ${found.map((f) => f.role).join(', ')} with digest ${digest}`, ...trust };
   }
-  return {
-    ok: true,
-    code: 'ok',
-    digest,
-    reason: `tag ${input.tag} is signed in ${found.map((f) => f.role).join(', ')} with digest ${digest}`,
-    expires: earliest(ctx.expiries),
-    roles: ctx.roles,
-    versions: ctx.versions,
-  };
+}
+
+/** The target's sha256 as `sha256:<hex>`; the hash is base64 in TUF metadata. */
+function targetDigest(tag: string, role: string, sha256: string | undefined): string {
+  const bytes = sha256 === undefined ? undefined : decodeBase64Strict(sha256);
+  if (!bytes || bytes.length !== 32) fail('bad_metadata', `target ${tag} in ${role}.json has no valid sha256 hash`);
+  return `sha256:${bytes.toString('hex')}`;
 }
 
 /**
@@ -431,7 +490,7 @@ export async function verifyNotaryTrust(input: NotaryCheckInput): Promise<Notary
     minVersions: input?.minVersions && typeof input.minVersions === 'object' ? input.minVersions : {},
   };
   try {
-    return await run(input, ctx);
+    return await new NotaryVerification(input, parseCheckRequest(input), ctx).verify();
   } catch (err) {
     if (err instanceof NotaryVerificationError) {
       return { ok: false, code: err.code, reason: err.message, roles: ctx.roles, versions: ctx.versions };

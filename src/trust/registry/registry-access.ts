@@ -1,25 +1,19 @@
-import type { Knex } from 'knex';
-import { problems, ProblemError } from '../../http/problem.js';
-import type { AuditService } from '../../audit/audit-service.js';
-import type { SecretsService } from '../../secrets/secrets-service.js';
+import { DomainError, InvalidInputError, NotFoundError, UpstreamError } from '../../core/errors.js';
 import type { Logger } from 'pino';
 import type { EgressPolicy } from './egress-policy.js';
-import { RegistryClient, RegistryError, type RegistryCredentials } from './registry-client.js';
+import { RegistryClient, RegistryError } from './registry-client.js';
+import type { RegistryCredentialsService, RegistryPurpose } from './registry-credentials-service.js';
 import { ImageRefError } from './image-ref.js';
 
-/** Why the broker talks to a registry: signing images, or the release gate's checks. */
-export type RegistryPurpose = 'signing' | 'gate';
+export type { RegistryPurpose };
 
 /**
- * The broker's registry client: per-registry credentials come from secrets (named in
- * registry_credentials), plain HTTP only for KEYWARDEN_INSECURE_REGISTRIES. Every decryption
- * of such a secret is a read and is audited like one (`secret.read`, via `broker`), before
- * the credential is used; if the event cannot be written, the credential is not used.
+ * The broker's registry client: per-registry credentials come from secrets (mapped by
+ * RegistryCredentialsService, which audits every decryption as a read before the credential is
+ * used), plain HTTP only for KEYWARDEN_INSECURE_REGISTRIES.
  */
 export function createRegistryClient(deps: {
-  db: Knex;
-  secrets: SecretsService;
-  audit: AuditService;
+  credentials: RegistryCredentialsService;
   purpose: RegistryPurpose;
   insecureRegistries: string[];
   /** Where registry traffic may go (KEYWARDEN_EGRESS_ALLOW, private addresses, other origins). */
@@ -32,53 +26,29 @@ export function createRegistryClient(deps: {
     egress: deps.egress,
     logger: deps.logger,
     timeoutMs: deps.timeoutMs,
-    credentials: async (registry) => {
-      const mapping = await deps.db('registry_credentials').where({ registry }).first();
-      if (!mapping) return undefined;
-      const secret = await deps.secrets.dal.findLive(mapping.secret_name);
-      if (!secret) return undefined;
-      const version = await deps.secrets.dal.getVersion(secret.id, secret.currentVersion);
-      await deps.audit.record({
-        actor: { kind: 'system', name: 'keywarden' },
-        action: 'secret.read',
-        resource: { kind: 'secret', name: mapping.secret_name },
-        outcome: 'allow',
-        details: { version: secret.currentVersion, via: 'broker', use: 'registry-credentials', registry, purpose: deps.purpose },
-      });
-      const content = await deps.secrets.decrypt(secret, version!);
-      try {
-        const parsed = JSON.parse(content.toString('utf8'));
-        if (typeof parsed?.token === 'string') return { token: parsed.token } satisfies RegistryCredentials;
-        if (typeof parsed?.username === 'string' && typeof parsed?.password === 'string') {
-          return { username: parsed.username, password: parsed.password } satisfies RegistryCredentials;
-        }
-      } catch {
-        // fall through: not usable as credentials
-      }
-      throw new RegistryError('unauthorized', `registry credential secret ${mapping.secret_name} is not {"username","password"} or {"token"} JSON`, { registry });
-    },
+    credentials: (registry) => deps.credentials.credentialsFor(registry, deps.purpose),
   });
 }
 
-/** Registry failures as problems a caller can act on; never a 500. */
-export function registryProblem(err: unknown): ProblemError {
-  if (err instanceof ProblemError) return err;
-  if (err instanceof ImageRefError) return problems.badRequest(`image reference is invalid: ${err.message}`);
+/** Registry failures as domain errors a caller can act on; never a 500. */
+export function registryProblem(err: unknown): DomainError {
+  if (err instanceof DomainError) return err;
+  if (err instanceof ImageRefError) return new InvalidInputError(`image reference is invalid: ${err.message}`);
   if (err instanceof RegistryError) {
     switch (err.code) {
       case 'not_found':
-        return new ProblemError(404, 'image_not_found', 'Image not found', err.message);
+        return new NotFoundError('image', { code: 'image_not_found', title: 'Image not found', detail: err.message });
       case 'insecure_refused':
-        return new ProblemError(400, 'insecure_registry_refused', 'Insecure registry refused', err.message);
+        return new InvalidInputError(err.message, { code: 'insecure_registry_refused', title: 'Insecure registry refused' });
       case 'egress_refused':
-        return new ProblemError(502, 'egress_refused', 'Registry destination not allowed', err.message);
+        return new UpstreamError('egress_refused', 'Registry destination not allowed', err.message);
       case 'unauthorized':
-        return new ProblemError(502, 'registry_unauthorized', 'Registry refused the broker', err.message);
+        return new UpstreamError('registry_unauthorized', 'Registry refused the broker', err.message);
       case 'timeout':
       case 'unreachable':
-        return new ProblemError(502, 'registry_unreachable', 'Registry unreachable', err.message);
+        return new UpstreamError('registry_unreachable', 'Registry unreachable', err.message);
       default:
-        return new ProblemError(502, 'registry_error', 'Registry error', err.message);
+        return new UpstreamError('registry_error', 'Registry error', err.message);
     }
   }
   throw err;

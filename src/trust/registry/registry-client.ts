@@ -7,11 +7,22 @@
  * of other hops go to the log only. Connections follow the EgressPolicy: credentials stay on the
  * registry's origin, and realms, redirects and upload locations may leave it only for
  * explicitly allowed hosts.
+ *
+ * Why not @sigstore/oci (sigstore-js's OCI client, 0.6): it was a dependency for a while and
+ * nothing used it, because it cannot carry the broker's rules. It fetches through its own
+ * make-fetch-happen instance (no fetch injection, so the EgressPolicy's address checks and
+ * pinned connections would be bypassed), picks plain HTTP only for localhost (no
+ * KEYWARDEN_INSECURE_REGISTRIES), follows redirects and token realms to any host with the
+ * credentials, reads only Basic/Bearer challenges with a case-sensitive scheme, and has no blob
+ * download or referrers listing (only a referrers ping). So it and @sigstore/protobuf-specs
+ * (also unimported; it stays as a transitive dependency of @sigstore/bundle, sign and verify)
+ * were removed, and this is the one registry client.
  */
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { EgressConnectionError, EgressPolicy, EgressRefusedError, classifyConnectionError } from './egress-policy.js';
 import { type ImageRef, isDigest, parseImageRef, digestToTag } from './image-ref.js';
+import { type AuthChallenge, parseWwwAuthenticate } from './www-authenticate.js';
 
 export const MEDIA_TYPE_OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 export const MEDIA_TYPE_OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
@@ -99,11 +110,6 @@ interface RawResponse {
   url: URL;
 }
 
-interface Challenge {
-  scheme: string;
-  params: Record<string, string>;
-}
-
 interface CachedToken {
   token: string;
   expiresAt: number;
@@ -128,20 +134,6 @@ function assertDigest(digest: string, registry?: string): void {
     // the digest may come from registry data: not echoed
     throw new RegistryError('bad_response', 'invalid digest', registry !== undefined ? { registry } : {});
   }
-}
-
-/** Parses a WWW-Authenticate header value (single challenge). */
-export function parseChallenge(header: string | null): Challenge | undefined {
-  if (!header) return undefined;
-  const m = /^\s*([A-Za-z]+)\s*(.*)$/s.exec(header);
-  if (!m) return undefined;
-  const params: Record<string, string> = {};
-  const re = /([A-Za-z0-9_-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))\s*,?/g;
-  let pm: RegExpExecArray | null;
-  while ((pm = re.exec(m[2] ?? '')) !== null) {
-    params[pm[1]!.toLowerCase()] = pm[2] !== undefined ? pm[2].replace(/\\(.)/g, '$1') : (pm[3] ?? '');
-  }
-  return { scheme: m[1]!.toLowerCase(), params };
 }
 
 function encodeRepo(repo: string): string {
@@ -483,7 +475,8 @@ export class RegistryClient {
       res = await this.send(registry, url, method, headers, opts.body);
       if (res.status !== 401 || !sameOrigin) return res;
       if (attempt === 1) break;
-      const challenge = parseChallenge(res.headers.get('www-authenticate'));
+      // the first challenge the broker can answer, in the registry's order of preference
+      const challenge = parseWwwAuthenticate(res.headers.get('www-authenticate')).find((c) => c.scheme === 'bearer' || c.scheme === 'basic');
       if (!challenge) break;
       if (challenge.scheme === 'bearer') {
         const creds = await this.lookupCredentials(registry);
@@ -535,7 +528,7 @@ export class RegistryClient {
   private async fetchToken(
     registry: string,
     scope: string | undefined,
-    challenge: Challenge,
+    challenge: AuthChallenge,
     creds: RegistryCredentials | undefined,
   ): Promise<void> {
     const realm = challenge.params['realm'];

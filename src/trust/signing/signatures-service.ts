@@ -1,10 +1,9 @@
-import type { Knex } from 'knex';
 import { z } from 'zod';
 import type { AuditService } from '../../audit/audit-service.js';
-import { problems } from '../../http/problem.js';
-import type { RequestMeta } from '../../http/request-context.js';
+import { ForbiddenError, NotFoundError } from '../../core/errors.js';
+import type { RequestMeta } from '../../core/principal.js';
 import { actorOf, principalLabel, type Principal } from '../../identity/identity-types.js';
-import { iso } from '../../identity/identity-util.js';
+import { iso, type Clock } from '../../core/clock.js';
 import { attachCosignSignature, attachSigstoreBundle, signatureTag } from '../cosign/cosign-signatures.js';
 import { createMessageSignatureBundle } from '../cosign/sigstore-bundle.js';
 import { buildSimpleSigningPayload } from '../cosign/simple-signing.js';
@@ -14,6 +13,8 @@ import type { RegistryClient } from '../registry/registry-client.js';
 import { literalRegistryOf } from '../registry/egress-policy.js';
 import type { StoredPolicy } from '../gate/policy-schema.js';
 import { matchesImagePattern } from '../glob.js';
+import type { Database } from '../../db/database.js';
+import { SignatureDal } from './signature-dal.js';
 import type { SigningKeysService } from './signing-keys-service.js';
 
 export const signRequestSchema = z
@@ -54,21 +55,25 @@ export function namedRegistriesForSigning(principal: Principal, policies: Stored
  * an OCI 1.1 referrer.
  */
 export class SignaturesService {
+  private readonly dal: SignatureDal;
+
   constructor(
     private readonly deps: {
-      db: Knex;
+      db: Database;
       audit: AuditService;
       registry: RegistryClient;
       signingKeys: SigningKeysService;
-      clock: () => number;
+      clock: Clock;
       /** trust policies, whose literal registries may be contacted */
       policies?: { all(): Promise<StoredPolicy[]> };
     },
-  ) {}
+  ) {
+    this.dal = new SignatureDal(deps.db);
+  }
 
   private async deny(principal: Principal, meta: RequestMeta, image: string, key: string, reason: string, status: 403 | 404 = 403): Promise<never> {
     await this.deps.audit.record({ actor: actorOf(principal), action: 'image.sign', resource: { kind: 'image', name: image }, outcome: 'deny', reason, details: { key }, request: meta });
-    throw status === 404 ? problems.notFound(`signing key ${key}`) : problems.forbidden(reason, 'signing_not_allowed');
+    throw status === 404 ? new NotFoundError(`signing key ${key}`) : new ForbiddenError(reason, 'signing_not_allowed');
   }
 
   async sign(principal: Principal, meta: RequestMeta, input: z.infer<typeof signRequestSchema>) {
@@ -81,15 +86,15 @@ export class SignaturesService {
     const repository = repositoryName(ref);
     const scopeProblem = signingScopeProblem(principal, input.key, repository);
     if (scopeProblem) return this.deny(principal, meta, repository, input.key, scopeProblem);
-    const keyInfo = await this.deps.db('signing_keys').where({ name: input.key }).first();
-    if (!keyInfo) return this.deny(principal, meta, repository, input.key, `signing key ${input.key} does not exist`, 404);
-    if (keyInfo.status !== 'active') return this.deny(principal, meta, repository, input.key, `signing key ${input.key} is disabled`);
+    const keyStatus = await this.deps.signingKeys.statusOf(input.key);
+    if (!keyStatus) return this.deny(principal, meta, repository, input.key, `signing key ${input.key} does not exist`, 404);
+    if (keyStatus !== 'active') return this.deny(principal, meta, repository, input.key, `signing key ${input.key} is disabled`);
     // no connection to a registry nobody named: a wildcard scope alone does not open egress
     const named = namedRegistriesForSigning(principal, (await this.deps.policies?.all()) ?? []);
     if (!this.deps.registry.egress.registryPermitted(ref.registry, named)) {
       const reason = `registry ${ref.registry} is not named by a signer scope or trust policy (without wildcards) nor configured in KEYWARDEN_EGRESS_ALLOW or KEYWARDEN_INSECURE_REGISTRIES`;
       await this.deps.audit.record({ actor: actorOf(principal), action: 'image.sign', resource: { kind: 'image', name: repository }, outcome: 'deny', reason, details: { key: input.key }, request: meta });
-      throw problems.forbidden(reason, 'registry_not_allowed');
+      throw new ForbiddenError(reason, 'registry_not_allowed');
     }
 
     let digest: string;
@@ -128,24 +133,21 @@ export class SignaturesService {
     const now = this.deps.clock();
     let id = 0;
     await this.deps.audit.transact(async (trx, record) => {
-      const [row] = await trx('image_signatures')
-        .insert({
-          image: `${repository}@${digest}`,
-          repository,
-          digest,
-          key_name: input.key,
-          key_version: signer.version,
-          key_id: signer.keyId,
-          signature: signatureB64,
-          payload: payload.toString('utf8'),
-          bundle: JSON.stringify(bundle),
-          signature_ref: signatureRef,
-          bundle_ref: bundleRef ?? null,
-          signed_by: principalLabel(principal),
-          created_at: now,
-        })
-        .returning('id');
-      id = typeof row === 'object' ? row.id : row;
+      id = await this.dal.insert(trx, {
+        image: `${repository}@${digest}`,
+        repository,
+        digest,
+        key_name: input.key,
+        key_version: signer.version,
+        key_id: signer.keyId,
+        signature: signatureB64,
+        payload: payload.toString('utf8'),
+        bundle: JSON.stringify(bundle),
+        signature_ref: signatureRef,
+        bundle_ref: bundleRef ?? null,
+        signed_by: principalLabel(principal),
+        created_at: now,
+      });
       await record({
         actor: actorOf(principal),
         action: 'image.sign',
@@ -174,17 +176,17 @@ export class SignaturesService {
   }
 
   async list(image?: string) {
-    const q = this.deps.db('image_signatures').orderBy('id', 'desc').limit(500);
+    const filter: { repository?: string; digest?: string } = {};
     if (image) {
       try {
         const ref = parseImageRef(image.includes('@') || /:[^/]+$/.test(image) ? image : `${image}:latest`);
-        q.where('repository', repositoryName(ref));
-        if (ref.digest) q.where('digest', ref.digest);
+        filter.repository = repositoryName(ref);
+        if (ref.digest) filter.digest = ref.digest;
       } catch (err) {
         throw registryProblem(err);
       }
     }
-    return (await q).map((r: any) => ({
+    return (await this.dal.list(filter)).map((r) => ({
       id: r.id,
       image: r.image,
       digest: r.digest,

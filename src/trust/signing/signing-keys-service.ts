@@ -1,21 +1,23 @@
 import crypto, { type KeyObject } from 'node:crypto';
-import type { Knex } from 'knex';
 import { z } from 'zod';
 import type { AuditService } from '../../audit/audit-service.js';
 import { open, seal } from '../../crypto/envelope.js';
 import type { KeyProvider } from '../../crypto/key-provider.js';
-import { problems } from '../../http/problem.js';
-import type { RequestMeta } from '../../http/request-context.js';
-import { nameSchema } from '../../http/validation.js';
+import { ConflictError, ForbiddenError, NotFoundError } from '../../core/errors.js';
+import type { RequestMeta } from '../../core/principal.js';
+import { nameSchema } from '../../core/validation.js';
 import { actorOf, principalLabel, type Principal } from '../../identity/identity-types.js';
-import { iso, rethrowUniqueAsConflictFn } from '../../identity/identity-util.js';
+import { rethrowUniqueAsConflictFn } from '../../identity/identity-util.js';
+import { iso, type Clock } from '../../core/clock.js';
+import type { Database, Transaction } from '../../db/database.js';
 import { publicKeyId } from '../cosign/cosign-signatures.js';
+import { SigningKeyDal, type SigningAlgorithm, type SigningKeyStatus } from './signing-key-dal.js';
 
 export const createSigningKeySchema = z
   .object({ name: nameSchema, algorithm: z.enum(['ecdsa-p256', 'ed25519']).default('ecdsa-p256') })
   .strict();
 
-export type SigningAlgorithm = 'ecdsa-p256' | 'ed25519';
+export type { SigningAlgorithm };
 
 export interface BrokerSigner {
   name: string;
@@ -35,14 +37,18 @@ function signingKeyAad(name: string, version: number): string {
  * like secrets and are only ever used here; no route returns them.
  */
 export class SigningKeysService {
-  constructor(private readonly deps: { db: Knex; keyProvider: KeyProvider; audit: AuditService; clock: () => number }) {}
+  private readonly dal: SigningKeyDal;
 
-  private async newVersion(trx: Knex.Transaction, name: string, version: number, algorithm: SigningAlgorithm) {
+  constructor(private readonly deps: { db: Database; keyProvider: KeyProvider; audit: AuditService; clock: Clock }) {
+    this.dal = new SigningKeyDal(deps.db);
+  }
+
+  private async newVersion(trx: Transaction, name: string, version: number, algorithm: SigningAlgorithm) {
     const { privateKey, publicKey } =
       algorithm === 'ed25519' ? crypto.generateKeyPairSync('ed25519') : crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
     const sealed = await seal(this.deps.keyProvider, privateKey.export({ format: 'der', type: 'pkcs8' }), signingKeyAad(name, version));
     const keyId = publicKeyId(publicKey);
-    await trx('signing_key_versions').insert({
+    await this.dal.insertVersion(trx, {
       name,
       version,
       key_id: keyId,
@@ -60,8 +66,8 @@ export class SigningKeysService {
     const now = this.deps.clock();
     await this.deps.audit
       .transact(async (trx, record) => {
-        if (await trx('signing_keys').where({ name: input.name }).first()) throw problems.conflict(`signing key ${input.name} already exists`, 'already_exists');
-        await trx('signing_keys').insert({
+        if (await this.dal.find(input.name, trx)) throw new ConflictError(`signing key ${input.name} already exists`, 'already_exists');
+        await this.dal.insert(trx, {
           name: input.name,
           algorithm: input.algorithm,
           current_version: 1,
@@ -78,64 +84,70 @@ export class SigningKeysService {
   }
 
   async get(name: string) {
-    const key = await this.deps.db('signing_keys').where({ name }).first();
-    if (!key) throw problems.notFound(`signing key ${name}`);
-    const versions = await this.deps.db('signing_key_versions').where({ name }).orderBy('version', 'desc').select('version', 'key_id', 'public_pem', 'created_at');
-    const current = versions.find((v: any) => v.version === key.current_version);
+    const key = await this.dal.find(name);
+    if (!key) throw new NotFoundError(`signing key ${name}`);
+    const versions = await this.dal.publicVersions(name);
+    const current = versions.find((v) => v.version === key.current_version);
+    if (!current) throw new Error(`signing key ${name} has no row for its current version ${key.current_version}`);
     return {
       name: key.name,
-      algorithm: key.algorithm as SigningAlgorithm,
-      status: key.status as 'active' | 'disabled',
+      algorithm: key.algorithm,
+      status: key.status,
       currentVersion: key.current_version,
       keyId: current.key_id,
       publicKeyPem: current.public_pem,
       createdBy: key.created_by,
       createdAt: iso(key.created_at),
       updatedAt: iso(key.updated_at),
-      versions: versions.map((v: any) => ({ version: v.version, keyId: v.key_id, publicKeyPem: v.public_pem, createdAt: iso(v.created_at) })),
+      versions: versions.map((v) => ({ version: v.version, keyId: v.key_id, publicKeyPem: v.public_pem, createdAt: iso(v.created_at) })),
     };
   }
 
   async list() {
-    const names = await this.deps.db('signing_keys').orderBy('name').select('name');
-    return Promise.all(names.map((n: any) => this.get(n.name)));
+    return Promise.all((await this.dal.names()).map((name) => this.get(name)));
   }
 
   async rotate(principal: Principal, meta: RequestMeta, name: string) {
     await this.deps.audit.transact(async (trx, record) => {
-      const key = await trx('signing_keys').where({ name }).first();
-      if (!key) throw problems.notFound(`signing key ${name}`);
+      const key = await this.dal.find(name, trx);
+      if (!key) throw new NotFoundError(`signing key ${name}`);
       const version = key.current_version + 1;
       const keyId = await this.newVersion(trx, name, version, key.algorithm);
-      await trx('signing_keys').where({ name }).update({ current_version: version, updated_at: this.deps.clock() });
+      await this.dal.update(trx, name, { current_version: version, updated_at: this.deps.clock() });
       await record({ actor: actorOf(principal), action: 'signingkey.rotate', resource: { kind: 'signing-key', name }, outcome: 'allow', details: { version, keyId }, request: meta });
     });
     return this.get(name);
   }
 
-  async setStatus(principal: Principal, meta: RequestMeta, name: string, status: 'active' | 'disabled') {
+  async setStatus(principal: Principal, meta: RequestMeta, name: string, status: SigningKeyStatus) {
     await this.deps.audit.transact(async (trx, record) => {
-      const key = await trx('signing_keys').where({ name }).first();
-      if (!key) throw problems.notFound(`signing key ${name}`);
-      await trx('signing_keys').where({ name }).update({ status, updated_at: this.deps.clock() });
+      const key = await this.dal.find(name, trx);
+      if (!key) throw new NotFoundError(`signing key ${name}`);
+      await this.dal.update(trx, name, { status, updated_at: this.deps.clock() });
       await record({ actor: actorOf(principal), action: status === 'disabled' ? 'signingkey.disable' : 'signingkey.enable', resource: { kind: 'signing-key', name }, outcome: 'allow', request: meta });
     });
     return this.get(name);
   }
 
+  /** Whether the key exists and may sign; undefined when there is no such key. */
+  async statusOf(name: string): Promise<SigningKeyStatus | undefined> {
+    return (await this.dal.find(name))?.status;
+  }
+
   /** The current version's signer; refuses disabled keys. */
   async signer(name: string): Promise<BrokerSigner> {
-    const key = await this.deps.db('signing_keys').where({ name }).first();
-    if (!key) throw problems.notFound(`signing key ${name}`);
-    if (key.status !== 'active') throw problems.forbidden(`signing key ${name} is disabled`, 'signing_key_disabled');
-    const row = await this.deps.db('signing_key_versions').where({ name, version: key.current_version }).first();
+    const key = await this.dal.find(name);
+    if (!key) throw new NotFoundError(`signing key ${name}`);
+    if (key.status !== 'active') throw new ForbiddenError(`signing key ${name} is disabled`, 'signing_key_disabled');
+    const row = await this.dal.findVersion(name, key.current_version);
+    if (!row) throw new Error(`signing key ${name} has no row for its current version ${key.current_version}`);
     const der = await open(
       this.deps.keyProvider,
       { iv: row.iv, ciphertext: row.private_ciphertext, wrappedKey: row.wrapped_key, rootKeyVersion: row.root_key_version },
       signingKeyAad(name, row.version),
     );
     const privateKey = crypto.createPrivateKey({ key: der, format: 'der', type: 'pkcs8' });
-    const algorithm = key.algorithm as SigningAlgorithm;
+    const algorithm = key.algorithm;
     return {
       name,
       version: row.version,
@@ -149,9 +161,9 @@ export class SigningKeysService {
 
   /** Every version's public key (old versions keep verifying after rotation). */
   async publicKeys(name: string): Promise<Array<{ keyId: string; version: number; publicKey: KeyObject; status: string }> | undefined> {
-    const key = await this.deps.db('signing_keys').where({ name }).first();
+    const key = await this.dal.find(name);
     if (!key) return undefined;
-    const rows = await this.deps.db('signing_key_versions').where({ name }).orderBy('version');
-    return rows.map((r: any) => ({ keyId: r.key_id, version: r.version, publicKey: crypto.createPublicKey(r.public_pem), status: key.status }));
+    const rows = await this.dal.publicVersions(name, 'asc');
+    return rows.map((r) => ({ keyId: r.key_id, version: r.version, publicKey: crypto.createPublicKey(r.public_pem), status: key.status }));
   }
 }

@@ -1,20 +1,15 @@
 import { Router } from 'express';
 import { z } from 'zod';
-import type { AuditService } from '../../audit/audit-service.js';
-import { problems } from '../../http/problem.js';
 import { requestMeta } from '../../http/request-context.js';
 import { defineRoutes } from '../../http/routes.js';
-import { nameSchema, parseName, parseWith } from '../../http/validation.js';
-import { actorOf } from '../../identity/identity-types.js';
-import { isValidRegistryHost } from '../registry/image-ref.js';
+import { parseName, parseWith } from '../../http/validation.js';
+import type { RegistryCredentialsService } from '../registry/registry-credentials-service.js';
 import { signRequestSchema, type SignaturesService } from './signatures-service.js';
 import { createSigningKeySchema, type SigningKeysService } from './signing-keys-service.js';
 import { trustedIssuerSchema, updateTrustedIssuerSchema, type TrustedIssuersService } from './trusted-issuers-service.js';
-import type { Knex } from 'knex';
 
 export function signingRoutes(deps: {
-  db: Knex;
-  audit: AuditService;
+  registryCredentials: RegistryCredentialsService;
   signingKeys: SigningKeysService;
   issuers: TrustedIssuersService;
   signatures: SignaturesService;
@@ -148,15 +143,7 @@ export function signingRoutes(deps: {
       path: '/v1/registry-credentials/{registry}',
       access: ['admin'],
       handler: async (req, res) => {
-        const registry = String(req.params.registry);
-        if (!isValidRegistryHost(registry)) throw problems.badRequest('registry must be a host or host:port');
-        const { secret } = parseWith(z.object({ secret: nameSchema }).strict(), req.body);
-        if (!(await deps.db('secrets').where({ name: secret }).whereNull('deleted_at').first())) throw problems.badRequest(`secret ${secret} does not exist`);
-        await deps.audit.transact(async (trx, record) => {
-          await trx('registry_credentials').insert({ registry, secret_name: secret, created_at: Date.now() }).onConflict('registry').merge({ secret_name: secret });
-          await record({ actor: actorOf(req.principal), action: 'registry.credentials.set', resource: { kind: 'registry', name: registry }, outcome: 'allow', details: { secret }, request: requestMeta(req) });
-        });
-        res.json({ registry, secret });
+        res.json(await deps.registryCredentials.set(req.principal, requestMeta(req), String(req.params.registry), req.body));
       },
     },
     {
@@ -164,8 +151,7 @@ export function signingRoutes(deps: {
       path: '/v1/registry-credentials',
       access: ['auditor'],
       handler: async (_req, res) => {
-        const rows = await deps.db('registry_credentials').orderBy('registry');
-        res.json({ items: rows.map((r: any) => ({ registry: r.registry, secret: r.secret_name })) });
+        res.json({ items: await deps.registryCredentials.list() });
       },
     },
   ]);

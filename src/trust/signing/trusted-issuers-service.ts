@@ -1,16 +1,18 @@
 import crypto from 'node:crypto';
-import type { Knex } from 'knex';
 import { createLocalJWKSet, createRemoteJWKSet, decodeJwt, jwtVerify, type JWK, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import { z } from 'zod';
 import type { AuditService } from '../../audit/audit-service.js';
-import { ProblemError, problems } from '../../http/problem.js';
-import type { RequestMeta } from '../../http/request-context.js';
-import { nameSchema } from '../../http/validation.js';
-import { oauthError, type AuthService, type TokenResponse } from '../../identity/auth-service.js';
+import { ConflictError, InvalidInputError, NotFoundError, OAuthError, UnauthenticatedError } from '../../core/errors.js';
+import type { RequestMeta } from '../../core/principal.js';
+import { nameSchema } from '../../core/validation.js';
+import type { AuthService, TokenResponse } from '../../identity/auth-service.js';
 import { actorOf, principalLabel, type Principal } from '../../identity/identity-types.js';
-import { iso, rethrowUniqueAsConflictFn } from '../../identity/identity-util.js';
+import { rethrowUniqueAsConflictFn } from '../../identity/identity-util.js';
+import { iso, type Clock } from '../../core/clock.js';
 import type { TokenService } from '../../identity/token-service.js';
 import { matchesValueGlob } from '../glob.js';
+import type { Database, Transaction } from '../../db/database.js';
+import { TrustedIssuerDal, type TrustedIssuerChanges, type TrustedIssuerRow } from './trusted-issuer-dal.js';
 
 export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const ACCEPTED_SUBJECT_TOKEN_TYPES = new Set(['urn:ietf:params:oauth:token-type:jwt', 'urn:ietf:params:oauth:token-type:id_token']);
@@ -112,8 +114,9 @@ const UNCONSTRAINED_EXPLANATION =
   `without a claim rule that identifies the CI subject, any repository or project on the CI platform could exchange its token for a signer token; ` +
   `add a rule on one of ${SUBJECT_CLAIMS.join(', ')} whose leading segment (up to the first /) has no wildcards, e.g. {"repository": "my-org/my-app"} or {"project_path": "my-group/*"}`;
 
-function unconstrainedProblem(): ProblemError {
-  return new ProblemError(400, 'unconstrained_issuer', 'The request is invalid', `claims: ${UNCONSTRAINED_EXPLANATION}`, {
+function unconstrainedProblem(): InvalidInputError {
+  return new InvalidInputError(`claims: ${UNCONSTRAINED_EXPLANATION}`, {
+    code: 'unconstrained_issuer',
     errors: [{ path: 'claims', message: 'no rule identifies a subject' }],
   });
 }
@@ -129,17 +132,17 @@ function parseStored<S extends z.ZodTypeAny>(text: unknown, schema: S): z.infer<
   }
 }
 
-function rowToIssuer(row: any) {
+function rowToIssuer(row: TrustedIssuerRow) {
   const claims = parseStored(row.claim_rules, claimRulesSchema);
   const problemList: string[] = [];
   if (claims === undefined) problemList.push('the stored claim rules are not valid JSON claim rules, so none of them can be applied');
   if (subjectIdentifyingClaims(claims ?? {}).length === 0) problemList.push(`unconstrained: token exchange is refused until a subject-identifying claim rule is added; ${UNCONSTRAINED_EXPLANATION}`);
   return {
-    name: row.name as string,
-    issuer: row.issuer as string,
-    jwksUri: (row.jwks_uri ?? undefined) as string | undefined,
+    name: row.name,
+    issuer: row.issuer,
+    jwksUri: row.jwks_uri ?? undefined,
     jwks: row.jwks ? parseStored(row.jwks, issuerFields.jwks) as { keys: JWK[] } | undefined : undefined,
-    audience: row.audience as string,
+    audience: row.audience,
     claims: claims ?? {},
     keys: parseStored(row.allowed_keys, z.array(z.string())) ?? [],
     images: parseStored(row.allowed_images, z.array(z.string())) ?? [],
@@ -148,10 +151,10 @@ function rowToIssuer(row: any) {
     /** true when exchange is refused because no rule identifies who may exchange (or the rules are unreadable) */
     unconstrained: problemList.length > 0,
     problems: problemList,
-    createdBy: row.created_by as string,
+    createdBy: row.created_by,
     createdAt: iso(row.created_at),
     updatedAt: iso(row.updated_at),
-    tokenGeneration: (row.token_generation ?? null) as string | null,
+    tokenGeneration: row.token_generation ?? null,
   };
 }
 
@@ -181,9 +184,12 @@ export function claimMismatch(payload: JWTPayload, rules: Record<string, string 
 export class TrustedIssuersService {
   private readonly remoteJwks = new Map<string, JWTVerifyGetKey>();
 
-  constructor(private readonly deps: { db: Knex; audit: AuditService; tokens: TokenService; auth: AuthService; clock: () => number }) {
-    deps.auth.registerGrant(TOKEN_EXCHANGE_GRANT, (params, meta) => this.exchange(params, meta));
-    deps.tokens.registerSignerTokenCheck((token) => this.checkSignerToken(token));
+  // the composition root (broker.ts) registers exchange() as the token-exchange grant and
+  // checkSignerToken() with the token service
+  private readonly dal: TrustedIssuerDal;
+
+  constructor(private readonly deps: { db: Database; audit: AuditService; tokens: TokenService; auth: AuthService; clock: Clock }) {
+    this.dal = new TrustedIssuerDal(deps.db);
   }
 
   async create(principal: Principal, meta: RequestMeta, input: TrustedIssuerInput) {
@@ -191,8 +197,8 @@ export class TrustedIssuersService {
     const now = this.deps.clock();
     await this.deps.audit
       .transact(async (trx, record) => {
-        if (await trx('trusted_issuers').where({ name: input.name }).first()) throw problems.conflict(`trusted issuer ${input.name} already exists`, 'already_exists');
-        await trx('trusted_issuers').insert({
+        if (await this.dal.find(input.name, trx)) throw new ConflictError(`trusted issuer ${input.name} already exists`, 'already_exists');
+        await this.dal.insert(trx, {
           name: input.name,
           issuer: input.issuer.replace(/\/$/, ''),
           jwks_uri: input.jwksUri ?? null,
@@ -216,16 +222,16 @@ export class TrustedIssuersService {
   }
 
   async list() {
-    return (await this.deps.db('trusted_issuers').orderBy('name')).map((row: any) => present(rowToIssuer(row)));
+    return (await this.dal.list()).map((row) => present(rowToIssuer(row)));
   }
 
   async get(name: string) {
     return present(await this.require(name));
   }
 
-  private async require(name: string, trx: Knex = this.deps.db): Promise<TrustedIssuer> {
-    const row = await trx('trusted_issuers').where({ name }).first();
-    if (!row) throw problems.notFound(`trusted issuer ${name}`);
+  private async require(name: string, trx?: Transaction): Promise<TrustedIssuer> {
+    const row = await this.dal.find(name, trx);
+    if (!row) throw new NotFoundError(`trusted issuer ${name}`);
     return rowToIssuer(row);
   }
 
@@ -241,7 +247,7 @@ export class TrustedIssuersService {
       const enabled = patch.enabled ?? current.enabled;
       const unconstrained = patch.claims !== undefined ? subjectIdentifyingClaims(patch.claims).length === 0 : current.unconstrained;
       if (unconstrained && (enabled || patch.claims !== undefined)) throw unconstrainedProblem();
-      const changes: Record<string, unknown> = { updated_at: this.deps.clock(), token_generation: crypto.randomUUID(), enabled };
+      const changes: TrustedIssuerChanges = { updated_at: this.deps.clock(), token_generation: crypto.randomUUID(), enabled };
       if (patch.issuer !== undefined) changes.issuer = patch.issuer.replace(/\/$/, '');
       if (patch.jwksUri !== undefined) Object.assign(changes, { jwks_uri: patch.jwksUri, jwks: null });
       if (patch.jwks !== undefined) Object.assign(changes, { jwks_uri: null, jwks: JSON.stringify(patch.jwks) });
@@ -250,7 +256,7 @@ export class TrustedIssuersService {
       if (patch.keys !== undefined) changes.allowed_keys = JSON.stringify(patch.keys);
       if (patch.images !== undefined) changes.allowed_images = JSON.stringify(patch.images);
       if (patch.tokenTtl !== undefined) changes.token_ttl = patch.tokenTtl;
-      await trx('trusted_issuers').where({ name }).update(changes);
+      await this.dal.update(trx, name, changes);
       const action = patch.enabled === false ? 'trustedissuer.disable' : patch.enabled === true ? 'trustedissuer.enable' : 'trustedissuer.update';
       await record({
         actor: actorOf(principal),
@@ -267,8 +273,8 @@ export class TrustedIssuersService {
   /** Deleting an issuer revokes the signer tokens it issued: they are checked against its row on every use. */
   async remove(principal: Principal, meta: RequestMeta, name: string) {
     await this.deps.audit.transact(async (trx, record) => {
-      const deleted = await trx('trusted_issuers').where({ name }).delete();
-      if (!deleted) throw problems.notFound(`trusted issuer ${name}`);
+      const deleted = await this.dal.delete(trx, name);
+      if (!deleted) throw new NotFoundError(`trusted issuer ${name}`);
       await record({ actor: actorOf(principal), action: 'trustedissuer.delete', resource: { kind: 'trusted-issuer', name }, outcome: 'allow', details: { signerTokensRevoked: true }, request: meta });
     });
   }
@@ -277,13 +283,13 @@ export class TrustedIssuersService {
    * Runs on every use of a signer token, on whichever instance receives it: the database row is
    * the only state, so a delete, disable or change on one instance is seen by all at once.
    */
-  private async checkSignerToken(token: { issuer: string; generation: string | null }): Promise<void> {
-    const row = await this.deps.db('trusted_issuers').where({ name: token.issuer }).first();
-    if (!row) throw problems.unauthenticated('the trusted issuer that issued this token was deleted', 'issuer_deleted');
+  async checkSignerToken(token: { issuer: string; generation: string | null }): Promise<void> {
+    const row = await this.dal.find(token.issuer);
+    if (!row) throw new UnauthenticatedError('the trusted issuer that issued this token was deleted', 'issuer_deleted');
     const issuer = rowToIssuer(row);
-    if (!issuer.enabled) throw problems.unauthenticated('the trusted issuer that issued this token is disabled', 'issuer_disabled');
-    if (issuer.tokenGeneration !== token.generation) throw problems.unauthenticated('the trusted issuer was changed after this token was issued', 'token_revoked');
-    if (issuer.unconstrained) throw problems.unauthenticated('the trusted issuer that issued this token has no subject-identifying claim rule', 'issuer_unconstrained');
+    if (!issuer.enabled) throw new UnauthenticatedError('the trusted issuer that issued this token is disabled', 'issuer_disabled');
+    if (issuer.tokenGeneration !== token.generation) throw new UnauthenticatedError('the trusted issuer was changed after this token was issued', 'token_revoked');
+    if (issuer.unconstrained) throw new UnauthenticatedError('the trusted issuer that issued this token has no subject-identifying claim rule', 'issuer_unconstrained');
   }
 
   private keySet(issuer: TrustedIssuer): JWTVerifyGetKey {
@@ -296,31 +302,31 @@ export class TrustedIssuersService {
     return set;
   }
 
-  private async fail(meta: RequestMeta, status: 401 | 403, code: string, detail: string, details: Record<string, unknown>): Promise<never> {
+  private async fail(meta: RequestMeta, kind: 'unauthenticated' | 'forbidden', code: string, detail: string, details: Record<string, unknown>): Promise<never> {
     await this.deps.auth.recordFailure(meta, { kind: 'ci', id: (details.subject as string) ?? undefined }, detail, { grantType: TOKEN_EXCHANGE_GRANT, ...details });
-    throw oauthError(status, status === 401 ? 'invalid_grant' : 'access_denied', code, detail);
+    throw new OAuthError(kind, kind === 'unauthenticated' ? 'invalid_grant' : 'access_denied', code, detail);
   }
 
   async exchange(params: Record<string, string>, meta: RequestMeta): Promise<TokenResponse> {
     const subjectToken = params.subject_token;
-    if (!subjectToken || subjectToken.length > 16_384) throw oauthError(400, 'invalid_request', 'invalid_request', 'subject_token is required');
+    if (!subjectToken || subjectToken.length > 16_384) throw new OAuthError('invalid_input', 'invalid_request', 'invalid_request', 'subject_token is required');
     if (params.subject_token_type && !ACCEPTED_SUBJECT_TOKEN_TYPES.has(params.subject_token_type)) {
-      throw oauthError(400, 'invalid_request', 'invalid_request', 'subject_token_type must be a JWT or ID token type');
+      throw new OAuthError('invalid_input', 'invalid_request', 'invalid_request', 'subject_token_type must be a JWT or ID token type');
     }
     const credential = await this.deps.audit.hmac(subjectToken);
     let unverified: JWTPayload;
     try {
       unverified = decodeJwt(subjectToken);
     } catch {
-      return this.fail(meta, 401, 'invalid_subject_token', 'subject_token is not a JWT', { credential });
+      return this.fail(meta, 'unauthenticated', 'invalid_subject_token', 'subject_token is not a JWT', { credential });
     }
     const iss = typeof unverified.iss === 'string' ? unverified.iss.replace(/\/$/, '') : '';
-    const registrations = (await this.deps.db('trusted_issuers').where({ issuer: iss }).orderBy('name')).map(rowToIssuer);
+    const registrations = (await this.dal.forIssuer(iss)).map(rowToIssuer);
     const candidates = registrations.filter((r) => r.enabled);
     if (candidates.length === 0) {
       // to the caller a disabled issuer looks like an unknown one (nothing is verified yet); the audit record says which
       const disabled = registrations.map((r) => r.name);
-      return this.fail(meta, 401, 'untrusted_issuer', `issuer ${iss || '(none)'} is not trusted`, { credential, ...(disabled.length ? { disabledRegistrations: disabled } : {}) });
+      return this.fail(meta, 'unauthenticated', 'untrusted_issuer', `issuer ${iss || '(none)'} is not trusted`, { credential, ...(disabled.length ? { disabledRegistrations: disabled } : {}) });
     }
 
     let lastMismatch = '';
@@ -341,9 +347,10 @@ export class TrustedIssuersService {
           currentDate: new Date(this.deps.clock()),
           clockTolerance: 30,
         }));
-      } catch (err: any) {
-        const code = String(err?.code ?? '');
-        const claim = String(err?.claim ?? '');
+      } catch (err) {
+        const { code: errCode, claim: errClaim } = (err ?? {}) as { code?: unknown; claim?: unknown };
+        const code = String(errCode ?? '');
+        const claim = String(errClaim ?? '');
         const [, reason, detail]: [401, string, string] =
           code === 'ERR_JWT_EXPIRED'
             ? [401, 'subject_token_expired', 'the CI token has expired']
@@ -397,14 +404,14 @@ export class TrustedIssuersService {
     if (unconstrained) {
       return this.fail(
         meta,
-        403,
+        'forbidden',
         'issuer_unconstrained',
         `trusted issuer ${unconstrained.name} has no claim rule that identifies the CI subject (${SUBJECT_CLAIMS.join(', ')}), so it may not be used until an administrator adds one`,
         { credential, issuer: unconstrained.name, subject: String(unverified.sub ?? '') },
       );
     }
-    if (!lastMismatch && verifyFailure) return this.fail(meta, 401, verifyFailure.reason, verifyFailure.detail, { credential, issuer: verifyFailure.issuer });
-    return this.fail(meta, 403, 'claims_mismatch', lastMismatch || 'the CI token claims do not match any rule', { credential, subject: String(unverified.sub ?? '') });
+    if (!lastMismatch && verifyFailure) return this.fail(meta, 'unauthenticated', verifyFailure.reason, verifyFailure.detail, { credential, issuer: verifyFailure.issuer });
+    return this.fail(meta, 'forbidden', 'claims_mismatch', lastMismatch || 'the CI token claims do not match any rule', { credential, subject: String(unverified.sub ?? '') });
   }
 }
 

@@ -1,0 +1,146 @@
+import type { AuditEventInput } from '../audit/audit-types.js';
+import { InvalidInputError, NotFoundError } from '../core/errors.js';
+import { actorOf, type Principal, type RequestMeta } from '../core/principal.js';
+import type { Queryable, Transaction } from '../db/database.js';
+import type { RowIntegrity } from '../secrets/row-integrity.js';
+import type { SecretRecord } from '../secrets/secrets-types.js';
+import type { AccessDal, AccessRowRecord, FoundSecret, GroupRow, NamedId, NewGroupRow } from './access-dal.js';
+
+export type { FoundSecret, GroupRow };
+
+/**
+ * Who may read what: groups, which clients are in them (memberships), and which secrets they
+ * are granted (access_grants). GroupsService, ClientsService and SecretsService change access
+ * only through here, so the grant rows' integrity MACs are written in one place.
+ */
+export class AccessService {
+  constructor(
+    readonly dal: AccessDal,
+    private readonly rowIntegrity: RowIntegrity,
+  ) {}
+
+  /** The secret's current version, if one of the client's groups is granted it (the delivery path). */
+  findForClient(clientId: number, name: string): Promise<FoundSecret | undefined> {
+    return this.dal.findForClient(clientId, name);
+  }
+
+  /** The live secrets the client may read, with their current version's checksum and size. */
+  listForClient(clientId: number): Promise<Array<SecretRecord & { checksum: string; size: number }>> {
+    return this.dal.listForClient(clientId);
+  }
+
+  async findGroup(name: string, trx?: Queryable): Promise<GroupRow | undefined> {
+    return this.dal.findGroup(name, trx);
+  }
+
+  async requireGroup(name: string, trx?: Queryable): Promise<GroupRow> {
+    const row = await this.dal.findGroup(name, trx);
+    if (!row) throw new NotFoundError(`group ${name}`);
+    return row;
+  }
+
+  /** The named groups (in the order found); a 400 naming every unknown one. */
+  async resolveGroups(names: string[], trx?: Queryable): Promise<NamedId[]> {
+    const rows = await this.dal.groupsByName(names, trx);
+    const missing = names.filter((g) => !rows.some((r) => r.name === g));
+    if (missing.length) throw new InvalidInputError(`unknown groups: ${missing.join(', ')}`);
+    return rows;
+  }
+
+  listGroups(after: string | undefined, limit: number): Promise<GroupRow[]> {
+    return this.dal.listGroups(after, limit);
+  }
+
+  createGroup(trx: Transaction, row: NewGroupRow): Promise<void> {
+    return this.dal.insertGroup(trx, row);
+  }
+
+  /** Removes the group with its grants and memberships. */
+  deleteGroup(trx: Transaction, groupId: number): Promise<void> {
+    return this.dal.deleteGroup(trx, groupId);
+  }
+
+  /** Grants the secret to the group (idempotent); the grant row carries its integrity MAC. */
+  async grant(trx: Transaction, groupId: number, secretId: number, now: number): Promise<void> {
+    await this.dal.upsertGrant(trx, { group_id: groupId, secret_id: secretId, created_at: now, row_mac: this.rowIntegrity.grantMac({ groupId, secretId }) });
+  }
+
+  revoke(trx: Transaction, groupId: number, secretId: number): Promise<void> {
+    return this.dal.deleteGrant(trx, groupId, secretId);
+  }
+
+  /** A deleted secret keeps no grants. */
+  revokeAllOf(trx: Transaction, secretId: number): Promise<void> {
+    return this.dal.deleteGrantsOfSecret(trx, secretId);
+  }
+
+  addMember(trx: Transaction, groupId: number, clientId: number, now: number): Promise<void> {
+    return this.dal.addMembership(trx, groupId, clientId, now);
+  }
+
+  removeMember(trx: Transaction, groupId: number, clientId: number): Promise<void> {
+    return this.dal.deleteMembership(trx, groupId, clientId);
+  }
+
+  /** Adds and removes memberships between the given clients and the named groups, audited. */
+  async changeMemberships(
+    trx: Transaction,
+    record: (input: AuditEventInput) => Promise<unknown>,
+    principal: Principal,
+    meta: RequestMeta,
+    clients: Array<{ id: number; name: string }>,
+    addGroups: string[],
+    removeGroups: string[],
+    now: number,
+  ): Promise<void> {
+    const rows = await this.resolveGroups([...new Set([...addGroups, ...removeGroups])], trx);
+    const idOf = (n: string) => rows.find((r) => r.name === n)!.id;
+    for (const client of clients) {
+      for (const g of new Set(addGroups)) {
+        await this.dal.addMembership(trx, idOf(g), client.id, now);
+        await record({ actor: actorOf(principal), action: 'membership.add', resource: { kind: 'client', name: client.name }, outcome: 'allow', details: { group: g }, request: meta });
+      }
+      for (const g of new Set(removeGroups)) {
+        await this.dal.deleteMembership(trx, idOf(g), client.id);
+        await record({ actor: actorOf(principal), action: 'membership.remove', resource: { kind: 'client', name: client.name }, outcome: 'allow', details: { group: g }, request: meta });
+      }
+    }
+  }
+
+  /** A deleted client keeps no memberships. */
+  removeClient(trx: Transaction, clientId: number): Promise<void> {
+    return this.dal.deleteMembershipsOfClient(trx, clientId);
+  }
+
+  groupsOfSecret(secretId: number, trx?: Queryable): Promise<string[]> {
+    return this.dal.groupNamesOfSecret(secretId, trx);
+  }
+
+  groupsOfClient(clientId: number, trx?: Queryable): Promise<string[]> {
+    return this.dal.groupNamesOfClient(clientId, trx);
+  }
+
+  secretsOfGroup(groupId: number, trx?: Queryable): Promise<string[]> {
+    return this.dal.secretNamesOfGroup(groupId, trx);
+  }
+
+  clientsOfGroup(groupId: number, trx?: Queryable): Promise<string[]> {
+    return this.dal.clientNamesOfGroup(groupId, trx);
+  }
+
+  /** allowed_audiences of each group the client is in (null: that group does not restrict). */
+  audiencesOfClientGroups(clientId: number): Promise<Array<string | null>> {
+    return this.dal.audiencesOfClientGroups(clientId);
+  }
+
+  accessRows(): Promise<AccessRowRecord[]> {
+    return this.dal.accessRows();
+  }
+
+  /** MACs for grant rows from before migration 007; the number of rows sealed. */
+  async backfillGrantMacs(trx: Transaction): Promise<number> {
+    const rows = await this.dal.grantsWithoutMac(trx);
+    for (const g of rows) await this.dal.setGrantMac(trx, g.group_id, g.secret_id, this.rowIntegrity.grantMac({ groupId: g.group_id, secretId: g.secret_id }));
+    return rows.length;
+  }
+}

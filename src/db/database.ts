@@ -1,0 +1,135 @@
+import type { Knex } from 'knex';
+import type { DbHandle, Dialect } from './connection.js';
+import { SqliteFastPath } from './sqlite-fast-path.js';
+
+/** The query builder on the pool, or on an open transaction: what repositories query with. */
+export type Queryable = Knex;
+export type Transaction = Knex.Transaction;
+
+/** A value bound to a `?` placeholder. */
+export type SqlValue = string | number | boolean | null | Buffer;
+
+/** One hand-written SQL statement, `?` placeholders, valid on SQLite and PostgreSQL. */
+export interface Statement {
+  sql: string;
+  params: readonly SqlValue[];
+}
+
+/**
+ * A write written once for both connections: it yields its statements one by one and is given
+ * each statement's rows back (an empty array for statements that return none). The synchronous
+ * SQLite connection runs it within one tick; a knex transaction runs it with awaits.
+ */
+export type StatementProgram<T> = Generator<Statement, T, readonly object[]>;
+
+/** Builds a program for the dialect it runs on (row locks are PostgreSQL-only SQL). */
+export type ProgramFactory<T> = (dialect: Dialect) => StatementProgram<T>;
+
+export interface DatabaseOptions {
+  /**
+   * The synchronous SQLite connection for the delivery path (default on, SQLite files only).
+   * Off (KEYWARDEN_SQLITE_FAST_PATH=off) every statement goes through knex: a test and
+   * diagnostic setting, to show that nothing depends on the fast path.
+   */
+  fastPath?: boolean;
+}
+
+/** knex's raw() answers with the driver's own shape: rows for better-sqlite3, `{ rows }` for pg. */
+function rowsOf(result: unknown): readonly object[] {
+  if (Array.isArray(result)) return result as object[];
+  const rows = (result as { rows?: unknown } | undefined)?.rows;
+  return Array.isArray(rows) ? (rows as object[]) : [];
+}
+
+/** Runs `program` on a knex transaction (or the pool): the asynchronous driver. */
+export async function runProgramOn<T>(executor: Queryable, program: StatementProgram<T>): Promise<T> {
+  let step = program.next([]);
+  while (!step.done) {
+    const { sql, params } = step.value;
+    step = program.next(rowsOf(await executor.raw(sql, params)));
+  }
+  return step.value;
+}
+
+/**
+ * The database port repositories are built on. Two ways in:
+ *
+ * - read: `reader` (the query builder on the pool) and `readOne` (one row of a hand-written,
+ *   indexed statement; on SQLite a prepared statement on a second, synchronous connection,
+ *   the "fast path", when it is on).
+ * - write in a transaction: `transaction`, and `writeProgram` for a statement program that may
+ *   run synchronously on the fast path.
+ *
+ * The fast path is an implementation detail of this class: callers never pick the connection
+ * or see a driver's result shapes. Every knex transaction must be opened through `transaction`
+ * (never `knex.transaction`): it counts the open ones, and the fast path steps aside while one
+ * is open. A knex transaction on SQLite can span awaits (a Vault call, say); had the fast-path
+ * connection committed meanwhile, that transaction's next write would fail with
+ * SQLITE_BUSY_SNAPSHOT.
+ */
+export class Database {
+  readonly dialect: Dialect;
+  /** Reads outside a transaction. */
+  readonly reader: Knex;
+  private readonly fast?: SqliteFastPath;
+  private openTransactions = 0;
+
+  constructor(handle: DbHandle, options: DatabaseOptions = {}) {
+    this.dialect = handle.dialect;
+    this.reader = handle.knex;
+    if (handle.sqliteFile && options.fastPath !== false) {
+      this.fast = new SqliteFastPath(handle.sqliteFile, () => this.openTransactions > 0, handle.sqliteSynchronous);
+    }
+  }
+
+  /** Whether the synchronous SQLite connection is in use (diagnostics and tests). */
+  get fastPathEnabled(): boolean {
+    return this.fast !== undefined;
+  }
+
+  /** A pragma's value on the fast-path connection (diagnostics and tests); undefined when it is off. */
+  fastPathPragma(name: string): unknown {
+    return this.fast?.pragma(name);
+  }
+
+  /** One row of an indexed statement: no knex on SQLite's fast path, one round trip elsewhere. */
+  async readOne<T extends object>(sql: string, params: readonly SqlValue[]): Promise<T | undefined> {
+    if (this.fast) return this.fast.get<T>(sql, ...params);
+    return rowsOf(await this.reader.raw(sql, params))[0] as T | undefined;
+  }
+
+  /** One trivial round trip on the pool (the readiness probe); rejects with the driver's error when the database does not answer. */
+  async ping(): Promise<void> {
+    await this.reader.raw('select 1');
+  }
+
+  /** Runs `fn` in a knex transaction; it commits when `fn` resolves and rolls back when it throws. */
+  async transaction<T>(fn: (trx: Transaction) => Promise<T>): Promise<T> {
+    this.openTransactions++;
+    try {
+      return await this.reader.transaction(fn);
+    } finally {
+      this.openTransactions--;
+    }
+  }
+
+  /**
+   * Runs a statement program in one transaction: synchronously on the fast path (BEGIN
+   * IMMEDIATE, within one tick) when it is on and free, otherwise in a knex transaction.
+   */
+  async writeProgram<T>(program: ProgramFactory<T>): Promise<T> {
+    const fast = this.fast;
+    const done = fast?.tryImmediate(() => fast.runProgram(program('sqlite')));
+    if (done) return done.value;
+    return this.transaction((trx) => runProgramOn(trx, program(this.dialect)));
+  }
+
+  /** Runs a statement program inside the caller's transaction. */
+  runIn<T>(trx: Transaction, program: ProgramFactory<T>): Promise<T> {
+    return runProgramOn(trx, program(this.dialect));
+  }
+
+  close(): void {
+    this.fast?.close();
+  }
+}

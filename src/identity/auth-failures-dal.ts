@@ -1,0 +1,42 @@
+import type { Database } from '../db/database.js';
+
+/** An auth_failures row: one fixed-window failure counter. */
+export interface AuthFailureRow {
+  /** `<kind>:<key>`, e.g. `client:kwc_...` or `address:10.0.0.5` */
+  bucket: string;
+  window_start: number;
+  failures: number;
+}
+
+/** The auth_failures table (FailureRateLimiter). */
+export class AuthFailuresDal {
+  constructor(private readonly db: Database) {}
+
+  async find(buckets: string[]): Promise<AuthFailureRow[]> {
+    return this.db.reader<AuthFailureRow>('auth_failures').whereIn('bucket', buckets);
+  }
+
+  /** Counts one failure in `bucket`; a window older than `windowMs` starts again at `now`. */
+  async increment(bucket: string, now: number, windowMs: number): Promise<void> {
+    await this.db.transaction(async (trx) => {
+      const row = await trx<AuthFailureRow>('auth_failures').where({ bucket }).first();
+      if (!row) {
+        await trx<AuthFailureRow>('auth_failures').insert({ bucket, window_start: now, failures: 1 }).onConflict('bucket').merge({
+          failures: trx.raw('auth_failures.failures + 1'),
+        });
+      } else if (Number(row.window_start) + windowMs <= now) {
+        await trx<AuthFailureRow>('auth_failures').where({ bucket }).update({ window_start: now, failures: 1 });
+      } else {
+        await trx<AuthFailureRow>('auth_failures').where({ bucket }).increment('failures', 1);
+      }
+    });
+  }
+
+  async delete(bucket: string): Promise<void> {
+    await this.db.reader<AuthFailureRow>('auth_failures').where({ bucket }).delete();
+  }
+
+  async deleteWindowsBefore(windowStart: number): Promise<void> {
+    await this.db.reader<AuthFailureRow>('auth_failures').where('window_start', '<', windowStart).delete();
+  }
+}
