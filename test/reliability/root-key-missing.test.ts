@@ -13,6 +13,7 @@ import { rewrapAll } from '../../src/crypto/root-key-rotation.js';
 import { createServices } from '../../src/broker.js';
 import { openDatabase, type DbHandle } from '../../src/db/connection.js';
 import { TEST_DATABASE_URL, silentLogger } from '../support/broker.js';
+import { freePort } from '../support/registry.js';
 
 /**
  * A missing root key is never replaced by a new one. The real CLI runs against a data dir whose
@@ -24,16 +25,6 @@ import { TEST_DATABASE_URL, silentLogger } from '../support/broker.js';
 const root = path.resolve(import.meta.dirname, '../..');
 const sha256 = (b: Buffer | string) => crypto.createHash('sha256').update(b).digest('hex');
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 interface Site {
   dataDir: string;

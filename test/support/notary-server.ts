@@ -8,6 +8,9 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { freePort } from './registry.js';
+
+export { freePort };
 
 const execFileAsync = promisify(execFile);
 
@@ -29,18 +32,6 @@ export function notaryToolsAvailable(): { ok: boolean; reason?: string } {
 }
 
 /** A loopback port that nothing listens on right now. */
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 export interface NotaryServerHandle {
   url: string;
