@@ -29,6 +29,8 @@ const querySchema = z
   })
   .strict();
 
+export const auditVerifyRequestSchema = z.object({ fromSeq: z.number().int().min(1).optional(), toSeq: z.number().int().min(1).optional() }).strict();
+
 const seqSchema = z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 
 export function auditRoutes(deps: {
@@ -88,7 +90,7 @@ export function auditRoutes(deps: {
       path: '/v1/audit/verify',
       access: ['auditor'],
       handler: async (req, res) => {
-        const body = parseWith(z.object({ fromSeq: z.number().int().min(1).optional(), toSeq: z.number().int().min(1).optional() }).strict(), req.body ?? {});
+        const body = parseWith(auditVerifyRequestSchema, req.body ?? {});
         const result = await deps.verifier.verify(body);
         await deps.audit.record({ actor: actorOf(req.principal), action: 'audit.verify', resource: { kind: 'audit-log', name: 'events' }, outcome: result.ok ? 'allow' : 'error', reason: result.reason ?? null, details: { checked: result.checked, firstBrokenSeq: result.firstBrokenSeq ?? null }, request: requestMeta(req) });
         res.json(result);

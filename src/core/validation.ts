@@ -5,7 +5,9 @@ export const NAME_PATTERN = /^[A-Za-z0-9._-]{1,128}$/;
 export const nameSchema = z.string().regex(NAME_PATTERN, 'must match ^[A-Za-z0-9._-]{1,128}$');
 export const labelsSchema = z
   .record(z.string().regex(/^[A-Za-z0-9._/-]{1,63}$/, 'label keys must match ^[A-Za-z0-9._/-]{1,63}$'), z.string().max(256))
-  .refine((labels) => Object.keys(labels).length <= 64, 'at most 64 labels');
+  .refine((labels) => Object.keys(labels).length <= 64, 'at most 64 labels')
+  // The count is a refinement, which JSON Schema export cannot see; the description carries it to openapi.yaml.
+  .describe('At most 64 labels.');
 export const descriptionSchema = z.string().max(4096);
 
 function describe(error: z.ZodError): string {

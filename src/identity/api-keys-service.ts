@@ -23,7 +23,9 @@ export const createApiKeySchema = z
       .optional(),
   })
   .strict()
-  .refine((v) => v.role === 'signer' || v.scope === undefined, 'scope applies to signer keys only');
+  .refine((v) => v.role === 'signer' || v.scope === undefined, 'scope applies to signer keys only')
+  // Refinements do not reach JSON Schema; the description carries them to openapi.yaml.
+  .describe('`scope` applies to signer keys only.');
 
 export const BOOTSTRAP_ADMIN_KEY_ID = 'bootstrap-admin';
 

@@ -142,7 +142,7 @@ export function secretsRoutes(secrets: SecretsService): Router {
   return router;
 }
 
-const batchSchema = z.object({ names: z.array(nameSchema).min(1).max(100) }).strict();
+export const batchSchema = z.object({ names: z.array(nameSchema).min(1).max(100) }).strict();
 
 export function clientSecretsRoutes(secrets: SecretsService): Router {
   const router = Router();

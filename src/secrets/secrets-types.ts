@@ -34,7 +34,8 @@ export const createSecretSchema = z
     expiry: expirySchema.nullable().optional(),
     groups: z.array(nameSchema).max(100).optional(),
   })
-  .strict();
+  .strict()
+  .describe('Exactly one of `content` or `value` is required.');
 
 export const updateSecretSchema = z
   .object({
@@ -50,7 +51,8 @@ export const addVersionSchema = z
     ...contentFields,
     cas: z.number().int().min(0).optional(),
   })
-  .strict();
+  .strict()
+  .describe('Exactly one of `content` or `value` is required.');
 
 export const rollbackSchema = z.object({ version: z.number().int().positive() }).strict();
 

@@ -9,7 +9,7 @@ import type { PolicyService } from './policy-service.js';
 
 const listPoliciesQuery = z.object({ limit: limitSchema, cursor: z.string().max(512).optional() }).strict();
 
-const releaseRequestSchema = z.object({ image: z.string().min(1).max(512) }).strict();
+export const releaseRequestSchema = z.object({ image: z.string().min(1).max(512) }).strict();
 
 const listReleasesQuery = z
   .object({

@@ -21,7 +21,9 @@ export const signRequestSchema = z
   .object({
     image: z.string().min(3).max(1024),
     key: z.string().regex(/^[A-Za-z0-9._-]{1,128}$/),
-    annotations: z.record(z.string().regex(/^[A-Za-z0-9._/-]{1,128}$/), z.string().max(1024)).refine((a) => Object.keys(a).length <= 32, 'at most 32 annotations').optional(),
+    annotations: z.record(z.string().regex(/^[A-Za-z0-9._/-]{1,128}$/), z.string().max(1024)).refine((a) => Object.keys(a).length <= 32, 'at most 32 annotations')
+      .describe("Added to the payload's `optional` section; at most 32 annotations.")
+      .optional(),
     bundle: z.boolean().default(false),
   })
   .strict();

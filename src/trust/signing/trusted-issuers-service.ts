@@ -46,7 +46,9 @@ export const trustedIssuerSchema = z
     tokenTtl: issuerFields.tokenTtl.default(600),
   })
   .strict()
-  .refine((v) => (v.jwksUri === undefined) !== (v.jwks === undefined), 'give exactly one of jwksUri or jwks');
+  .refine((v) => (v.jwksUri === undefined) !== (v.jwks === undefined), 'give exactly one of jwksUri or jwks')
+  // Refinements do not reach JSON Schema; the description carries them to openapi.yaml.
+  .describe('Give exactly one of `jwksUri` or `jwks`.');
 
 /** A partial change; `enabled: false` disables the issuer (like clients). Any change revokes its signer tokens. */
 export const updateTrustedIssuerSchema = z
@@ -63,7 +65,9 @@ export const updateTrustedIssuerSchema = z
   })
   .strict()
   .refine((v) => v.jwksUri === undefined || v.jwks === undefined, 'give at most one of jwksUri or jwks')
-  .refine((v) => Object.keys(v).length > 0, 'give at least one field to change');
+  .refine((v) => Object.keys(v).length > 0, 'give at least one field to change')
+  // Refinements do not reach JSON Schema; the description carries them to openapi.yaml.
+  .describe('The fields to change (at least one); give at most one of `jwksUri` or `jwks`.');
 
 type TrustedIssuerInput = z.infer<typeof trustedIssuerSchema>;
 type TrustedIssuerUpdate = z.infer<typeof updateTrustedIssuerSchema>;
