@@ -12,9 +12,9 @@ export function secureDataDir(dir: string, logger: Pick<Logger, 'warn'>): void {
   let stat: fs.Stats;
   try {
     stat = fs.statSync(dir);
-  } catch (err: any) {
+  } catch (err) {
     // not there yet: whatever creates it (serve, the key file, SQLite) makes it 0700
-    if (err?.code === 'ENOENT') return;
+    if ((err as NodeJS.ErrnoException | null)?.code === 'ENOENT') return;
     throw err;
   }
   if ((stat.mode & 0o777) === 0o700) return;

@@ -25,9 +25,9 @@ async function post(addr: string, path: string, body: unknown, headers: Record<s
     throw new CliError(`broker unreachable at ${addr}: ${(err as Error).message}`, EXIT.unreachable);
   }
   const text = await res.text();
-  let json: any;
+  let json: Record<string, unknown>;
   try {
-    json = JSON.parse(text);
+    json = JSON.parse(text) as Record<string, unknown>;
   } catch {
     json = { detail: text.slice(0, 200) };
   }

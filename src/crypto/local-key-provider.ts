@@ -79,8 +79,8 @@ export class LocalKeyProvider implements KeyProvider {
     let fd: number | undefined;
     try {
       fd = fs.openSync(file, 'wx', 0o600);
-    } catch (err: any) {
-      if (err?.code !== 'EEXIST') throw err;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException | null)?.code !== 'EEXIST') throw err;
     }
     if (fd !== undefined) {
       // on disk before anything is sealed with it: SQLite commits are fsynced (synchronous=FULL),

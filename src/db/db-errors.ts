@@ -86,7 +86,17 @@ function sqliteKind(code: string): DatabaseFailureKind | undefined {
   return undefined;
 }
 
-function classifyOne(e: any): DatabaseUnavailableError | undefined {
+/** The fields of a driver error (or a wrapper of one) that are looked at; any may be missing. */
+interface DriverErrorLike {
+  name?: unknown;
+  code?: unknown;
+  syscall?: unknown;
+  message?: unknown;
+  cause?: unknown;
+  errors?: unknown;
+}
+
+function classifyOne(e: DriverErrorLike): DatabaseUnavailableError | undefined {
   if (e instanceof DatabaseUnavailableError) return e;
   if (e?.name === 'KnexTimeoutError') return new DatabaseUnavailableError('timeout', 'KnexTimeoutError', { cause: e });
   const code = typeof e?.code === 'string' ? e.code : undefined;
@@ -116,7 +126,7 @@ function classifyOne(e: any): DatabaseUnavailableError | undefined {
 export function classifyDatabaseError(err: unknown): DatabaseUnavailableError | undefined {
   const queue: unknown[] = [err];
   for (let seen = 0; queue.length && seen < 8; seen++) {
-    const e: any = queue.shift();
+    const e = queue.shift() as DriverErrorLike | null | undefined;
     if (!e || typeof e !== 'object') continue;
     const found = classifyOne(e);
     if (found) return found;

@@ -43,7 +43,7 @@ export function buildApp(deps: AppDeps): BuiltApp {
   app.use(deps.metrics.middleware);
   app.use(requestLogger(deps.logger));
   app.use((req, res, next) => {
-    req.requestId = String((req as any).id);
+    req.requestId = String((req as { id?: unknown }).id);
     res.set('X-Content-Type-Options', 'nosniff');
     next();
   });

@@ -122,7 +122,8 @@ describe('keywarden fetch', () => {
     await secret('watched', 'watched-v1-aaaa0001', ['app']);
     const run = startCli(['fetch', '--dir', dir, '--secret', 'watched', '--secret', 'db-password', '--watch', '1'], env);
     const file = path.join(dir, 'watched');
-    await waitFor(() => fs.existsSync(file) && read(file) === 'watched-v1-aaaa0001', 20_000);
+    // the first round writes each file as its secret arrives: wait for both before comparing inodes
+    await waitFor(() => fs.existsSync(file) && read(file) === 'watched-v1-aaaa0001' && fs.existsSync(path.join(dir, 'db-password')), 20_000);
     const dbIno = fs.statSync(path.join(dir, 'db-password')).ino;
     await newVersion('watched', 'watched-v2-bbbb0002');
     await waitFor(() => read(file) === 'watched-v2-bbbb0002', 15_000);

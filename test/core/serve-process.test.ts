@@ -4,6 +4,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { assertFetchMatchesContract } from '../support/contract.js';
 import { freePort } from '../support/registry.js';
 
 /**
@@ -30,11 +31,17 @@ function startServe(dataDir: string, port: number): { child: ChildProcess; stder
 async function waitHealthy(port: number, timeoutMs = 60_000): Promise<void> {
   const until = Date.now() + timeoutMs;
   while (Date.now() < until) {
+    const url = `http://127.0.0.1:${port}/readyz`;
+    let res: Response | undefined;
     try {
-      const res = await fetch(`http://127.0.0.1:${port}/readyz`);
-      if (res.ok) return;
+      res = await fetch(url);
     } catch {
       // not listening yet
+    }
+    if (res) {
+      // outside the try: a response that breaks the contract must fail the test, not look like "not listening"
+      await assertFetchMatchesContract('GET', url, res);
+      if (res.ok) return;
     }
     await new Promise((r) => setTimeout(r, 200));
   }
@@ -54,6 +61,7 @@ describe('keywarden serve as a process', () => {
     expect((fs.statSync(path.join(dataDir, 'root-key.json')).mode & 0o777).toString(8)).toBe('600');
     expect(fs.existsSync(path.join(dataDir, 'keywarden.db'))).toBe(true);
     const groups = await fetch(`http://127.0.0.1:${port}/v1/groups`, { headers: { authorization: `Bearer ${key}` } });
+    await assertFetchMatchesContract('GET', groups.url, groups);
     expect(groups.status).toBe(200);
     first.child.kill('SIGTERM');
     expect(await first.exited).toBe(0);
@@ -66,6 +74,7 @@ describe('keywarden serve as a process', () => {
     await waitHealthy(port2);
     expect(second.stderr()).not.toMatch(/kw_[A-Za-z0-9_-]{40,}/);
     const again = await fetch(`http://127.0.0.1:${port2}/v1/groups`, { headers: { authorization: `Bearer ${key}` } });
+    await assertFetchMatchesContract('GET', again.url, again);
     expect(again.status).toBe(200);
     second.child.kill('SIGTERM');
     expect(await second.exited).toBe(0);

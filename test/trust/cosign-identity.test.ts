@@ -241,7 +241,7 @@ describe.skipIf(!avail.ok)('signed identity at the release gate (real registry, 
     if (Array.isArray(m.json.manifests)) {
       for (const child of m.json.manifests as Array<{ digest: string }>) await copyManifest(from, to, child.digest);
     } else {
-      for (const d of [m.json.config, ...(m.json.layers ?? [])] as Array<{ digest: string }>) {
+      for (const d of [m.json.config, ...((m.json.layers as unknown[] | undefined) ?? [])] as Array<{ digest: string }>) {
         await pushRawBlob(R, to, await client.getBlob(R, from, d.digest));
       }
     }

@@ -2,7 +2,7 @@ import { createHash, createPublicKey, generateKeyPairSync, sign as cryptoSign, v
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bundleFromJSON } from '@sigstore/bundle';
 import { Verifier, toSignedEntity } from '@sigstore/verify';
-import { RegistryClient, MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_MANIFEST } from '../../src/trust/registry/registry-client.js';
+import { RegistryClient, MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_MANIFEST, type ManifestResult } from '../../src/trust/registry/registry-client.js';
 import {
   buildSimpleSigningPayload,
   parseSimpleSigningPayload,
@@ -37,6 +37,16 @@ import {
 
 const sha256 = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const D = `sha256:${'ab'.repeat(32)}`;
+
+/** The manifests read back here are ones this code wrote: a typed view of the fields the tests look at. */
+interface ManifestView {
+  artifactType?: string;
+  config: { mediaType: string; digest: string };
+  subject?: unknown;
+  layers: Array<{ mediaType: string; digest: string; size: number; annotations: Record<string, string> }>;
+  manifests: Array<{ digest: string }>;
+}
+const viewOf = (m: ManifestResult) => ({ ...m, json: m.json as unknown as ManifestView });
 
 describe('simple-signing payload', () => {
   it('is byte-identical to what cosign emits (optional null without annotations)', () => {
@@ -186,7 +196,7 @@ d('cosign signatures in a real docker-registry', () => {
 
     const a = await signImage(repo, img.digest, ec.privateKey);
     expect(a.tag).toBe(`sha256-${hex}.sig`);
-    const m1 = await client.getManifest(reg.hostPort, repo, a.tag);
+    const m1 = viewOf(await client.getManifest(reg.hostPort, repo, a.tag));
     expect(m1.digest).toBe(a.manifestDigest);
     expect(m1.mediaType).toBe(MEDIA_TYPE_OCI_MANIFEST);
     expect(m1.json.config.mediaType).toBe('application/vnd.oci.image.config.v1+json');
@@ -214,7 +224,7 @@ d('cosign signatures in a real docker-registry', () => {
 
     const b = await signImage(repo, img.digest, ed.privateKey);
     expect(b.tag).toBe(a.tag);
-    const m2 = await client.getManifest(reg.hostPort, repo, a.tag);
+    const m2 = viewOf(await client.getManifest(reg.hostPort, repo, a.tag));
     expect(m2.json.layers).toHaveLength(2);
     expect(m2.json.layers[0]).toEqual(layer); // existing layer kept verbatim
     const edSig = Buffer.from(m2.json.layers[1].annotations[SIGNATURE_ANNOTATION], 'base64');
@@ -332,7 +342,7 @@ d('cosign signatures in a real docker-registry', () => {
     const r1 = await attachSigstoreBundle(client, { registry: reg.hostPort, repository: repo, digest: img.digest, bundleJson: b1.bundle });
     expect(r1.referrersTag).toBe(img.digest.replace(':', '-'));
 
-    const art = await client.getManifest(reg.hostPort, repo, r1.manifestDigest);
+    const art = viewOf(await client.getManifest(reg.hostPort, repo, r1.manifestDigest));
     expect(art.json.artifactType).toBe(BUNDLE_V03_MEDIA_TYPE);
     expect(art.json.config).toEqual({ mediaType: 'application/vnd.oci.empty.v1+json', digest: sha256(Buffer.from('{}')), size: 2 });
     expect(art.json.subject).toEqual({ mediaType: MEDIA_TYPE_OCI_MANIFEST, digest: img.digest, size: img.manifestBytes.length });
@@ -341,7 +351,7 @@ d('cosign signatures in a real docker-registry', () => {
     const bundleBlob = await client.getBlob(reg.hostPort, repo, art.json.layers[0].digest);
     expect(JSON.parse(bundleBlob.toString())).toEqual(b1.bundle);
 
-    const idx1 = await client.getManifest(reg.hostPort, repo, r1.referrersTag!);
+    const idx1 = viewOf(await client.getManifest(reg.hostPort, repo, r1.referrersTag!));
     expect(idx1.mediaType).toBe(MEDIA_TYPE_OCI_INDEX);
     expect(idx1.json.manifests).toHaveLength(1);
     expect(idx1.json.manifests[0]).toMatchObject({
@@ -360,7 +370,7 @@ d('cosign signatures in a real docker-registry', () => {
       bundleJson: b2.bundle,
       payload,
     });
-    const idx2 = await client.getManifest(reg.hostPort, repo, r1.referrersTag!);
+    const idx2 = viewOf(await client.getManifest(reg.hostPort, repo, r1.referrersTag!));
     expect(idx2.json.manifests.map((m: { digest: string }) => m.digest)).toEqual([r1.manifestDigest, r2.manifestDigest]);
     // re-attaching the same bundle does not create another referrer
     const again = await attachSigstoreBundle(client, { registry: reg.hostPort, repository: repo, digest: img.digest, bundleJson: b1.bundle });

@@ -21,6 +21,13 @@ import {
   type TokenAuthProxy,
 } from '../support/registry.js';
 
+/** The image configs read back here are ones the test pushed: a typed view of the fields it checks. */
+interface ImageConfigView {
+  created?: string;
+  os?: string;
+  config: { User?: string; Labels?: Record<string, string> };
+}
+
 const sha256 = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
 async function expectRegistryError(p: Promise<unknown>, code: string): Promise<RegistryError> {
@@ -178,7 +185,7 @@ d('RegistryClient against a real docker-registry', () => {
   it('getImageConfig returns User, labels and created, also through an index (linux/amd64 preferred)', async () => {
     const created = '2024-05-01T10:00:00Z';
     const img = await pushTestImage(reg.hostPort, 'team/cfg', 'v1', { user: '1000:1000', labels: { team: 'payments' }, created });
-    const cfg = await client.getImageConfig(`${reg.hostPort}/team/cfg:v1`);
+    const cfg = (await client.getImageConfig(`${reg.hostPort}/team/cfg:v1`)) as ImageConfigView;
     expect(cfg.config.User).toBe('1000:1000');
     expect(cfg.config.Labels).toEqual({ team: 'payments' });
     expect(cfg.created).toBe(created);
@@ -196,7 +203,7 @@ d('RegistryClient against a real docker-registry', () => {
     );
     const indexDigest = await pushRawManifest(reg.hostPort, 'team/cfg', 'multi', index, MEDIA_TYPE_OCI_INDEX);
     expect(await client.resolveDigest(`${reg.hostPort}/team/cfg:multi`)).toBe(indexDigest);
-    const viaIndex = await client.getImageConfig({ registry: reg.hostPort, repository: 'team/cfg', digest: indexDigest });
+    const viaIndex = (await client.getImageConfig({ registry: reg.hostPort, repository: 'team/cfg', digest: indexDigest })) as ImageConfigView;
     expect(viaIndex.config.User).toBe('1000:1000');
   });
 
@@ -281,7 +288,7 @@ d('RegistryClient against a real docker-registry', () => {
       // cached: no new token request for the same scope
       const m = await c.getManifest(proxy.hostPort, 'team/private', digest);
       expect(m.digest).toBe(digest);
-      const cfg = await c.getImageConfig(`${proxy.hostPort}/team/private@${digest}`);
+      const cfg = (await c.getImageConfig(`${proxy.hostPort}/team/private@${digest}`)) as ImageConfigView;
       expect(cfg.os).toBe('linux');
       expect(proxy.tokenRequests).toHaveLength(1);
 

@@ -203,7 +203,7 @@ export async function attachCosignSignature(
       layers = (existing.json.layers as unknown[]).filter(isValidDescriptor);
       if (existing.mediaType === MEDIA_TYPE_DOCKER_MANIFEST) {
         manifestMediaType = MEDIA_TYPE_DOCKER_MANIFEST;
-        configMediaType = existing.json.config?.mediaType ?? 'application/vnd.docker.container.image.v1+json';
+        configMediaType = (existing.json.config as { mediaType?: string } | null | undefined)?.mediaType ?? 'application/vnd.docker.container.image.v1+json';
       }
       const dup = layers.some(
         (l) => l.digest === newLayer.digest && l.annotations?.[SIGNATURE_ANNOTATION] === opts.signatureB64,
@@ -223,8 +223,8 @@ export async function attachCosignSignature(
     const manifestDigest = await client.pushManifest(registry, repository, tag, bytes, manifestMediaType);
     // no conditional PUT on many registries: re-read to detect a lost concurrent update
     const check = await getOptionalManifest(client, registry, repository, tag);
-    const present = check?.json?.layers?.some(
-      (l: Descriptor) => l.digest === newLayer.digest && l.annotations?.[SIGNATURE_ANNOTATION] === opts.signatureB64,
+    const present = (check?.json?.layers as Descriptor[] | undefined)?.some(
+      (l) => l.digest === newLayer.digest && l.annotations?.[SIGNATURE_ANNOTATION] === opts.signatureB64,
     );
     if (present) return { tag, manifestDigest: check!.digest };
   }
@@ -257,7 +257,7 @@ export async function attachSigstoreBundle(
   for (const ref of await client.getReferrers(registry, repository, digest, bundleMediaType)) {
     const existing = await getOptionalManifest(client, registry, repository, ref.digest);
     const layers = existing?.json?.layers;
-    if (existing?.json?.subject?.digest === digest && Array.isArray(layers) && layers[0]?.digest === bundleBlob.digest) {
+    if (existing && (existing.json.subject as Descriptor | null | undefined)?.digest === digest && Array.isArray(layers) && layers[0]?.digest === bundleBlob.digest) {
       const hasApi = await client.pingReferrers(registry, repository, digest);
       return hasApi ? { manifestDigest: existing.digest } : { manifestDigest: existing.digest, referrersTag: digestToTag(digest) };
     }
@@ -316,7 +316,7 @@ export async function attachSigstoreBundle(
       if (existing.mediaType !== MEDIA_TYPE_OCI_INDEX || !Array.isArray(existing.json.manifests)) {
         throw new RegistryError('bad_response', `${referrersTag} exists but is not an OCI image index`, { registry });
       }
-      index = existing.json;
+      index = existing.json as typeof index;
       if (index.manifests.some((m) => (m as Descriptor)?.digest === manifestDigest)) {
         return { manifestDigest, referrersTag };
       }
@@ -326,7 +326,7 @@ export async function attachSigstoreBundle(
     index = { ...index, manifests: [...index.manifests, entry] };
     await client.pushManifest(registry, repository, referrersTag, Buffer.from(JSON.stringify(index)), MEDIA_TYPE_OCI_INDEX);
     const check = await getOptionalManifest(client, registry, repository, referrersTag);
-    if (check?.json?.manifests?.some((m: Descriptor) => m?.digest === manifestDigest)) {
+    if ((check?.json?.manifests as Descriptor[] | undefined)?.some((m) => m?.digest === manifestDigest)) {
       return { manifestDigest, referrersTag };
     }
   }

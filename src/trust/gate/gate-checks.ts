@@ -8,7 +8,7 @@ import { publicKeyId, readCosignSignatures, readSigstoreBundles, verifyCosignSig
 import { expectedIdentity, SignedIdentityError, type ExpectedIdentity, type SignedIdentityRequirement } from '../cosign/signed-identity.js';
 import { verifyNotaryTrust } from '../notary/index.js';
 import type { ImageRef } from '../registry/image-ref.js';
-import { RegistryError, type RegistryClient } from '../registry/registry-client.js';
+import { RegistryError, type ImageConfig, type ImageRuntimeConfig, type RegistryClient } from '../registry/registry-client.js';
 import type { SigningKeysService } from '../signing/signing-keys-service.js';
 import { matchesValueGlob } from '../glob.js';
 import type { PolicyDocument } from './policy-schema.js';
@@ -244,10 +244,9 @@ export async function ruleChecks(ctx: CheckContext): Promise<GateCheck[]> {
   if (rules.maxAgeDays !== undefined) names.push('maxAgeDays');
   if (names.length === 0) return [];
 
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  let image: any;
+  let parsed: unknown;
   try {
-    image = await withDeadline(
+    parsed = await withDeadline(
       ctx.registry.getImageConfig({ registry: ctx.ref.registry, repository: ctx.ref.repository, digest: ctx.digest }),
       ctx.timeoutMs,
       `registry ${ctx.ref.registry}`,
@@ -255,8 +254,9 @@ export async function ruleChecks(ctx: CheckContext): Promise<GateCheck[]> {
   } catch (err) {
     return names.map((type) => remoteFailure(type, 'cannot read the image config', err));
   }
-  const config = image && typeof image === 'object' && image.config && typeof image.config === 'object' ? image.config : {};
-  const labels: Record<string, unknown> = config.Labels && typeof config.Labels === 'object' ? config.Labels : {};
+  const image: ImageConfig | undefined = parsed && typeof parsed === 'object' ? (parsed as ImageConfig) : undefined;
+  const config: ImageRuntimeConfig = image && image.config && typeof image.config === 'object' ? (image.config as ImageRuntimeConfig) : {};
+  const labels: Record<string, unknown> = config.Labels && typeof config.Labels === 'object' ? (config.Labels as Record<string, unknown>) : {};
   const out: GateCheck[] = [];
 
   if (rules.nonRootUser) {

@@ -95,12 +95,48 @@ export interface Descriptor {
   data?: string;
 }
 
+/**
+ * A parsed image manifest or index (OCI or Docker), always a JSON object. Only its shape is
+ * known, not its content: a registry may return any value in any field, so each is unknown
+ * until checked where it is read.
+ */
+export interface ManifestJson {
+  schemaVersion?: unknown;
+  mediaType?: unknown;
+  artifactType?: unknown;
+  config?: unknown;
+  layers?: unknown;
+  manifests?: unknown;
+  subject?: unknown;
+  annotations?: unknown;
+  [field: string]: unknown;
+}
+
 export interface ManifestResult {
   digest: string;
   mediaType: string;
   bytes: Buffer;
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  json: any;
+  json: ManifestJson;
+}
+
+/**
+ * The fields of an image config (the OCI image config or Docker container config blob) that
+ * are read. getImageConfig returns the parsed blob unchecked, so narrow to this after checking
+ * that it is an object.
+ */
+export interface ImageConfig {
+  created?: unknown;
+  os?: unknown;
+  architecture?: unknown;
+  config?: unknown;
+  [field: string]: unknown;
+}
+
+/** The runtime settings inside ImageConfig.config read by the gate. */
+export interface ImageRuntimeConfig {
+  User?: unknown;
+  Labels?: unknown;
+  [field: string]: unknown;
 }
 
 interface RawResponse {
@@ -277,7 +313,7 @@ export class RegistryClient {
       (typeof (json as { mediaType?: unknown }).mediaType === 'string' ? (json as { mediaType: string }).mediaType : undefined) ??
       stripParams(res.headers.get('content-type')) ??
       MEDIA_TYPE_OCI_MANIFEST;
-    return { digest, mediaType, bytes, json };
+    return { digest, mediaType, bytes, json: json as ManifestJson };
   }
 
   async getBlob(registry: string, repo: string, digest: string): Promise<Buffer> {
@@ -393,10 +429,10 @@ export class RegistryClient {
 
   /**
    * Fetches and parses the image config JSON. For an index, picks linux/amd64
-   * (or the first manifest).
+   * (or the first manifest). The parsed JSON is returned as is, whatever value it holds (usually an
+   * ImageConfig object).
    */
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  async getImageConfig(ref: ImageRef | string): Promise<any> {
+  async getImageConfig(ref: ImageRef | string): Promise<unknown> {
     const r = typeof ref === 'string' ? parseImageRef(ref) : ref;
     const digest = r.digest ?? (await this.resolveDigest(r));
     let manifest = await this.getManifest(r.registry, r.repository, digest);
@@ -415,7 +451,7 @@ export class RegistryClient {
     }
     const blob = await this.getBlob(r.registry, r.repository, config.digest);
     try {
-      return JSON.parse(blob.toString('utf8'));
+      return JSON.parse(blob.toString('utf8')) as unknown;
     } catch {
       throw new RegistryError('bad_response', `image config ${config.digest} is not valid JSON`, { registry: r.registry });
     }
