@@ -1,12 +1,8 @@
-import crypto from 'node:crypto';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import supertest from 'supertest';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createBroker, type Broker } from '../../src/broker.js';
+import type { Broker } from '../../src/broker.js';
 import { ConfigError, loadConfig } from '../../src/config.js';
-import { silentLogger } from '../support/broker.js';
+import { startSqliteFileBroker } from '../support/broker.js';
 
 /**
  * The database port (src/db/database.ts) owns SQLite's synchronous fast-path connection: with it
@@ -17,26 +13,15 @@ import { silentLogger } from '../support/broker.js';
  * the suite runs on.
  */
 describe('database port and the SQLite fast path', () => {
-  let broker: Broker | undefined;
-  let dir: string | undefined;
+  let started: Awaited<ReturnType<typeof startSqliteFileBroker>> | undefined;
   afterEach(async () => {
-    await broker?.close();
-    broker = undefined;
-    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+    await started?.close();
+    started = undefined;
   });
 
   async function start(env: Record<string, string>): Promise<{ b: Broker; read: () => Promise<supertest.Response> }> {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kw-port-'));
-    const config = loadConfig({
-      KEYWARDEN_DATA_DIR: dir,
-      KEYWARDEN_DATABASE_URL: `sqlite:${path.join(dir, 'keywarden.db')}`,
-      KEYWARDEN_ROOT_KEY: crypto.randomBytes(32).toString('base64'),
-      KEYWARDEN_LOG_LEVEL: 'silent',
-      KEYWARDEN_ISSUER: 'http://127.0.0.1:8750',
-      ...env,
-    });
-    const b = await createBroker(config, { logger: silentLogger });
-    broker = b;
+    started = await startSqliteFileBroker(env);
+    const b = started.broker;
     const admin = { Authorization: `Bearer ${await b.services.apiKeys.bootstrapAdmin()}` };
     const request = supertest(b.app);
     expect((await request.post('/v1/groups').set(admin).send({ name: 'app' })).status).toBe(201);

@@ -1,11 +1,7 @@
-import crypto from 'node:crypto';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createBroker, type Broker } from '../../src/broker.js';
+import type { Broker } from '../../src/broker.js';
 import { ConfigError, loadConfig } from '../../src/config.js';
-import { silentLogger } from '../support/broker.js';
+import { startSqliteFileBroker } from '../support/broker.js';
 
 /**
  * SQLite durability: every connection the broker opens to its file (the knex pool and the
@@ -18,26 +14,16 @@ const FULL = 2;
 const NORMAL = 1;
 
 describe('SQLite synchronous level', () => {
-  let broker: Broker | undefined;
-  let dir: string | undefined;
+  let started: Awaited<ReturnType<typeof startSqliteFileBroker>> | undefined;
   afterEach(async () => {
-    await broker?.close();
-    broker = undefined;
-    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+    await started?.close();
+    started = undefined;
   });
 
+  // no db handle passed: the broker opens its own connections from the configuration, as `serve` does
   async function start(env: Record<string, string>): Promise<Broker> {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kw-sync-'));
-    const config = loadConfig({
-      KEYWARDEN_DATA_DIR: dir,
-      KEYWARDEN_DATABASE_URL: `sqlite:${path.join(dir, 'keywarden.db')}`,
-      KEYWARDEN_ROOT_KEY: crypto.randomBytes(32).toString('base64'),
-      KEYWARDEN_LOG_LEVEL: 'silent',
-      ...env,
-    });
-    // no db handle passed: the broker opens its own connections from the configuration, as `serve` does
-    broker = await createBroker(config, { logger: silentLogger });
-    return broker;
+    started = await startSqliteFileBroker(env);
+    return started.broker;
   }
 
   async function levels(b: Broker): Promise<{ pool: number; fastPath: number }> {

@@ -52,6 +52,37 @@ export function freshDatabase(): TestDatabase {
 
 export const silentLogger = pino({ level: 'silent' });
 
+/**
+ * A broker on a SQLite file of its own, whatever database the rest of the suite runs on, built
+ * from configuration the way `serve` builds it (it opens its own connections).
+ */
+export async function startSqliteFileBroker(env: Record<string, string> = {}): Promise<{ broker: Broker; dir: string; close(): Promise<void> }> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kw-sqlite-'));
+  const config = loadConfig({
+    KEYWARDEN_DATA_DIR: dir,
+    KEYWARDEN_DATABASE_URL: `sqlite:${path.join(dir, 'keywarden.db')}`,
+    KEYWARDEN_ROOT_KEY: crypto.randomBytes(32).toString('base64'),
+    KEYWARDEN_LOG_LEVEL: 'silent',
+    KEYWARDEN_ISSUER: 'http://127.0.0.1:8750',
+    ...env,
+  });
+  let broker: Broker;
+  try {
+    broker = await createBroker(config, { logger: silentLogger });
+  } catch (err) {
+    fs.rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+  return {
+    broker,
+    dir,
+    async close() {
+      await broker.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
 export interface TestBroker {
   broker: Broker;
   config: Config;
