@@ -1,7 +1,7 @@
 import net from 'node:net';
 import path from 'node:path';
 import { z } from 'zod';
-import { isValidHostEntry } from './trust/registry/egress-policy.js';
+import { isValidHostEntry } from './trust/registry/host-list.js';
 
 const durationSeconds = z.coerce.number().int().positive();
 
