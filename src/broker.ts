@@ -1,7 +1,12 @@
 import type { Express, Router } from 'express';
 import type { Knex } from 'knex';
 import type { Logger } from 'pino';
-import { AuditCheckpoints } from './audit/audit-checkpoints.js';
+import { AuditExporter } from './audit/audit-export.js';
+import { defaultAuditOrigin, loadAuditLogSigner } from './audit/audit-log-key.js';
+import { AuditProofs } from './audit/audit-proofs.js';
+import { AuditSequencer } from './audit/audit-sequencer.js';
+import { AuditTreeDal } from './audit/audit-tree-dal.js';
+import { TreeHeadsService } from './audit/tree-heads-service.js';
 import { AuditQueryDal } from './audit/audit-query-dal.js';
 import { auditRoutes } from './audit/audit-routes.js';
 import { AuditService } from './audit/audit-service.js';
@@ -30,7 +35,7 @@ import { RowIntegrityScanner } from './secrets/row-integrity-scanner.js';
 import { buildApp } from './http/app.js';
 import { authenticate, type CertificateAuthenticator } from './http/authenticate.js';
 import { createLogger } from './http/logging.js';
-import { createMetrics } from './http/metrics.js';
+import { createMetrics, type Metrics } from './http/metrics.js';
 import { opsRoutes } from './http/ops-routes.js';
 import type { MountedRoute } from './http/routes.js';
 import { ApiKeysService } from './identity/api-keys-service.js';
@@ -91,8 +96,14 @@ export interface Services {
   secrets: SecretsService;
   auth: AuthService;
   workload: WorkloadIdentityService;
+  metrics: Metrics;
   auditQuery: AuditQueryDal;
-  checkpoints: AuditCheckpoints;
+  auditTree: AuditTreeDal;
+  /** Gives queued audit events their leaves and signs tree heads (every instance runs one; one at a time gets in). */
+  auditSequencer: AuditSequencer;
+  auditProofs: AuditProofs;
+  auditExporter: AuditExporter;
+  treeHeads: TreeHeadsService;
   auditVerifier: AuditVerifyService;
   /** Whether this instance found the audit chain intact; audited writes are refused when broken. */
   auditChain: AuditChainState;
@@ -142,9 +153,31 @@ export async function createServices(config: Config, options: BrokerOptions = {}
   await systemKeys.get('checksum');
   await systemKeys.get('audit-hmac');
   const rowIntegrity = await RowIntegrity.load(systemKeys);
+  const metrics = createMetrics();
   const auditChain = new AuditChainState();
   const auditSink = config.auditFile ? new JsonlAuditSink(config.auditFile) : undefined;
-  const audit = new AuditService({ db: database, systemKeys, clock, logger, sink: auditSink, chainGuard: () => auditChain.assertIntact() });
+  const logSigner = await loadAuditLogSigner(systemKeys, config.auditOrigin ?? defaultAuditOrigin(config.issuer));
+  const signer = async () => logSigner;
+  const auditSequencer = new AuditSequencer({
+    db: database,
+    signer,
+    clock,
+    logger,
+    registry: metrics.registry,
+    intervalMs: config.auditSequenceIntervalMs,
+    resignAfterMs: config.auditCheckpointIntervalSeconds * 1000,
+    sink: auditSink,
+    onTreeMismatch: (reason) => auditChain.fail(reason, clock()),
+  });
+  const audit = new AuditService({
+    db: database,
+    systemKeys,
+    clock,
+    logger,
+    sink: auditSink,
+    chainGuard: () => auditChain.assertIntact(),
+    onQueued: (count) => auditSequencer.noteAppended(count),
+  });
   // rows from before migration 007 get their MACs once; the count is on the record
   const access = new AccessService(new AccessDal(database), rowIntegrity);
   const secretsDal = new SecretsDal(database);
@@ -193,8 +226,11 @@ export async function createServices(config: Config, options: BrokerOptions = {}
     accessTokenMaxTtlSeconds: config.accessTokenMaxTtlSeconds,
   });
   const auditQuery = new AuditQueryDal(database);
-  const checkpoints = new AuditCheckpoints({ dal: auditQuery, jwtKeys, clock, issuer: config.issuer, chainGuard: () => auditChain.assertIntact() });
-  const auditVerifier = new AuditVerifyService({ dal: auditQuery, checkpoints, jwks: () => jwtKeys.jwks({ includeRetired: true }) });
+  const auditTree = new AuditTreeDal(database);
+  const auditProofs = new AuditProofs({ tree: auditTree, events: auditQuery });
+  const auditExporter = new AuditExporter({ tree: auditTree, events: auditQuery, proofs: auditProofs, signer });
+  const treeHeads = new TreeHeadsService({ tree: auditTree, signer });
+  const auditVerifier = new AuditVerifyService({ tree: auditTree, signer });
   const reports = new ReportsService({ access, clients, secrets, clock });
   // one set of egress rules for every registry and Notary connection (see egress-policy.ts)
   const egress = new EgressPolicy({ insecureHosts: config.insecureRegistries, allowedHosts: config.egressAllow, logger });
@@ -222,7 +258,7 @@ export async function createServices(config: Config, options: BrokerOptions = {}
   const signatures = new SignaturesService({ db: database, audit, registry, signingKeys, clock, policies });
   return {
     config, db, dbHandle, database, clock, logger, keyProvider, systemKeys, audit, auditSink, jwtKeys, tokens, apiKeys, clients, groups, secrets, auth, workload,
-    auditQuery, checkpoints, auditVerifier, auditChain, rowIntegrity, rowIntegrityScanner, access, reports, registryCredentials, registry, signingKeys, policies, gate, trustedIssuers, signatures,
+    metrics, auditQuery, auditTree, auditSequencer, auditProofs, auditExporter, treeHeads, auditVerifier, auditChain, rowIntegrity, rowIntegrityScanner, access, reports, registryCredentials, registry, signingKeys, policies, gate, trustedIssuers, signatures,
   };
 }
 
@@ -236,7 +272,16 @@ export function domainRouters(s: Services): Router[] {
     clientRoutes(s.clients),
     apiKeyRoutes(s.apiKeys),
     workloadIdentityRoutes(s.workload),
-    auditRoutes({ audit: s.audit, dal: s.auditQuery, verifier: s.auditVerifier, checkpoints: s.checkpoints, reports: s.reports }),
+    auditRoutes({
+      audit: s.audit,
+      dal: s.auditQuery,
+      verifier: s.auditVerifier,
+      proofs: s.auditProofs,
+      exporter: s.auditExporter,
+      treeHeads: s.treeHeads,
+      sequencer: s.auditSequencer,
+      reports: s.reports,
+    }),
     policyRoutes(s.policies),
     releaseRoutes(s.gate),
     signingRoutes({ registryCredentials: s.registryCredentials, signingKeys: s.signingKeys, issuers: s.trustedIssuers, signatures: s.signatures }),
@@ -245,12 +290,14 @@ export function domainRouters(s: Services): Router[] {
 
 export async function createBroker(config: Config, options: BrokerOptions = {}): Promise<Broker> {
   const services = await createServices(config, options);
-  const metrics = createMetrics();
+  const metrics = services.metrics;
+  // events queued before the start (by an instance that died, or before migration 008) are
+  // sequenced before serving, and an empty log gets its first signed head; a busy lock means
+  // another instance is doing it, and the timer carries on either way
+  await services.auditSequencer.flush(5_000).catch((err) => services.logger.warn({ err: { message: (err as Error).message } }, 'audit sequencing at startup did not finish'));
   const auditWatch = new AuditChainWatch({
     state: services.auditChain,
     verifier: services.auditVerifier,
-    dal: services.auditQuery,
-    checkpoints: services.checkpoints,
     audit: services.audit,
     rowIntegrity: services.rowIntegrityScanner,
     registry: metrics.registry,
@@ -259,6 +306,7 @@ export async function createBroker(config: Config, options: BrokerOptions = {}):
     intervalMs: config.auditVerifyIntervalSeconds * 1000,
   });
   await auditWatch.start();
+  services.auditSequencer.start();
   const { app, routes } = buildApp({
     logger: services.logger,
     metrics,
@@ -286,6 +334,7 @@ export async function createBroker(config: Config, options: BrokerOptions = {}):
     routes,
     services,
     async close() {
+      await services.auditSequencer.stop();
       await auditWatch.stop();
       services.auditSink?.close();
       services.database.close();

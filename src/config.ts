@@ -47,6 +47,11 @@ const envSchema = z.object({
   KEYWARDEN_AUTH_FAILURE_WINDOW: durationSeconds.default(60),
   KEYWARDEN_AUDIT_CHECKPOINT_INTERVAL: z.coerce.number().int().min(0).default(3600),
   KEYWARDEN_AUDIT_VERIFY_INTERVAL: z.coerce.number().int().min(0).max(86_400).default(60),
+  KEYWARDEN_AUDIT_SEQUENCE_INTERVAL_MS: z.coerce.number().int().min(0).max(60_000).default(500),
+  KEYWARDEN_AUDIT_ORIGIN: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._~:/-]{0,199}$/, 'a schema-less URL such as keywarden.example.com/audit-log (no spaces, no "+")')
+    .optional(),
   KEYWARDEN_BOOTSTRAP_TOKEN_MAX_TTL: durationSeconds.max(3600).default(3600),
   KEYWARDEN_GATE_DEFAULT: z.enum(['deny', 'allow']).default('deny'),
   KEYWARDEN_GATE_CACHE_TTL: z.coerce.number().int().min(0).default(300),
@@ -88,8 +93,15 @@ export interface Config {
   egressAllow: string[];
   authRateLimit: { maxFailuresPerClient: number; maxFailuresPerAddress: number; windowSeconds: number };
   bootstrapTokenMaxTtlSeconds: number;
-  /** Seconds between scheduled audit checkpoints; 0 turns them off. */
+  /**
+   * Seconds after which the audit tree head is signed again although no event arrived, so
+   * witnesses see the log is alive (KEYWARDEN_AUDIT_CHECKPOINT_INTERVAL); 0: only when it grows.
+   */
   auditCheckpointIntervalSeconds: number;
+  /** Milliseconds between sequencer runs (KEYWARDEN_AUDIT_SEQUENCE_INTERVAL_MS); 0: on demand only. */
+  auditSequenceIntervalMs: number;
+  /** The audit log's origin line and signing key name (KEYWARDEN_AUDIT_ORIGIN; default from the issuer). */
+  auditOrigin?: string;
   /**
    * Seconds between background verifications of the audit chain (from the last signed
    * checkpoint to the head) and of the row MACs; 0 verifies at startup only. A truncation of the
@@ -252,6 +264,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     bootstrapTokenMaxTtlSeconds: e.KEYWARDEN_BOOTSTRAP_TOKEN_MAX_TTL,
     auditCheckpointIntervalSeconds: e.KEYWARDEN_AUDIT_CHECKPOINT_INTERVAL,
+    auditSequenceIntervalMs: e.KEYWARDEN_AUDIT_SEQUENCE_INTERVAL_MS,
+    auditOrigin: e.KEYWARDEN_AUDIT_ORIGIN,
     auditVerifyIntervalSeconds: e.KEYWARDEN_AUDIT_VERIFY_INTERVAL,
     gate: {
       defaultDecision: e.KEYWARDEN_GATE_DEFAULT,

@@ -2,8 +2,11 @@ import crypto from 'node:crypto';
 import { canonicalJson } from './canonical-json.js';
 import type { AuditEvent } from './audit-types.js';
 
+/** An event of the hash chain the log was before migration 008 (and of format-1 exports). */
+export type ChainedEvent = Omit<AuditEvent, 'leafIndex' | 'prevHash' | 'hash'> & { prevHash: string; hash: string };
+
 /** Everything in an event except its own hash is covered by the hash. */
-export function hashedFields(event: Omit<AuditEvent, 'hash'>) {
+export function hashedFields(event: Omit<ChainedEvent, 'hash'>) {
   return {
     seq: event.seq,
     ts: event.ts,
@@ -23,7 +26,7 @@ export function hashedFields(event: Omit<AuditEvent, 'hash'>) {
   };
 }
 
-export function chainHash(prevHash: string, event: Omit<AuditEvent, 'hash'>): string {
+export function chainHash(prevHash: string, event: Omit<ChainedEvent, 'hash'>): string {
   return crypto.createHash('sha256').update(prevHash, 'utf8').update(canonicalJson(hashedFields(event)), 'utf8').digest('hex');
 }
 
@@ -53,7 +56,7 @@ export class ChainVerifier {
   }
 
   /** Returns false once the chain is broken; later events are not examined. */
-  push(event: AuditEvent): boolean {
+  push(event: ChainedEvent): boolean {
     if (this.failure) return false;
     const expected = this.prev.seq + 1;
     if (event.seq !== expected) {
@@ -75,15 +78,4 @@ export class ChainVerifier {
   result(): ChainVerification {
     return this.failure ? { ok: false, checked: this.checked, ...this.failure } : { ok: true, checked: this.checked };
   }
-}
-
-export async function verifyChain(
-  events: Iterable<AuditEvent> | AsyncIterable<AuditEvent>,
-  anchor: { seq: number; hash: string },
-): Promise<ChainVerification & { last: { seq: number; hash: string } }> {
-  const verifier = new ChainVerifier(anchor);
-  for await (const event of events) {
-    if (!verifier.push(event)) break;
-  }
-  return { ...verifier.result(), last: verifier.last };
 }

@@ -1,5 +1,5 @@
 import type { Database, Transaction } from '../db/database.js';
-import { rowToEvent, type AuditEventRow, type AuditHeadRow } from './audit-dal.js';
+import { rowToEvent, type AuditEventRow } from './audit-dal.js';
 import type { AuditEvent } from './audit-types.js';
 
 export interface AuditQuery {
@@ -15,20 +15,6 @@ export interface AuditQuery {
   order: 'asc' | 'desc';
   limit: number;
 }
-
-/** An audit_checkpoints row. */
-export interface AuditCheckpointRow {
-  id: number;
-  seq: number;
-  head_hash: string;
-  created_at: number;
-  /** compact JWS over the checkpoint payload */
-  jws: string;
-  kid: string;
-  reason: string;
-}
-
-export type NewAuditCheckpointRow = Omit<AuditCheckpointRow, 'id'>;
 
 /**
  * Reads of audit_events, audit_head and audit_checkpoints, and pruning. Appends go through
@@ -61,60 +47,44 @@ export class AuditQueryDal {
     return rows.map(rowToEvent);
   }
 
-  /** Ascending batches for export and verification, without loading the whole log. */
-  async *range(fromSeq: number, toSeq: number | undefined, batch = 1000): AsyncGenerator<AuditEvent> {
-    let next = fromSeq;
-    for (;;) {
-      const q = this.db<AuditEventRow>('audit_events').where('seq', '>=', next).orderBy('seq', 'asc').limit(batch);
-      if (toSeq !== undefined) q.where('seq', '<=', toSeq);
-      const rows: AuditEventRow[] = await q;
+  /** Sequenced events with leaf indexes in [from, to), ascending, in batches (export). */
+  async *leafRange(from: number, to: number, batch = 1000): AsyncGenerator<AuditEvent> {
+    let next = from;
+    while (next < to) {
+      const rows: AuditEventRow[] = await this.db<AuditEventRow>('audit_events').where('leaf_index', '>=', next).andWhere('leaf_index', '<', to).orderBy('leaf_index', 'asc').limit(batch);
       for (const row of rows) yield rowToEvent(row);
       if (rows.length < batch) return;
-      next = Number(rows[rows.length - 1].seq) + 1;
+      next = Number(rows[rows.length - 1].leaf_index) + 1;
     }
   }
 
-  async firstSeq(): Promise<number | undefined> {
-    const row = (await this.db('audit_events').min('seq as s').first()) as { s: number | string | null } | undefined;
-    return row?.s === null || row?.s === undefined ? undefined : Number(row.s);
-  }
-
-  async head(): Promise<{ seq: number; hash: string }> {
-    const row: AuditHeadRow | undefined = await this.db<AuditHeadRow & { id: number }>('audit_head').where({ id: 1 }).first();
-    if (!row) throw new Error('audit head row is missing');
-    return { seq: Number(row.seq), hash: row.hash };
-  }
-
-  async eventAt(seq: number): Promise<AuditEvent | undefined> {
+  async eventBySeq(seq: number): Promise<AuditEvent | undefined> {
     const row: AuditEventRow | undefined = await this.db<AuditEventRow>('audit_events').where({ seq }).first();
     return row ? rowToEvent(row) : undefined;
   }
 
-  /** The highest sequence number of the events before `ts` (0 when none). */
-  async lastSeqBefore(ts: number): Promise<number> {
-    const row = (await this.db('audit_events').where('ts', '<', ts).max('seq as s').first()) as { s: number | string | null } | undefined;
-    return row?.s === null || row?.s === undefined ? 0 : Number(row.s);
+  async eventByLeaf(leafIndex: number): Promise<AuditEvent | undefined> {
+    const row: AuditEventRow | undefined = await this.db<AuditEventRow>('audit_events').where({ leaf_index: leafIndex }).first();
+    return row ? rowToEvent(row) : undefined;
   }
 
-  /** Removes the events up to `seq`; the number removed. */
-  async deleteThrough(trx: Transaction, seq: number): Promise<number> {
-    return trx('audit_events').where('seq', '<=', seq).delete();
+  /** The lowest leaf index whose event is still stored (retention removes the oldest first). */
+  async firstStoredLeaf(): Promise<number | undefined> {
+    const row = (await this.db('audit_events').min('leaf_index as l').first()) as { l: number | string | null } | undefined;
+    return row?.l === null || row?.l === undefined ? undefined : Number(row.l);
   }
 
-  async insertCheckpoint(row: NewAuditCheckpointRow): Promise<number> {
-    const [inserted] = await this.db<AuditCheckpointRow>('audit_checkpoints').insert(row).returning('id');
-    return typeof inserted === 'object' ? inserted.id : inserted;
+  /** One past the highest leaf index of the sequenced events recorded before `ts` (0 when none). */
+  async leafEndBefore(ts: number): Promise<number> {
+    const row = (await this.db('audit_events').where('ts', '<', ts).whereNotNull('leaf_index').max('leaf_index as l').first()) as { l: number | string | null } | undefined;
+    return row?.l === null || row?.l === undefined ? 0 : Number(row.l) + 1;
   }
 
-  /** Newest first. */
-  async listCheckpoints(limit: number, beforeId?: number): Promise<AuditCheckpointRow[]> {
-    const q = this.db<AuditCheckpointRow>('audit_checkpoints').orderBy('id', 'desc').limit(limit);
-    if (beforeId !== undefined) q.where('id', '<', beforeId);
-    return q;
-  }
-
-  /** The newest checkpoint at exactly `seq`. */
-  async checkpointAt(seq: number): Promise<AuditCheckpointRow | undefined> {
-    return this.db<AuditCheckpointRow>('audit_checkpoints').where({ seq }).orderBy('id', 'desc').first();
+  /**
+   * Removes the events of leaves below `leafEnd`. Their leaf hashes stay in the tree, so proofs
+   * and verification still cover them; only their content is gone.
+   */
+  async deleteLeavesBefore(trx: Transaction, leafEnd: number): Promise<number> {
+    return trx('audit_events').where('leaf_index', '<', leafEnd).delete();
   }
 }

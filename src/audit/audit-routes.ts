@@ -1,7 +1,10 @@
 import { Router } from 'express';
 import { z } from 'zod';
 import type { AuditService } from './audit-service.js';
-import type { AuditCheckpoints } from './audit-checkpoints.js';
+import type { AuditExporter } from './audit-export.js';
+import type { AuditProofs } from './audit-proofs.js';
+import type { AuditSequencer } from './audit-sequencer.js';
+import type { TreeHeadsService } from './tree-heads-service.js';
 import type { AuditQueryDal } from './audit-query-dal.js';
 import type { AuditVerifyService } from './audit-verify-service.js';
 import { ReportsService, toCsv } from './reports-service.js';
@@ -29,15 +32,28 @@ const querySchema = z
   })
   .strict();
 
-export const auditVerifyRequestSchema = z.object({ fromSeq: z.number().int().min(1).optional(), toSeq: z.number().int().min(1).optional() }).strict();
+export const auditVerifyRequestSchema = z
+  .object({
+    checkpoint: z
+      .string()
+      .min(1)
+      .max(16_384)
+      .describe('A signed tree head (C2SP signed note) kept from earlier: the log must still extend it')
+      .optional(),
+  })
+  .strict();
 
-const seqSchema = z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+/** Leaf indexes and tree sizes: non-negative safe integers, given as decimal query parameters. */
+const leafIndexSchema = z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 
 export function auditRoutes(deps: {
   audit: AuditService;
   dal: AuditQueryDal;
   verifier: AuditVerifyService;
-  checkpoints: AuditCheckpoints;
+  proofs: AuditProofs;
+  exporter: AuditExporter;
+  treeHeads: TreeHeadsService;
+  sequencer: AuditSequencer;
   reports: ReportsService;
 }): Router {
   const router = Router();
@@ -62,25 +78,13 @@ export function auditRoutes(deps: {
       path: '/v1/audit/export',
       access: ['auditor'],
       handler: async (req, res) => {
-        const q = parseWith(
-          z.object({ since: seqSchema.optional(), until: seqSchema.optional(), checkpoints: z.enum(['true', 'false']).default('false') }).strict(),
-          req.query,
-          'query',
-        );
-        res.status(200).type('application/x-ndjson').set('Content-Disposition', 'attachment; filename="keywarden-audit.ndjson"');
+        const q = parseWith(z.object({ from: leafIndexSchema.optional(), to: leafIndexSchema.optional() }).strict(), req.query, 'query');
+        const plan = await deps.exporter.plan(q);
         // export itself is an access to the log, recorded before any byte is sent
-        await deps.audit.record({ actor: actorOf(req.principal), action: 'audit.export', resource: { kind: 'audit-log', name: 'events' }, outcome: 'allow', details: { since: q.since ?? null, until: q.until ?? null }, request: requestMeta(req) });
-        let lastSeq = 0;
-        for await (const event of deps.dal.range(Math.max(q.since ?? 1, 1), q.until)) {
-          lastSeq = event.seq;
-          if (!res.write(JSON.stringify(event) + '\n')) await new Promise((r) => res.once('drain', r));
-        }
-        if (q.checkpoints === 'true') {
-          // only checkpoints the exported events reach: the offline verifier treats a signed
-          // checkpoint beyond the last event as evidence that the file was truncated
-          for (const cp of (await deps.checkpoints.list(1000)).reverse()) {
-            if (cp.seq <= lastSeq) res.write(JSON.stringify({ type: 'checkpoint', ...cp }) + '\n');
-          }
+        await deps.audit.record({ actor: actorOf(req.principal), action: 'audit.export', resource: { kind: 'audit-log', name: 'events' }, outcome: 'allow', details: { fromLeaf: plan.fromLeaf, toLeaf: plan.toLeaf, treeSize: plan.head.treeSize }, request: requestMeta(req) });
+        res.status(200).type('application/x-ndjson').set('Content-Disposition', 'attachment; filename="keywarden-audit.ndjson"');
+        for await (const line of deps.exporter.lines(plan)) {
+          if (!res.write(line + '\n')) await new Promise((r) => res.once('drain', r));
         }
         res.end();
       },
@@ -91,9 +95,23 @@ export function auditRoutes(deps: {
       access: ['auditor'],
       handler: async (req, res) => {
         const body = parseWith(auditVerifyRequestSchema, req.body ?? {});
-        const result = await deps.verifier.verify(body);
-        await deps.audit.record({ actor: actorOf(req.principal), action: 'audit.verify', resource: { kind: 'audit-log', name: 'events' }, outcome: result.ok ? 'allow' : 'error', reason: result.reason ?? null, details: { checked: result.checked, firstBrokenSeq: result.firstBrokenSeq ?? null }, request: requestMeta(req) });
+        const { state: _state, ...result } = await deps.verifier.verify({ checkpoint: body.checkpoint });
+        await deps.audit.record({ actor: actorOf(req.principal), action: 'audit.verify', resource: { kind: 'audit-log', name: 'events' }, outcome: result.ok ? 'allow' : 'error', reason: result.reason ?? null, details: { treeSize: result.treeSize, leavesChecked: result.leavesChecked, firstBadLeaf: result.firstBadLeaf ?? null, checkpointSize: result.consistentWith?.treeSize ?? null }, request: requestMeta(req) });
         res.json(result);
+      },
+    },
+    {
+      method: 'get',
+      path: '/v1/audit/checkpoint',
+      access: ['auditor'],
+      handler: async (req, res) => {
+        const head = await deps.proofs.latest();
+        // witnesses and note tooling read the signed note as it is (like a sumdb's /latest)
+        if (req.accepts(['application/json', 'text/plain']) === 'text/plain') {
+          res.type('text/plain; charset=utf-8').send(head.note);
+          return;
+        }
+        res.json(await deps.treeHeads.describe(head));
       },
     },
     {
@@ -101,8 +119,9 @@ export function auditRoutes(deps: {
       path: '/v1/audit/checkpoints',
       access: ['auditor'],
       handler: async (req, res) => {
-        const q = parseWith(z.object({ limit: limitSchema }).strict(), req.query, 'query');
-        res.json({ items: await deps.checkpoints.list(q.limit) });
+        const q = parseWith(z.object({ limit: limitSchema, cursor: z.string().max(64).optional() }).strict(), req.query, 'query');
+        const heads = await deps.treeHeads.list(q.limit, decodeCursor<number>(q.cursor, 'number'));
+        res.json({ items: heads, nextCursor: heads.length === q.limit ? encodeCursor(heads[heads.length - 1].id) : null });
       },
     },
     {
@@ -110,9 +129,36 @@ export function auditRoutes(deps: {
       path: '/v1/audit/checkpoints',
       access: ['admin'],
       handler: async (req, res) => {
-        const checkpoint = await deps.checkpoints.create('on-demand');
-        await deps.audit.record({ actor: actorOf(req.principal), action: 'audit.checkpoint', resource: { kind: 'audit-log', name: 'checkpoints' }, outcome: 'allow', details: { seq: checkpoint?.seq ?? 0 }, request: requestMeta(req) });
-        res.status(201).json(checkpoint ?? null);
+        // sequences everything queued now and signs the head, instead of waiting for the timer
+        await deps.sequencer.flush();
+        const head = await deps.proofs.latest();
+        await deps.audit.record({ actor: actorOf(req.principal), action: 'audit.checkpoint', resource: { kind: 'audit-log', name: 'checkpoints' }, outcome: 'allow', details: { treeSize: head.treeSize }, request: requestMeta(req) });
+        res.status(201).json(await deps.treeHeads.describe(head));
+      },
+    },
+    {
+      method: 'get',
+      path: '/v1/audit/proof/inclusion',
+      access: ['auditor'],
+      handler: async (req, res) => {
+        const q = parseWith(
+          z
+            .object({ leaf: leafIndexSchema.optional(), seq: leafIndexSchema.optional(), treeSize: leafIndexSchema.optional() })
+            .strict()
+            .refine((v) => (v.leaf === undefined) !== (v.seq === undefined), { message: 'give exactly one of leaf (a leaf index) and seq (an event number)' }),
+          req.query,
+          'query',
+        );
+        res.json(await deps.proofs.inclusion({ leafIndex: q.leaf, seq: q.seq }, q.treeSize));
+      },
+    },
+    {
+      method: 'get',
+      path: '/v1/audit/proof/consistency',
+      access: ['auditor'],
+      handler: async (req, res) => {
+        const q = parseWith(z.object({ from: leafIndexSchema, to: leafIndexSchema.optional() }).strict(), req.query, 'query');
+        res.json(await deps.proofs.consistency(q.from, q.to));
       },
     },
     {

@@ -14,8 +14,10 @@ export interface AuditDeps {
   clock: Clock;
   logger?: Logger;
   sink?: JsonlAuditSink;
-  /** Throws (503 audit_chain_broken) once the chain failed verification: nothing is appended to it. */
+  /** Throws (503 audit_chain_broken) once the log failed verification: nothing is appended to it. */
   chainGuard?: () => void;
+  /** Told how many events were queued for the sequencer, after they committed. */
+  onQueued?: (count: number) => void;
 }
 
 interface PendingReads {
@@ -38,7 +40,7 @@ export class AuditService {
 
   /**
    * Records secret reads (and the last-read marks reports use) before the value is handed out.
-   * Concurrent reads are group-committed: one transaction, one head lock, many events (on
+   * Concurrent reads are group-committed: one transaction, many events (on
    * SQLite, one synchronous transaction when the port's fast path is free). The caller's promise
    * settles only after the commit, so nothing is delivered unrecorded.
    */
@@ -140,9 +142,9 @@ export class AuditService {
    * Runs `fn` in a transaction whose audit events commit with it: if recording fails, the
    * whole change rolls back and the caller gets a 503.
    *
-   * `record` queues the event; the events are appended when `fn` has returned, still inside the
-   * transaction, so that the audit head is the last lock every audited write takes (see
-   * src/db/lock-order.md) and is held only for the append itself.
+   * `record` collects the events; they are inserted into the sequencer's queue when `fn` has
+   * returned, still inside the transaction. The insert locks nothing another transaction
+   * holds (src/db/lock-order.md).
    *
    * When PostgreSQL rolls the transaction back for a deadlock (40P01) or a serialization
    * failure (40001), the whole of `fn` runs again (bounded, jittered: src/db/transaction-retry.ts);
@@ -177,6 +179,7 @@ export class AuditService {
   }
 
   private mirror(events: AuditEvent[]): void {
+    if (events.length > 0) this.deps.onQueued?.(events.length);
     if (!this.deps.sink || events.length === 0) return;
     try {
       this.deps.sink.write(events);

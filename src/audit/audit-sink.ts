@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { AuditEvent } from './audit-types.js';
+import type { StoredTreeHead } from './audit-tree-dal.js';
 
 /**
  * Mirrors committed events to an append-only JSONL file for log shippers. The file is reopened
@@ -33,6 +34,12 @@ export class JsonlAuditSink {
   write(events: AuditEvent[]): void {
     if (this.fd === null) this.open();
     fs.writeSync(this.fd!, events.map((e) => JSON.stringify(e)).join('\n') + '\n');
+  }
+
+  /** A signed tree head, as a line of its own: shippers keep the checkpoints beside the events they cover. */
+  writeTreeHead(head: StoredTreeHead): void {
+    if (this.fd === null) this.open();
+    fs.writeSync(this.fd!, JSON.stringify({ type: 'tree-head', treeSize: head.treeSize, rootHash: head.rootHash, checkpoint: head.note }) + '\n');
   }
 
   reopen(): void {

@@ -16,9 +16,15 @@ export interface AuditEventInput {
   request?: { requestId?: string | null; sourceIp?: string | null; userAgent?: string | null } | null;
 }
 
-/** The stored event; `hash = SHA-256(prev_hash ‖ canonicalJson(hashedFields(event)))`. */
+/**
+ * A recorded event. `seq` is its number, given when it is recorded (increasing; a rolled-back
+ * transaction leaves a gap). `leafIndex` is its position in the Merkle tree, given by the
+ * sequencer shortly after, null until then. The leaf hash is RFC 6962's
+ * SHA-256(0x00 || canonicalJson(leafFields(event))) (audit-leaf.ts): everything but leafIndex.
+ */
 export interface AuditEvent {
   seq: number;
+  leafIndex: number | null;
   ts: number;
   actorKind: string;
   actorId: string | null;
@@ -32,8 +38,10 @@ export interface AuditEvent {
   sourceIp: string | null;
   userAgent: string | null;
   details: Record<string, unknown>;
-  prevHash: string;
-  hash: string;
+  /** Only on events hash-chained before the log became a Merkle tree (migration 008). */
+  prevHash?: string;
+  /** Only on events hash-chained before the log became a Merkle tree (migration 008). */
+  hash?: string;
 }
 
 export const GENESIS_HASH = '0'.repeat(64);

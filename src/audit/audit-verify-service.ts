@@ -1,99 +1,190 @@
-import type { JWK } from 'jose';
-import { verifyChain, type ChainVerification } from './audit-chain.js';
-import { verifyCheckpointJws, type AuditCheckpoints } from './audit-checkpoints.js';
-import type { AuditQueryDal } from './audit-query-dal.js';
-import { GENESIS_HASH } from './audit-types.js';
+import { NoteError, openNote, parseCheckpoint, type TreeCheckpoint } from './signed-note.js';
+import type { AuditLogSigner } from './audit-log-key.js';
+import type { AuditTreeDal, StoredTreeHead } from './audit-tree-dal.js';
+import { nodeKey } from './audit-tree-dal.js';
+import { eventLeafHash } from './audit-leaf.js';
+import { TreeFrontier, type NodeId } from './merkle.js';
 
-export interface VerifyResult extends ChainVerification {
-  fromSeq: number;
-  toSeq: number;
-  head: { seq: number; hash: string };
-  checkpointsChecked: number;
+/** What a verification pass established, up to `treeSize`. */
+export interface TreeVerification {
+  ok: boolean;
+  /** The newest signed tree head's size (what was verified, when ok). */
+  treeSize: number;
+  rootHash: string;
+  /** Leaves whose hash was recomputed from their event in this pass. */
+  leavesChecked: number;
+  /** Leaves whose event retention removed: only their stored hash is checked, as part of the tree. */
+  leavesWithoutEvent: number;
+  /** Signed tree heads whose signature and root were checked in this pass. */
+  headsChecked: number;
+  firstBadLeaf?: number;
+  reason?: string;
+  /** Set when the caller supplied a checkpoint and the log extends it. */
+  consistentWith?: { treeSize: number; rootHash: string };
 }
 
+/** The point a verification reached: the next pass (the background watch) starts from here. */
+export interface VerifiedState {
+  frontier: TreeFrontier;
+  rootHash: string;
+}
+
+type Failure = { firstBadLeaf?: number; reason: string };
+
 /**
- * Re-derives the hash chain from stored rows. Edited rows break their own hash, deleted rows
- * leave a sequence gap, swapped rows break both, truncation shows against the head row, and
- * pruned history must be anchored by a signed checkpoint.
+ * Re-derives the Merkle tree from stored rows and checks it against the signed tree heads:
+ * each event against its leaf hash, each stored perfect subtree against its children, every
+ * signed head's signature (with the log key) and root, and the leaves past the newest head
+ * (there must be none). Editing an event, a node or a head, deleting or reordering rows, or
+ * cutting the tail together with its heads (against a state verified before, or a checkpoint
+ * the caller kept) all fail it. Runs in batches: memory stays O(batch + log n).
  */
 export class AuditVerifyService {
-  constructor(private readonly deps: { dal: AuditQueryDal; checkpoints: AuditCheckpoints; jwks: () => Promise<{ keys: JWK[] }> }) {}
+  constructor(private readonly deps: { tree: AuditTreeDal; signer: () => Promise<AuditLogSigner> }) {}
 
-  async verify(range: { fromSeq?: number; toSeq?: number } = {}): Promise<VerifyResult> {
-    const { last: _last, ...result } = await this.verifyDetailed(range);
-    return result;
+  /** Opens a signed checkpoint with the log's key; a NoteError names what is wrong with it. */
+  async openCheckpoint(note: string): Promise<TreeCheckpoint> {
+    const signer = await this.deps.signer();
+    const { text } = openNote(note, [signer.verifier]);
+    const cp = parseCheckpoint(text);
+    if (cp.origin !== signer.origin) throw new NoteError(`checkpoint origin "${cp.origin}" is not this log's origin`);
+    return cp;
   }
 
   /**
-   * verify(), plus the last (seq, hash) it checked. `trusted` replaces the stored event before
-   * `fromSeq` as the anchor: the background watch passes what it verified earlier, so an event
-   * rewritten since then breaks the link instead of becoming the new anchor.
+   * Verifies leaves from `from` (a state verified earlier; the empty tree when absent) to the
+   * newest signed head. `checkpoint` (a signed note the caller kept) must be a prefix of the log.
    */
-  async verifyDetailed(
-    range: { fromSeq?: number; toSeq?: number } = {},
-    trusted?: { seq: number; hash: string },
-  ): Promise<VerifyResult & { last: { seq: number; hash: string } }> {
-    const head = await this.deps.dal.head();
-    const first = (await this.deps.dal.firstSeq()) ?? head.seq + 1;
-    const fromSeq = Math.max(range.fromSeq ?? first, 1);
-    const toSeq = Math.min(range.toSeq ?? head.seq, head.seq);
-    const base = { fromSeq, toSeq, head, checkpointsChecked: 0 };
-    const jwks = await this.deps.jwks();
+  async verify(options: { from?: VerifiedState; checkpoint?: string } = {}): Promise<TreeVerification & { state?: VerifiedState }> {
+    const { tree } = this.deps;
+    const latest = await tree.latestHead();
+    const start = options.from?.frontier.clone() ?? TreeFrontier.empty();
+    const base = { treeSize: latest?.treeSize ?? 0, rootHash: latest?.rootHash ?? '', leavesChecked: 0, leavesWithoutEvent: 0, headsChecked: 0 };
+    const fail = (f: Failure, counts: Partial<TreeVerification> = {}) => ({ ...base, ...counts, ok: false, ...f });
 
-    if (toSeq === head.seq) {
-      // Truncating events and rewinding the head row together leaves a consistent chain; a
-      // signed checkpoint beyond the head still shows that later events existed.
-      const [latest] = await this.deps.checkpoints.list(1);
-      if (latest && latest.seq > head.seq) {
-        const verified = await verifyCheckpointJws(latest.jws, jwks);
-        const current = await this.deps.dal.head(); // not a checkpoint of events appended meanwhile
-        if (verified.ok && verified.payload.seq > current.seq) {
-          return { ...base, last: head, ok: false, checked: 0, firstBrokenSeq: head.seq + 1, reason: `signed checkpoint ${latest.id} covers seq ${verified.payload.seq}, but the log ends at seq ${current.seq}` };
+    let kept: TreeCheckpoint | undefined;
+    if (options.checkpoint !== undefined) {
+      try {
+        kept = await this.openCheckpoint(options.checkpoint);
+      } catch (err) {
+        if (err instanceof NoteError) return fail({ reason: `the checkpoint given does not verify: ${err.reason}` });
+        throw err;
+      }
+      if (kept.size > base.treeSize) {
+        return fail({ firstBadLeaf: base.treeSize, reason: `the checkpoint given has ${kept.size} leaves, but the newest signed head has ${base.treeSize}: the log was cut back` });
+      }
+    }
+
+    if (!latest) {
+      if (start.size > 0) return fail({ firstBadLeaf: 0, reason: `every signed tree head is gone, but ${start.size} leaves were verified before` });
+      const orphans = await tree.leavesBeyond(0);
+      return orphans > 0 ? fail({ firstBadLeaf: 0, reason: `${orphans} events have leaf indexes but no signed tree head covers them` }) : { ...base, ok: true };
+    }
+    if (start.size > latest.treeSize) {
+      return fail({ firstBadLeaf: latest.treeSize, reason: `the newest signed head has ${latest.treeSize} leaves, but ${start.size} were verified before: the log was cut back` });
+    }
+    const latestProblem = await this.checkHead(latest);
+    if (latestProblem) return fail({ reason: latestProblem });
+
+    // a full pass checks every head, the size-0 head of an empty log included
+    const heads = await tree.headsBetween(options.from ? start.size : -1, latest.treeSize);
+    let headPos = 0;
+    let headsChecked = 0;
+    let leavesChecked = 0;
+    let leavesWithoutEvent = 0;
+    let consistentWith: TreeVerification['consistentWith'];
+    const frontier = start;
+    const checkKept = (): Failure | undefined => {
+      if (!kept || frontier.size !== kept.size) return undefined;
+      const root = frontier.root();
+      if (!root.equals(kept.rootHash)) return { firstBadLeaf: kept.size - 1, reason: `the log's first ${kept.size} leaves do not hash to the root of the checkpoint given: the log was rewritten` };
+      consistentWith = { treeSize: kept.size, rootHash: root.toString('hex') };
+      return undefined;
+    };
+    const checkHeadsAtSize = async (): Promise<Failure | undefined> => {
+      while (headPos < heads.length && heads[headPos].treeSize === frontier.size) {
+        const head = heads[headPos++];
+        const problem = await this.checkHead(head);
+        if (problem) return { firstBadLeaf: head.treeSize - 1, reason: problem };
+        if (frontier.root().toString('hex') !== head.rootHash) {
+          return { firstBadLeaf: head.treeSize - 1, reason: `the leaves do not hash to the root signed in tree head ${head.id} (size ${head.treeSize})` };
+        }
+        headsChecked++;
+      }
+      return undefined;
+    };
+    const counts = () => ({ leavesChecked, leavesWithoutEvent, headsChecked });
+
+    if (options.from && frontier.root().toString('hex') !== options.from.rootHash) {
+      return fail({ reason: 'the verified state given does not match its own root' });
+    }
+    const early = checkKept() ?? (await checkHeadsAtSize());
+    if (early) return fail(early);
+
+    // events may be missing only below the lowest one still stored (retention removes the oldest)
+    let sawEvent = false;
+    for await (const batch of tree.leaves(frontier.size, latest.treeSize)) {
+      const emitted: Array<{ node: NodeId; hash: Buffer }> = [];
+      for (const leaf of batch) {
+        if (leaf.index !== frontier.size) {
+          return fail({ firstBadLeaf: frontier.size, reason: `leaf ${frontier.size} is missing from the tree` }, counts());
+        }
+        if (leaf.event) {
+          sawEvent = true;
+          if (eventLeafHash(leaf.event) !== leaf.hash) {
+            return fail({ firstBadLeaf: leaf.index, reason: `event ${leaf.event.seq} (leaf ${leaf.index}) does not match its leaf hash: it was edited` }, counts());
+          }
+          leavesChecked++;
+        } else if (sawEvent) {
+          return fail({ firstBadLeaf: leaf.index, reason: `the event of leaf ${leaf.index} was deleted` }, counts());
+        } else {
+          leavesWithoutEvent++;
+        }
+        frontier.appendLeafHash(Buffer.from(leaf.hash, 'hex'), (node, hash) => {
+          if (node.level > 0) emitted.push({ node, hash });
+        });
+        const problem = checkKept() ?? (await checkHeadsAtSize());
+        if (problem) return fail(problem, counts());
+      }
+      if (batch.length === 0) break;
+      const stored = await tree.nodes(emitted.map((e) => e.node));
+      for (const e of emitted) {
+        const got = stored.get(nodeKey(e.node));
+        if (!got || !got.equals(e.hash)) {
+          const first = e.node.index * 2 ** e.node.level;
+          return fail({ firstBadLeaf: first, reason: `stored subtree ${nodeKey(e.node)} ${got ? 'does not match its leaves' : 'is missing'}` }, counts());
         }
       }
     }
+    if (frontier.size !== latest.treeSize) {
+      return fail({ firstBadLeaf: frontier.size, reason: `leaves ${frontier.size} to ${latest.treeSize - 1} are missing from the tree` }, counts());
+    }
+    const root = frontier.root().toString('hex');
+    if (root !== latest.rootHash) {
+      return fail({ firstBadLeaf: latest.treeSize - 1, reason: `the leaves do not hash to the newest signed root (size ${latest.treeSize})` }, counts());
+    }
+    const beyond = await tree.leavesBeyond(latest.treeSize);
+    if (beyond > 0) {
+      return fail({ firstBadLeaf: latest.treeSize, reason: `${beyond} events have leaf indexes beyond the newest signed head: later heads were removed` }, counts());
+    }
+    if (kept && !consistentWith) {
+      return fail({ reason: `the checkpoint given (size ${kept.size}) is older than the state this pass started from; verify from the start` }, counts());
+    }
+    return { ...base, ...counts(), ok: true, consistentWith, state: { frontier, rootHash: root } };
+  }
 
-    let anchor = { seq: 0, hash: GENESIS_HASH };
-    if (trusted && trusted.seq === fromSeq - 1) {
-      anchor = trusted;
-    } else if (fromSeq > 1) {
-      const before = await this.deps.dal.eventAt(fromSeq - 1);
-      if (before) {
-        anchor = { seq: before.seq, hash: before.hash };
-      } else {
-        const checkpoint = await this.deps.checkpoints.covering(fromSeq - 1);
-        const verified = checkpoint ? await verifyCheckpointJws(checkpoint.jws, jwks) : undefined;
-        if (!checkpoint || !verified?.ok || verified.payload.seq !== fromSeq - 1) {
-          return { ...base, last: anchor, ok: false, checked: 0, firstBrokenSeq: fromSeq, reason: `no valid signed checkpoint anchors the history before seq ${fromSeq}` };
-        }
-        anchor = { seq: verified.payload.seq, hash: verified.payload.headHash };
-      }
+  /** Why a stored head is not a valid signed head of this log (undefined when it is). */
+  private async checkHead(head: StoredTreeHead): Promise<string | undefined> {
+    let cp: TreeCheckpoint;
+    try {
+      cp = await this.openCheckpoint(head.note);
+    } catch (err) {
+      if (err instanceof NoteError) return `tree head ${head.id} (size ${head.treeSize}): ${err.reason}`;
+      throw err;
     }
-    if (fromSeq > toSeq) {
-      if (trusted && toSeq === head.seq && head.seq === anchor.seq && head.hash !== anchor.hash) {
-        return { ...base, last: anchor, ok: false, checked: 0, firstBrokenSeq: head.seq, reason: `the head at seq ${head.seq} no longer has the hash verified before` };
-      }
-      return { ...base, last: anchor, ok: true, checked: 0 };
+    if (cp.size !== head.treeSize || cp.rootHash.toString('hex') !== head.rootHash) {
+      return `tree head ${head.id}: its columns differ from what its signed checkpoint says`;
     }
-
-    const { last, ...result } = await verifyChain(this.deps.dal.range(fromSeq, toSeq), anchor);
-    if (!result.ok) return { ...base, last, ...result };
-    if (last.seq !== toSeq) {
-      return { ...base, last, ...result, ok: false, firstBrokenSeq: last.seq + 1, reason: `events after seq ${last.seq} are missing (the head is at ${head.seq})` };
-    }
-    if (toSeq === head.seq && last.hash !== head.hash) {
-      return { ...base, last, ...result, ok: false, firstBrokenSeq: head.seq, reason: 'the last event does not match the recorded head hash' };
-    }
-    let checkpointsChecked = 0;
-    for (const checkpoint of await this.deps.checkpoints.list(1000)) {
-      if (checkpoint.seq < fromSeq || checkpoint.seq > toSeq) continue;
-      const verified = await verifyCheckpointJws(checkpoint.jws, jwks);
-      const event = await this.deps.dal.eventAt(checkpoint.seq);
-      if (!verified.ok || verified.payload.headHash !== event?.hash) {
-        return { ...base, last, ...result, ok: false, firstBrokenSeq: checkpoint.seq, checkpointsChecked, reason: verified.ok ? `event ${checkpoint.seq} differs from signed checkpoint ${checkpoint.id}` : `checkpoint ${checkpoint.id}: ${verified.reason}` };
-      }
-      checkpointsChecked++;
-    }
-    return { ...base, last, ...result, checkpointsChecked };
+    return undefined;
   }
 }

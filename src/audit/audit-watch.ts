@@ -3,19 +3,15 @@ import client from 'prom-client';
 import { UnavailableError } from '../core/errors.js';
 import type { IntegrityViolation } from '../secrets/row-integrity.js';
 import type { RowIntegrityScanner } from '../secrets/row-integrity-scanner.js';
-import type { AuditCheckpoints } from './audit-checkpoints.js';
-import type { AuditQueryDal } from './audit-query-dal.js';
 import type { AuditService } from './audit-service.js';
-import type { AuditVerifyService } from './audit-verify-service.js';
+import type { AuditVerifyService, VerifiedState } from './audit-verify-service.js';
 import type { Clock } from '../core/clock.js';
 
-/** Events verified per query batch, and the largest "since the last checkpoint" range re-verified whole each pass. */
-const CHUNK_EVENTS = 10_000;
 /** How long startup waits for the first pass before serving (the rest continues in the background). */
 const STARTUP_BUDGET_MS = 10_000;
 
 export interface ChainFailure {
-  firstBrokenSeq?: number;
+  firstBadLeaf?: number;
   reason: string;
   detectedAt: number;
 }
@@ -29,7 +25,14 @@ export class AuditChainState {
   status: 'pending' | 'ok' | 'broken' = 'pending';
   failure?: ChainFailure;
 
-  /** Thrown instead of appending to a chain that failed verification. */
+  /** Marks the log broken (the first failure is kept). */
+  fail(reason: string, at: number, firstBadLeaf?: number): void {
+    if (this.status === 'broken') return;
+    this.status = 'broken';
+    this.failure = { reason, firstBadLeaf, detectedAt: at };
+  }
+
+  /** Thrown instead of appending to a log that failed verification. */
   assertIntact(): void {
     if (this.status !== 'broken') return;
     throw new UnavailableError(
@@ -42,8 +45,6 @@ export class AuditChainState {
 export interface AuditChainWatchDeps {
   state: AuditChainState;
   verifier: AuditVerifyService;
-  dal: AuditQueryDal;
-  checkpoints: AuditCheckpoints;
   audit: AuditService;
   rowIntegrity: RowIntegrityScanner;
   registry: client.Registry;
@@ -54,15 +55,17 @@ export interface AuditChainWatchDeps {
 }
 
 /**
- * Verifies the chain from the newest signed checkpoint to the head at startup and then every
- * interval, reusing AuditVerifyService. Between passes it remembers the last (seq, hash) it
- * verified: a head that moves below it, or an event there whose hash changed, is a truncation or
- * rewrite that a consistent rehash would otherwise hide. Each instance keeps its own mark; the
- * database alone decides every pass, the mark only adds what this process has already seen.
+ * Verifies the Merkle tree at startup (every leaf, node and signed head) and then, every
+ * interval, the leaves added since (AuditVerifyService, from the state it verified last). That
+ * remembered state is this instance's own witness: a newest head below it, or leaves that no
+ * longer hash to the root it verified, is a truncation or rewrite that a consistent re-signing
+ * could not hide either (the key is not in the database's hands). The database alone decides
+ * every pass; the remembered state only adds what this process has already seen. External
+ * witnesses (`keywarden audit witness`) do the same from outside the database's trust domain.
  * It also scans the MACs of secrets, grants and versions (row-integrity.ts).
  */
 export class AuditChainWatch {
-  private verified?: { seq: number; hash: string };
+  private verified?: VerifiedState;
   private running?: Promise<void>;
   private timer?: NodeJS.Timeout;
   private readonly reported = new Set<string>();
@@ -73,8 +76,8 @@ export class AuditChainWatch {
   constructor(private readonly deps: AuditChainWatchDeps) {
     const registers = [deps.registry];
     this.gauges = {
-      ok: new client.Gauge({ name: 'keywarden_audit_chain_ok', help: '1 when the last audit chain verification passed, 0 when it failed or has not finished', registers }),
-      seq: new client.Gauge({ name: 'keywarden_audit_chain_verified_seq', help: 'Highest audit sequence number this instance has verified', registers }),
+      ok: new client.Gauge({ name: 'keywarden_audit_chain_ok', help: '1 when the last audit log verification passed, 0 when it failed or has not finished', registers }),
+      seq: new client.Gauge({ name: 'keywarden_audit_chain_verified_tree_size', help: 'Size of the audit Merkle tree this instance has verified', registers }),
       at: new client.Gauge({ name: 'keywarden_audit_chain_last_verified_timestamp_seconds', help: 'When this instance last verified the audit chain successfully (Unix time)', registers }),
       rows: new client.Gauge({ name: 'keywarden_row_integrity_violations', help: 'Secret, grant and version rows whose integrity MAC did not verify in the last scan', registers }),
       errors: new client.Counter({ name: 'keywarden_audit_chain_verify_errors_total', help: 'Verification passes that could not run (database unavailable)', registers }),
@@ -120,57 +123,24 @@ export class AuditChainWatch {
     }
   }
 
-  private broken(reason: string, firstBrokenSeq?: number): void {
+  /** Also called by the sequencer when the stored tree does not match its newest signed head. */
+  broken(reason: string, firstBadLeaf?: number): void {
     const { state, logger, clock } = this.deps;
-    state.status = 'broken';
-    state.failure = { reason, firstBrokenSeq, detectedAt: clock() };
+    if (state.status === 'broken') return;
+    state.fail(reason, clock(), firstBadLeaf);
     this.gauges.ok.set(0);
-    logger.error({ firstBrokenSeq, reason }, 'AUDIT CHAIN BROKEN: audited operations are refused until an operator investigates and restarts the broker');
+    logger.error({ firstBadLeaf, reason }, 'AUDIT LOG VERIFICATION FAILED: audited operations are refused until an operator investigates and restarts the broker');
   }
 
   private async verifyChain(): Promise<void> {
-    const { dal, checkpoints, verifier, state, clock } = this.deps;
-    const head = await dal.head();
-    const mark = this.verified;
-    if (mark) {
-      if (head.seq < mark.seq) {
-        return this.broken(`the audit head is at seq ${head.seq}, but this instance had verified events up to seq ${mark.seq}: events were removed and the head rewound`, head.seq + 1);
-      }
-      const event = await dal.eventAt(mark.seq);
-      if (event && event.hash !== mark.hash) {
-        return this.broken(`event ${mark.seq} no longer has the hash this instance verified: the log was rewritten`, mark.seq);
-      }
-      if (!event) {
-        // only pruning removes old events, and it leaves none at or below the removed one
-        const first = await dal.firstSeq();
-        if (first === undefined || first <= mark.seq) {
-          return this.broken(`event ${mark.seq}, which this instance verified, has been removed`, mark.seq);
-        }
-      }
-    }
-
-    // from the newest signed checkpoint (or the first stored event when there is none) ...
-    const [checkpoint] = await checkpoints.list(1);
-    const first = await dal.firstSeq();
-    let fromSeq = checkpoint ? Math.max(checkpoint.seq, first ?? checkpoint.seq) : (first ?? head.seq + 1);
-    let trusted: { seq: number; hash: string } | undefined;
-    // ... unless that range is large and this instance has already verified part of it
-    if (mark && head.seq - fromSeq > CHUNK_EVENTS && mark.seq >= fromSeq) {
-      fromSeq = mark.seq + 1;
-      trusted = mark;
-    }
-    for (let guard = 0; guard < 1_000_000; guard++) {
-      const result = await verifier.verifyDetailed({ fromSeq, toSeq: fromSeq + CHUNK_EVENTS - 1 }, trusted);
-      if (!result.ok) return this.broken(result.reason ?? 'verification failed', result.firstBrokenSeq);
-      if (!this.verified || result.last.seq >= this.verified.seq) this.verified = result.last;
-      if (result.toSeq >= result.head.seq) break;
-      fromSeq = result.toSeq + 1;
-      trusted = result.last;
-    }
+    const { verifier, state, clock } = this.deps;
+    const result = await verifier.verify({ from: this.verified });
+    if (!result.ok || !result.state) return this.broken(result.reason ?? 'verification failed', result.firstBadLeaf);
+    this.verified = result.state;
     if (state.status !== 'broken') state.status = 'ok';
     this.lastVerifiedAt = clock();
     this.gauges.ok.set(1);
-    this.gauges.seq.set(this.verified?.seq ?? 0);
+    this.gauges.seq.set(result.state.frontier.size);
     this.gauges.at.set(Math.floor(this.lastVerifiedAt / 1000));
   }
 

@@ -1,72 +1,138 @@
 import fs from 'node:fs';
 import readline from 'node:readline';
 import type { JWK } from 'jose';
-import { ChainVerifier } from './audit-chain.js';
-import { verifyCheckpointJws } from './audit-checkpoints.js';
-import { GENESIS_HASH, type AuditEvent } from './audit-types.js';
+import { z } from 'zod';
+import { leafData } from './audit-leaf.js';
+import { checkpointTime } from './audit-log-key.js';
+import type { AuditEvent } from './audit-types.js';
+import { verifyLegacyExportFile } from './legacy-export-verify.js';
+import { leafHash, TreeFrontier } from './merkle.js';
+import { NoteError, openNote, parseCheckpoint, parseVerifierKey } from './signed-note.js';
 
-export interface OfflineVerifyResult {
+/** Format 2: the Merkle tree log (GET /v1/audit/export). */
+export const EXPORT_FORMAT = 'keywarden-audit-export/2';
+
+const hex32 = z.string().regex(/^[0-9a-f]{64}$/);
+const headerLine = z.object({ type: z.literal('export-header'), format: z.literal(EXPORT_FORMAT), origin: z.string(), fromLeaf: z.number().int().min(0), toLeaf: z.number().int().min(0), treeSize: z.number().int().min(0) }).passthrough();
+const prefixLine = z.object({ type: z.literal('prefix'), treeSize: z.number().int().min(1), hashes: z.array(hex32) });
+const suffixLine = z.object({ type: z.literal('suffix'), nodes: z.array(z.object({ level: z.number().int().min(0).max(63), index: z.number().int().min(0), hash: hex32 })) });
+const checkpointLine = z.object({ type: z.literal('checkpoint'), checkpoint: z.string() });
+
+export interface ExportVerification {
   ok: boolean;
+  format: 1 | 2;
+  /** Events whose leaf hashes were recomputed (format 2) or chain links checked (format 1). */
   checked: number;
-  checkpointsVerified: number;
-  /** Checkpoints signed by keys no longer in the JWKS given; they cannot anchor anything. */
-  checkpointsSkipped?: number;
-  firstBrokenSeq?: number;
+  treeSize?: number;
+  rootHash?: string;
+  checkpointTime?: string;
+  firstBadLeaf?: number;
   reason?: string;
+  /** Format 1 only. */
+  legacy?: Awaited<ReturnType<typeof verifyLegacyExportFile>>;
 }
 
 /**
- * Verifies an NDJSON export (from GET /v1/audit/export?checkpoints=true) with nothing but the
- * broker's published JWKS: the hash chain, and every checkpoint's signature and hash. An
- * export that starts after seq 1 must include the checkpoint anchoring it.
+ * Verifies an export offline, with nothing but the log's verifier key: the signed checkpoint at
+ * the end, then the root recomputed from the compact range before the first event, every event's
+ * leaf hash, and the perfect subtrees after the last one. One event edited, dropped, added or
+ * moved, or a checkpoint from elsewhere, and the root differs. Format-1 exports (hash chains,
+ * from before the Merkle tree) are verified as before, against the JWKS of that time.
  */
-export async function verifyExportFile(file: string, jwks: { keys: JWK[] }): Promise<OfflineVerifyResult> {
-  const events: AuditEvent[] = [];
-  const checkpoints: Array<{ seq: number; headHash: string; jws: string }> = [];
+export async function verifyExportFile(file: string, keys: { verifierKey?: string; jwks?: { keys: JWK[] } }): Promise<ExportVerification> {
   const lines = readline.createInterface({ input: fs.createReadStream(file), crlfDelay: Infinity });
-  for await (const line of lines) {
-    if (!line.trim()) continue;
-    const obj = JSON.parse(line);
-    if (obj.type === 'checkpoint') checkpoints.push(obj);
-    else events.push(obj);
-  }
-  let checkpointsVerified = 0;
-  let checkpointsSkipped = 0;
-  const signed = new Map<number, string>();
-  for (const cp of checkpoints) {
-    const result = await verifyCheckpointJws(cp.jws, jwks);
-    if (!result.ok && /is not in the JWKS/.test(result.reason)) {
-      checkpointsSkipped++;
-      continue;
-    }
-    if (!result.ok) return { ok: false, checked: 0, checkpointsVerified, reason: `checkpoint at seq ${cp.seq}: ${result.reason}` };
-    signed.set(result.payload.seq, result.payload.headHash);
-    checkpointsVerified++;
-  }
-  const lastSigned = Math.max(0, ...signed.keys());
-  if (events.length === 0) {
-    if (lastSigned > 0) return { ok: false, checked: 0, checkpointsVerified, firstBrokenSeq: 1, reason: `the export has no events, but a signed checkpoint covers seq ${lastSigned}` };
-    return { ok: true, checked: 0, checkpointsVerified };
-  }
-  const first = events[0].seq;
-  let anchor = { seq: 0, hash: GENESIS_HASH };
-  if (first > 1) {
-    const hash = signed.get(first - 1);
-    if (!hash) return { ok: false, checked: 0, checkpointsVerified, firstBrokenSeq: first, reason: `no signed checkpoint anchors seq ${first - 1}` };
-    anchor = { seq: first - 1, hash };
-  }
-  const verifier = new ChainVerifier(anchor);
-  for (const event of events) {
-    if (!verifier.push(event)) break;
-    const expected = signed.get(event.seq);
-    if (expected !== undefined && expected !== event.hash) {
-      return { ok: false, checked: verifier.checked, checkpointsVerified, firstBrokenSeq: event.seq, reason: `event ${event.seq} differs from its signed checkpoint` };
+  const iterator = lines[Symbol.asyncIterator]();
+  let first: string | undefined;
+  for (;;) {
+    const next = await iterator.next();
+    if (next.done) break;
+    if (next.value.trim()) {
+      first = next.value;
+      break;
     }
   }
-  const result = verifier.result();
-  if (result.ok && lastSigned > verifier.last.seq) {
-    // a signed checkpoint vouches for events the file no longer has: its tail was cut off
-    return { ok: false, checked: result.checked, checkpointsVerified, checkpointsSkipped, firstBrokenSeq: verifier.last.seq + 1, reason: `events after seq ${verifier.last.seq} are missing (a signed checkpoint covers seq ${lastSigned})` };
+  const fail = (reason: string, extra: Partial<ExportVerification> = {}): ExportVerification => ({ ok: false, format: 2, checked: 0, reason, ...extra });
+  let header: z.infer<typeof headerLine>;
+  try {
+    const parsed = first === undefined ? undefined : JSON.parse(first);
+    if (parsed?.type !== 'export-header') {
+      lines.close();
+      // format 1 has no header: its first line is an event or a checkpoint
+      if (!keys.jwks) return { ok: false, format: 1, checked: 0, reason: 'this is a format-1 (hash chain) export: verify it with --jwks' };
+      const legacy = await verifyLegacyExportFile(file, keys.jwks);
+      return { ok: legacy.ok, format: 1, checked: legacy.checked, reason: legacy.reason, legacy };
+    }
+    header = headerLine.parse(parsed);
+  } catch {
+    lines.close();
+    return fail('the first line is not an export header');
   }
-  return { ...result, checkpointsVerified, checkpointsSkipped };
+  if (!keys.verifierKey) return fail('a format-2 export is verified with the log verifier key (--key)');
+  let verifier;
+  try {
+    verifier = parseVerifierKey(keys.verifierKey);
+  } catch (err) {
+    return fail(`the verifier key is not valid: ${err instanceof NoteError ? err.reason : 'malformed'}`);
+  }
+
+  let frontier = TreeFrontier.empty();
+  let checked = 0;
+  let checkpoint: z.infer<typeof checkpointLine> | undefined;
+  let stage: 'prefix' | 'events' | 'suffix' | 'done' = 'prefix';
+  let lineNo = 1;
+  for (;;) {
+    const next = await iterator.next();
+    if (next.done) break;
+    lineNo++;
+    if (!next.value.trim()) continue;
+    let obj: { type?: unknown };
+    try {
+      obj = JSON.parse(next.value);
+    } catch {
+      return fail(`line ${lineNo} is not JSON`, { checked });
+    }
+    if (stage === 'done') return fail(`line ${lineNo} follows the checkpoint`, { checked });
+    try {
+      if (obj.type === 'prefix' && stage === 'prefix' && frontier.size === 0) {
+        const p = prefixLine.parse(obj);
+        frontier = TreeFrontier.fromNodes(p.treeSize, p.hashes.map((h) => Buffer.from(h, 'hex')));
+        stage = 'events';
+      } else if (obj.type === 'suffix' && stage !== 'suffix') {
+        for (const n of suffixLine.parse(obj).nodes) frontier.appendSubtree({ level: n.level, index: n.index }, Buffer.from(n.hash, 'hex'));
+        stage = 'suffix';
+      } else if (obj.type === 'checkpoint') {
+        checkpoint = checkpointLine.parse(obj);
+        stage = 'done';
+      } else if (obj.type === undefined && (stage === 'prefix' || stage === 'events')) {
+        stage = 'events';
+        const event = obj as AuditEvent;
+        if (event.leafIndex !== frontier.size) {
+          return fail(`event ${event.seq} claims leaf ${event.leafIndex}, but the next leaf is ${frontier.size}`, { checked, firstBadLeaf: frontier.size });
+        }
+        frontier.appendLeafHash(leafHash(leafData(event)));
+        checked++;
+      } else {
+        return fail(`line ${lineNo} (${String(obj.type ?? 'event')}) is out of place`, { checked });
+      }
+    } catch (err) {
+      return fail(`line ${lineNo} is malformed: ${err instanceof Error ? err.message.slice(0, 200) : 'invalid'}`, { checked });
+    }
+  }
+  if (!checkpoint) return fail('the export has no signed checkpoint: it was cut short', { checked });
+  let cp;
+  try {
+    cp = parseCheckpoint(openNote(checkpoint.checkpoint, [verifier]).text);
+  } catch (err) {
+    return fail(`the checkpoint does not verify: ${err instanceof NoteError ? err.reason : 'malformed'}`, { checked });
+  }
+  if (cp.origin !== verifier.name) return fail(`the checkpoint is for log "${cp.origin}"`, { checked });
+  if (frontier.size !== cp.size) {
+    return fail(`the export covers ${frontier.size} leaves but its checkpoint has ${cp.size}`, { checked, firstBadLeaf: Math.min(frontier.size, cp.size) });
+  }
+  const root = frontier.root();
+  const time = checkpointTime(cp.extensions);
+  const result = { checked, treeSize: cp.size, rootHash: root.toString('hex'), checkpointTime: time === undefined ? undefined : new Date(time).toISOString() };
+  if (!root.equals(cp.rootHash)) return fail('the exported events do not hash to the signed root: the log or the file was altered', result);
+  if (header.treeSize !== cp.size) return fail('the header and the checkpoint disagree about the tree size', result);
+  return { ok: true, format: 2, ...result };
 }

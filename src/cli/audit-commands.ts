@@ -11,7 +11,7 @@ export function auditCommand(): Command {
   const audit = new Command('audit').description('audit log maintenance and offline verification');
   audit
     .command('prune')
-    .description('remove events older than a time, after writing a signed checkpoint that covers them')
+    .description('remove the content of events older than a time; their leaf hashes stay in the Merkle tree, so proofs and verification still cover them')
     .requiredOption('--before <time>', 'ISO 8601 time; events before it are removed')
     .action(async (opts: { before: string }) => {
       const before = Date.parse(opts.before);
@@ -19,36 +19,35 @@ export function auditCommand(): Command {
       const services = await brokerServices();
       const { pruneAuditLog } = await import('../audit/audit-retention.js');
       try {
-        const result = await pruneAuditLog({ dal: services.auditQuery, checkpoints: services.checkpoints, audit: services.audit }, before);
-        process.stdout.write(
-          result.removed
-            ? `removed ${result.removed} events through seq ${result.throughSeq}; anchored by checkpoint ${result.checkpointId}\n`
-            : 'no events before that time\n',
-        );
+        const result = await pruneAuditLog({ dal: services.auditQuery, sequencer: services.auditSequencer, audit: services.audit }, before);
+        process.stdout.write(result.removed ? `removed the events of leaves 0 to ${result.throughLeaf} (${result.removed} events)\n` : 'no events before that time\n');
       } finally {
         await services.dbHandle.close();
       }
     });
   audit
     .command('verify-export')
-    .description('verify an NDJSON export offline against a saved JWKS (exit 0 when intact)')
-    .requiredOption('--file <path>', 'export from GET /v1/audit/export?checkpoints=true')
-    .requiredOption('--jwks <path>', 'the broker JWKS saved from /.well-known/jwks.json')
-    .action(async (opts: { file: string; jwks: string }) => {
-      const jwks = JSON.parse(fs.readFileSync(opts.jwks, 'utf8'));
+    .description('verify an NDJSON export offline (exit 0 when intact): format 2 against the log verifier key, format 1 (hash chain, before the Merkle tree) against a saved JWKS')
+    .requiredOption('--file <path>', 'export from GET /v1/audit/export')
+    .option('--key <vkey>', 'the log verifier key (GET /v1/audit/checkpoint: verifierKey), or @file to read it from a file')
+    .option('--jwks <path>', 'format 1 only: the broker JWKS saved from /.well-known/jwks.json')
+    .action(async (opts: { file: string; key?: string; jwks?: string }) => {
+      const verifierKey = opts.key?.startsWith('@') ? fs.readFileSync(opts.key.slice(1), 'utf8').trim() : opts.key;
+      const jwks = opts.jwks ? JSON.parse(fs.readFileSync(opts.jwks, 'utf8')) : undefined;
       const { verifyExportFile } = await import('../audit/offline-verify.js');
-      const result = await verifyExportFile(opts.file, jwks);
+      const result = await verifyExportFile(opts.file, { verifierKey, jwks });
       process.stdout.write(JSON.stringify(result, null, 2) + '\n');
       if (!result.ok) process.exitCode = 1;
     });
   audit
     .command('checkpoint')
-    .description('write a signed checkpoint of the current head')
+    .description('sequence every queued event now and print the signed tree head')
     .action(async () => {
       const services = await brokerServices();
       try {
-        const cp = await services.checkpoints.create('on-demand');
-        process.stdout.write(cp ? `checkpoint ${cp.id} at seq ${cp.seq} (${cp.headHash})\n` : 'the log is empty\n');
+        await services.auditSequencer.flush();
+        const head = await services.auditTree.latestHead();
+        process.stdout.write(head ? head.note : 'the log has no signed tree head\n');
       } finally {
         await services.dbHandle.close();
       }

@@ -27,19 +27,10 @@ export async function serve(): Promise<void> {
   const running = await listen(broker.app, config);
   logger.info({ url: running.url, database: config.databaseUrl.split(':')[0], keyProvider: config.keyProvider.kind }, 'keywarden listening');
 
-  // every instance may write one; duplicates are harmless, and none means no instance runs
-  const checkpointTimer =
-    config.auditCheckpointIntervalSeconds > 0
-      ? setInterval(() => {
-          broker.services.checkpoints.create('scheduled').catch((err) => logger.error({ err: { message: err.message } }, 'scheduled audit checkpoint failed'));
-        }, config.auditCheckpointIntervalSeconds * 1000).unref()
-      : undefined;
-
   let stopping = false;
   const shutdown = async (signal: string) => {
     if (stopping) return;
     stopping = true;
-    if (checkpointTimer) clearInterval(checkpointTimer);
     logger.info({ signal }, 'shutting down: draining connections');
     await running.close();
     await broker.close();

@@ -4,6 +4,9 @@ import type { KeyProvider } from './key-provider.js';
 import type { Clock } from '../core/clock.js';
 import { SystemKeysDal } from './system-keys-dal.js';
 
+/** `audit-log-signing` is the seed of the audit log's Ed25519 tree-head key (src/audit/audit-log-key.ts). */
+export type SystemKeyName = 'checksum' | 'audit-hmac' | 'audit-log-signing';
+
 /**
  * Broker-internal symmetric keys (checksum HMAC, audit HMAC), random, wrapped by the root key and
  * stored in the database, so every instance derives the same values and root key rotation does
@@ -21,7 +24,7 @@ export class SystemKeys {
     this.dal = new SystemKeysDal(db);
   }
 
-  async get(name: 'checksum' | 'audit-hmac'): Promise<Buffer> {
+  async get(name: SystemKeyName): Promise<Buffer> {
     const cached = this.cache.get(name);
     if (cached) return cached;
     let row = await this.dal.find(name);
@@ -37,7 +40,7 @@ export class SystemKeys {
     return key;
   }
 
-  async hmacHex(name: 'checksum' | 'audit-hmac', data: Buffer | string): Promise<string> {
+  async hmacHex(name: SystemKeyName, data: Buffer | string): Promise<string> {
     return crypto.createHmac('sha256', await this.get(name)).update(data).digest('hex');
   }
 }

@@ -1,0 +1,146 @@
+import type { Logger } from 'pino';
+import client from 'prom-client';
+import type { Clock } from '../core/clock.js';
+import type { Database } from '../db/database.js';
+import type { AuditLogSigner } from './audit-log-key.js';
+import type { JsonlAuditSink } from './audit-sink.js';
+import { sequenceProgram, TreeStateMismatch, type SequenceOutcome } from './audit-tree-dal.js';
+
+export interface AuditSequencerDeps {
+  db: Database;
+  signer: () => Promise<AuditLogSigner>;
+  clock: Clock;
+  logger: Logger;
+  registry: client.Registry;
+  /** KEYWARDEN_AUDIT_SEQUENCE_INTERVAL_MS */
+  intervalMs: number;
+  /** KEYWARDEN_AUDIT_CHECKPOINT_INTERVAL in ms: an unchanged tree's head is signed again this often (0: never). */
+  resignAfterMs: number;
+  /** Leaves per sequencing transaction. */
+  batch?: number;
+  sink?: JsonlAuditSink;
+  /** Called when the stored tree no longer matches its signed head: the log is tampered with. */
+  onTreeMismatch?: (reason: string) => void;
+}
+
+const DEFAULT_BATCH = 1000;
+/** A run drains the queue in batches, but never for longer than this, so stop() stays prompt. */
+const MAX_BATCHES_PER_RUN = 50;
+
+/**
+ * Turns queued events into leaves of the Merkle tree, one sequencing transaction per batch
+ * (sequenceProgram). Every instance runs one on a timer; the database lets one at a time in,
+ * so when an instance dies the next tick of another one carries on. It also runs early when this
+ * instance has queued a batch's worth of events since its last run.
+ */
+export class AuditSequencer {
+  private timer?: NodeJS.Timeout;
+  private running?: Promise<SequenceOutcome[]>;
+  private appendedSinceRun = 0;
+  private stopped = false;
+  private readonly batch: number;
+  private readonly metrics: { sequenced: client.Counter; runs: client.Counter<'status'>; delay: client.Histogram; treeSize: client.Gauge; duration: client.Histogram };
+
+  constructor(private readonly deps: AuditSequencerDeps) {
+    this.batch = deps.batch ?? DEFAULT_BATCH;
+    const registers = [deps.registry];
+    this.metrics = {
+      sequenced: new client.Counter({ name: 'keywarden_audit_sequenced_events_total', help: 'Audit events this instance gave a leaf index', registers }),
+      runs: new client.Counter({ name: 'keywarden_audit_sequencer_runs_total', help: 'Sequencing transactions by outcome (sequenced, resigned, idle, busy: another instance held the sequencer lock, error)', labelNames: ['status'], registers }),
+      delay: new client.Histogram({
+        name: 'keywarden_audit_inclusion_delay_seconds',
+        help: 'Time from an audit event being recorded to its inclusion in a signed tree head',
+        buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30],
+        registers,
+      }),
+      treeSize: new client.Gauge({ name: 'keywarden_audit_tree_size', help: 'Leaves in the newest signed tree head this instance wrote', registers }),
+      duration: new client.Histogram({ name: 'keywarden_audit_sequencer_batch_seconds', help: 'Duration of one sequencing transaction', buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1], registers }),
+    };
+  }
+
+  start(): void {
+    if (this.deps.intervalMs <= 0) return;
+    this.timer = setInterval(() => void this.run().catch(() => undefined), this.deps.intervalMs);
+    this.timer.unref();
+  }
+
+  /** Stops the timer and waits for a run in progress. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    await this.running?.catch(() => undefined);
+  }
+
+  /** Told by the audit service how many events it queued; a batch's worth starts a run now. */
+  noteAppended(count: number): void {
+    this.appendedSinceRun += count;
+    if (this.appendedSinceRun >= this.batch && !this.running && !this.stopped) void this.run().catch(() => undefined);
+  }
+
+  /** One run: batches until the queue is empty (or another instance holds the lock). Concurrent callers share it. */
+  run(): Promise<SequenceOutcome[]> {
+    this.running ??= this.runBatches().finally(() => {
+      this.running = undefined;
+    });
+    return this.running;
+  }
+
+  /**
+   * Runs until every event queued before the call is in a signed tree head (tests, the admin
+   * route, shutdown). Waits for another instance's run when it holds the lock, up to `timeoutMs`.
+   */
+  async flush(timeoutMs = 10_000): Promise<SequenceOutcome> {
+    const deadline = Date.now() + timeoutMs;
+    await this.running?.catch(() => undefined);
+    for (;;) {
+      const outcomes = await this.run();
+      const last = outcomes[outcomes.length - 1];
+      if (last && last.status !== 'busy') return last;
+      if (Date.now() > deadline) throw new Error('the audit sequencer lock stayed busy');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  private async runBatches(): Promise<SequenceOutcome[]> {
+    this.appendedSinceRun = 0;
+    const signer = await this.deps.signer();
+    const outcomes: SequenceOutcome[] = [];
+    for (let i = 0; i < MAX_BATCHES_PER_RUN; i++) {
+      const started = process.hrtime.bigint();
+      let outcome: SequenceOutcome;
+      try {
+        outcome = await this.deps.db.writeProgram(
+          sequenceProgram({ batch: this.batch, now: this.deps.clock(), resignAfterMs: this.deps.resignAfterMs > 0 ? this.deps.resignAfterMs : Infinity, sign: signer.sign }),
+        );
+      } catch (err) {
+        this.metrics.runs.inc({ status: 'error' });
+        if (err instanceof TreeStateMismatch) {
+          this.deps.logger.error({ reason: err.message }, 'audit sequencer refused to extend a tree that does not match its signed head');
+          this.deps.onTreeMismatch?.(err.message);
+        } else {
+          this.deps.logger.warn({ err: { message: (err as Error).message, code: (err as { code?: string }).code } }, 'audit sequencing failed; queued events stay queued');
+        }
+        throw err;
+      }
+      this.metrics.duration.observe(Number(process.hrtime.bigint() - started) / 1e9);
+      this.metrics.runs.inc({ status: outcome.status });
+      outcomes.push(outcome);
+      if (outcome.status !== 'sequenced' && outcome.status !== 'resigned') break;
+      this.published(outcome);
+      if (outcome.sequenced < this.batch) break;
+    }
+    return outcomes;
+  }
+
+  private published(outcome: Extract<SequenceOutcome, { head: unknown }>): void {
+    const now = this.deps.clock();
+    this.metrics.sequenced.inc(outcome.sequenced);
+    this.metrics.treeSize.set(outcome.treeSize);
+    for (const ts of outcome.eventTimes) this.metrics.delay.observe(Math.max(0, now - ts) / 1000);
+    try {
+      this.deps.sink?.writeTreeHead(outcome.head);
+    } catch (err) {
+      this.deps.logger.error({ err: { message: (err as Error).message } }, 'audit file mirror failed');
+    }
+  }
+}
