@@ -121,8 +121,13 @@ export class AuditVerifyService {
     const early = checkKept() ?? (await checkHeadsAtSize());
     if (early) return fail(early);
 
-    // events may be missing only below the lowest one still stored (retention removes the oldest)
+    // events may be missing only below the lowest one still stored (retention removes the oldest);
+    // an incremental pass starts past leaves already verified, so the last of them tells whether
+    // retention has reached this far (else deleting the first new events would pass as pruning)
     let sawEvent = false;
+    if (options.from && frontier.size > 0) {
+      for await (const [last] of tree.leaves(frontier.size - 1, frontier.size)) sawEvent = last?.event !== undefined;
+    }
     for await (const batch of tree.leaves(frontier.size, latest.treeSize)) {
       const emitted: Array<{ node: NodeId; hash: Buffer }> = [];
       for (const leaf of batch) {

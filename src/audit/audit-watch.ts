@@ -76,7 +76,15 @@ export class AuditChainWatch {
   constructor(private readonly deps: AuditChainWatchDeps) {
     const registers = [deps.registry];
     this.gauges = {
-      ok: new client.Gauge({ name: 'keywarden_audit_chain_ok', help: '1 when the last audit log verification passed, 0 when it failed or has not finished', registers }),
+      // read from the shared state when scraped: the sequencer marks it broken too (TreeStateMismatch)
+      ok: new client.Gauge({
+        name: 'keywarden_audit_chain_ok',
+        help: '1 when the last audit log verification passed, 0 when it failed or has not finished',
+        registers,
+        collect() {
+          this.set(deps.state.status === 'ok' ? 1 : 0);
+        },
+      }),
       seq: new client.Gauge({ name: 'keywarden_audit_chain_verified_tree_size', help: 'Size of the audit Merkle tree this instance has verified', registers }),
       at: new client.Gauge({ name: 'keywarden_audit_chain_last_verified_timestamp_seconds', help: 'When this instance last verified the audit chain successfully (Unix time)', registers }),
       rows: new client.Gauge({ name: 'keywarden_row_integrity_violations', help: 'Secret, grant and version rows whose integrity MAC did not verify in the last scan', registers }),

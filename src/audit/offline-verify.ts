@@ -52,20 +52,35 @@ export async function verifyExportFile(file: string, keys: { verifierKey?: strin
     }
   }
   const fail = (reason: string, extra: Partial<ExportVerification> = {}): ExportVerification => ({ ok: false, format: 2, checked: 0, reason, ...extra });
-  let header: z.infer<typeof headerLine>;
+  if (first === undefined) {
+    lines.close();
+    // every export holds at least a checkpoint (format 2) or the export's own event (format 1)
+    return fail('the file is empty');
+  }
+  let parsed: { type?: unknown } | null;
   try {
-    const parsed = first === undefined ? undefined : JSON.parse(first);
-    if (parsed?.type !== 'export-header') {
-      lines.close();
-      // format 1 has no header: its first line is an event or a checkpoint
-      if (!keys.jwks) return { ok: false, format: 1, checked: 0, reason: 'this is a format-1 (hash chain) export: verify it with --jwks' };
-      const legacy = await verifyLegacyExportFile(file, keys.jwks);
-      return { ok: legacy.ok, format: 1, checked: legacy.checked, reason: legacy.reason, legacy };
-    }
-    header = headerLine.parse(parsed);
+    parsed = JSON.parse(first);
   } catch {
     lines.close();
-    return fail('the first line is not an export header');
+    return fail('the first line is not JSON');
+  }
+  if (parsed?.type !== 'export-header') {
+    lines.close();
+    // format 1 has no header: its first line is an event or a checkpoint
+    if (!keys.jwks) return { ok: false, format: 1, checked: 0, reason: 'this is a format-1 (hash chain) export: verify it with --jwks' };
+    let legacy;
+    try {
+      legacy = await verifyLegacyExportFile(file, keys.jwks);
+    } catch (err) {
+      // a line that is not JSON: the file was damaged (reported as format 1, not as a missing header)
+      return { ok: false, format: 1, checked: 0, reason: `the file is malformed: ${err instanceof Error ? err.message.slice(0, 200) : 'invalid'}` };
+    }
+    return { ok: legacy.ok, format: 1, checked: legacy.checked, reason: legacy.reason, legacy };
+  }
+  const header = headerLine.safeParse(parsed);
+  if (!header.success) {
+    lines.close();
+    return fail('the first line is not a valid export header');
   }
   if (!keys.verifierKey) return fail('a format-2 export is verified with the log verifier key (--key)');
   let verifier;
@@ -133,6 +148,6 @@ export async function verifyExportFile(file: string, keys: { verifierKey?: strin
   const time = checkpointTime(cp.extensions);
   const result = { checked, treeSize: cp.size, rootHash: root.toString('hex'), checkpointTime: time === undefined ? undefined : new Date(time).toISOString() };
   if (!root.equals(cp.rootHash)) return fail('the exported events do not hash to the signed root: the log or the file was altered', result);
-  if (header.treeSize !== cp.size) return fail('the header and the checkpoint disagree about the tree size', result);
+  if (header.data.treeSize !== cp.size) return fail('the header and the checkpoint disagree about the tree size', result);
   return { ok: true, format: 2, ...result };
 }

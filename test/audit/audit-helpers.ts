@@ -46,13 +46,23 @@ export function expectNoSensitive(haystack: string, values: Iterable<string>, wh
   }
 }
 
-export function readJsonl(file: string): AuditEvent[] {
+function jsonLines(file: string): Array<Record<string, unknown>> {
   if (!fs.existsSync(file)) return [];
   return fs
     .readFileSync(file, 'utf8')
     .split('\n')
     .filter((l) => l.trim())
     .map((l) => JSON.parse(l));
+}
+
+/** The events of a JSONL mirror (its signed tree head lines left out). */
+export function readJsonl(file: string): AuditEvent[] {
+  return jsonLines(file).filter((l) => l.type === undefined) as unknown as AuditEvent[];
+}
+
+/** The signed tree heads of a JSONL mirror. */
+export function readTreeHeads(file: string): Array<{ type: 'tree-head'; treeSize: number; rootHash: string; checkpoint: string }> {
+  return jsonLines(file).filter((l) => l.type === 'tree-head') as never;
 }
 
 /** A minimal RFC 4180 parser (quoted cells, doubled quotes, CRLF). */

@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestBroker, type TestBroker } from '../support/broker.js';
-import { allEvents, auth, readJsonl } from './audit-helpers.js';
+import { allEvents, auth, readJsonl, readTreeHeads } from './audit-helpers.js';
 
 /** The JSONL mirror for log shippers, and reopening it after logrotate moved it away. */
 describe('audit JSONL sink', () => {
@@ -15,7 +15,8 @@ describe('audit JSONL sink', () => {
   beforeAll(async () => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'kw-audit-sink-'));
     file = path.join(tmp, 'logs', 'audit.jsonl'); // the directory is created on start
-    tb = await startTestBroker({ env: { KEYWARDEN_AUDIT_FILE: file } });
+    // the sequencer runs only when the test says so: mirrored events are the ones recorded, leaves not yet given
+    tb = await startTestBroker({ env: { KEYWARDEN_AUDIT_FILE: file, KEYWARDEN_AUDIT_SEQUENCE_INTERVAL_MS: '0' } });
     W = auth(await tb.apiKey('writer'));
   });
   afterAll(async () => {
@@ -38,6 +39,17 @@ describe('audit JSONL sink', () => {
     expect(readJsonl(file)).toHaveLength(before);
   });
 
+  it('appends each signed tree head the sequencer publishes, as a line of its own', async () => {
+    const before = readTreeHeads(file).length;
+    await tb.broker.services.auditSequencer.flush();
+    const heads = readTreeHeads(file);
+    expect(heads.length).toBe(before + 1);
+    const head = heads.at(-1)!;
+    const published = (await tb.request.get('/v1/audit/checkpoint').set(auth(await tb.apiKey('auditor')))).body;
+    expect(head).toEqual({ type: 'tree-head', treeSize: published.treeSize, rootHash: published.rootHash, checkpoint: published.checkpoint });
+    expect(head.treeSize).toBe((await allEvents(tb)).filter((e) => e.leafIndex !== null).length);
+  });
+
   it('after the file is renamed, reopen() starts a new file at the original path', async () => {
     const rotated = `${file}.1`;
     const beforeRotate = await allEvents(tb);
@@ -55,8 +67,10 @@ describe('audit JSONL sink', () => {
     const fresh = readJsonl(file);
     expect(old.map((e) => e.seq)).toEqual([...beforeRotate.map((e) => e.seq), beforeRotate.length + 1]);
     expect(fresh.map((e) => e.resourceName)).toEqual(['after1', 'after2']);
-    // together the two files are the whole log, in order, with nothing lost or repeated
-    expect([...old, ...fresh]).toEqual(await allEvents(tb));
-    expect(fresh[0].prevHash).toBe(old.at(-1)!.hash);
+    // together the two files are the whole log, in order, with nothing lost or repeated (the
+    // mirror writes events as recorded, before the sequencer gives them their leaves)
+    const withoutLeaf = (events: Array<Record<string, unknown>>) => events.map(({ leafIndex: _l, ...e }) => e);
+    expect(withoutLeaf([...old, ...fresh] as never)).toEqual(withoutLeaf((await allEvents(tb)) as never));
+    expect(fresh[0].seq).toBe(old.at(-1)!.seq + 1);
   });
 });

@@ -89,7 +89,7 @@ describe('database port and the SQLite fast path', () => {
     const held = new Promise<void>((resolve) => (release = resolve));
     let inserted = false;
     const transaction = b.services.database.transaction(async (trx) => {
-      await trx('audit_head').where({ id: 1 }).first();
+      await trx('groups').where({ name: 'nobody' }).first();
       await held;
       await trx('groups').insert({ name: 'during-read', description: '', labels: '{}', created_by: 'test', created_at: Date.now(), updated_at: Date.now() });
       inserted = true;

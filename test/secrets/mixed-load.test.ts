@@ -44,7 +44,7 @@ describe('concurrent reads and writes', () => {
     const now = Date.now();
     // through the database port, as every transaction in the broker is: it tells the fast path to step aside
     const slowWrite = t.broker.services.database.transaction(async (trx) => {
-      await trx('audit_head').where({ id: 1 }).first();
+      await trx('groups').where({ name: 'nobody' }).first();
       // a macrotask gap, as a Vault call inside a transaction would leave
       await new Promise((r) => setTimeout(r, 100));
       await trx('groups').insert({ name: 'slow-write', description: '', labels: '{}', created_by: 'test', created_at: now, updated_at: now });
