@@ -1,10 +1,11 @@
 // Write throughput on one secret with and without concurrent client reads of it (issue 10:
 // version writes and the client-read audit batch used to deadlock on PostgreSQL). Starts the
 // broker in-process on a fresh schema of the given PostgreSQL database, serves it on a loopback
-// port, and runs two closed-loop phases of `--duration` seconds each:
+// port, and runs three closed-loop phases of `--duration` seconds each:
 //   1. `--writers` clients posting new versions of one secret, nothing else;
-//   2. the same writers plus `--readers` clients reading that secret through the client API.
-// Prints one JSON line per phase (writes/s, reads/s, status counts, write latency percentiles)
+//   2. `--readers` clients reading that secret through the client API (audited deliveries), nothing else;
+//   3. both at once: deliveries with concurrent version writers (issue 12).
+// Prints one JSON line per phase (writes/s, reads/s, status counts, write and read latency percentiles)
 // and drops the schema at the end. Load generator and broker share the process (and the CPUs),
 // so compare runs made the same way on the same machine.
 // Usage: node --import tsx bench/write-contention.ts [--database-url postgres://postgres@127.0.0.1:5432/test]
@@ -76,12 +77,13 @@ const tokenRes = await fetch(`${base}/v1/auth/token`, {
 });
 const clientToken = ((await tokenRes.json()) as { access_token: string }).access_token;
 
-async function phase(name: string, withReaders: number) {
+async function phase(name: string, withWriters: number, withReaders: number) {
   const statuses: Record<string, number> = {};
   const count = (kind: string, status: number) => {
     statuses[`${kind} ${status}`] = (statuses[`${kind} ${status}`] ?? 0) + 1;
   };
   const latencies: number[] = [];
+  const readLatencies: number[] = [];
   let writes = 0;
   let reads = 0;
   const until = Date.now() + durationMs;
@@ -96,31 +98,40 @@ async function phase(name: string, withReaders: number) {
   };
   const reader = async () => {
     while (Date.now() < until) {
+      const t0 = performance.now();
       const res = await call('GET', '/v1/client/secrets/contended', clientToken);
+      readLatencies.push(performance.now() - t0);
       count('read', res.status);
       if (res.status === 200) reads++;
     }
   };
   const t0 = Date.now();
-  await Promise.all([...Array.from({ length: writers }, (_, w) => writer(w)), ...Array.from({ length: withReaders }, () => reader())]);
+  await Promise.all([...Array.from({ length: withWriters }, (_, w) => writer(w)), ...Array.from({ length: withReaders }, () => reader())]);
   const seconds = (Date.now() - t0) / 1000;
-  latencies.sort((a, b) => a - b);
-  const at = (p: number) => Math.round(latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))] * 10) / 10;
+  const percentiles = (xs: number[]) => {
+    if (xs.length === 0) return null;
+    xs.sort((a, b) => a - b);
+    const at = (p: number) => Math.round(xs[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))] * 10) / 10;
+    return { p50: at(50), p90: at(90), p99: at(99), max: at(100) };
+  };
   return {
     phase: name,
-    writers,
+    writers: withWriters,
     readers: withReaders,
     seconds,
     writesPerSecond: Math.round((writes / seconds) * 10) / 10,
     readsPerSecond: Math.round((reads / seconds) * 10) / 10,
-    writeLatencyMs: { p50: at(50), p90: at(90), p99: at(99), max: at(100) },
+    writeLatencyMs: percentiles(latencies),
+    readLatencyMs: percentiles(readLatencies),
+    loadAverage1m: os.loadavg()[0],
     statuses,
   };
 }
 
 try {
-  for (const result of [await phase('writers only', 0), await phase('writers + readers', readers)]) {
-    process.stdout.write(JSON.stringify(result) + '\n');
+  // printed as each phase ends, so a run cut short still shows what it measured
+  for (const [name, w, r] of [['writers only', writers, 0], ['readers only', 0, readers], ['writers + readers', writers, readers]] as const) {
+    process.stdout.write(JSON.stringify(await phase(name, w, r)) + '\n');
   }
 } finally {
   server.closeAllConnections();

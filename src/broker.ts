@@ -158,8 +158,10 @@ export async function createServices(config: Config, options: BrokerOptions = {}
   const auditSink = config.auditFile ? new JsonlAuditSink(config.auditFile) : undefined;
   const logSigner = await loadAuditLogSigner(systemKeys, config.auditOrigin ?? defaultAuditOrigin(config.issuer));
   const signer = async () => logSigner;
+  const auditTree = new AuditTreeDal(database);
   const auditSequencer = new AuditSequencer({
     db: database,
+    tree: auditTree,
     signer,
     clock,
     logger,
@@ -168,6 +170,7 @@ export async function createServices(config: Config, options: BrokerOptions = {}
     resignAfterMs: config.auditCheckpointIntervalSeconds * 1000,
     sink: auditSink,
     onTreeMismatch: (reason) => auditChain.fail(reason, clock()),
+    chainGuard: () => auditChain.assertIntact(),
   });
   const audit = new AuditService({
     db: database,
@@ -226,7 +229,6 @@ export async function createServices(config: Config, options: BrokerOptions = {}
     accessTokenMaxTtlSeconds: config.accessTokenMaxTtlSeconds,
   });
   const auditQuery = new AuditQueryDal(database);
-  const auditTree = new AuditTreeDal(database);
   const auditProofs = new AuditProofs({ tree: auditTree, events: auditQuery });
   const auditExporter = new AuditExporter({ tree: auditTree, events: auditQuery, proofs: auditProofs, signer });
   const treeHeads = new TreeHeadsService({ tree: auditTree, signer });

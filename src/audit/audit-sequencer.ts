@@ -4,10 +4,12 @@ import type { Clock } from '../core/clock.js';
 import type { Database } from '../db/database.js';
 import type { AuditLogSigner } from './audit-log-key.js';
 import type { JsonlAuditSink } from './audit-sink.js';
-import { sequenceProgram, TreeStateMismatch, type SequenceOutcome } from './audit-tree-dal.js';
+import { sequenceProgram, TreeStateMismatch, type AuditTreeDal, type SequenceOutcome } from './audit-tree-dal.js';
 
 export interface AuditSequencerDeps {
   db: Database;
+  /** Read at each metrics scrape for the queue gauges. */
+  tree: AuditTreeDal;
   signer: () => Promise<AuditLogSigner>;
   clock: Clock;
   logger: Logger;
@@ -56,6 +58,27 @@ export class AuditSequencer {
       treeSize: new client.Gauge({ name: 'keywarden_audit_tree_size', help: 'Leaves in the newest signed tree head this instance wrote', registers }),
       duration: new client.Histogram({ name: 'keywarden_audit_sequencer_batch_seconds', help: 'Duration of one sequencing transaction', buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1], registers }),
     };
+    // read from the database at each scrape: the queue is shared by every instance
+    let stats: Promise<{ queued: number; oldestTs: number | null } | undefined> | undefined;
+    const queueStats = () => (stats ??= deps.tree.queueStats().catch(() => undefined).finally(() => setImmediate(() => (stats = undefined))));
+    new client.Gauge({
+      name: 'keywarden_audit_queue_depth',
+      help: 'Audit events recorded but not yet in the Merkle tree (all instances)',
+      registers,
+      async collect() {
+        const s = await queueStats();
+        if (s) this.set(s.queued);
+      },
+    });
+    new client.Gauge({
+      name: 'keywarden_audit_queue_oldest_seconds',
+      help: 'Age of the oldest audit event waiting for the sequencer (0 when none): sequencing has stalled when it grows',
+      registers,
+      async collect() {
+        const s = await queueStats();
+        if (s) this.set(s.oldestTs === null ? 0 : Math.max(0, deps.clock() - s.oldestTs) / 1000);
+      },
+    });
   }
 
   start(): void {
@@ -103,6 +126,7 @@ export class AuditSequencer {
 
   private async runBatches(): Promise<SequenceOutcome[]> {
     this.appendedSinceRun = 0;
+    this.deps.chainGuard?.();
     const signer = await this.deps.signer();
     const outcomes: SequenceOutcome[] = [];
     for (let i = 0; i < MAX_BATCHES_PER_RUN; i++) {

@@ -24,6 +24,9 @@ export interface ExportVerification {
   /** Events whose leaf hashes were recomputed (format 2) or chain links checked (format 1). */
   checked: number;
   treeSize?: number;
+  /** Format 2: the leaves whose events the file holds, [fromLeaf, toLeaf). */
+  fromLeaf?: number;
+  toLeaf?: number;
   rootHash?: string;
   checkpointTime?: string;
   firstBadLeaf?: number;
@@ -94,6 +97,8 @@ export async function verifyExportFile(file: string, keys: { verifierKey?: strin
   let checked = 0;
   let checkpoint: z.infer<typeof checkpointLine> | undefined;
   let stage: 'prefix' | 'events' | 'suffix' | 'done' = 'prefix';
+  let rangeStart = 0;
+  let rangeEnd: number | undefined;
   let lineNo = 1;
   for (;;) {
     const next = await iterator.next();
@@ -111,8 +116,10 @@ export async function verifyExportFile(file: string, keys: { verifierKey?: strin
       if (obj.type === 'prefix' && stage === 'prefix' && frontier.size === 0) {
         const p = prefixLine.parse(obj);
         frontier = TreeFrontier.fromNodes(p.treeSize, p.hashes.map((h) => Buffer.from(h, 'hex')));
+        rangeStart = frontier.size;
         stage = 'events';
       } else if (obj.type === 'suffix' && stage !== 'suffix') {
+        rangeEnd = frontier.size;
         for (const n of suffixLine.parse(obj).nodes) frontier.appendSubtree({ level: n.level, index: n.index }, Buffer.from(n.hash, 'hex'));
         stage = 'suffix';
       } else if (obj.type === 'checkpoint') {
@@ -144,10 +151,15 @@ export async function verifyExportFile(file: string, keys: { verifierKey?: strin
   if (frontier.size !== cp.size) {
     return fail(`the export covers ${frontier.size} leaves but its checkpoint has ${cp.size}`, { checked, firstBadLeaf: Math.min(frontier.size, cp.size) });
   }
+  const range = { fromLeaf: rangeStart, toLeaf: rangeEnd ?? frontier.size };
   const root = frontier.root();
   const time = checkpointTime(cp.extensions);
-  const result = { checked, treeSize: cp.size, rootHash: root.toString('hex'), checkpointTime: time === undefined ? undefined : new Date(time).toISOString() };
+  const result = { checked, treeSize: cp.size, ...range, rootHash: root.toString('hex'), checkpointTime: time === undefined ? undefined : new Date(time).toISOString() };
   if (!root.equals(cp.rootHash)) return fail('the exported events do not hash to the signed root: the log or the file was altered', result);
+  // the header is not signed, but a reader takes the range from it: it must be the file's
+  if (header.data.fromLeaf !== range.fromLeaf || header.data.toLeaf !== range.toLeaf) {
+    return fail(`the header announces leaves ${header.data.fromLeaf} to ${header.data.toLeaf}, the file holds ${range.fromLeaf} to ${range.toLeaf}`, result);
+  }
   if (header.data.treeSize !== cp.size) return fail('the header and the checkpoint disagree about the tree size', result);
   return { ok: true, format: 2, ...result };
 }

@@ -12,8 +12,11 @@
  * KEYWARDEN_TEST_DATABASE_URL), and on two broker instances sharing one PostgreSQL database
  * (the suite's PostgreSQL, or else a private cluster from support/pg-cluster.ts).
  *
- * The test checks behaviour only (statuses, versions, contents), not which lock is taken, so it
- * holds whatever replaces the audit head row.
+ * The test checks behaviour (statuses, versions, contents), not which lock is taken. Because a
+ * deadlock PostgreSQL breaks is retried (src/db/transaction-retry.ts) and then answers 201 like
+ * any write, the statuses cannot show one: on PostgreSQL each run also gets a database of its
+ * own, and the server's own counter (pg_stat_database.deadlocks) must not move. A deliberate
+ * deadlock first shows the counter is read correctly.
  */
 import crypto from 'node:crypto';
 import http from 'node:http';
@@ -35,6 +38,7 @@ interface Instance {
   tb: TestBroker;
   base: string;
   server: http.Server;
+  closed?: boolean;
 }
 
 async function listen(tb: TestBroker): Promise<Instance> {
@@ -180,21 +184,125 @@ async function contend(instances: Instance[]): Promise<void> {
   expect(reads.flat()).toHaveLength(READERS * READS_EACH);
 }
 
+/** Stops the listeners and brokers (each once), so that their PostgreSQL backends exit. */
+async function closeInstances(list: Array<Instance | undefined>): Promise<void> {
+  for (const i of list) {
+    if (!i || i.closed) continue;
+    i.closed = true;
+    await closeInstance(i);
+    await i.tb.close();
+  }
+}
+
 describe('concurrent version writes and client reads of one secret, one instance (suite database)', () => {
   let one: Instance | undefined;
+  let counted: DeadlockCountedDatabase | undefined;
+  let deadlocksBefore = 0;
 
   beforeAll(async () => {
-    one = await listen(await startTestBroker());
-  });
+    if (TEST_DATABASE_URL) {
+      counted = await deadlockCountedDatabase(TEST_DATABASE_URL);
+      deadlocksBefore = await counted.deadlocks();
+    }
+    one = await listen(await startTestBroker(counted ? { db: counted } : {}));
+  }, 60_000);
   afterAll(async () => {
-    await closeInstance(one);
-    await one?.tb.close();
+    try {
+      await closeInstances([one]);
+    } finally {
+      await counted?.dropDatabase();
+    }
   });
 
-  it(`${WRITERS} writers x ${WRITES_EACH} and ${READERS} readers x ${READS_EACH}: all 201/200, each write reports its own version`, async () => {
+  it(`${WRITERS} writers x ${WRITES_EACH} and ${READERS} readers x ${READS_EACH}: all 201/200, each write reports its own version${TEST_DATABASE_URL ? ', no deadlock' : ''}`, async () => {
     await contend([one!]);
+    if (counted) {
+      await closeInstances([one]);
+      expect(await counted.deadlocks(), 'deadlocks PostgreSQL detected (and the broker retried)').toBe(deadlocksBefore);
+    }
   }, 60_000);
 });
+
+interface DeadlockCountedDatabase extends TestDatabase {
+  /**
+   * pg_stat_database.deadlocks of this database, read once no connection to it is left: a
+   * backend reports its pending counts at the latest when it exits.
+   */
+  deadlocks(): Promise<number>;
+  dropDatabase(): Promise<void>;
+}
+
+/**
+ * A schema in a database of its own on the given server: PostgreSQL counts deadlocks per
+ * database, so other tests on the same server cannot add to this count. Before it is handed
+ * out, one deliberate deadlock checks that the count is read correctly (it is then 1).
+ */
+async function deadlockCountedDatabase(serverUrl: string): Promise<DeadlockCountedDatabase> {
+  const name = `kw_deadlock_${crypto.randomBytes(5).toString('hex')}`;
+  const server = await openDatabase(serverUrl);
+  try {
+    await server.knex.raw(`CREATE DATABASE "${name}"`);
+  } finally {
+    await server.close();
+  }
+  const url = new URL(serverUrl);
+  url.pathname = `/${name}`;
+  const counted: DeadlockCountedDatabase = {
+    ...pgDatabase(url.toString()),
+    async deadlocks() {
+      const handle = await openDatabase(serverUrl);
+      try {
+        const until = Date.now() + 15_000;
+        for (;;) {
+          const open = await handle.knex.raw('SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = ?', [name]);
+          if (open.rows[0].n === 0) break;
+          if (Date.now() > until) throw new Error(`connections to ${name} stayed open`);
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        const row = await handle.knex.raw('SELECT deadlocks FROM pg_stat_database WHERE datname = ?', [name]);
+        if (row.rows.length !== 1) throw new Error(`pg_stat_database has no row for ${name}`);
+        return Number(row.rows[0].deadlocks);
+      } finally {
+        await handle.close();
+      }
+    },
+    async dropDatabase() {
+      const handle = await openDatabase(serverUrl);
+      try {
+        await handle.knex.raw(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
+      } finally {
+        await handle.close();
+      }
+    },
+  };
+  try {
+    await provokeDeadlock(url.toString());
+    expect(await counted.deadlocks(), 'a deliberate deadlock shows in pg_stat_database').toBe(1);
+  } catch (err) {
+    await counted.dropDatabase();
+    throw err;
+  }
+  return counted;
+}
+
+/** Two transactions lock two rows in opposite orders; PostgreSQL aborts one of them with 40P01. */
+async function provokeDeadlock(url: string): Promise<void> {
+  const handle = await openDatabase(url);
+  try {
+    const db = handle.knex;
+    await db.raw('CREATE TABLE deadlock_probe (id int PRIMARY KEY)');
+    await db.raw('INSERT INTO deadlock_probe VALUES (1), (2)');
+    const [t1, t2] = [await db.transaction(), await db.transaction()];
+    await t1.raw('UPDATE deadlock_probe SET id = id WHERE id = 1');
+    await t2.raw('UPDATE deadlock_probe SET id = id WHERE id = 2');
+    const results = await Promise.allSettled([t1.raw('UPDATE deadlock_probe SET id = id WHERE id = 2'), t2.raw('UPDATE deadlock_probe SET id = id WHERE id = 1')]);
+    await Promise.allSettled([t1.rollback(), t2.rollback()]);
+    const codes = results.map((r) => (r.status === 'rejected' ? (r.reason as { code?: string }).code : 'ok'));
+    expect(codes.sort()).toEqual(['40P01', 'ok']);
+  } finally {
+    await handle.close();
+  }
+}
 
 /** A fresh schema on the suite's PostgreSQL, or on a private cluster when the suite runs on SQLite. */
 function pgDatabase(url: string): TestDatabase {
@@ -219,6 +327,8 @@ const canRunOnPostgres = !privateClusterNeeded || pgClusterAvailable().ok;
 
 describe.skipIf(!canRunOnPostgres)('the same with two broker instances on one PostgreSQL database', () => {
   let cluster: PgCluster | undefined;
+  let counted: DeadlockCountedDatabase | undefined;
+  let deadlocksBefore = 0;
   let a: Instance | undefined;
   let b: Instance | undefined;
 
@@ -228,23 +338,24 @@ describe.skipIf(!canRunOnPostgres)('the same with two broker instances on one Po
       cluster = await startPgCluster();
       url = cluster.url();
     }
-    const db = pgDatabase(url);
+    counted = await deadlockCountedDatabase(url);
+    deadlocksBefore = await counted.deadlocks();
     const rootKey = crypto.randomBytes(32).toString('base64');
-    a = await listen(await startTestBroker({ db, rootKey }));
-    b = await listen(await startTestBroker({ db, rootKey, keepDatabase: true }));
+    a = await listen(await startTestBroker({ db: counted, rootKey }));
+    b = await listen(await startTestBroker({ db: counted, rootKey, keepDatabase: true }));
   }, 60_000);
   afterAll(async () => {
     try {
-      await closeInstance(b);
-      await closeInstance(a);
-      await b?.tb.close();
-      await a?.tb.close();
+      await closeInstances([b, a]);
+      await counted?.dropDatabase();
     } finally {
       await cluster?.destroy();
     }
   });
 
-  it('writers and readers spread over both instances: all 201/200, each write reports its own version', async () => {
+  it('writers and readers spread over both instances: all 201/200, each write reports its own version, no deadlock', async () => {
     await contend([a!, b!]);
+    await closeInstances([b, a]);
+    expect(await counted!.deadlocks(), 'deadlocks PostgreSQL detected (and the broker retried)').toBe(deadlocksBefore);
   }, 60_000);
 });

@@ -1,9 +1,11 @@
 import crypto from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { chainHash } from '../../src/audit/audit-chain.js';
-import { eventToRow, rowToEvent } from '../../src/audit/audit-dal.js';
-import { GENESIS_HASH } from '../../src/audit/audit-types.js';
+import type { Knex } from 'knex';
+import { rowToEvent, type AuditEventRow } from '../../src/audit/audit-dal.js';
+import { eventLeafHash } from '../../src/audit/audit-leaf.js';
+import { TreeFrontier } from '../../src/audit/merkle.js';
 import { expectProblem, markSensitive } from '../core/helpers.js';
+import { headSeq } from '../support/audit-events.js';
 import { bearer, freshDatabase, startTestBroker, type TestBroker } from '../support/broker.js';
 
 /**
@@ -31,8 +33,32 @@ async function within(ms: number, probe: () => Promise<boolean>): Promise<number
   return (await probe()) ? Date.now() - start : undefined;
 }
 
-async function headSeq(tb: TestBroker): Promise<number> {
-  return Number((await tb.broker.services.db('audit_head').where({ id: 1 }).first()).seq);
+/** Leaves in the newest signed tree head. */
+async function treeSize(tb: TestBroker): Promise<number> {
+  return (await tb.broker.services.auditTree.latestHead())?.treeSize ?? 0;
+}
+
+/**
+ * What someone with database access but without the signing key can do best: edit one event,
+ * then recompute every leaf and inner node, and the heads' root columns, so that the tables
+ * agree with each other. Only the signatures in the heads' notes cannot follow.
+ */
+async function rehashTree(knex: Knex, edit: (row: AuditEventRow) => Partial<AuditEventRow> | undefined): Promise<void> {
+  await knex.transaction(async (trx) => {
+    const rows: AuditEventRow[] = await trx('audit_events').whereNotNull('leaf_index').orderBy('leaf_index');
+    const frontier = TreeFrontier.empty();
+    const roots = new Map<number, string>();
+    for (const original of rows) {
+      const change = edit(original);
+      const row = change ? { ...original, ...change } : original;
+      if (change) await trx('audit_events').where({ seq: original.seq }).update(change);
+      const nodes: Array<{ level: number; idx: number; hash: string }> = [];
+      frontier.appendLeafHash(Buffer.from(eventLeafHash(rowToEvent(row)), 'hex'), (n, h) => nodes.push({ level: n.level, idx: n.index, hash: h.toString('hex') }));
+      for (const n of nodes) await trx('audit_tree_nodes').where({ level: n.level, idx: n.idx }).update({ hash: n.hash });
+      roots.set(frontier.size, frontier.root().toString('hex'));
+    }
+    for (const [size, root] of roots) await trx('audit_tree_heads').where({ tree_size: size }).update({ root_hash: root });
+  });
 }
 
 describe('tamper detection: rows bound by MACs', () => {
@@ -133,55 +159,63 @@ describe('tamper detection: the audit chain watched by a running instance', () =
     await tb?.close();
   });
 
-  it('(a) cutting the tail and rewinding audit_head is found within one verify interval; audited operations then get 503', async () => {
+  it('(a) cutting events, nodes and signed heads back together is found within one verify interval; audited operations then get 503', async () => {
     const W = bearer(await tb.apiKey('writer'));
     expect((await tb.request.post('/v1/groups').set(W).send({ name: 'g' })).status).toBe(201);
     for (let i = 0; i < 5; i++) expect((await tb.request.post('/v1/secrets').set(W).send({ name: `s${i}`, value: `value-${i}`, groups: ['g'] })).status).toBe(201);
+    const cutTo = await (async () => {
+      await tb.broker.services.auditSequencer.flush();
+      return treeSize(tb);
+    })();
     const client = await tb.client('c', ['g']);
     for (let i = 0; i < 5; i++) expect((await tb.request.get(`/v1/client/secrets/s${i}`).set(bearer(client.token))).status).toBe(200);
-    const head = await headSeq(tb);
-    // no signed checkpoint covers these events: only the instance's own high-water mark can tell
-    expect(Number((await tb.broker.services.db('audit_checkpoints').count('* as n').first())!.n)).toBe(0);
-    expect(await within(5000, async () => ((await metric(tb, 'keywarden_audit_chain_verified_seq')) ?? 0) >= head)).toBeDefined();
+    await tb.broker.services.auditSequencer.flush();
+    const size = await treeSize(tb);
+    expect(size - cutTo).toBeGreaterThanOrEqual(6);
+    // no one outside kept a checkpoint of these leaves: only the instance's own verified state can tell
+    expect(await within(5000, async () => ((await metric(tb, 'keywarden_audit_chain_verified_tree_size')) ?? 0) >= size)).toBeDefined();
     expect(await metric(tb, 'keywarden_audit_chain_ok')).toBe(1);
     const ready = await tb.request.get('/readyz');
     expect(ready.body.checks.auditChain).toBe('ok');
 
-    // the cut: the last events go, and the head is set back to the survivor, consistently
+    // the cut: the newest leaves go with their nodes and every head that covered them, consistently
     const db = tb.broker.services.db;
-    const keep = head - 6;
-    const survivor = await db('audit_events').where({ seq: keep }).first();
     await db.transaction(async (trx) => {
-      await trx('audit_events').where('seq', '>', keep).delete();
-      await trx('audit_head').where({ id: 1 }).update({ seq: keep, hash: survivor.hash });
+      await trx('audit_events').where('leaf_index', '>=', cutTo).delete();
+      await trx('audit_tree_heads').where('tree_size', '>', cutTo).delete();
+      const nodes: Array<{ level: number; idx: number }> = await trx('audit_tree_nodes').select('level', 'idx');
+      for (const { level, idx } of nodes) if ((Number(idx) + 1) * 2 ** Number(level) > cutTo) await trx('audit_tree_nodes').where({ level, idx }).delete();
     });
-    // the chain itself is consistent again: a from-scratch verification of the table alone passes
-    expect(await tb.broker.services.auditVerifier.verify()).toMatchObject({ ok: true });
+    // the tables agree again: a from-scratch verification of the database alone passes
+    expect(await tb.broker.services.auditVerifier.verify()).toMatchObject({ ok: true, treeSize: cutTo });
 
     const detectedAfterMs = await within((VERIFY_INTERVAL_SECONDS + 4) * 1000, async () => (await tb.request.get('/readyz')).status === 503);
     expect(detectedAfterMs, 'the truncation was not detected').toBeDefined();
     // the bound is the interval plus one pass; generous for a slow shared machine
     expect(detectedAfterMs!).toBeLessThan(VERIFY_INTERVAL_SECONDS * 1000 + 2500);
-    console.info(`tail cut + head rewind detected after ${detectedAfterMs} ms (KEYWARDEN_AUDIT_VERIFY_INTERVAL=${VERIFY_INTERVAL_SECONDS})`);
+    console.info(`truncation of events, nodes and heads detected after ${detectedAfterMs} ms (KEYWARDEN_AUDIT_VERIFY_INTERVAL=${VERIFY_INTERVAL_SECONDS})`);
 
     const readyz = await tb.request.get('/readyz');
     expect(readyz.status).toBe(503);
     expect(readyz.body).toMatchObject({ status: 'not ready', checks: { auditChain: 'broken' } });
+    expect(tb.broker.services.auditChain.failure).toMatchObject({ firstBadLeaf: cutTo });
+    expect(tb.broker.services.auditChain.failure?.reason).toMatch(/the log was cut back/);
     expect(await metric(tb, 'keywarden_audit_chain_ok')).toBe(0);
 
-    // fail closed: writes and (audited) reads are refused, nothing is appended to the cut chain
+    // fail closed: writes and (audited) reads are refused, nothing is recorded on the cut log
     const before = await headSeq(tb);
     expectProblem(await tb.request.post('/v1/groups').set(W).send({ name: 'after-cut' }), 503, 'audit_chain_broken');
     expectProblem(await tb.request.post('/v1/secrets').set(W).send({ name: 'after-cut', value: 'x-after-cut' }), 503, 'audit_chain_broken');
     expectProblem(await tb.request.get('/v1/client/secrets/s0').set(bearer(client.token)), 503, 'audit_chain_broken');
     expectProblem(await tb.request.post('/v1/audit/checkpoints').set(bearer(tb.adminKey)), 503, 'audit_chain_broken');
     expect(await headSeq(tb)).toBe(before);
+    expect(await treeSize(tb)).toBe(cutTo);
     expect(await db('groups').where({ name: 'after-cut' }).first()).toBeUndefined();
   });
 });
 
 describe('tamper detection: a new instance checks from the last signed checkpoint', () => {
-  it('(b) rehashing the whole chain consistently after a checkpoint is found at startup', async () => {
+  it('(b) rehashing the whole tree consistently (without the signing key) is found at startup', async () => {
     const tdb = freshDatabase();
     const rootKey = crypto.randomBytes(32).toString('base64');
     const first = await startTestBroker({ db: tdb, rootKey, keepDatabase: true });
@@ -202,22 +236,10 @@ describe('tamper detection: a new instance checks from the last signed checkpoin
       await control.close();
       control = undefined;
 
-      // forge: rename the actor of event 2, then rehash every event and the head so the chain is whole
+      // forge: rename the actor of leaf 2, then recompute every node and the heads' roots so the tables agree
       const handle = await tdb.open();
       try {
-        const rows = await handle.knex('audit_events').orderBy('seq');
-        let prev = GENESIS_HASH;
-        await handle.knex.transaction(async (trx) => {
-          for (const row of rows) {
-            const event = rowToEvent(row);
-            if (event.seq === 2) event.actorName = 'mallory';
-            const { hash: _old, ...rest } = { ...event, prevHash: prev };
-            const forged = { ...rest, hash: chainHash(prev, rest) };
-            await trx('audit_events').where({ seq: event.seq }).update(eventToRow(forged));
-            prev = forged.hash;
-          }
-          await trx('audit_head').where({ id: 1 }).update({ hash: prev });
-        });
+        await rehashTree(handle.knex, (row) => (Number(row.leaf_index) === 2 ? { actor_name: 'mallory' } : undefined));
       } finally {
         await handle.close();
       }
@@ -226,7 +248,7 @@ describe('tamper detection: a new instance checks from the last signed checkpoin
       const readyz = await second.request.get('/readyz');
       expect(readyz.status).toBe(503);
       expect(readyz.body.checks.auditChain).toBe('broken');
-      expect(second.broker.services.auditChain.failure?.reason).toMatch(/differs from signed checkpoint/);
+      expect(second.broker.services.auditChain.failure?.reason).toMatch(/its columns differ from what its signed checkpoint says/);
       expectProblem(await second.request.post('/v1/groups').set(bearer(second.adminKey)).send({ name: 'after-rehash' }), 503, 'audit_chain_broken');
     } finally {
       await control?.close();

@@ -1,0 +1,352 @@
+// The audit log as a Merkle tree (issue 12): what sequencing costs, how long an event waits
+// for a signed tree head, and what a proof costs as the tree grows. The broker runs in-process
+// on SQLite (a fresh data directory) or on a fresh schema of a PostgreSQL database (dropped at
+// the end); proofs are timed as service calls and over HTTP on a loopback port.
+//   (a) sequencing: queue `--events` events, then time the sequencer (default batch) until all
+//       are leaves: wall time and this process's CPU per event (the PostgreSQL server's CPU is
+//       not in it).
+//   (b) commit to inclusion: a steady `--rate` events/s for `--load-seconds`, recorded the way
+//       deliveries are (group commit), with the sequencer on its timer (default 500 ms); per
+//       event, from its commit to the first signed head that covers it (polled every 5 ms), and
+//       the broker's own keywarden_audit_inclusion_delay_seconds histogram.
+//   (c) proofs: the tree built to each of `--sizes` leaves (events queued through the DAL
+//       program, sequenced in batches of `--build-batch`), then `--proofs` random inclusion and
+//       consistency proofs at that size, in-process and over HTTP.
+// Prints JSON lines as it goes, and the whole result as one JSON document at the end (`--out FILE` too).
+// Usage: node --import tsx bench/audit-tlog.ts [--database-url postgres://postgres@127.0.0.1:5432/test]
+//          [--only a,b,c] [--events 50000] [--rate 500] [--load-seconds 20] [--sizes 10000,1000000]
+//          [--proofs 500] [--build-batch 50000] [--out FILE]
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import pino from 'pino';
+import { createBroker } from '../src/broker.js';
+import { loadConfig } from '../src/config.js';
+import { openDatabase } from '../src/db/connection.js';
+import { appendEventsProgram } from '../src/audit/audit-dal.js';
+import { sequenceProgram } from '../src/audit/audit-tree-dal.js';
+import { defaultAuditOrigin, loadAuditLogSigner } from '../src/audit/audit-log-key.js';
+import { verifyConsistency, verifyInclusion } from '../src/audit/merkle.js';
+import type { AuditEventInput } from '../src/audit/audit-types.js';
+
+const { values } = parseArgs({
+  options: {
+    'database-url': { type: 'string' },
+    only: { type: 'string', default: 'a,b,c' },
+    events: { type: 'string', default: '50000' },
+    rate: { type: 'string', default: '500' },
+    'load-seconds': { type: 'string', default: '20' },
+    sizes: { type: 'string', default: '10000,1000000' },
+    proofs: { type: 'string', default: '500' },
+    'build-batch': { type: 'string', default: '50000' },
+    out: { type: 'string' },
+  },
+});
+const only = new Set(values.only!.split(','));
+const pgUrl = values['database-url'];
+const issuer = 'http://127.0.0.1:8750';
+const silent = pino({ level: 'silent' });
+const loadAverage = () => os.loadavg().map((l) => Math.round(l * 100) / 100);
+const round = (x: number, digits = 1) => Math.round(x * 10 ** digits) / 10 ** digits;
+
+function emit(record: Record<string, unknown>): Record<string, unknown> {
+  const withLoad = { ...record, loadAverage: loadAverage() };
+  process.stdout.write(JSON.stringify(withLoad) + '\n');
+  return withLoad;
+}
+
+function percentiles(xs: number[]): { n: number; p50: number; p90: number; p99: number; max: number } {
+  const s = [...xs].sort((a, b) => a - b);
+  const at = (p: number) => round(s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))], 3);
+  return { n: s.length, p50: at(50), p90: at(90), p99: at(99), max: at(100) };
+}
+
+/** A client delivery's audit event, shaped as secrets-service.deliver records it. */
+function readEvent(i: number): AuditEventInput {
+  return {
+    actor: { kind: 'client', id: String(1 + (i % 50)), name: `bench-client-${i % 50}` },
+    action: 'secret.read',
+    resource: { kind: 'secret', name: `bench/secret-${i % 1000}` },
+    outcome: 'allow',
+    details: { version: 1 + (i % 7), via: 'client', group: 'bench' },
+    request: { requestId: crypto.randomUUID(), sourceIp: '127.0.0.1', userAgent: 'keywarden-bench/1' },
+  };
+}
+
+/** A broker on a fresh SQLite directory or PostgreSQL schema, served on a loopback port; torn down by `close`. */
+async function startBroker(env: Record<string, string>) {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kw-bench-tlog-'));
+  const schema = pgUrl ? `kw_bench_${crypto.randomBytes(5).toString('hex')}` : undefined;
+  const config = loadConfig({
+    KEYWARDEN_DATA_DIR: dataDir,
+    ...(pgUrl ? { KEYWARDEN_DATABASE_URL: pgUrl } : {}),
+    KEYWARDEN_ROOT_KEY: crypto.randomBytes(32).toString('base64'),
+    KEYWARDEN_LOG_LEVEL: 'silent',
+    KEYWARDEN_ISSUER: issuer,
+    ...env,
+  });
+  const broker = await createBroker(config, { ...(schema ? { dbSchema: schema } : {}), logger: silent });
+  const server = http.createServer(broker.app);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const adminKey = await broker.services.apiKeys.bootstrapAdmin();
+  if (!adminKey) throw new Error('fresh database has an API key already');
+  const created = await fetch(`${base}/v1/api-keys`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${adminKey}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ name: 'bench-auditor', role: 'auditor' }),
+  });
+  if (created.status !== 201) throw new Error(`auditor key: ${created.status} ${await created.text()}`);
+  const auditorKey = ((await created.json()) as { key: string }).key;
+  return {
+    broker,
+    base,
+    auditorKey,
+    async close() {
+      server.closeAllConnections();
+      server.close();
+      await broker.close();
+      if (schema) {
+        const admin = await openDatabase(pgUrl!);
+        await admin.knex.raw(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).finally(() => admin.close());
+      }
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+type Bench = Awaited<ReturnType<typeof startBroker>>;
+
+/** Queues `count` events through the DAL program, `perTransaction` to a transaction. */
+async function queueEvents(b: Bench, count: number, perTransaction: number, offset = 0): Promise<number> {
+  const started = performance.now();
+  for (let i = 0; i < count; i += perTransaction) {
+    const n = Math.min(perTransaction, count - i);
+    const inputs = Array.from({ length: n }, (_, k) => readEvent(offset + i + k));
+    await b.broker.services.database.writeProgram(appendEventsProgram(inputs, [], Date.now()));
+  }
+  return (performance.now() - started) / 1000;
+}
+
+async function queued(b: Bench): Promise<number> {
+  return (await b.broker.services.auditTree.queueStats()).queued;
+}
+
+const results: Record<string, unknown> = {
+  database: pgUrl ? 'postgres' : 'sqlite',
+  startedAt: new Date().toISOString(),
+  node: process.version,
+  cpus: os.cpus().length,
+  cpuModel: os.cpus()[0]?.model,
+  argv: process.argv.slice(2),
+};
+
+// (a) sequencing cost per event, with the broker's own sequencer and its default batch (1000)
+async function sequencingCost(): Promise<void> {
+  const events = Number(values.events);
+  const b = await startBroker({ KEYWARDEN_AUDIT_SEQUENCE_INTERVAL_MS: '0' });
+  try {
+    const queueSeconds = await queueEvents(b, events, 1000);
+    const before = await queued(b);
+    const cpu0 = process.cpuUsage();
+    const t0 = performance.now();
+    // flush() is one run of at most 50 batches: call it until the queue is empty
+    let runs = 0;
+    while ((await queued(b)) > 0) {
+      await b.broker.services.auditSequencer.flush(600_000);
+      runs++;
+    }
+    const wall = (performance.now() - t0) / 1000;
+    const cpu = process.cpuUsage(cpu0);
+    const head = await b.broker.services.auditTree.latestHead();
+    results.sequencing = emit({
+      part: 'a: sequencing cost',
+      queuedEvents: before,
+      queueSeconds: round(queueSeconds, 2),
+      flushRuns: runs,
+      treeSize: head?.treeSize,
+      sequencingSeconds: round(wall, 2),
+      wallMicrosPerEvent: round((wall * 1e6) / before),
+      processCpuMicrosPerEvent: round((cpu.user + cpu.system) / before),
+      eventsPerSecond: Math.round(before / wall),
+    });
+  } finally {
+    await b.close();
+  }
+}
+
+// (b) delay from commit to inclusion under a steady load, sequencer on its default timer
+async function inclusionDelay(): Promise<void> {
+  const rate = Number(values.rate);
+  const seconds = Number(values['load-seconds']);
+  const b = await startBroker({});
+  const audit = b.broker.services.audit;
+  const tree = b.broker.services.auditTree;
+  try {
+    await b.broker.services.auditSequencer.flush();
+    const committed = new Map<number, number>(); // seq -> commit time (ms, performance clock)
+    const heads: Array<{ at: number; size: number }> = [];
+    let polling = true;
+    const poller = (async () => {
+      let last = -1;
+      while (polling) {
+        const h = await tree.latestHead();
+        const size = h?.treeSize ?? 0;
+        if (size !== last) {
+          heads.push({ at: performance.now(), size });
+          last = size;
+        }
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    })();
+    // ticks of 10 ms, each recording its share of the rate as single-event deliveries (group-committed)
+    const perTick = rate / 100;
+    const pending: Promise<void>[] = [];
+    const start = performance.now();
+    let sent = 0;
+    let failed = 0;
+    for (let tick = 0; performance.now() - start < seconds * 1000; tick++) {
+      const due = Math.floor(((performance.now() - start) / 1000) * rate) - sent;
+      for (let k = 0; k < Math.max(0, due); k++) {
+        const i = sent++;
+        pending.push(
+          audit.recordReads([readEvent(i)], []).then(
+            ([e]) => void committed.set(e.seq, performance.now()),
+            () => void failed++,
+          ),
+        );
+      }
+      await new Promise((r) => setTimeout(r, Math.max(0, start + (tick + 1) * (1000 / (rate / perTick)) - performance.now())));
+    }
+    await Promise.all(pending);
+    const loadSeconds = (performance.now() - start) / 1000;
+    // wait for the timer to take the last ones
+    const deadline = performance.now() + 10_000;
+    while ((await queued(b)) > 0 && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, 50));
+    polling = false;
+    await poller;
+    const seqs = [...committed.keys()];
+    const leafOf = new Map<number, number>();
+    for (let i = 0; i < seqs.length; i += 5000) {
+      const chunk = seqs.slice(i, i + 5000);
+      const got = (await b.broker.services.database.reader('audit_events').select('seq', 'leaf_index').whereIn('seq', chunk)) as Array<{ seq: number | string; leaf_index: number | string | null }>;
+      for (const r of got) if (r.leaf_index !== null) leafOf.set(Number(r.seq), Number(r.leaf_index));
+    }
+    const delays: number[] = [];
+    let notIncluded = 0;
+    for (const [seq, at] of committed) {
+      const leaf = leafOf.get(seq);
+      const head = leaf === undefined ? undefined : heads.find((h) => h.size > leaf);
+      if (!head) {
+        notIncluded++;
+        continue;
+      }
+      // a head seen before the commit promise settled (the sequencer ran between commit and resolve) counts as 0
+      delays.push(Math.max(0, head.at - at));
+    }
+    const metric = (await b.broker.services.metrics.registry.getSingleMetric('keywarden_audit_inclusion_delay_seconds')!.get()) as {
+      values: Array<{ metricName?: string; value: number; labels: Record<string, string | number> }>;
+    };
+    const buckets = metric.values.filter((v) => v.metricName?.endsWith('_bucket')).map((v) => ({ le: v.labels.le, count: v.value }));
+    const sum = metric.values.find((v) => v.metricName?.endsWith('_sum'))?.value ?? 0;
+    const count = metric.values.find((v) => v.metricName?.endsWith('_count'))?.value ?? 0;
+    results.inclusionDelay = emit({
+      part: 'b: commit to inclusion',
+      targetRate: rate,
+      achievedRate: round(committed.size / loadSeconds),
+      recorded: committed.size,
+      failed,
+      notIncluded,
+      headsSeen: heads.length,
+      delayMs: percentiles(delays),
+      histogram: { count, meanMs: count ? round((sum / count) * 1000) : null, buckets },
+    });
+  } finally {
+    await b.close();
+  }
+}
+
+// (c) proof latency as the tree grows
+async function proofLatency(): Promise<void> {
+  const sizes = values.sizes!.split(',').map(Number).sort((a, b) => a - b);
+  const proofs = Number(values.proofs);
+  const buildBatch = Number(values['build-batch']);
+  const b = await startBroker({ KEYWARDEN_AUDIT_SEQUENCE_INTERVAL_MS: '0' });
+  const db = b.broker.services.database;
+  const signer = await loadAuditLogSigner(b.broker.services.systemKeys, defaultAuditOrigin(issuer));
+  const service = b.broker.services.auditProofs;
+  const auth = { authorization: `Bearer ${b.auditorKey}` };
+  const out: Record<string, unknown>[] = [];
+  try {
+    await b.broker.services.auditSequencer.flush();
+    let size = (await b.broker.services.auditTree.latestHead())?.treeSize ?? 0;
+    for (const target of sizes) {
+      const queueSeconds = await queueEvents(b, target - size, 10_000, size);
+      const t0 = performance.now();
+      for (;;) {
+        const outcome = await db.writeProgram(sequenceProgram({ batch: buildBatch, now: Date.now(), resignAfterMs: Infinity, sign: signer.sign }));
+        if (outcome.status !== 'sequenced' || outcome.sequenced < buildBatch) break;
+      }
+      const sequenceSeconds = (performance.now() - t0) / 1000;
+      size = (await b.broker.services.auditTree.latestHead())!.treeSize;
+      if (size !== target) throw new Error(`tree has ${size} leaves, wanted ${target}`);
+      emit({ part: 'c: build', treeSize: size, queueSeconds: round(queueSeconds, 1), sequenceSeconds: round(sequenceSeconds, 1) });
+
+      const leaves = Array.from({ length: proofs }, () => crypto.randomInt(0, size));
+      const froms = Array.from({ length: proofs }, () => crypto.randomInt(1, size));
+      const time = async (xs: number[], f: (x: number) => Promise<unknown>) => {
+        for (const x of xs.slice(0, 20)) await f(x); // warm-up, not counted
+        const ms: number[] = [];
+        for (const x of xs) {
+          const s = performance.now();
+          await f(x);
+          ms.push(performance.now() - s);
+        }
+        return percentiles(ms);
+      };
+      const getJson = async (p: string) => {
+        const res = await fetch(`${b.base}${p}`, { headers: auth });
+        if (res.status !== 200) throw new Error(`${p}: ${res.status} ${await res.text()}`);
+        return res.json();
+      };
+      // the proofs must check, or their timings mean nothing
+      for (const leaf of leaves.slice(0, 10)) {
+        const p = await service.inclusion({ leafIndex: leaf }, size);
+        if (!verifyInclusion(leaf, size, Buffer.from(p.leafHash, 'hex'), p.hashes.map((h) => Buffer.from(h, 'hex')), Buffer.from(p.rootHash, 'hex'))) throw new Error(`inclusion proof for ${leaf} does not verify`);
+      }
+      for (const from of froms.slice(0, 10)) {
+        const p = await service.consistency(from, size);
+        if (!verifyConsistency(from, size, Buffer.from(p.fromRoot, 'hex'), Buffer.from(p.toRoot, 'hex'), p.hashes.map((h) => Buffer.from(h, 'hex')))) throw new Error(`consistency proof from ${from} does not verify`);
+      }
+      const sample = await service.inclusion({ leafIndex: leaves[0] }, size);
+      out.push(
+        emit({
+          part: 'c: proofs',
+          treeSize: size,
+          proofs,
+          inclusionHashes: sample.hashes.length,
+          inclusionServiceMs: await time(leaves, (leaf) => service.inclusion({ leafIndex: leaf }, size)),
+          consistencyServiceMs: await time(froms, (from) => service.consistency(from, size)),
+          inclusionHttpMs: await time(leaves, (leaf) => getJson(`/v1/audit/proof/inclusion?leaf=${leaf}&treeSize=${size}`)),
+          consistencyHttpMs: await time(froms, (from) => getJson(`/v1/audit/proof/consistency?from=${from}&to=${size}`)),
+          build: { queueSeconds: round(queueSeconds, 1), sequenceSeconds: round(sequenceSeconds, 1) },
+        }),
+      );
+    }
+    results.proofs = out;
+  } finally {
+    await b.close();
+  }
+}
+
+if (only.has('a')) await sequencingCost();
+if (only.has('b')) await inclusionDelay();
+if (only.has('c')) await proofLatency();
+results.finishedAt = new Date().toISOString();
+results.loadAverageAtEnd = loadAverage();
+if (values.out) fs.writeFileSync(values.out, JSON.stringify(results, null, 2) + '\n');
+process.stdout.write(JSON.stringify(results) + '\n');
