@@ -316,11 +316,11 @@ async function proofLatency(): Promise<void> {
       // the proofs must check, or their timings mean nothing
       for (const leaf of leaves.slice(0, 10)) {
         const p = await service.inclusion({ leafIndex: leaf }, size);
-        if (!verifyInclusion(leaf, size, Buffer.from(p.leafHash, 'hex'), p.hashes.map((h) => Buffer.from(h, 'hex')), Buffer.from(p.rootHash, 'hex'))) throw new Error(`inclusion proof for ${leaf} does not verify`);
+        if (!verifyInclusion(Buffer.from(p.leafHash, 'hex'), leaf, size, p.hashes.map((h) => Buffer.from(h, 'hex')), Buffer.from(p.rootHash, 'hex'))) throw new Error(`inclusion proof for ${leaf} does not verify`);
       }
       for (const from of froms.slice(0, 10)) {
         const p = await service.consistency(from, size);
-        if (!verifyConsistency(from, size, Buffer.from(p.fromRoot, 'hex'), Buffer.from(p.toRoot, 'hex'), p.hashes.map((h) => Buffer.from(h, 'hex')))) throw new Error(`consistency proof from ${from} does not verify`);
+        if (!verifyConsistency(from, size, p.hashes.map((h) => Buffer.from(h, 'hex')), Buffer.from(p.fromRoot, 'hex'), Buffer.from(p.toRoot, 'hex'))) throw new Error(`consistency proof from ${from} does not verify`);
       }
       const sample = await service.inclusion({ leafIndex: leaves[0] }, size);
       out.push(

@@ -23,6 +23,8 @@ export interface AuditSequencerDeps {
   sink?: JsonlAuditSink;
   /** Called when the stored tree no longer matches its signed head: the log is tampered with. */
   onTreeMismatch?: (reason: string) => void;
+  /** Throws (503 audit_chain_broken) once the log failed verification: no head is signed over it. */
+  chainGuard?: () => void;
 }
 
 const DEFAULT_BATCH = 1000;

@@ -3,6 +3,7 @@ import type { AuditLogSigner } from './audit-log-key.js';
 import type { AuditTreeDal, StoredTreeHead } from './audit-tree-dal.js';
 import { nodeKey } from './audit-tree-dal.js';
 import { eventLeafHash } from './audit-leaf.js';
+import { chainHash } from './audit-chain.js';
 import { TreeFrontier, type NodeId } from './merkle.js';
 
 /** What a verification pass established, up to `treeSize`. */
@@ -128,6 +129,9 @@ export class AuditVerifyService {
     if (options.from && frontier.size > 0) {
       for await (const [last] of tree.leaves(frontier.size - 1, frontier.size)) sawEvent = last?.event !== undefined;
     }
+    // events from before migration 008 also carry their hash chain: checked as well, so a chain
+    // edited before the upgrade is not vouched for by the tree built on it
+    let chainPrev: string | undefined;
     for await (const batch of tree.leaves(frontier.size, latest.treeSize)) {
       const emitted: Array<{ node: NodeId; hash: Buffer }> = [];
       for (const leaf of batch) {
@@ -138,6 +142,14 @@ export class AuditVerifyService {
           sawEvent = true;
           if (eventLeafHash(leaf.event) !== leaf.hash) {
             return fail({ firstBadLeaf: leaf.index, reason: `event ${leaf.event.seq} (leaf ${leaf.index}) does not match its leaf hash: it was edited` }, counts());
+          }
+          const { prevHash, hash } = leaf.event;
+          if (prevHash !== undefined && hash !== undefined) {
+            const { leafIndex: _position, ...chained } = { ...leaf.event, prevHash, hash };
+            if (chainHash(prevHash, chained) !== hash || (chainPrev !== undefined && chainPrev !== prevHash)) {
+              return fail({ firstBadLeaf: leaf.index, reason: `event ${leaf.event.seq} (leaf ${leaf.index}) breaks the hash chain it was recorded in before the upgrade` }, counts());
+            }
+            chainPrev = hash;
           }
           leavesChecked++;
         } else if (sawEvent) {

@@ -8,7 +8,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chainHash, type ChainedEvent } from '../../src/audit/audit-chain.js';
 import { verifyExportFile } from '../../src/audit/offline-verify.js';
 import { migrationsDirectory } from '../../src/db/migrate.js';
-import { freshDatabase, startTestBroker, type TestBroker, type TestDatabase } from '../support/broker.js';
+import { createBroker } from '../../src/broker.js';
+import { loadConfig } from '../../src/config.js';
+import { freshDatabase, silentLogger, startTestBroker, type TestBroker, type TestDatabase } from '../support/broker.js';
 import { baseEnv, REPO_ROOT, runCli } from '../cli/cli-support.js';
 import { allEvents, auth } from './audit-helpers.js';
 
@@ -274,6 +276,48 @@ const FIXTURE = path.join(REPO_ROOT, 'test/fixtures/audit-export-v1');
  * a broker on SQLite, some writes, two checkpoints (POST /v1/audit/checkpoints), then
  * GET /v1/audit/export?checkpoints=true and /.well-known/jwks.json.
  */
+describe('migration 008 on a chain edited before the upgrade', () => {
+  it('does not vouch for it: the tree built on it verifies, the chain inside its leaves does not', async () => {
+    const db = freshDatabase();
+    const handle = await db.open();
+    const chain = buildChain(1, 8, GENESIS);
+    try {
+      await handle.knex.migrate.latest({ migrationSource: new MigrationsUpTo('007') });
+      await insertChain(handle.knex, chain);
+      // an edit that leaves the stored hash alone: the old chain verifier would have caught it
+      await handle.knex('audit_events').where({ seq: 5 }).update({ outcome: 'deny', reason: 'rewritten' });
+    } finally {
+      await handle.close();
+    }
+    // the broker itself, without the test helper's admin key (recording one is refused)
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kw-mig-'));
+    const config = loadConfig({
+      KEYWARDEN_DATA_DIR: dataDir,
+      KEYWARDEN_DATABASE_URL: db.url,
+      KEYWARDEN_ROOT_KEY: crypto.randomBytes(32).toString('base64'),
+      KEYWARDEN_LOG_LEVEL: 'silent',
+      KEYWARDEN_ISSUER: 'http://127.0.0.1:8750',
+      KEYWARDEN_AUDIT_SEQUENCE_INTERVAL_MS: '0',
+    });
+    const brokerHandle = await db.open();
+    const broker = await createBroker(config, { logger: silentLogger, db: brokerHandle });
+    try {
+      // the startup verification found it before anything was served
+      expect(broker.services.auditChain.status).toBe('broken');
+      expect(broker.services.auditChain.failure).toMatchObject({ firstBadLeaf: 4 });
+      expect(broker.services.auditChain.failure?.reason).toMatch(/breaks the hash chain/);
+      expect(await broker.services.auditVerifier.verify()).toMatchObject({ ok: false, firstBadLeaf: 4 });
+      // and what must be recorded is refused
+      await expect(broker.services.audit.record({ actor: { kind: 'system' }, action: 'test.write', outcome: 'allow' })).rejects.toMatchObject({ code: 'audit_chain_broken' });
+    } finally {
+      await broker.close();
+      await brokerHandle.close();
+      await db.drop();
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('a format-1 export made before the upgrade', () => {
   const jwks = JSON.parse(fs.readFileSync(path.join(FIXTURE, 'jwks.json'), 'utf8'));
   const file = path.join(FIXTURE, 'export.ndjson');

@@ -92,7 +92,9 @@ function verifyConsistencyRfc(first: number, second: number, proof: Buffer[], fi
 
 /** C2SP signed note with an Ed25519 key: returns the checkpoint's size and root, or throws. */
 function openCheckpoint(note: string, verifierKey: string): { origin: string; size: number; root: Buffer } {
-  const [name, keyIdHex, keyB64] = verifierKey.split('+');
+  // <name>+<hex key id>+<base64 key>: the name has no '+', but base64 may
+  const [name, keyIdHex] = verifierKey.split('+', 2);
+  const keyB64 = verifierKey.slice(name.length + keyIdHex.length + 2);
   const keyBytes = Buffer.from(keyB64, 'base64');
   expect(keyBytes[0]).toBe(0x01);
   const publicKey = crypto.createPublicKey({ key: Buffer.concat([Buffer.from('302a300506032b6570032100', 'hex'), keyBytes.subarray(1)]), format: 'der', type: 'spki' });
