@@ -288,7 +288,7 @@ async function proofLatency(): Promise<void> {
       const queueSeconds = await queueEvents(b, target - size, 10_000, size);
       const t0 = performance.now();
       for (;;) {
-        const outcome = await db.writeProgram(sequenceProgram({ batch: buildBatch, now: Date.now(), resignAfterMs: Infinity, sign: signer.sign }));
+        const outcome = await db.writeProgram(sequenceProgram({ batch: buildBatch, now: Date.now(), resignAfterMs: Infinity, sign: signer.sign, open: signer.open }));
         if (outcome.status !== 'sequenced' || outcome.sequenced < buildBatch) break;
       }
       const sequenceSeconds = (performance.now() - t0) / 1000;

@@ -1,9 +1,12 @@
 import type { SystemKeys } from '../crypto/system-keys.js';
-import type { TreeHeadSigner } from './audit-tree-dal.js';
+import type { TreeHeadOpener, TreeHeadSigner } from './audit-tree-dal.js';
 import {
   ed25519KeyFromSeed,
   formatCheckpoint,
+  NoteError,
   noteKeyId,
+  openNote,
+  parseCheckpoint,
   parseVerifierKey,
   signNote,
   verifierKeyString,
@@ -20,6 +23,8 @@ export interface AuditLogSigner {
   verifierKey: string;
   verifier: NoteVerifier;
   sign: TreeHeadSigner;
+  /** Opens a signed head of this log (signature, origin); throws NoteError otherwise. */
+  open: TreeHeadOpener;
 }
 
 /**
@@ -47,11 +52,17 @@ export function checkpointTime(extensions: string[]): number | undefined {
 export async function loadAuditLogSigner(systemKeys: SystemKeys, origin: string): Promise<AuditLogSigner> {
   const { privateKey, publicRaw } = ed25519KeyFromSeed(await systemKeys.get('audit-log-signing'));
   const verifierKey = verifierKeyString(origin, publicRaw);
+  const verifier = parseVerifierKey(verifierKey);
   return {
     origin,
     keyId: noteKeyId(origin, publicRaw).toString('hex'),
     verifierKey,
-    verifier: parseVerifierKey(verifierKey),
+    verifier,
+    open: (note) => {
+      const cp = parseCheckpoint(openNote(note, [verifier]).text);
+      if (cp.origin !== origin) throw new NoteError(`checkpoint origin "${cp.origin}" is not this log's origin`);
+      return { treeSize: cp.size, rootHash: cp.rootHash.toString('hex') };
+    },
     sign: (treeSize, rootHash, now) => ({
       note: signNote(formatCheckpoint({ origin, size: treeSize, rootHash, extensions: [timestampLine(now)] }), origin, privateKey),
       keyId: noteKeyId(origin, publicRaw).toString('hex'),

@@ -136,7 +136,7 @@ export class AuditSequencer {
       let outcome: SequenceOutcome;
       try {
         outcome = await this.deps.db.writeProgram(
-          sequenceProgram({ batch: this.batch, now: this.deps.clock(), resignAfterMs: this.deps.resignAfterMs > 0 ? this.deps.resignAfterMs : Infinity, sign: signer.sign }),
+          sequenceProgram({ batch: this.batch, now: this.deps.clock(), resignAfterMs: this.deps.resignAfterMs > 0 ? this.deps.resignAfterMs : Infinity, sign: signer.sign, open: signer.open }),
         );
       } catch (err) {
         this.metrics.runs.inc({ status: 'error' });

@@ -173,7 +173,10 @@ export class TreeStateMismatch extends Error {}
  * fork the tree. When nothing is queued, a head older than `resignAfterMs` is signed again at
  * the same size, so witnesses see a fresh timestamp.
  */
-export function sequenceProgram(opts: { batch: number; now: number; resignAfterMs: number; sign: TreeHeadSigner }): ProgramFactory<SequenceOutcome> {
+/** Opens a stored head's signed note with the log key: its size and root, or throws when it does not verify. */
+export type TreeHeadOpener = (note: string) => { treeSize: number; rootHash: string };
+
+export function sequenceProgram(opts: { batch: number; now: number; resignAfterMs: number; sign: TreeHeadSigner; open: TreeHeadOpener }): ProgramFactory<SequenceOutcome> {
   return function* (dialect) {
     if (dialect === 'postgres') {
       const [lock] = (yield { sql: SEQUENCER_LOCK_SQL, params: [] }) as Array<{ locked: boolean }>;
@@ -191,8 +194,21 @@ export function sequenceProgram(opts: { batch: number; now: number; resignAfterM
     const hashes = frontierIds.map((id) => stored.get(nodeKey(id)));
     if (hashes.some((h) => h === undefined)) throw new TreeStateMismatch(`nodes of the tree of size ${size} are missing`);
     const frontier = size > 0 ? TreeFrontier.fromNodes(size, hashes as Buffer[]) : TreeFrontier.empty();
-    if (latest && frontier.root().toString('hex') !== latest.rootHash) {
-      throw new TreeStateMismatch(`the stored nodes do not hash to the signed root of tree size ${size}`);
+    if (latest) {
+      // the columns are only a copy: the head extended is the one the log key signed, so a tree
+      // rehashed in the database, with its root column rewritten to match, is never signed over
+      let signed: { treeSize: number; rootHash: string };
+      try {
+        signed = opts.open(latest.note);
+      } catch {
+        throw new TreeStateMismatch(`the newest tree head (size ${size}) is not signed by the log key`);
+      }
+      if (signed.treeSize !== size || signed.rootHash !== latest.rootHash) {
+        throw new TreeStateMismatch(`the newest tree head's columns differ from what its signed checkpoint says`);
+      }
+      if (frontier.root().toString('hex') !== latest.rootHash) {
+        throw new TreeStateMismatch(`the stored nodes do not hash to the signed root of tree size ${size}`);
+      }
     }
 
     const queued = (yield {

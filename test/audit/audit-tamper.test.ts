@@ -357,6 +357,33 @@ describe('audit tree tamper detection', () => {
     }, /note has no verifiable signatures/);
   });
 
+  it('(7) a rehashed tree with its newest root column rewritten is never signed over by the sequencer', async () => {
+    // the attack: rehash, make the newest head's column match, and let the broker sign a genuine
+    // head on top, then drop the older heads. The sequencer reads the newest head's signed note,
+    // not its column, so it refuses, and nothing genuine is signed over the forged tree.
+    const snap = await snapshot();
+    try {
+      await knex()('audit_events').where({ leaf_index: 2 }).update({ actor_name: 'mallory' });
+      const { nodes, roots } = await recomputeTree();
+      await writeNodes(nodes);
+      const newest: Row = await knex()('audit_tree_heads').orderBy([{ column: 'tree_size', order: 'desc' }, { column: 'id', order: 'desc' }]).first();
+      await knex()('audit_tree_heads').where({ id: newest.id }).update({ root_hash: roots.get(Number(newest.tree_size)) });
+      expect((await tb.request.post('/v1/groups').set(W).send({ name: 'launder' })).status).toBe(201);
+      await expect(flush()).rejects.toThrow(/columns differ from what its signed checkpoint says/);
+      expect(services().auditChain.status).toBe('broken');
+      const after: Row = await knex()('audit_tree_heads').orderBy('id', 'desc').first();
+      expect(after.id).toBe(newest.id);
+    } finally {
+      // this instance stays broken (by design, until restart): the tables go back, the state too
+      await restore(snap);
+      await knex()('audit_events').whereNull('leaf_index').delete();
+      await knex()('groups').where({ name: 'launder' }).delete();
+      services().auditChain.status = 'ok';
+      services().auditChain.failure = undefined;
+    }
+    await expectIntact();
+  });
+
   it('(7) a forged head with a bad signature on top of the tree is rejected, as is a forged checkpoint', async () => {
     const latest = await services().auditTree.latestHead();
     await expectDetected(async () => {

@@ -138,13 +138,22 @@ describeDocker('private dockerd harness (real Docker Engine)', () => {
   it('finds legacy plugins only in the fixed host directories, not under its exec root', async () => {
     const name = uniquePluginName();
     const calls: string[] = [];
+    const volumes = new Set<string>();
+    // just enough of a volume driver to see which calls arrive; the real plugin is issue #13's work
     const server = http.createServer((req, res) => {
       calls.push(req.url ?? '');
-      req.resume();
+      const body: Buffer[] = [];
+      req.on('data', (c: Buffer) => body.push(c));
       req.on('end', () => {
         res.setHeader('Content-Type', 'application/vnd.docker.plugins.v1.2+json');
+        const volume = (JSON.parse(Buffer.concat(body).toString() || '{}') as { Name?: string }).Name;
         if (req.url === '/Plugin.Activate') return res.end(JSON.stringify({ Implements: ['VolumeDriver'] }));
         if (req.url === '/VolumeDriver.Capabilities') return res.end(JSON.stringify({ Capabilities: { Scope: 'local' } }));
+        if (req.url === '/VolumeDriver.Create' && volume) volumes.add(volume);
+        if (req.url === '/VolumeDriver.Remove' && volume) volumes.delete(volume);
+        if (req.url === '/VolumeDriver.Get') {
+          return res.end(JSON.stringify(volume && volumes.has(volume) ? { Volume: { Name: volume } } : { Err: 'no such volume' }));
+        }
         res.end(JSON.stringify({ Err: '' }));
       });
     });
@@ -162,7 +171,7 @@ describeDocker('private dockerd harness (real Docker Engine)', () => {
       try {
         await d.dockerOk(['volume', 'create', '--driver', name, 'v1']);
         expect(calls).toContain('/Plugin.Activate');
-        expect(calls).toContain('/VolumeDriver.Create');
+        expect(calls, calls.join(' ')).toContain('/VolumeDriver.Create');
         await d.dockerOk(['volume', 'rm', 'v1']);
         expect(calls).toContain('/VolumeDriver.Remove');
       } finally {

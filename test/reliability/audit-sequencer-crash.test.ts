@@ -172,7 +172,6 @@ describe(`kill -9 during audit sequencing (${dialectUnderTest})`, () => {
       // the sequencer was running during the load: the tree grew in this round
       expect(state.treeSize, `round ${round}: no leaf was sequenced before the kill`).toBeGreaterThan(started.treeSize);
     }
-    if (process.env.KW_DEBUG) console.log(JSON.stringify(atKill));
     // the kills found work in the queue: these are the events that must survive
     expect(atKill.reduce((n, s) => n + s.queued, 0), `queue at each kill: ${JSON.stringify(atKill)}`).toBeGreaterThan(0);
 
