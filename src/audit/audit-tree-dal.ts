@@ -118,9 +118,14 @@ export class AuditTreeDal {
     }
   }
 
-  /** Events that have a leaf index at or beyond `size`: leaves the signed heads do not cover (evidence of a rollback). */
-  async leavesBeyond(size: number): Promise<number> {
-    const row = (await this.db.reader('audit_events').where('leaf_index', '>=', size).count('* as n').first()) as { n: number | string } | undefined;
+  /**
+   * Events with a leaf index that no signed head covers (evidence of a rollback). Counted against
+   * the newest head in the same statement: the sequencer commits leaves and their head together,
+   * so one snapshot never shows covered leaves as uncovered, while a head read by an earlier
+   * statement can be outrun by a sequencing commit (another instance's, or this one's timer).
+   */
+  async leavesBeyondNewestHead(): Promise<number> {
+    const row = await this.db.readOne<{ n: number | string }>('SELECT COUNT(*) AS n FROM audit_events WHERE leaf_index >= COALESCE((SELECT MAX(tree_size) FROM audit_tree_heads), 0)', []);
     return Number(row?.n ?? 0);
   }
 

@@ -78,7 +78,7 @@ export class AuditVerifyService {
 
     if (!latest) {
       if (start.size > 0) return fail({ firstBadLeaf: 0, reason: `every signed tree head is gone, but ${start.size} leaves were verified before` });
-      const orphans = await tree.leavesBeyond(0);
+      const orphans = await tree.leavesBeyondNewestHead();
       return orphans > 0 ? fail({ firstBadLeaf: 0, reason: `${orphans} events have leaf indexes but no signed tree head covers them` }) : { ...base, ok: true };
     }
     if (start.size > latest.treeSize) {
@@ -180,7 +180,7 @@ export class AuditVerifyService {
     if (root !== latest.rootHash) {
       return fail({ firstBadLeaf: latest.treeSize - 1, reason: `the leaves do not hash to the newest signed root (size ${latest.treeSize})` }, counts());
     }
-    const beyond = await tree.leavesBeyond(latest.treeSize);
+    const beyond = await tree.leavesBeyondNewestHead();
     if (beyond > 0) {
       return fail({ firstBadLeaf: latest.treeSize, reason: `${beyond} events have leaf indexes beyond the newest signed head: later heads were removed` }, counts());
     }

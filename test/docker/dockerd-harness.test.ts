@@ -137,52 +137,73 @@ describeDocker('private dockerd harness (real Docker Engine)', () => {
 
   it('finds legacy plugins only in the fixed host directories, not under its exec root', async () => {
     const name = uniquePluginName();
-    const calls: string[] = [];
-    const volumes = new Set<string>();
-    // just enough of a volume driver to see which calls arrive; the real plugin is issue #13's work
-    const server = http.createServer((req, res) => {
-      calls.push(req.url ?? '');
-      const body: Buffer[] = [];
-      req.on('data', (c: Buffer) => body.push(c));
-      req.on('end', () => {
-        res.setHeader('Content-Type', 'application/vnd.docker.plugins.v1.2+json');
-        const volume = (JSON.parse(Buffer.concat(body).toString() || '{}') as { Name?: string }).Name;
-        if (req.url === '/Plugin.Activate') return res.end(JSON.stringify({ Implements: ['VolumeDriver'] }));
-        if (req.url === '/VolumeDriver.Capabilities') return res.end(JSON.stringify({ Capabilities: { Scope: 'local' } }));
-        if (req.url === '/VolumeDriver.Create' && volume) volumes.add(volume);
-        if (req.url === '/VolumeDriver.Remove' && volume) volumes.delete(volume);
-        if (req.url === '/VolumeDriver.Get') {
-          return res.end(JSON.stringify(volume && volumes.has(volume) ? { Volume: { Name: volume } } : { Err: 'no such volume' }));
-        }
-        res.end(JSON.stringify({ Err: '' }));
-      });
-    });
     // a socket under the private exec root is not a place dockerd looks
     const underExecRoot = join(d.execRoot, 'plugins', `${name}.sock`);
     mkdirSync(join(d.execRoot, 'plugins'), { recursive: true });
-    await new Promise<void>((r) => server.listen(underExecRoot, r));
+    const stub = await startVolumeDriverStub(underExecRoot);
     try {
+      // dockerd keeps retrying the lookup for ~15 s before it gives up
       const missing = await d.docker(['volume', 'create', '--driver', name, 'v1'], { timeoutMs: 60_000 });
       expect(missing.code).not.toBe(0);
-      expect(missing.stderr).toMatch(/plugin not found|not found/i);
-      expect(calls).toEqual([]);
-      // a spec file in /etc/docker/plugins pointing at the same socket is found
+      expect(missing.stderr).toMatch(/not found/i);
+      expect(stub.calls).toEqual([]);
+      // a spec file in /etc/docker/plugins pointing at that same socket is found
       const unregister = registerLegacyPlugin(name, `unix://${underExecRoot}`);
       try {
         await d.dockerOk(['volume', 'create', '--driver', name, 'v1']);
-        expect(calls).toContain('/Plugin.Activate');
-        expect(calls, calls.join(' ')).toContain('/VolumeDriver.Create');
+        expect(stub.calls).toContain('/Plugin.Activate');
+        expect(stub.calls, stub.calls.join(' ')).toContain('/VolumeDriver.Create');
         await d.dockerOk(['volume', 'rm', 'v1']);
-        expect(calls).toContain('/VolumeDriver.Remove');
+        expect(stub.calls).toContain('/VolumeDriver.Remove');
       } finally {
         unregister();
       }
     } finally {
-      await new Promise((r) => server.close(r));
+      await stub.close();
     }
-    expect(existsSync(join(LEGACY_PLUGIN_SOCKET_DIR, `${name}.sock`))).toBe(false);
+
+    // the plugin's default place, /run/docker/plugins/<name>.sock, is found without a spec file
+    const other = uniquePluginName();
+    const atRun = join(LEGACY_PLUGIN_SOCKET_DIR, `${other}.sock`);
+    mkdirSync(LEGACY_PLUGIN_SOCKET_DIR, { recursive: true });
+    const stub2 = await startVolumeDriverStub(atRun);
+    try {
+      await d.dockerOk(['volume', 'create', '--driver', other, 'v2']);
+      expect(stub2.calls).toContain('/VolumeDriver.Create');
+      await d.dockerOk(['volume', 'rm', 'v2']);
+    } finally {
+      await stub2.close();
+    }
+    expect(existsSync(atRun)).toBe(false);
   }, 120_000);
 });
+
+/** Just enough of a volume driver to see which calls arrive; the real plugin is issue #13's work. */
+async function startVolumeDriverStub(socketPath: string): Promise<{ calls: string[]; close(): Promise<void> }> {
+  const calls: string[] = [];
+  const volumes = new Set<string>();
+  const server = http.createServer((req, res) => {
+    calls.push(req.url ?? '');
+    const body: Buffer[] = [];
+    req.on('data', (c: Buffer) => body.push(c));
+    req.on('end', () => {
+      res.setHeader('Content-Type', 'application/vnd.docker.plugins.v1.2+json');
+      const volume = (JSON.parse(Buffer.concat(body).toString() || '{}') as { Name?: string }).Name;
+      if (req.url === '/Plugin.Activate') return res.end(JSON.stringify({ Implements: ['VolumeDriver'] }));
+      if (req.url === '/VolumeDriver.Capabilities') return res.end(JSON.stringify({ Capabilities: { Scope: 'local' } }));
+      if (req.url === '/VolumeDriver.Create' && volume) volumes.add(volume);
+      if (req.url === '/VolumeDriver.Remove' && volume) volumes.delete(volume);
+      if (req.url === '/VolumeDriver.Get') {
+        // Create is skipped when Get already finds the volume
+        return res.end(JSON.stringify(volume && volumes.has(volume) ? { Volume: { Name: volume } } : { Err: 'no such volume' }));
+      }
+      res.end(JSON.stringify({ Err: '' }));
+    });
+  });
+  await new Promise<void>((r) => server.listen(socketPath, r));
+  // node unlinks the unix socket file on close
+  return { calls, close: () => new Promise<void>((r) => server.close(() => r())) };
+}
 
 describeDocker('two private daemons at once', () => {
   it('each runs a swarm service, and stop() leaves no process, mount, dir or host interface behind', async () => {
