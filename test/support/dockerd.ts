@@ -32,6 +32,20 @@ function onPath(bin: string): boolean {
   return (process.env.PATH ?? '').split(':').some((dir) => dir !== '' && existsSync(join(dir, bin)));
 }
 
+/** True for a dynamically linked ELF64 executable: it has a PT_INTERP program header. */
+function hasElfInterpreter(path: string): boolean {
+  const elf = readFileSync(path);
+  if (elf.length < 64 || elf.readUInt32BE(0) !== 0x7f454c46 || elf[4] !== 2) return false;
+  const phoff = Number(elf.readBigUInt64LE(0x20));
+  const phentsize = elf.readUInt16LE(0x36);
+  const phnum = elf.readUInt16LE(0x38);
+  for (let i = 0; i < phnum; i++) {
+    const at = phoff + i * phentsize;
+    if (at + 4 <= elf.length && elf.readUInt32LE(at) === 3) return true;
+  }
+  return false;
+}
+
 /**
  * Whether a private dockerd can run here: the binaries, busybox for the base image, and root.
  * With KEYWARDEN_REQUIRE_TOOLS=1 (CI) anything missing throws instead of skipping.
@@ -42,6 +56,7 @@ export function requireDocker(): { ok: boolean; reason?: string } {
     if (!onPath(bin)) problems.push(`${bin} not found`);
   }
   if (!existsSync(BUSYBOX_BINARY)) problems.push(`${BUSYBOX_BINARY} not found (install busybox-static)`);
+  else if (hasElfInterpreter(BUSYBOX_BINARY)) problems.push(`${BUSYBOX_BINARY} is dynamically linked (install busybox-static)`);
   if (typeof process.getuid === 'function' && process.getuid() !== 0) problems.push('dockerd must run as root');
   if (problems.length === 0) return { ok: true };
   const reason = `${problems.join('; ')}; skipping Docker Engine tests (apt-get install docker.io busybox-static)`;
