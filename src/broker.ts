@@ -2,7 +2,7 @@ import type { Express, Router } from 'express';
 import type { Knex } from 'knex';
 import type { Logger } from 'pino';
 import { AuditExporter } from './audit/audit-export.js';
-import { defaultAuditOrigin, loadAuditLogSigner } from './audit/audit-log-key.js';
+import { loadAuditLogSigner, resolveAuditOrigin } from './audit/audit-log-key.js';
 import { AuditProofs } from './audit/audit-proofs.js';
 import { AuditSequencer } from './audit/audit-sequencer.js';
 import { AuditTreeDal } from './audit/audit-tree-dal.js';
@@ -14,7 +14,7 @@ import { AuditVerifyService } from './audit/audit-verify-service.js';
 import { AuditChainState, AuditChainWatch } from './audit/audit-watch.js';
 import { ReportsService } from './audit/reports-service.js';
 import { JsonlAuditSink } from './audit/audit-sink.js';
-import type { Config } from './config.js';
+import { ConfigError, type Config } from './config.js';
 import { secureDataDir } from './data-dir.js';
 import { openKeyProvider } from './crypto/create-key-provider.js';
 import type { KeyProvider } from './crypto/key-provider.js';
@@ -156,9 +156,15 @@ export async function createServices(config: Config, options: BrokerOptions = {}
   const metrics = createMetrics();
   const auditChain = new AuditChainState();
   const auditSink = config.auditFile ? new JsonlAuditSink(config.auditFile) : undefined;
-  const logSigner = await loadAuditLogSigner(systemKeys, config.auditOrigin ?? defaultAuditOrigin(config.issuer));
-  const signer = async () => logSigner;
   const auditTree = new AuditTreeDal(database);
+  const origin = resolveAuditOrigin({ configured: config.auditOrigin, stored: await auditTree.storedOrigin(), issuer: config.issuer });
+  if ('conflict' in origin) {
+    database.close();
+    if (!options.db) await dbHandle.close();
+    throw new ConfigError([origin.conflict]);
+  }
+  const logSigner = await loadAuditLogSigner(systemKeys, origin.origin);
+  const signer = async () => logSigner;
   const auditSequencer = new AuditSequencer({
     db: database,
     tree: auditTree,

@@ -70,6 +70,19 @@ export async function loadAuditLogSigner(systemKeys: SystemKeys, origin: string)
   };
 }
 
+/**
+ * The log's origin. It is fixed when the log's first head is signed: heads are signed under it,
+ * so a log whose name changed would no longer verify. The configured origin (or, for a new log,
+ * the default from the issuer) names a new log; an existing log keeps the origin it has, and a
+ * configured origin that contradicts it is refused rather than silently starting a second log.
+ */
+export function resolveAuditOrigin(options: { configured?: string; stored?: string; issuer: string }): { origin: string } | { conflict: string } {
+  if (options.stored && options.configured && options.configured !== options.stored) {
+    return { conflict: `KEYWARDEN_AUDIT_ORIGIN is "${options.configured}", but the audit log in this database was created as "${options.stored}"; a log's origin cannot change (unset the variable, or set it to the log's origin)` };
+  }
+  return { origin: options.stored ?? options.configured ?? defaultAuditOrigin(options.issuer) };
+}
+
 /** A default origin unique to a deployment: the issuer's host and path, without the scheme (C2SP origin lines are schema-less URLs). */
 export function defaultAuditOrigin(issuer: string): string {
   const url = new URL(issuer);

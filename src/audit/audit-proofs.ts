@@ -3,7 +3,6 @@ import type { AuditQueryDal } from './audit-query-dal.js';
 import type { AuditTreeDal, StoredTreeHead } from './audit-tree-dal.js';
 import { nodeKey } from './audit-tree-dal.js';
 import type { AuditEvent } from './audit-types.js';
-import { eventLeafHash } from './audit-leaf.js';
 import { consistencyProofRanges, inclusionProofRanges, nodesForRanges, perfectSubtrees, rangeHash, EMPTY_ROOT, type NodeId } from './merkle.js';
 
 export interface InclusionProof {
@@ -37,7 +36,7 @@ export interface ConsistencyProof {
 export class AuditProofs {
   constructor(private readonly deps: { tree: AuditTreeDal; events: AuditQueryDal }) {}
 
-  /** The newest signed head, or a 503-free "nothing yet" for a log that was never sequenced. */
+  /** The newest signed head (404 no_tree_head for a log that was never sequenced). */
   async latest(): Promise<StoredTreeHead> {
     const head = await this.deps.tree.latestHead();
     if (!head) throw new NotFoundError('signed tree head', { code: 'no_tree_head', detail: 'The audit log has no signed tree head yet' });
@@ -120,10 +119,5 @@ export class AuditProofs {
       fromCheckpoint: fromHead?.note ?? null,
       toCheckpoint: toHead?.note ?? null,
     };
-  }
-
-  /** The leaf hash an event should have (for callers holding the event rather than the index). */
-  static leafHashOf(event: AuditEvent): string {
-    return eventLeafHash(event);
   }
 }

@@ -68,6 +68,15 @@ export class AuditTreeDal {
     return row ? rowToHead(row) : undefined;
   }
 
+  /**
+   * The origin the log was created with: the first line of its first signed head (not verified
+   * here; every head is verified against the key of this origin, so an edited line fails there).
+   */
+  async storedOrigin(): Promise<string | undefined> {
+    const row = await this.db.readOne<{ note: string }>('SELECT note FROM audit_tree_heads ORDER BY id ASC LIMIT 1', []);
+    return row ? row.note.slice(0, row.note.indexOf('\n')) : undefined;
+  }
+
   /** The newest head signed at exactly `size`. */
   async headAt(size: number): Promise<StoredTreeHead | undefined> {
     const row = await this.db.readOne<TreeHeadRow>('SELECT id, tree_size, root_hash, created_at, note, key_id FROM audit_tree_heads WHERE tree_size = ? ORDER BY id DESC LIMIT 1', [size]);
@@ -209,7 +218,7 @@ export function sequenceProgram(opts: { batch: number; now: number; resignAfterM
         throw new TreeStateMismatch(`the newest tree head (size ${size}) is not signed by the log key`);
       }
       if (signed.treeSize !== size || signed.rootHash !== latest.rootHash) {
-        throw new TreeStateMismatch(`the newest tree head's columns differ from what its signed checkpoint says`);
+        throw new TreeStateMismatch(`tree head ${latest.id}: its columns differ from what its signed checkpoint says`);
       }
       if (frontier.root().toString('hex') !== latest.rootHash) {
         throw new TreeStateMismatch(`the stored nodes do not hash to the signed root of tree size ${size}`);

@@ -13,6 +13,7 @@ import { loadConfig } from '../../src/config.js';
 import { freshDatabase, silentLogger, startTestBroker, type TestBroker, type TestDatabase } from '../support/broker.js';
 import { baseEnv, REPO_ROOT, runCli } from '../cli/cli-support.js';
 import { allEvents, auth } from './audit-helpers.js';
+import { eventLeaf, openCheckpoint, verifyInclusionRfc } from '../support/independent-tlog-verifier.js';
 
 /*
  * Issue #12: "Existing chained events become the first leaves of the tree, in their current order.
@@ -20,67 +21,6 @@ import { allEvents, auth } from './audit-helpers.js';
  * A database is migrated to 007 (the hash chain), filled the way the old code filled it, and
  * then opened by the current broker, which runs 008.
  */
-
-// Independent of the broker's code (RFC 9162 2.1.3.2, C2SP signed note), as in transparency-log.test.ts.
-const sha256 = (...parts: Buffer[]) => crypto.createHash('sha256').update(Buffer.concat(parts)).digest();
-const rfcLeaf = (data: string) => sha256(Buffer.from([0]), Buffer.from(data, 'utf8'));
-const rfcNode = (l: Buffer, r: Buffer) => sha256(Buffer.from([1]), l, r);
-function canonical(v: unknown): string {
-  if (v === null || typeof v !== 'object') return JSON.stringify(v);
-  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
-  const o = v as Record<string, unknown>;
-  return `{${Object.keys(o)
-    .filter((k) => o[k] !== undefined)
-    .sort()
-    .map((k) => `${JSON.stringify(k)}:${canonical(o[k])}`)
-    .join(',')}}`;
-}
-function eventLeaf(event: Record<string, unknown>): Buffer {
-  const { leafIndex: _position, ...fields } = event;
-  return rfcLeaf(canonical(fields));
-}
-function verifyInclusionRfc(leafIndex: number, treeSize: number, leaf: Buffer, proof: Buffer[], root: Buffer): boolean {
-  if (leafIndex >= treeSize) return false;
-  let fn = leafIndex;
-  let sn = treeSize - 1;
-  let r = leaf;
-  for (const p of proof) {
-    if (sn === 0) return false;
-    if (fn % 2 === 1 || fn === sn) {
-      r = rfcNode(p, r);
-      if (fn % 2 === 0) {
-        while (fn % 2 === 0 && fn !== 0) {
-          fn = Math.floor(fn / 2);
-          sn = Math.floor(sn / 2);
-        }
-      }
-    } else {
-      r = rfcNode(r, p);
-    }
-    fn = Math.floor(fn / 2);
-    sn = Math.floor(sn / 2);
-  }
-  return sn === 0 && r.equals(root);
-}
-function openCheckpoint(note: string, verifierKey: string): { origin: string; size: number; root: Buffer } {
-  // name+keyid+key: the name and the key id hold no '+', the base64 key may
-  const [name, keyIdHex] = verifierKey.split('+');
-  const keyB64 = verifierKey.slice(name.length + keyIdHex.length + 2);
-  const keyBytes = Buffer.from(keyB64, 'base64');
-  const publicKey = crypto.createPublicKey({ key: Buffer.concat([Buffer.from('302a300506032b6570032100', 'hex'), keyBytes.subarray(1)]), format: 'der', type: 'spki' });
-  const split = note.lastIndexOf('\n\n');
-  const text = note.slice(0, split + 1);
-  const mine = note
-    .slice(split + 2)
-    .split('\n')
-    .find((l) => l.startsWith(`— ${name} `));
-  if (!mine) throw new Error('not signed by the log key');
-  const sig = Buffer.from(mine.slice(`— ${name} `.length), 'base64');
-  if (sig.subarray(0, 4).toString('hex') !== keyIdHex) throw new Error('key id differs');
-  if (!crypto.verify(null, Buffer.from(text, 'utf8'), publicKey, sig.subarray(4))) throw new Error('bad signature');
-  const [origin, size, root] = text.split('\n');
-  return { origin, size: Number(size), root: Buffer.from(root, 'base64') };
-}
 
 /** The migrations up to and including `last`, named as src/db/migrate.ts names them, so 008 follows on from them. */
 class MigrationsUpTo implements Knex.MigrationSource<string> {

@@ -109,7 +109,8 @@ describeDocker('private dockerd harness (real Docker Engine)', () => {
       'service', 'create', '--detach', '--name', 'svc-none', '--network', 'none', '--restart-condition', 'none', IMAGE, 'true',
     ]);
     expect(none.code).not.toBe(0);
-    expect(none.stderr).toMatch(/network none not found/);
+    // CLI 28 passes the name to the daemon ("network none not found"); CLI 20.10 resolves it itself
+    expect(none.stderr).toMatch(/network none not found|No such network: none/);
   }, 120_000);
 
   it('pushes the image to a local docker-registry and pulls it back', async (ctx) => {
@@ -176,33 +177,72 @@ describeDocker('private dockerd harness (real Docker Engine)', () => {
     }
     expect(existsSync(atRun)).toBe(false);
   }, 120_000);
+
+  it('restarts with --authorization-plugin, and docker run prints the plugin\'s refusal', async () => {
+    const name = uniquePluginName('kwauthz');
+    const socket = join(d.dir, 'authz.sock');
+    const seen: string[] = [];
+    const stub = await startPluginStub(socket, ['authz'], (url, body) => {
+      if (url === '/AuthZPlugin.AuthZReq') {
+        seen.push(`${String(body.RequestMethod)} ${String(body.RequestUri)}`);
+        if (/\/containers\/create/.test(String(body.RequestUri))) return { Allow: false, Msg: 'refused by the test gate' };
+      }
+      return { Allow: true };
+    });
+    const unregister = registerLegacyPlugin(name, `unix://${socket}`);
+    try {
+      await d.restart({ extraArgs: [`--authorization-plugin=${name}`] });
+      expect((await d.dockerOk(['image', 'ls', '-q', IMAGE])).trim()).not.toBe('');
+      const run = await d.docker(['run', '--rm', '--network', 'none', IMAGE, 'true']);
+      expect(run.code).not.toBe(0);
+      expect(run.stderr).toContain('refused by the test gate');
+      expect(seen.some((c) => /^POST \/v[\d.]+\/containers\/create/.test(c))).toBe(true);
+    } finally {
+      // back to a daemon without the plugin, so that stop() does not depend on it
+      await d.restart();
+      unregister();
+      await stub.close();
+    }
+    expect((await d.dockerOk(['run', '--rm', '--network', 'none', IMAGE, 'echo', 'again'])).trim()).toBe('again');
+  }, 120_000);
 });
 
-/** Just enough of a volume driver to see which calls arrive; the real plugin is issue #13's work. */
-async function startVolumeDriverStub(socketPath: string): Promise<{ calls: string[]; close(): Promise<void> }> {
+type PluginHandler = (url: string, body: Record<string, unknown>) => Record<string, unknown>;
+
+/** A legacy plugin that answers Activate and hands the rest to `handle`; records every call. */
+async function startPluginStub(
+  socketPath: string,
+  implementsList: string[],
+  handle: PluginHandler,
+): Promise<{ calls: string[]; close(): Promise<void> }> {
   const calls: string[] = [];
-  const volumes = new Set<string>();
   const server = http.createServer((req, res) => {
     calls.push(req.url ?? '');
-    const body: Buffer[] = [];
-    req.on('data', (c: Buffer) => body.push(c));
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       res.setHeader('Content-Type', 'application/vnd.docker.plugins.v1.2+json');
-      const volume = (JSON.parse(Buffer.concat(body).toString() || '{}') as { Name?: string }).Name;
-      if (req.url === '/Plugin.Activate') return res.end(JSON.stringify({ Implements: ['VolumeDriver'] }));
-      if (req.url === '/VolumeDriver.Capabilities') return res.end(JSON.stringify({ Capabilities: { Scope: 'local' } }));
-      if (req.url === '/VolumeDriver.Create' && volume) volumes.add(volume);
-      if (req.url === '/VolumeDriver.Remove' && volume) volumes.delete(volume);
-      if (req.url === '/VolumeDriver.Get') {
-        // Create is skipped when Get already finds the volume
-        return res.end(JSON.stringify(volume && volumes.has(volume) ? { Volume: { Name: volume } } : { Err: 'no such volume' }));
-      }
-      res.end(JSON.stringify({ Err: '' }));
+      const body = JSON.parse(Buffer.concat(chunks).toString() || '{}') as Record<string, unknown>;
+      res.end(JSON.stringify(req.url === '/Plugin.Activate' ? { Implements: implementsList } : handle(req.url ?? '', body)));
     });
   });
   await new Promise<void>((r) => server.listen(socketPath, r));
   // node unlinks the unix socket file on close
   return { calls, close: () => new Promise<void>((r) => server.close(() => r())) };
+}
+
+/** Just enough of a volume driver to see which calls arrive; the real plugin is issue #13's work. */
+function startVolumeDriverStub(socketPath: string) {
+  const volumes = new Set<string>();
+  return startPluginStub(socketPath, ['VolumeDriver'], (url, body) => {
+    const volume = typeof body.Name === 'string' ? body.Name : undefined;
+    if (url === '/VolumeDriver.Capabilities') return { Capabilities: { Scope: 'local' } };
+    if (url === '/VolumeDriver.Create' && volume) volumes.add(volume);
+    if (url === '/VolumeDriver.Remove' && volume) volumes.delete(volume);
+    // Create is skipped when Get already finds the volume
+    if (url === '/VolumeDriver.Get') return volume && volumes.has(volume) ? { Volume: { Name: volume } } : { Err: 'no such volume' };
+    return { Err: '' };
+  });
 }
 
 describeDocker('two private daemons at once', () => {

@@ -15,69 +15,7 @@ import crypto from 'node:crypto';
 import supertest from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { dialectUnderTest, startTestBroker, type TestBroker } from '../support/broker.js';
-
-const sha256 = (...parts: Buffer[]) => crypto.createHash('sha256').update(Buffer.concat(parts)).digest();
-const rfcNode = (l: Buffer, r: Buffer) => sha256(Buffer.from([1]), l, r);
-
-/** JSON with sorted keys and no whitespace: the documented leaf encoding (written here, not imported). */
-function canonical(v: unknown): string {
-  if (v === null || typeof v !== 'object') return JSON.stringify(v);
-  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
-  const o = v as Record<string, unknown>;
-  return `{${Object.keys(o)
-    .filter((k) => o[k] !== undefined)
-    .sort()
-    .map((k) => `${JSON.stringify(k)}:${canonical(o[k])}`)
-    .join(',')}}`;
-}
-
-function eventLeaf(event: Record<string, unknown>): Buffer {
-  const { leafIndex: _position, ...fields } = event;
-  return sha256(Buffer.from([0]), Buffer.from(canonical(fields), 'utf8'));
-}
-
-/** RFC 9162 2.1.3.2 */
-function verifyInclusionRfc(leafIndex: number, treeSize: number, leaf: Buffer, proof: Buffer[], root: Buffer): boolean {
-  if (leafIndex >= treeSize) return false;
-  let fn = leafIndex;
-  let sn = treeSize - 1;
-  let r = leaf;
-  for (const p of proof) {
-    if (sn === 0) return false;
-    if (fn % 2 === 1 || fn === sn) {
-      r = rfcNode(p, r);
-      if (fn % 2 === 0) {
-        while (fn % 2 === 0 && fn !== 0) {
-          fn = Math.floor(fn / 2);
-          sn = Math.floor(sn / 2);
-        }
-      }
-    } else {
-      r = rfcNode(r, p);
-    }
-    fn = Math.floor(fn / 2);
-    sn = Math.floor(sn / 2);
-  }
-  return sn === 0 && r.equals(root);
-}
-
-/** A C2SP signed note with an Ed25519 key: the checkpoint's size and root, or throws. */
-function openCheckpoint(note: string, verifierKey: string): { size: number; root: Buffer } {
-  // <name>+<key id>+<base64 key>: the base64 may itself contain '+'
-  const [name, keyIdHex] = verifierKey.split('+', 2);
-  const keyB64 = verifierKey.slice(name.length + keyIdHex.length + 2);
-  const keyBytes = Buffer.from(keyB64, 'base64');
-  const publicKey = crypto.createPublicKey({ key: Buffer.concat([Buffer.from('302a300506032b6570032100', 'hex'), keyBytes.subarray(1)]), format: 'der', type: 'spki' });
-  const split = note.lastIndexOf('\n\n');
-  const text = note.slice(0, split + 1);
-  const mine = note.slice(split + 2).split('\n').find((l) => l.startsWith(`— ${name} `));
-  if (!mine) throw new Error('not signed by the log key');
-  const sig = Buffer.from(mine.slice(`— ${name} `.length), 'base64');
-  if (sig.subarray(0, 4).toString('hex') !== keyIdHex) throw new Error('key id differs');
-  if (!crypto.verify(null, Buffer.from(text, 'utf8'), publicKey, sig.subarray(4))) throw new Error('bad signature');
-  const [, size, root] = text.split('\n');
-  return { size: Number(size), root: Buffer.from(root, 'base64') };
-}
+import { eventLeaf, openCheckpoint, verifyInclusionRfc } from '../support/independent-tlog-verifier.js';
 
 const fast = { KEYWARDEN_AUDIT_SEQUENCE_INTERVAL_MS: '20' };
 const H = (key: string) => ({ Authorization: `Bearer ${key}` });

@@ -124,12 +124,21 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
   // the configured time limits, as the broker applies them when it opens the database itself
   const handle = await db.open({ timeouts: config.dbTimeouts });
   const { env: _env, db: _db, rootKey: _rk, keepDatabase: _kd, ...brokerOptions } = options;
-  const broker = await createBroker(config, {
-    logger: silentLogger,
-    keyProvider: brokerOptions.keyProvider ?? LocalKeyProvider.fromEnv(rootKey),
-    ...brokerOptions,
-    db: handle,
-  });
+  let broker: Broker;
+  try {
+    broker = await createBroker(config, {
+      logger: silentLogger,
+      keyProvider: brokerOptions.keyProvider ?? LocalKeyProvider.fromEnv(rootKey),
+      ...brokerOptions,
+      db: handle,
+    });
+  } catch (err) {
+    // a broker that refuses to start (a test of exactly that) leaves nothing open behind it
+    await handle.close();
+    if (!options.keepDatabase) await db.drop();
+    fs.rmSync(dataDir, { recursive: true, force: true });
+    throw err;
+  }
   const adminKey = (await broker.services.apiKeys.bootstrapAdmin()) ?? (await createAdminDirectly(broker));
   const request = supertest.agent(broker.app);
   const auth = (key: string) => ({ Authorization: `Bearer ${key}` });
