@@ -12,13 +12,14 @@ import YAML, { isMap, isScalar, type Pair } from 'yaml';
 import type { ZodTypeAny } from 'zod';
 import { zodToJsonSchema } from 'zod-to-json-schema';
 import { auditVerifyRequestSchema } from '../src/audit/audit-routes.js';
+import { pluginEventsSchema } from '../src/audit/plugin-events-routes.js';
 import { createApiKeySchema } from '../src/identity/api-keys-service.js';
 import { createClientSchema, membershipChangeSchema, updateClientSchema } from '../src/identity/clients-service.js';
 import { createGroupSchema } from '../src/identity/groups-service.js';
 import { bootstrapTokenRequestSchema, mintJwtSchema, revokeSchema } from '../src/identity/workload-identity-service.js';
-import { batchSchema } from '../src/secrets/secrets-routes.js';
+import { batchSchema, delegatedListSchema, delegatedReadSchema } from '../src/secrets/secrets-routes.js';
 import { addVersionSchema, createSecretSchema, rollbackSchema, updateSecretSchema } from '../src/secrets/secrets-types.js';
-import { releaseRequestSchema } from '../src/trust/gate/gate-routes.js';
+import { clientReleaseRequestSchema, releaseRequestSchema } from '../src/trust/gate/gate-routes.js';
 import { policyDocumentSchema } from '../src/trust/gate/policy-schema.js';
 import { signRequestSchema } from '../src/trust/signing/signatures-service.js';
 import { createSigningKeySchema } from '../src/trust/signing/signing-keys-service.js';
@@ -48,6 +49,10 @@ export const REQUEST_SCHEMAS: Record<string, ZodTypeAny> = {
   SignRequest: signRequestSchema,
   TrustPolicyDocument: policyDocumentSchema,
   ReleaseRequest: releaseRequestSchema,
+  DelegatedSecretReadRequest: delegatedReadSchema,
+  DelegatedSecretListRequest: delegatedListSchema,
+  ClientReleaseRequest: clientReleaseRequestSchema,
+  DockerPluginEventsRequest: pluginEventsSchema,
 };
 
 /**

@@ -2,13 +2,15 @@ import type { Express, Router } from 'express';
 import type { Knex } from 'knex';
 import type { Logger } from 'pino';
 import { AuditExporter } from './audit/audit-export.js';
-import { loadAuditLogSigner, resolveAuditOrigin } from './audit/audit-log-key.js';
+import { loadAuditLogSigner, resolveAuditOrigin, type AuditLogSigner } from './audit/audit-log-key.js';
 import { AuditProofs } from './audit/audit-proofs.js';
 import { AuditSequencer } from './audit/audit-sequencer.js';
 import { AuditTreeDal } from './audit/audit-tree-dal.js';
 import { TreeHeadsService } from './audit/tree-heads-service.js';
 import { AuditQueryDal } from './audit/audit-query-dal.js';
 import { auditRoutes } from './audit/audit-routes.js';
+import { pluginEventsRoutes } from './audit/plugin-events-routes.js';
+import { PluginEventsService } from './audit/plugin-events-service.js';
 import { AuditService } from './audit/audit-service.js';
 import { AuditVerifyService } from './audit/audit-verify-service.js';
 import { AuditChainState, AuditChainWatch } from './audit/audit-watch.js';
@@ -57,7 +59,7 @@ import { RegistryCredentialsService } from './trust/registry/registry-credential
 import type { RegistryClient } from './trust/registry/registry-client.js';
 import { SigningKeysService } from './trust/signing/signing-keys-service.js';
 import { GateService } from './trust/gate/gate-service.js';
-import { policyRoutes, releaseRoutes } from './trust/gate/gate-routes.js';
+import { clientReleaseRoutes, policyRoutes, releaseRoutes } from './trust/gate/gate-routes.js';
 import { PolicyService } from './trust/gate/policy-service.js';
 import { SignaturesService } from './trust/signing/signatures-service.js';
 import { signingRoutes } from './trust/signing/signing-routes.js';
@@ -99,6 +101,8 @@ export interface Services {
   metrics: Metrics;
   auditQuery: AuditQueryDal;
   auditTree: AuditTreeDal;
+  /** The log's tree-head key and origin (what witnesses pin). */
+  auditLogSigner: AuditLogSigner;
   /** Gives queued audit events their leaves and signs tree heads (every instance runs one; one at a time gets in). */
   auditSequencer: AuditSequencer;
   auditProofs: AuditProofs;
@@ -213,7 +217,7 @@ export async function createServices(config: Config, options: BrokerOptions = {}
   });
   const apiKeys = new ApiKeysService({ dal: new ApiKeysDal(database), audit, clock });
   const clients = new ClientsService({ dal: clientsDal, access, audit, clock });
-  const secrets = new SecretsService({ db: database, access, keyProvider, systemKeys, audit, clock, rowIntegrity });
+  const secrets = new SecretsService({ db: database, access, keyProvider, systemKeys, audit, clock, rowIntegrity, delegation: clients });
   const groups = new GroupsService({ access, secrets, clients: clientsDal, audit, clock });
   const windowMs = config.authRateLimit.windowSeconds * 1000;
   const rateLimiter = new FailureRateLimiter(new AuthFailuresDal(database), clock, {
@@ -257,6 +261,7 @@ export async function createServices(config: Config, options: BrokerOptions = {}
     signingKeys,
     policies,
     options: config.gate,
+    clientCapabilities: clients,
   });
   const trustedIssuers = new TrustedIssuersService({ db: database, audit, tokens, auth, clock });
   // the token endpoint's grants beyond client_credentials (the discovery document lists what is registered)
@@ -266,7 +271,7 @@ export async function createServices(config: Config, options: BrokerOptions = {}
   const signatures = new SignaturesService({ db: database, audit, registry, signingKeys, clock, policies });
   return {
     config, db, dbHandle, database, clock, logger, keyProvider, systemKeys, audit, auditSink, jwtKeys, tokens, apiKeys, clients, groups, secrets, auth, workload,
-    metrics, auditQuery, auditTree, auditSequencer, auditProofs, auditExporter, treeHeads, auditVerifier, auditChain, rowIntegrity, rowIntegrityScanner, access, reports, registryCredentials, registry, signingKeys, policies, gate, trustedIssuers, signatures,
+    metrics, auditQuery, auditTree, auditLogSigner: logSigner, auditSequencer, auditProofs, auditExporter, treeHeads, auditVerifier, auditChain, rowIntegrity, rowIntegrityScanner, access, reports, registryCredentials, registry, signingKeys, policies, gate, trustedIssuers, signatures,
   };
 }
 
@@ -292,6 +297,9 @@ export function domainRouters(s: Services): Router[] {
     }),
     policyRoutes(s.policies),
     releaseRoutes(s.gate),
+    // the Docker plugin's routes (issue 13): a client an admin made a delegate
+    clientReleaseRoutes(s.gate),
+    pluginEventsRoutes(new PluginEventsService({ audit: s.audit, clientCapabilities: s.clients })),
     signingRoutes({ registryCredentials: s.registryCredentials, signingKeys: s.signingKeys, issuers: s.trustedIssuers, signatures: s.signatures }),
   ];
 }

@@ -242,7 +242,10 @@ export function sequenceProgram(opts: { batch: number; now: number; resignAfterM
     for (let i = 0; i < assigned.length; i += ROWS_PER_STATEMENT) {
       const chunk = assigned.slice(i, i + ROWS_PER_STATEMENT);
       const updated = (yield {
-        sql: `WITH v(seq, leaf_index) AS (VALUES ${chunk.map(() => '(CAST(? AS BIGINT), CAST(? AS BIGINT))').join(', ')}) UPDATE audit_events SET leaf_index = v.leaf_index FROM v WHERE audit_events.seq = v.seq AND audit_events.leaf_index IS NULL RETURNING audit_events.seq`,
+        // COALESCE rather than "leaf_index IS NULL": the guard must not match the queue's partial
+        // index predicate, or PostgreSQL, with statistics older than a large backlog, plans a scan
+        // of the whole queue per chunk instead of primary-key lookups
+        sql: `WITH v(seq, leaf_index) AS (VALUES ${chunk.map(() => '(CAST(? AS BIGINT), CAST(? AS BIGINT))').join(', ')}) UPDATE audit_events SET leaf_index = v.leaf_index FROM v WHERE audit_events.seq = v.seq AND COALESCE(audit_events.leaf_index, -1) = -1 RETURNING audit_events.seq`,
         params: chunk.flatMap((a) => [a.seq, a.index]),
       }) as object[];
       if (updated.length !== chunk.length) throw new Error(`sequencing assigned ${updated.length} of ${chunk.length} leaf indexes`);

@@ -18,6 +18,10 @@ export interface ClientRow {
   updated_at: number;
   /** The token generation: tokens carry it, and any change revokes them. */
   secret_rotated_at: number;
+  /** JSON array of the client names this client may act for (migration 009; '[]' by default). */
+  acts_for: string;
+  /** May ask the release gate for decisions (migration 009). */
+  release_gate: boolean | number;
 }
 
 export type NewClientRow = Omit<ClientRow, 'id'>;
@@ -71,6 +75,11 @@ export class ClientsDal {
 
   async update(trx: Transaction, id: number, changes: ClientRowChanges): Promise<void> {
     await trx<ClientRow>('clients').where({ id }).update(changes);
+  }
+
+  /** Clients that may act for someone (acts_for not empty), with that list. */
+  async delegates(trx: Queryable): Promise<Array<Pick<ClientRow, 'id' | 'name' | 'acts_for'>>> {
+    return trx<ClientRow>('clients').whereNot('acts_for', '[]').select('id', 'name', 'acts_for');
   }
 
   async delete(trx: Transaction, id: number): Promise<void> {

@@ -5,7 +5,7 @@ import type { AuditService } from '../audit/audit-service.js';
 import type { Queryable } from '../db/database.js';
 import type { ClientRow, ClientRowChanges, ClientsDal } from './clients-dal.js';
 import { digestsEqual, randomToken, sha256Hex } from '../crypto/hashing.js';
-import { ConflictError, NotFoundError } from '../core/errors.js';
+import { ConflictError, ForbiddenError, NotFoundError } from '../core/errors.js';
 import type { RequestMeta } from '../core/principal.js';
 import { descriptionSchema, labelsSchema, nameSchema } from '../core/validation.js';
 import { rethrowUniqueAsConflictFn } from './identity-util.js';
@@ -19,6 +19,13 @@ const certIdentitySchema = z
   .max(512)
   .regex(/^(spiffe:\/\/[A-Za-z0-9.-]+\/\S*|CN=[^\s,]{1,200})$/, 'must be a spiffe:// URI or CN=<common name>');
 
+/** Names of the clients a delegate (the Docker plugin) may act for: exact names, no patterns. */
+const actsForSchema = z
+  .array(nameSchema)
+  .max(1000)
+  .describe('Names of the clients this client may act for (read their secrets as a delegate, e.g. the Docker plugin). Exact names; admin only.');
+const releaseGateSchema = z.boolean().describe('May ask the release gate for decisions (POST /v1/client/releases). Admin only.');
+
 export const createClientSchema = z
   .object({
     name: nameSchema,
@@ -27,6 +34,8 @@ export const createClientSchema = z
     groups: z.array(nameSchema).max(100).optional(),
     certIdentity: certIdentitySchema.nullable().optional(),
     allowedAudiences: z.array(audienceSchema).max(50).nullable().optional(),
+    actsFor: actsForSchema.optional(),
+    releaseGate: releaseGateSchema.optional(),
   })
   .strict();
 
@@ -37,6 +46,8 @@ export const updateClientSchema = z
     enabled: z.boolean().optional(),
     certIdentity: certIdentitySchema.nullable().optional(),
     allowedAudiences: z.array(audienceSchema).max(50).nullable().optional(),
+    actsFor: actsForSchema.optional(),
+    releaseGate: releaseGateSchema.optional(),
   })
   .strict();
 
@@ -58,7 +69,14 @@ export interface ClientRecord {
   updatedAt: number;
   /** Token generation (column secret_rotated_at): tokens carry it; any change revokes them. */
   tokenGeneration: number;
+  /** The clients this one may act for (a delegate such as the Docker plugin); [] for a workload. */
+  actsFor: string[];
+  /** May ask the release gate for decisions. */
+  releaseGate: boolean;
 }
+
+/** The fields only an admin may set: together they make a client a delegate of others. */
+const ADMIN_ONLY_FIELDS = ['actsFor', 'releaseGate'] as const;
 
 /**
  * The next token generation: the current time, but always a new value, so a revocation in
@@ -66,6 +84,14 @@ export interface ClientRecord {
  */
 function nextTokenGeneration(client: ClientRecord, now: number): number {
   return Math.max(now, client.tokenGeneration + 1);
+}
+
+/** The admin-only capabilities a create or update set, for its audit event. */
+function capabilityDetails(input: { actsFor?: string[]; releaseGate?: boolean }): Record<string, unknown> {
+  return {
+    ...(input.actsFor !== undefined ? { actsFor: [...new Set(input.actsFor)] } : {}),
+    ...(input.releaseGate !== undefined ? { releaseGate: input.releaseGate } : {}),
+  };
 }
 
 export function rowToClient(row: ClientRow): ClientRecord {
@@ -82,6 +108,8 @@ export function rowToClient(row: ClientRow): ClientRecord {
     createdAt: row.created_at,
     updatedAt: row.updated_at,
     tokenGeneration: Number(row.secret_rotated_at),
+    actsFor: row.acts_for ? (JSON.parse(row.acts_for) as string[]) : [],
+    releaseGate: Boolean(row.release_gate),
   };
 }
 
@@ -97,6 +125,8 @@ export class ClientsService {
       enabled: client.enabled,
       certIdentity: client.certIdentity,
       allowedAudiences: client.allowedAudiences,
+      actsFor: client.actsFor,
+      releaseGate: client.releaseGate,
       createdBy: client.createdBy,
       createdAt: iso(client.createdAt),
       updatedAt: iso(client.updatedAt),
@@ -119,7 +149,20 @@ export class ClientsService {
     return this.deps.access.groupsOfClient(clientDbId, trx);
   }
 
+  /**
+   * Only an admin makes a client a delegate: a writer (who manages ordinary clients) setting
+   * actsFor or releaseGate is refused, and the refusal is on the record.
+   */
+  private async assertMaySetCapabilities(principal: Principal, meta: RequestMeta, name: string, input: Record<string, unknown>): Promise<void> {
+    const fields = ADMIN_ONLY_FIELDS.filter((f) => input[f] !== undefined);
+    if (fields.length === 0 || (principal.kind === 'operator' && principal.role === 'admin')) return;
+    const reason = `only an admin may set ${fields.join(' and ')}`;
+    await this.deps.audit.record({ actor: actorOf(principal), action: 'authz.deny', resource: { kind: 'client', name }, outcome: 'deny', reason, details: { fields }, request: meta });
+    throw new ForbiddenError(reason, 'admin_required');
+  }
+
   async create(principal: Principal, meta: RequestMeta, input: z.infer<typeof createClientSchema>) {
+    await this.assertMaySetCapabilities(principal, meta, input.name, input);
     const clientId = `kwc_${crypto.randomBytes(12).toString('base64url')}`;
     const clientSecret = randomToken('kws_');
     const now = this.deps.clock();
@@ -141,9 +184,11 @@ export class ClientsService {
           created_at: now,
           updated_at: now,
           secret_rotated_at: now,
+          acts_for: JSON.stringify([...new Set(input.actsFor ?? [])]),
+          release_gate: input.releaseGate ?? false,
         });
         for (const g of groupRows) await this.deps.access.addMember(trx, g.id, id, now);
-        await record({ actor: actorOf(principal), action: 'client.create', resource: { kind: 'client', name: input.name }, outcome: 'allow', details: { clientId, groups }, request: meta });
+        await record({ actor: actorOf(principal), action: 'client.create', resource: { kind: 'client', name: input.name }, outcome: 'allow', details: { clientId, groups, ...capabilityDetails(input) }, request: meta });
         for (const g of groupRows) {
           await record({ actor: actorOf(principal), action: 'membership.add', resource: { kind: 'client', name: input.name }, outcome: 'allow', details: { group: g.name }, request: meta });
         }
@@ -164,6 +209,7 @@ export class ClientsService {
   }
 
   async update(principal: Principal, meta: RequestMeta, name: string, patch: z.infer<typeof updateClientSchema>) {
+    await this.assertMaySetCapabilities(principal, meta, name, patch);
     return this.deps.audit
       .transact(async (trx, record) => {
         const client = await this.require(name, trx);
@@ -177,9 +223,11 @@ export class ClientsService {
         if (patch.enabled === false) changes.secret_rotated_at = nextTokenGeneration(client, this.deps.clock());
         if (patch.certIdentity !== undefined) changes.cert_identity = patch.certIdentity;
         if (patch.allowedAudiences !== undefined) changes.allowed_audiences = patch.allowedAudiences ? JSON.stringify(patch.allowedAudiences) : null;
+        if (patch.actsFor !== undefined) changes.acts_for = JSON.stringify([...new Set(patch.actsFor)]);
+        if (patch.releaseGate !== undefined) changes.release_gate = patch.releaseGate;
         await this.deps.dal.update(trx, client.id, changes);
         const action = patch.enabled === false ? 'client.disable' : patch.enabled === true ? 'client.enable' : 'client.update';
-        await record({ actor: actorOf(principal), action, resource: { kind: 'client', name }, outcome: 'allow', details: { fields: Object.keys(patch).sort() }, request: meta });
+        await record({ actor: actorOf(principal), action, resource: { kind: 'client', name }, outcome: 'allow', details: { fields: Object.keys(patch).sort(), ...capabilityDetails(patch) }, request: meta });
         return this.get(name, trx);
       })
       .catch(rethrowUniqueAsConflictFn('another client already has that certIdentity'));
@@ -191,6 +239,15 @@ export class ClientsService {
       await this.deps.access.removeClient(trx, client.id);
       await this.deps.dal.delete(trx, client.id);
       await record({ actor: actorOf(principal), action: 'client.delete', resource: { kind: 'client', name }, outcome: 'allow', details: { clientId: client.clientId }, request: meta });
+      // a delegation names a client by name: a new client created later under the same name
+      // must not inherit it, so the name leaves every delegate's actsFor with the client
+      for (const delegate of await this.deps.dal.delegates(trx)) {
+        const actsFor = JSON.parse(delegate.acts_for) as string[];
+        if (!actsFor.includes(name)) continue;
+        const remaining = actsFor.filter((n) => n !== name);
+        await this.deps.dal.update(trx, delegate.id, { acts_for: JSON.stringify(remaining), updated_at: this.deps.clock() });
+        await record({ actor: actorOf(principal), action: 'client.update', resource: { kind: 'client', name: delegate.name }, outcome: 'allow', details: { fields: ['actsFor'], actsFor: remaining, reason: `client ${name} was deleted` }, request: meta });
+      }
     });
   }
 
@@ -211,6 +268,26 @@ export class ClientsService {
       await this.deps.access.changeMemberships(trx, record, principal, meta, [client], change.add, change.remove, this.deps.clock());
       return this.get(name, trx);
     });
+  }
+
+  /**
+   * The client `target` as the delegate `delegateId` may act for it: only when the delegate's
+   * actsFor names it and it exists and is enabled. Undefined otherwise, whatever the reason,
+   * so a caller cannot tell a disabled or unknown client from one it was not given.
+   */
+  async delegatedClient(delegateId: number, target: string): Promise<ClientRecord | undefined> {
+    const delegate = await this.deps.dal.findById(delegateId);
+    if (!delegate || !rowToClient(delegate).actsFor.includes(target)) return undefined;
+    const client = await this.find(target);
+    return client?.enabled ? client : undefined;
+  }
+
+  /** What the client may do beyond reading its own secrets (read from the database on every call). */
+  async capabilitiesOf(clientDbId: number): Promise<{ actsFor: string[]; releaseGate: boolean }> {
+    const row = await this.deps.dal.findById(clientDbId);
+    if (!row) return { actsFor: [], releaseGate: false };
+    const client = rowToClient(row);
+    return { actsFor: client.actsFor, releaseGate: client.releaseGate };
   }
 
   /** Every client's name, public id and state, by name (reports). */

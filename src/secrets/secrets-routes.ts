@@ -1,6 +1,7 @@
 import { Router } from 'express';
 import { z } from 'zod';
 import { InvalidInputError } from '../core/errors.js';
+import { contextDetails, dockerContextSchema } from '../core/docker-context.js';
 import { requestMeta } from '../http/request-context.js';
 import { defineRoutes } from '../http/routes.js';
 import { decodeCursor, encodeCursor, limitSchema, nameSchema, parseName, parseWith } from '../core/validation.js';
@@ -144,6 +145,22 @@ export function secretsRoutes(secrets: SecretsService): Router {
 
 export const batchSchema = z.object({ names: z.array(nameSchema).min(1).max(100) }).strict();
 
+export const delegatedReadSchema = z
+  .object({
+    client: nameSchema.describe('The client the caller acts for: the secret must be granted to it.'),
+    secret: nameSchema,
+    context: dockerContextSchema.optional(),
+  })
+  .strict();
+
+export const delegatedListSchema = z
+  .object({
+    client: nameSchema.describe('The client the caller acts for.'),
+    includeContent: z.boolean().default(false).describe('Deliver every value too (each an audited read).'),
+    context: dockerContextSchema.optional(),
+  })
+  .strict();
+
 export function clientSecretsRoutes(secrets: SecretsService): Router {
   const router = Router();
   defineRoutes(router, [
@@ -175,6 +192,28 @@ export function clientSecretsRoutes(secrets: SecretsService): Router {
         const { names } = parseWith(batchSchema, req.body);
         const items = await secrets.deliver(principal, requestMeta(req), [...new Set(names)]);
         res.set('Cache-Control', 'no-store').json({ items });
+      },
+    },
+    {
+      method: 'post',
+      path: '/v1/client/delegated/secrets/read',
+      access: 'client',
+      handler: async (req, res) => {
+        const principal = req.principal as Extract<NonNullable<typeof req.principal>, { kind: 'client' }>;
+        const body = parseWith(delegatedReadSchema, req.body);
+        const secret = await secrets.deliverDelegated(principal, requestMeta(req), body.client, body.secret, contextDetails(body.context));
+        res.set('Cache-Control', 'no-store').json(secret);
+      },
+    },
+    {
+      method: 'post',
+      path: '/v1/client/delegated/secrets/list',
+      access: 'client',
+      handler: async (req, res) => {
+        const principal = req.principal as Extract<NonNullable<typeof req.principal>, { kind: 'client' }>;
+        const body = parseWith(delegatedListSchema, req.body);
+        const items = await secrets.listDelegated(principal, requestMeta(req), body.client, { includeContent: body.includeContent, context: contextDetails(body.context) });
+        res.set('Cache-Control', 'no-store').json({ client: body.client, items });
       },
     },
   ]);

@@ -5,7 +5,7 @@ import { KeyProviderError, type KeyProvider } from '../crypto/key-provider.js';
 import type { SystemKeys } from '../crypto/system-keys.js';
 import type { AccessService, FoundSecret } from '../access/access-service.js';
 import type { Database, Queryable, Transaction } from '../db/database.js';
-import { ConflictError, DomainError, InvalidInputError, NotFoundError, PreconditionFailedError, TooLargeError, UnavailableError } from '../core/errors.js';
+import { ConflictError, DomainError, ForbiddenError, InvalidInputError, NotFoundError, PreconditionFailedError, TooLargeError, UnavailableError } from '../core/errors.js';
 import type { RequestMeta } from '../core/principal.js';
 import { iso, type Clock } from '../core/clock.js';
 import { actorOf, principalLabel, type Principal } from '../identity/identity-types.js';
@@ -29,6 +29,17 @@ export interface SecretsServiceDeps {
   clock: Clock;
   /** MACs on the rows that decide who reads which version (row-integrity.ts). */
   rowIntegrity: RowIntegrity;
+  /** Whether a delegate (the Docker plugin) may act for a client: identity decides (ClientsService.delegatedClient). */
+  delegation: { delegatedClient(delegateId: number, target: string): Promise<{ id: number; name: string } | undefined> };
+}
+
+/**
+ * A read by a delegate for another client: the secrets are those granted to `client`, the
+ * audit actor stays the delegate, and the events carry `context` (which service, task, image).
+ */
+export interface OnBehalfOf {
+  client: { id: number; name: string };
+  context: Record<string, string>;
 }
 
 export interface CreateSecretInput {
@@ -357,24 +368,31 @@ export class SecretsService {
     return { name, version: v.version, content: content.toString('base64'), checksum: v.checksum, size: v.size };
   }
 
-  /** A client's read: the group rule, decryption, and the committed audit event, then the value. */
-  async deliver(principal: Extract<Principal, { kind: 'client' }>, meta: RequestMeta, names: string[]): Promise<DeliveredSecret[]> {
-    const found = await Promise.all(names.map((n) => this.deps.access.findForClient(principal.id, n)));
+  /**
+   * A client's read: the group rule, decryption, and the committed audit event, then the value.
+   * With `onBehalfOf`, the group rule is that client's (a delegated read); the actor is still
+   * the caller.
+   */
+  async deliver(principal: Extract<Principal, { kind: 'client' }>, meta: RequestMeta, names: string[], onBehalfOf?: OnBehalfOf): Promise<DeliveredSecret[]> {
+    const readerId = onBehalfOf?.client.id ?? principal.id;
+    const via: Record<string, unknown> = onBehalfOf ? { ...onBehalfOf.context, via: 'delegated', onBehalfOf: onBehalfOf.client.name } : { via: 'client' };
+    const found = await Promise.all(names.map((n) => this.deps.access.findForClient(readerId, n)));
     if (found.some((f) => !f)) {
       const missing = names.filter((_, i) => !found[i]);
       await this.deps.audit.recordReads(
-        missing.map((n) => this.event(principal, meta, 'secret.read', n, { outcome: 'deny', reason: 'not found or not granted' })),
+        missing.map((n) => this.event(principal, meta, 'secret.read', n, { outcome: 'deny', reason: 'not found or not granted', ...(onBehalfOf ? { details: via } : {}) })),
         [],
       );
       throw names.length === 1 ? new NotFoundError(`secret ${names[0]}`) : new NotFoundError('one or more of the requested secrets');
     }
     const items = found as Array<NonNullable<(typeof found)[number]>>;
-    await this.assertIntact(principal, meta, items);
+    await this.assertIntact(principal, meta, items, via);
     const contents = await Promise.all(items.map((f) => this.decrypt(f.secret, f.version)));
     const now = this.deps.clock();
     await this.deps.audit.recordReads(
-      items.map((f) => this.event(principal, meta, 'secret.read', f.secret.name, { details: { version: f.version.version, via: 'client', group: f.group } })),
-      items.map((f) => ({ clientId: principal.id, secretId: f.secret.id, version: f.version.version, at: now })),
+      items.map((f) => this.event(principal, meta, 'secret.read', f.secret.name, { details: { ...via, version: f.version.version, group: f.group } })),
+      // the last-read mark is the reading client's: the value reached its container
+      items.map((f) => ({ clientId: readerId, secretId: f.secret.id, version: f.version.version, at: now })),
     );
     return items.map((f, i) => ({
       name: f.secret.name,
@@ -388,14 +406,91 @@ export class SecretsService {
     }));
   }
 
+  /**
+   * The client a delegate acts for, or a 403 not_delegated on the record. The same answer
+   * whether the delegate was not given that client, or it is disabled or unknown.
+   */
+  private async delegatedClient(
+    principal: Extract<Principal, { kind: 'client' }>,
+    meta: RequestMeta,
+    target: string,
+    attempted: { action: string; resource: { kind: string; name: string } },
+    context: Record<string, string>,
+  ): Promise<OnBehalfOf> {
+    const client = await this.deps.delegation.delegatedClient(principal.id, target);
+    if (client) return { client, context };
+    await this.deps.audit.recordReads(
+      [
+        this.event(principal, meta, attempted.action, attempted.resource.name, {
+          resource: attempted.resource,
+          outcome: 'deny',
+          reason: 'not_delegated',
+          details: { ...context, via: 'delegated', onBehalfOf: target },
+        }),
+      ],
+      [],
+    );
+    throw new ForbiddenError(`this client may not act for client ${target}`, 'not_delegated');
+  }
+
+  /** A delegate's read of one secret granted to `target` (the Docker plugin's secret provider). */
+  async deliverDelegated(
+    principal: Extract<Principal, { kind: 'client' }>,
+    meta: RequestMeta,
+    target: string,
+    name: string,
+    context: Record<string, string> = {},
+  ): Promise<DeliveredSecret> {
+    const onBehalfOf = await this.delegatedClient(principal, meta, target, { action: 'secret.read', resource: { kind: 'secret', name } }, context);
+    const [secret] = await this.deliver(principal, meta, [name], onBehalfOf);
+    return secret!;
+  }
+
+  /**
+   * Every secret granted to `target`, for a delegate (the Docker plugin's volumes). With
+   * content, each value is an audited read (one event per secret, in one batch); without it,
+   * one audited secret.list event.
+   */
+  async listDelegated(
+    principal: Extract<Principal, { kind: 'client' }>,
+    meta: RequestMeta,
+    target: string,
+    options: { includeContent: boolean; context?: Record<string, string> },
+  ): Promise<Array<Omit<DeliveredSecret, 'content'> & { content?: string }>> {
+    const context = options.context ?? {};
+    const onBehalfOf = await this.delegatedClient(principal, meta, target, { action: 'secret.list', resource: { kind: 'client', name: target } }, context);
+    const granted = await this.deps.access.listForClient(onBehalfOf.client.id);
+    if (options.includeContent && granted.length > 0) {
+      return this.deliver(principal, meta, granted.map((r) => r.name), onBehalfOf);
+    }
+    await this.deps.audit.recordReads(
+      [
+        this.event(principal, meta, 'secret.list', target, {
+          resource: { kind: 'client', name: target },
+          details: { ...context, via: 'delegated', onBehalfOf: target, count: granted.length, includeContent: options.includeContent },
+        }),
+      ],
+      [],
+    );
+    return granted.map((r) => ({
+      name: r.name,
+      version: r.currentVersion,
+      checksum: r.checksum,
+      metadata: r.metadata,
+      labels: r.labels,
+      expiry: iso(r.expiry),
+      updatedAt: iso(r.updatedAt)!,
+    }));
+  }
+
   /** A row changed outside the broker fails the read closed, and the refusal is on the record. */
-  private async assertIntact(principal: Principal, meta: RequestMeta, items: FoundSecret[]): Promise<void> {
+  private async assertIntact(principal: Principal, meta: RequestMeta, items: FoundSecret[], via: Record<string, unknown>): Promise<void> {
     for (const f of items) {
       try {
         this.deps.rowIntegrity.assertReadable(f);
       } catch (err) {
         const reason = err instanceof DomainError ? err.detail : 'row integrity check failed';
-        await this.deps.audit.recordReads([this.event(principal, meta, 'secret.read', f.secret.name, { outcome: 'error', reason, details: { via: 'client', integrity: 'row_mac' } })], []);
+        await this.deps.audit.recordReads([this.event(principal, meta, 'secret.read', f.secret.name, { outcome: 'error', reason, details: { ...via, integrity: 'row_mac' } })], []);
         throw err;
       }
     }

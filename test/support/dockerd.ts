@@ -79,6 +79,8 @@ export interface DockerCallOptions {
   env?: Record<string, string>;
   /** Kill the CLI after this long (default 120 s); the result then has code 124. */
   timeoutMs?: number;
+  /** This CLI binary instead of DOCKER_CLI (e.g. '/usr/bin/docker' to pin the 20.10 CLI for content trust). */
+  cli?: string;
 }
 
 export interface DockerdOptions {
@@ -131,7 +133,7 @@ export interface TestDockerd {
 function runCli(env: Record<string, string>, args: string[], opts: DockerCallOptions = {}): Promise<DockerResult> {
   // async on purpose: a plugin served from this same process must keep answering the daemon
   return new Promise((resolve, reject) => {
-    const child = spawn(DOCKER_CLI, args, {
+    const child = spawn(opts.cli ?? DOCKER_CLI, args, {
       env: { ...process.env, ...env, ...(opts.env ?? {}) },
       stdio: ['pipe', 'pipe', 'pipe'],
     });

@@ -1,10 +1,10 @@
 /**
- * Test support: a real `notary-server` (in-memory storage, no TLS) on a free loopback port,
- * and a wrapper around the real `notary` client CLI.
+ * Test support: a real `notary-server` (in-memory storage; plain http, or TLS with a test
+ * certificate) on a free loopback port, and a wrapper around the real `notary` client CLI.
  */
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -41,13 +41,31 @@ export interface NotaryServerHandle {
   stop: () => Promise<void>;
 }
 
-async function waitHealthy(url: string, proc: ChildProcess, logs: () => string, timeoutMs: number): Promise<void> {
+/** GET over https trusting only `caPem` (global fetch cannot be given a CA). */
+function httpsStatus(url: string, caPem: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest(url, { ca: caPem, timeout: 1000 }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+async function waitHealthy(url: string, proc: ChildProcess, logs: () => string, timeoutMs: number, caPem?: string): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (proc.exitCode !== null) throw new Error(`notary-server exited with ${proc.exitCode}: ${logs()}`);
     try {
-      const res = await fetch(`${url}/_notary_server/health`, { signal: AbortSignal.timeout(1000) });
-      if (res.ok) return;
+      const health = `${url}/_notary_server/health`;
+      if (caPem) {
+        if ((await httpsStatus(health, caPem)) === 200) return;
+      } else {
+        const res = await fetch(health, { signal: AbortSignal.timeout(1000) });
+        if (res.ok) return;
+      }
     } catch {
       // not up yet
     }
@@ -56,14 +74,30 @@ async function waitHealthy(url: string, proc: ChildProcess, logs: () => string, 
   throw new Error(`notary-server did not become healthy within ${timeoutMs} ms: ${logs()}`);
 }
 
-/** Start `notary-server -config server.json` with memory storage and a local trust service. */
-export async function startNotaryServer(): Promise<NotaryServerHandle> {
+export interface NotaryServerTls {
+  /** PEM server certificate (with a SAN for 127.0.0.1) and its key, e.g. from test/support/pki.ts. */
+  certPem: string;
+  keyPem: string;
+  /** PEM of the CA that issued it: the health check trusts only this. */
+  caPem: string;
+}
+
+/**
+ * Start `notary-server -config server.json` with memory storage and a local trust service. With
+ * `tls` it serves https (Docker's content trust refuses a plain-http trust server).
+ */
+export async function startNotaryServer(opts: { tls?: NotaryServerTls } = {}): Promise<NotaryServerHandle> {
   const dir = await mkdtemp(join(tmpdir(), 'kw-notary-server-'));
+  const tlsFiles = opts.tls ? { tls_cert_file: join(dir, 'server.crt'), tls_key_file: join(dir, 'server.key') } : {};
+  if (opts.tls) {
+    await writeFile(tlsFiles.tls_cert_file!, opts.tls.certPem);
+    await writeFile(tlsFiles.tls_key_file!, opts.tls.keyPem, { mode: 0o600 });
+  }
   let lastError: unknown;
   for (let attempt = 0; attempt < 3; attempt++) {
     const port = await freePort();
     const config = {
-      server: { http_addr: `127.0.0.1:${port}` },
+      server: { http_addr: `127.0.0.1:${port}`, ...tlsFiles },
       trust_service: { type: 'local' },
       storage: { backend: 'memory' },
       logging: { level: 'error' },
@@ -74,7 +108,7 @@ export async function startNotaryServer(): Promise<NotaryServerHandle> {
     const proc = spawn('notary-server', ['-config', configPath], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
     proc.stdout?.on('data', (d: Buffer) => (output = (output + d.toString()).slice(-8000)));
     proc.stderr?.on('data', (d: Buffer) => (output = (output + d.toString()).slice(-8000)));
-    const url = `http://127.0.0.1:${port}`;
+    const url = `${opts.tls ? 'https' : 'http'}://127.0.0.1:${port}`;
     const stop = async () => {
       if (proc.exitCode === null && proc.signalCode === null) {
         const exited = new Promise<void>((r) => proc.once('exit', () => r()));
@@ -86,7 +120,7 @@ export async function startNotaryServer(): Promise<NotaryServerHandle> {
       await rm(dir, { recursive: true, force: true });
     };
     try {
-      await waitHealthy(url, proc, () => output, 10_000);
+      await waitHealthy(url, proc, () => output, 10_000, opts.tls?.caPem);
       return { url, port, dir, logs: () => output, stop };
     } catch (err) {
       lastError = err;

@@ -154,6 +154,14 @@ function retryAfterMs(header: string | undefined): number | undefined {
   return Number.isFinite(seconds) && seconds >= 0 ? seconds * 1000 : undefined;
 }
 
+/** What a client route answered: status, parsed JSON (undefined if none), problem code and a one-line summary. */
+export interface ClientRouteAnswer {
+  status: number;
+  json: unknown;
+  code?: string;
+  summary: string;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Client
 
@@ -263,8 +271,11 @@ export class BrokerClient {
     return { authorization: `Bearer ${this.token!.value}` };
   }
 
-  /** A client-route call; a 401 on a token we hold triggers one re-authentication. */
-  private async clientCall(method: 'GET' | 'POST', path: string, body?: unknown): Promise<HttpResponse> {
+  /**
+   * A client-route call; a 401 on a token we hold triggers one re-authentication. With
+   * `passDenied` a final 401/403 is returned for the caller to interpret instead of thrown.
+   */
+  private async clientCall(method: 'GET' | 'POST', path: string, body?: unknown, passDenied = false): Promise<HttpResponse> {
     for (let attempt = 0; ; attempt++) {
       const headers: Record<string, string> = { accept: 'application/json', ...(await this.authHeaders()) };
       if (body !== undefined) headers['content-type'] = 'application/json';
@@ -273,9 +284,25 @@ export class BrokerClient {
         this.token = undefined;
         continue;
       }
-      if (res.status === 401 || res.status === 403) throw new CliError(ExitCode.DENIED, `access denied (${problemSummary(res)})`);
+      if (!passDenied && (res.status === 401 || res.status === 403)) throw new CliError(ExitCode.DENIED, `access denied (${problemSummary(res)})`);
       return res;
     }
+  }
+
+  /**
+   * POST to a client route whose 4xx answers the caller maps itself (the Docker plugin's
+   * delegated routes tell "not delegated" from "not granted" by status and problem code).
+   * Transient failures still throw TransientError; a failed token exchange throws CliError 77.
+   */
+  async postClientRoute(path: string, body: unknown): Promise<ClientRouteAnswer> {
+    const res = await this.clientCall('POST', path, body, true);
+    let json: unknown;
+    try {
+      json = res.body.length ? JSON.parse(res.body.toString('utf8')) : undefined;
+    } catch {
+      json = undefined;
+    }
+    return { status: res.status, json, code: problemCode(res), summary: problemSummary(res) };
   }
 
   /** Every secret granted to this client (no content). */

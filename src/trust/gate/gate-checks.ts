@@ -67,6 +67,16 @@ export interface CheckContext {
   timeoutMs: number;
   /** fetch for Notary servers, bound to the broker's egress rules */
   notaryFetch?: typeof fetch;
+  /**
+   * The user the container will run as (docker run --user), when the caller knows it. A
+   * non-empty value is what nonRootUser judges instead of the image's configured user.
+   */
+  containerUser?: string;
+}
+
+/** The --user that overrides the image's, or undefined ("" means the image's own user). */
+export function overridingUser(containerUser: string | undefined): string | undefined {
+  return containerUser === undefined || containerUser === '' ? undefined : containerUser;
 }
 
 // ------------------------------------------------------------------------------ cosign
@@ -259,7 +269,14 @@ export async function ruleChecks(ctx: CheckContext): Promise<GateCheck[]> {
   const labels: Record<string, unknown> = config.Labels && typeof config.Labels === 'object' ? (config.Labels as Record<string, unknown>) : {};
   const out: GateCheck[] = [];
 
-  if (rules.nonRootUser) {
+  const containerUser = overridingUser(ctx.containerUser);
+  if (rules.nonRootUser && containerUser !== undefined) {
+    out.push(
+      runsAsRoot(containerUser)
+        ? { type: 'nonRootUser', ok: false, code: 'runs_as_root', detail: `container runs as root (user "${containerUser}")` }
+        : { type: 'nonRootUser', ok: true, detail: `container runs as "${containerUser}"` },
+    );
+  } else if (rules.nonRootUser) {
     const user = typeof config.User === 'string' ? config.User : '';
     out.push(
       runsAsRoot(user)

@@ -1,6 +1,7 @@
 import { Router } from 'express';
 import { z } from 'zod';
 import { InvalidInputError } from '../../core/errors.js';
+import { contextDetails, dockerContextSchema } from '../../core/docker-context.js';
 import { requestMeta } from '../../http/request-context.js';
 import { defineRoutes } from '../../http/routes.js';
 import { decodeCursor, encodeCursor, limitSchema, nameSchema, parseName, parseWith } from '../../core/validation.js';
@@ -10,6 +11,21 @@ import type { PolicyService } from './policy-service.js';
 const listPoliciesQuery = z.object({ limit: limitSchema, cursor: z.string().max(512).optional() }).strict();
 
 export const releaseRequestSchema = z.object({ image: z.string().min(1).max(512) }).strict();
+
+export const clientReleaseRequestSchema = releaseRequestSchema
+  .extend({
+    context: dockerContextSchema
+      .extend({
+        containerUser: z
+          .string()
+          .max(256)
+          .describe('The user the container runs as (docker run --user). When given, nonRootUser judges it; "" means the image\'s configured user.')
+          .optional(),
+      })
+      .strict()
+      .optional(),
+  })
+  .strict();
 
 const listReleasesQuery = z
   .object({
@@ -130,6 +146,26 @@ export function releaseRoutes(gate: GateService): Router {
         const id = String(req.params.id);
         if (!DECISION_ID.test(id)) throw new InvalidInputError('id must look like rd_<id>');
         res.json(await gate.get(id));
+      },
+    },
+  ]);
+  return router;
+}
+
+/** The release gate for a client an admin gave releaseGate (the Docker plugin's authz). */
+export function clientReleaseRoutes(gate: GateService): Router {
+  const router = Router();
+  defineRoutes(router, [
+    {
+      method: 'post',
+      path: '/v1/client/releases',
+      access: 'client',
+      handler: async (req, res) => {
+        const principal = req.principal as Extract<NonNullable<typeof req.principal>, { kind: 'client' }>;
+        const body = parseWith(clientReleaseRequestSchema, req.body);
+        const { containerUser, ...context } = body.context ?? {};
+        const decision = await gate.decideForClient(principal, requestMeta(req), body.image, { containerUser, context: contextDetails(context) });
+        res.location(`/v1/releases/${decision.id}`).set('Cache-Control', 'no-store').json(decision);
       },
     },
   ]);

@@ -13,7 +13,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { AuditService } from '../../audit/audit-service.js';
-import { InvalidInputError, NotFoundError } from '../../core/errors.js';
+import { ForbiddenError, InvalidInputError, NotFoundError } from '../../core/errors.js';
 import type { RequestMeta } from '../../core/principal.js';
 import { actorOf, principalLabel, type Principal } from '../../identity/identity-types.js';
 import { ImageRefError, parseImageRef, type ImageRef } from '../registry/image-ref.js';
@@ -22,7 +22,7 @@ import type { RegistryClient } from '../registry/registry-client.js';
 import type { Database } from '../../db/database.js';
 import type { SigningKeysService } from '../signing/signing-keys-service.js';
 import { DecisionDal, type CacheEntry, type DecisionRow, type ReleaseDecision } from './decision-dal.js';
-import { cosignCheck, notaryCheck, remoteFailure, ruleChecks, withDeadline, type CheckContext, type CheckResult, type GateCheck } from './gate-checks.js';
+import { cosignCheck, notaryCheck, overridingUser, remoteFailure, ruleChecks, withDeadline, type CheckContext, type CheckResult, type GateCheck } from './gate-checks.js';
 import { selectPolicy } from './policy-schema.js';
 import type { PolicyService } from './policy-service.js';
 import type { Clock } from '../../core/clock.js';
@@ -83,9 +83,22 @@ function publicCheck(c: GateCheck): CheckResult {
  */
 export const GATE_RULES_VERSION = 2;
 
-/** Cache key: hex sha256 over the rules version, subject, digest, policy name and version. */
-export function gateCacheKey(subject: string, digest: string, policy: string, policyVersion: number): string {
-  return createHash('sha256').update(`v${GATE_RULES_VERSION}\n${subject}\n${digest}\n${policy}\n${policyVersion}`).digest('hex');
+/**
+ * Cache key: hex sha256 over the rules version, subject, digest, policy name and version, and
+ * the container user when one overrides the image's and the policy judges it (nonRootUser): a
+ * decision for `--user 0` never answers for `--user 1000`, nor for the image's own user.
+ */
+export function gateCacheKey(subject: string, digest: string, policy: string, policyVersion: number, containerUser?: string): string {
+  const user = containerUser === undefined ? '' : `\nuser=${containerUser}`;
+  return createHash('sha256').update(`v${GATE_RULES_VERSION}\n${subject}\n${digest}\n${policy}\n${policyVersion}${user}`).digest('hex');
+}
+
+/** What a client (the Docker plugin) adds to a release request: the container's user and where it came from. */
+export interface ClientReleaseRequest {
+  /** The container's --user; "" or absent: the image's configured user. */
+  containerUser?: string;
+  /** Names service, task, container and so on for the audit record. */
+  context?: Record<string, string>;
 }
 
 export class GateService {
@@ -102,6 +115,8 @@ export class GateService {
       options: GateOptions;
       /** egress rules for registries and Notary servers; default: the registry client's */
       egress?: EgressPolicy;
+      /** Whether a client may ask the gate (releaseGate): identity decides (ClientsService.capabilitiesOf). */
+      clientCapabilities: { capabilitiesOf(clientDbId: number): Promise<{ releaseGate: boolean }> };
       logger?: Logger;
     },
   ) {
@@ -139,7 +154,21 @@ export class GateService {
     return this.dal.findCached(cacheKey, now);
   }
 
-  async decide(principal: Principal, meta: RequestMeta, image: string): Promise<DecisionView> {
+  /**
+   * A client's release request (the Docker plugin at docker run or service create): only a
+   * client an admin gave releaseGate may ask; the refusal is on the record.
+   */
+  async decideForClient(principal: Extract<Principal, { kind: 'client' }>, meta: RequestMeta, image: string, request: ClientReleaseRequest): Promise<DecisionView> {
+    const { releaseGate } = await this.deps.clientCapabilities.capabilitiesOf(principal.id);
+    if (!releaseGate) {
+      const reason = 'this client may not ask the release gate (releaseGate is not set)';
+      await this.deps.audit.record({ actor: actorOf(principal), action: 'authz.deny', resource: { kind: 'image', name: image.slice(0, 512) }, outcome: 'deny', reason, details: { ...request.context, route: 'POST /v1/client/releases' }, request: meta });
+      throw new ForbiddenError(reason, 'release_gate_not_allowed');
+    }
+    return this.decide(principal, meta, image, request);
+  }
+
+  async decide(principal: Principal, meta: RequestMeta, image: string, request: ClientReleaseRequest = {}): Promise<DecisionView> {
     let ref: ImageRef;
     try {
       ref = parseImageRef(image);
@@ -165,7 +194,7 @@ export class GateService {
       // default deny, or a digest reference: decided without any network traffic
       if (options.defaultDecision === 'deny' || ref.digest) {
         const allow = options.defaultDecision === 'allow';
-        return this.record(principal, meta, { image, digest: ref.digest ?? null, policy: null, policyVersion: null, decision: allow ? 'allow' : 'deny', checks: [noPolicy(allow)] });
+        return this.record(principal, meta, request, { image, digest: ref.digest ?? null, policy: null, policyVersion: null, decision: allow ? 'allow' : 'deny', checks: [noPolicy(allow)] });
       }
       // default allow: the tag is resolved (the caller deploys the digest), if the registry may be contacted
       const checks: GateCheck[] = [];
@@ -182,7 +211,7 @@ export class GateService {
       const allow = checks.length === 0;
       checks.push(noPolicy(allow));
       this.logFailures(image, checks);
-      return this.record(principal, meta, { image, digest: digest ?? null, policy: null, policyVersion: null, decision: allow ? 'allow' : 'deny', checks });
+      return this.record(principal, meta, request, { image, digest: digest ?? null, policy: null, policyVersion: null, decision: allow ? 'allow' : 'deny', checks });
     }
 
     const { policy } = selected;
@@ -191,7 +220,7 @@ export class GateService {
     // a policy whose registry part is a wildcard (e.g. "**") opens no egress by itself
     const needsRegistry = !ref.digest || !!policy.document.cosign || !!policy.document.rules;
     if (needsRegistry && !registryPermitted) {
-      return this.record(principal, meta, { ...base, digest: ref.digest ?? null, decision: failDecision, checks: [this.registryNotAllowed(ref)] });
+      return this.record(principal, meta, request, { ...base, digest: ref.digest ?? null, decision: failDecision, checks: [this.registryNotAllowed(ref)] });
     }
 
     // resolve the digest: a tag is mutable, so it is resolved on every request
@@ -203,18 +232,20 @@ export class GateService {
         const resolution = remoteFailure('registry', `cannot resolve ${image}`, err);
         if (resolution.code === 'registry_not_found') resolution.transient = false;
         this.logFailures(image, [resolution]);
-        return this.record(principal, meta, { ...base, digest: null, decision: failDecision, checks: [resolution] });
+        return this.record(principal, meta, request, { ...base, digest: null, decision: failDecision, checks: [resolution] });
       }
     }
 
     const now = this.deps.clock();
     const ttlMs = options.cacheTtlSeconds * 1000;
     const subject = ref.tag ? `${repoName}:${ref.tag}` : repoName;
-    const cacheKey = gateCacheKey(subject, digest, policy.name, policy.version);
+    // only a user the policy judges splits the cache; any other user gets the image's decision
+    const containerUser = policy.document.rules?.nonRootUser ? overridingUser(request.containerUser) : undefined;
+    const cacheKey = gateCacheKey(subject, digest, policy.name, policy.version, containerUser);
     if (ttlMs > 0) {
       const hit = await this.lookupCache(cacheKey, now);
       if (hit) {
-        return this.record(principal, meta, {
+        return this.record(principal, meta, request, {
           ...base,
           digest,
           decision: hit.decision,
@@ -233,6 +264,7 @@ export class GateService {
       now,
       timeoutMs: options.timeoutMs,
       notaryFetch: this.egress.fetch,
+      containerUser,
     };
     const guard = async (type: string, fn: () => Promise<GateCheck | GateCheck[]>): Promise<GateCheck[]> => {
       try {
@@ -261,12 +293,13 @@ export class GateService {
       const validUntil = Math.min(now + ttlMs, ...checks.map((c) => c.expiresAt ?? Infinity));
       if (validUntil > now) cache = { key: cacheKey, subject, validUntil };
     }
-    return this.record(principal, meta, { ...base, digest, decision, checks, cache });
+    return this.record(principal, meta, request, { ...base, digest, decision, checks, cache });
   }
 
   private async record(
     principal: Principal,
     meta: RequestMeta,
+    request: ClientReleaseRequest,
     d: {
       image: string;
       digest: string | null;
@@ -327,6 +360,8 @@ export class GateService {
           cached: !!d.cached,
           ...(d.cached ? { cachedFrom: d.cached.from } : {}),
           checks: checks.map((c) => ({ type: c.type, ok: c.ok })),
+          ...(request.containerUser !== undefined ? { containerUser: request.containerUser } : {}),
+          ...(request.context && Object.keys(request.context).length ? { context: request.context } : {}),
         },
         request: meta,
       });
