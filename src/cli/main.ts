@@ -3,6 +3,7 @@ import { ConfigError } from '../config.js';
 import { RootKeyUnavailableError } from '../crypto/key-provider.js';
 import { registerExecCommand } from './client/exec-command.js';
 import { registerFetchCommand } from './client/fetch-command.js';
+import { registerDockerPluginCommand } from './docker-plugin-command.js';
 import { auditCommand } from './audit-commands.js';
 import { registerVerifyCommand } from './verify-command.js';
 import { signCommand } from './sign-command.js';
@@ -35,6 +36,7 @@ program
   .action(async (opts: { resume?: boolean }) => (await import('./admin-commands.js')).rotateRootKeyCommand(opts));
 registerExecCommand(program);
 registerFetchCommand(program);
+registerDockerPluginCommand(program);
 registerVerifyCommand(program);
 
 program.addCommand(auditCommand());

@@ -45,6 +45,25 @@ export function clampContext(context: Record<string, string | undefined>): Docke
   return out as DockerContext;
 }
 
+const brokerDecided = new WeakSet<Error>();
+function decidedByBroker<E extends Error>(err: E): E {
+  brokerDecided.add(err);
+  return err;
+}
+
+/** The broker refused this (403/404) and recorded the refusal in its own audit log. */
+export function auditedByBroker(err: unknown): boolean {
+  return err instanceof Error && brokerDecided.has(err);
+}
+
+/** The same refusal with a message that says what it means for the Docker call (the broker's answer kept after it). */
+export function explained(err: unknown, detail: string): unknown {
+  if (!auditedByBroker(err)) return err;
+  const e = err as ForbiddenError | NotFoundError;
+  const out = e instanceof ForbiddenError ? new ForbiddenError(`${detail} (${e.detail})`, e.code) : new NotFoundError(detail, { code: e.code, detail: `${detail} (${e.detail})` });
+  return decidedByBroker(out);
+}
+
 export class PluginBrokerApi {
   constructor(private readonly client: BrokerClient) {}
 
@@ -63,8 +82,8 @@ export class PluginBrokerApi {
   }
 
   private expectOk<T>(answer: ClientRouteAnswer, schema: z.ZodType<T, z.ZodTypeDef, unknown>, what: string): T {
-    if (answer.status === 403 || answer.status === 401) throw new ForbiddenError(answer.summary, answer.code ?? 'forbidden');
-    if (answer.status === 404) throw new NotFoundError(what, { code: answer.code ?? 'not_found', detail: answer.summary });
+    if (answer.status === 403 || answer.status === 401) throw decidedByBroker(new ForbiddenError(answer.summary, answer.code ?? 'forbidden'));
+    if (answer.status === 404) throw decidedByBroker(new NotFoundError(what, { code: answer.code ?? 'not_found', detail: answer.summary }));
     if (answer.status === 400) throw new InvalidInputError(`the broker refused the request (${answer.summary})`);
     if (answer.status !== 200 && answer.status !== 201 && answer.status !== 202) throw new UnavailableError(`the broker answered ${answer.summary}`);
     const parsed = schema.safeParse(answer.json);

@@ -5,8 +5,8 @@
  * the swarm secret's name). The broker decides: the plugin's own client must be allowed to act
  * for that client (actsFor), and the secret must be granted to it. Deny by default.
  */
-import { InvalidInputError } from '../core/errors.js';
-import { clampContext, type PluginBrokerApi } from './broker-api.js';
+import { ForbiddenError, InvalidInputError, NotFoundError } from '../core/errors.js';
+import { clampContext, explained, type PluginBrokerApi } from './broker-api.js';
 import type { GetSecretRequest } from './protocol.js';
 
 export const CLIENT_LABEL = 'keywarden.client';
@@ -45,12 +45,16 @@ export class SecretProvider {
       host: this.host,
     });
     // 403 not_delegated / 404 secret_not_found / unreachable propagate as errors: the value is never delivered.
-    const delivered = await this.broker.readSecret(client, secret, context);
+    const delivered = await this.broker.readSecret(client, secret, context).catch((err: unknown) => {
+      if (err instanceof ForbiddenError) throw explained(err, `the plugin may not act for client ${client}`);
+      if (err instanceof NotFoundError) throw explained(err, `secret ${secret} is not granted to client ${client} (or does not exist)`);
+      throw err;
+    });
     return {
       Value: delivered.content.toString('base64'),
       // Fresh for every task: each task's read is then its own audited event naming that task and
-      // image, a revoked grant or a rotated value takes effect at the next task, and swarm keeps no
-      // copy of the value in its raft store to hand to later tasks.
+      // image, and a revoked grant or a rotated value takes effect at the next task instead of
+      // swarm handing the value it got for one task to later ones.
       DoNotReuse: true,
     };
   }
