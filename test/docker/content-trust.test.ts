@@ -293,23 +293,24 @@ describeDct('Docker Content Trust made by Docker itself, and the release gate', 
     expect(JSON.parse(pulledDigests)).toContain(`${gun()}@${approved.digest}`);
   }, 120_000);
 
-  it('is stricter than Docker by policy: a tag signed only with the repository key is not a release', async () => {
+  it('agrees with Docker on a tag signed only with the repository key, unless the policy requires the delegation', async () => {
     const rootKeyId = await inspectedRootKeyId();
     // Docker looks in targets/releases first and then falls back to targets, so it pulls this tag
     const docker = await dockerPullDecision(repoKeyOnly());
     expect(docker.decision, docker.output).toBe('allow');
-    // the policy names targets/releases: the repository key alone does not make a release
+    // without `delegations` the gate looks the tag up the same way, and allows the same digest
+    await putPolicy({ name: 'dct', images: [`${R}/kw/*`], notary: { server: notary.url, rootKeys: [rootKeyId] } });
+    const byDefault = await decide(repoKeyOnly());
+    expect(byDefault.decision, JSON.stringify(byDefault.checks)).toBe('allow');
+    const pulled = await cliOk(['image', 'inspect', '--format', '{{json .RepoDigests}}', repoKeyOnly()]);
+    expect(JSON.parse(pulled)).toContain(`${gun()}@${byDefault.digest}`);
+    expect((await decide(trusted())).decision).toBe('allow');
+    // a policy that names targets/releases is stricter than Docker on purpose: the repository key
+    // alone does not make a release
     await putPolicy({ name: 'dct', images: [`${R}/kw/*`], notary: { server: notary.url, rootKeys: [rootKeyId], delegations: ['targets/releases'] } });
     const required = await decide(repoKeyOnly());
     expect(required.decision).toBe('deny');
     expect(required.checks.find((x) => !x.ok)).toMatchObject({ type: 'notary', code: 'tag_missing', detail: 'tag repo-key not found in targets/releases' });
-    // Without `delegations` the gate's default reads targets/releases once it is published, and
-    // does not fall back to targets per tag as Docker does: it denies here too. A known difference
-    // from `docker pull`, kept on purpose (see the report of issue #13); this makes a change visible.
-    await putPolicy({ name: 'dct', images: [`${R}/kw/*`], notary: { server: notary.url, rootKeys: [rootKeyId] } });
-    const byDefault = await decide(repoKeyOnly());
-    expect(byDefault.checks.find((x) => !x.ok)).toMatchObject({ code: 'tag_missing', detail: 'tag repo-key not found in targets/releases' });
-    expect((await decide(trusted())).decision).toBe('allow');
   });
 
   it('denies the Docker-signed image when the policy pins another root key', async () => {

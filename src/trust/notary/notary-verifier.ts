@@ -416,8 +416,12 @@ class NotaryVerification {
     if (required.length === 0) {
       const hasReleases = delegationRolesOf(targets.signed).some((r) => r.name === RELEASES_ROLE);
       const releases = hasReleases ? await this.loadRole(RELEASES_ROLE, snapshot) : undefined;
-      // Connaisseur falls back to `targets` when targets/releases is declared but was never published.
-      return { selected: [releases?.ok ? releases.value : { name: 'targets', doc: targets, chain: [] }], absent: [] };
+      // Docker's own lookup order (docker/cli: GetTargetByName(tag, targets/releases, targets)):
+      // targets/releases first, then targets, the first role naming the tag wins. So a tag signed
+      // with the repository key alone is accepted, as `DOCKER_CONTENT_TRUST=1 docker pull` accepts
+      // it; a policy that wants the delegation says so with `delegations`.
+      const top: LoadedTargets = { name: 'targets', doc: targets, chain: [] };
+      return { selected: releases?.ok ? [releases.value, top] : [top], absent: [] };
     }
     const selected: LoadedTargets[] = [];
     const absent: string[] = [];
@@ -435,6 +439,8 @@ class NotaryVerification {
     const found: FoundTag[] = [];
     const missing: string[] = [];
     for (const s of selected) {
+      // without required delegations, the roles are a lookup order (see selectRoles): stop at the first match
+      if (required.length === 0 && found.length > 0) break;
       const entry = Object.prototype.hasOwnProperty.call(s.doc.signed.targets, tag) ? s.doc.signed.targets[tag] : undefined;
       const outside = entry ? s.chain.find((d) => !pathAllowed(d, tag)) : undefined;
       if (!entry) missing.push(s.name);
