@@ -147,7 +147,8 @@ export class AuthzPlugin {
       const msg = unreachable
         ? `keywarden: the release gate could not be asked about ${judged.image}, so the call is denied (fail closed): ${cause}`
         : `keywarden: the release gate refused to decide about ${judged.image}: ${cause}`;
-      this.options.log(msg);
+      // the CLI's log() prefixes "keywarden: " itself; docker's stderr needs it in Msg
+      this.options.log(msg.replace(/^keywarden: /, ''));
       this.options.report({ action: 'docker.authz.request', outcome: 'error', resource, reason: msg, details: { image: judged.image, containerUser: judged.user } });
       return { Allow: false, Msg: msg };
     }
