@@ -1,6 +1,6 @@
 import { Router } from 'express';
 import { z } from 'zod';
-import { requestMeta } from '../http/request-context.js';
+import { clientPrincipal, requestMeta } from '../http/request-context.js';
 import { defineRoutes } from '../http/routes.js';
 import { parseWith } from '../http/validation.js';
 import type { PluginEventsService } from './plugin-events-service.js';
@@ -37,7 +37,7 @@ export function pluginEventsRoutes(events: PluginEventsService): Router {
       path: '/v1/client/docker-plugin/events',
       access: 'client',
       handler: async (req, res) => {
-        const principal = req.principal as Extract<NonNullable<typeof req.principal>, { kind: 'client' }>;
+        const principal = clientPrincipal(req);
         const body = parseWith(pluginEventsSchema, req.body);
         res.status(202).json({ recorded: await events.report(principal, requestMeta(req), body.events) });
       },

@@ -22,3 +22,16 @@ export function requestMeta(req: Request): RequestMeta {
     userAgent: (req.get('user-agent') ?? '').slice(0, 256) || null,
   };
 }
+
+/** An authenticated client, as a route with access 'client' sees its caller. */
+export type ClientPrincipal = Extract<Principal, { kind: 'client' }>;
+
+/**
+ * The caller of a route with access 'client'. `authorize` has already refused everyone else,
+ * so a caller of another kind here is a wiring mistake, not a client error.
+ */
+export function clientPrincipal(req: Request): ClientPrincipal {
+  const principal = req.principal;
+  if (principal?.kind !== 'client') throw new Error('a client route was reached without an authenticated client');
+  return principal;
+}

@@ -1,5 +1,5 @@
 import { Router } from 'express';
-import { requestMeta } from '../http/request-context.js';
+import { clientPrincipal, requestMeta } from '../http/request-context.js';
 import { defineRoutes } from '../http/routes.js';
 import { parseName, parseWith } from '../http/validation.js';
 import { bootstrapTokenRequestSchema, mintJwtSchema, revokeSchema, type WorkloadIdentityService } from './workload-identity-service.js';
@@ -31,7 +31,7 @@ export function workloadIdentityRoutes(workload: WorkloadIdentityService): Route
       access: 'client',
       handler: async (req, res) => {
         const body = parseWith(mintJwtSchema, req.body);
-        const principal = req.principal as Extract<NonNullable<typeof req.principal>, { kind: 'client' }>;
+        const principal = clientPrincipal(req);
         res.status(201).set('Cache-Control', 'no-store').json(await workload.mintWorkloadJwt(principal, requestMeta(req), body.audience, body.ttl));
       },
     },

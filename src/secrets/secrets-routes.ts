@@ -2,7 +2,7 @@ import { Router } from 'express';
 import { z } from 'zod';
 import { InvalidInputError } from '../core/errors.js';
 import { contextDetails, dockerContextSchema } from '../core/docker-context.js';
-import { requestMeta } from '../http/request-context.js';
+import { clientPrincipal, requestMeta } from '../http/request-context.js';
 import { defineRoutes } from '../http/routes.js';
 import { decodeCursor, encodeCursor, limitSchema, nameSchema, parseName, parseWith } from '../core/validation.js';
 import type { SecretsService } from './secrets-service.js';
@@ -169,7 +169,7 @@ export function clientSecretsRoutes(secrets: SecretsService): Router {
       path: '/v1/client/secrets',
       access: 'client',
       handler: async (req, res) => {
-        const principal = req.principal as Extract<NonNullable<typeof req.principal>, { kind: 'client' }>;
+        const principal = clientPrincipal(req);
         res.json({ items: await secrets.listForClient(principal.id) });
       },
     },
@@ -178,7 +178,7 @@ export function clientSecretsRoutes(secrets: SecretsService): Router {
       path: '/v1/client/secrets/{name}',
       access: 'client',
       handler: async (req, res) => {
-        const principal = req.principal as Extract<NonNullable<typeof req.principal>, { kind: 'client' }>;
+        const principal = clientPrincipal(req);
         const [secret] = await secrets.deliver(principal, requestMeta(req), [parseName(req.params.name)]);
         res.set('Cache-Control', 'no-store').json(secret);
       },
@@ -188,7 +188,7 @@ export function clientSecretsRoutes(secrets: SecretsService): Router {
       path: '/v1/client/secrets/batch',
       access: 'client',
       handler: async (req, res) => {
-        const principal = req.principal as Extract<NonNullable<typeof req.principal>, { kind: 'client' }>;
+        const principal = clientPrincipal(req);
         const { names } = parseWith(batchSchema, req.body);
         const items = await secrets.deliver(principal, requestMeta(req), [...new Set(names)]);
         res.set('Cache-Control', 'no-store').json({ items });
@@ -199,7 +199,7 @@ export function clientSecretsRoutes(secrets: SecretsService): Router {
       path: '/v1/client/delegated/secrets/read',
       access: 'client',
       handler: async (req, res) => {
-        const principal = req.principal as Extract<NonNullable<typeof req.principal>, { kind: 'client' }>;
+        const principal = clientPrincipal(req);
         const body = parseWith(delegatedReadSchema, req.body);
         const secret = await secrets.deliverDelegated(principal, requestMeta(req), body.client, body.secret, contextDetails(body.context));
         res.set('Cache-Control', 'no-store').json(secret);
@@ -210,7 +210,7 @@ export function clientSecretsRoutes(secrets: SecretsService): Router {
       path: '/v1/client/delegated/secrets/list',
       access: 'client',
       handler: async (req, res) => {
-        const principal = req.principal as Extract<NonNullable<typeof req.principal>, { kind: 'client' }>;
+        const principal = clientPrincipal(req);
         const body = parseWith(delegatedListSchema, req.body);
         const items = await secrets.listDelegated(principal, requestMeta(req), body.client, { includeContent: body.includeContent, context: contextDetails(body.context) });
         res.set('Cache-Control', 'no-store').json({ client: body.client, items });

@@ -2,7 +2,7 @@ import { Router } from 'express';
 import { z } from 'zod';
 import { InvalidInputError } from '../../core/errors.js';
 import { contextDetails, dockerContextSchema } from '../../core/docker-context.js';
-import { requestMeta } from '../../http/request-context.js';
+import { clientPrincipal, requestMeta } from '../../http/request-context.js';
 import { defineRoutes } from '../../http/routes.js';
 import { decodeCursor, encodeCursor, limitSchema, nameSchema, parseName, parseWith } from '../../core/validation.js';
 import type { GateService } from './gate-service.js';
@@ -161,7 +161,7 @@ export function clientReleaseRoutes(gate: GateService): Router {
       path: '/v1/client/releases',
       access: 'client',
       handler: async (req, res) => {
-        const principal = req.principal as Extract<NonNullable<typeof req.principal>, { kind: 'client' }>;
+        const principal = clientPrincipal(req);
         const body = parseWith(clientReleaseRequestSchema, req.body);
         const { containerUser, ...context } = body.context ?? {};
         const decision = await gate.decideForClient(principal, requestMeta(req), body.image, { containerUser, context: contextDetails(context) });
