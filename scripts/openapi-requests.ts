@@ -23,6 +23,7 @@ import { clientReleaseRequestSchema, releaseRequestSchema } from '../src/trust/g
 import { policyDocumentSchema } from '../src/trust/gate/policy-schema.js';
 import { signRequestSchema } from '../src/trust/signing/signatures-service.js';
 import { createSigningKeySchema } from '../src/trust/signing/signing-keys-service.js';
+import { kvVersionsSchema, kvWriteSchema } from '../src/vault/kv-service.js';
 import { trustedIssuerSchema, updateTrustedIssuerSchema } from '../src/trust/signing/trusted-issuers-service.js';
 
 export const OPENAPI_PATH = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'openapi.yaml');
@@ -53,6 +54,8 @@ export const REQUEST_SCHEMAS: Record<string, ZodTypeAny> = {
   DelegatedSecretListRequest: delegatedListSchema,
   ClientReleaseRequest: clientReleaseRequestSchema,
   DockerPluginEventsRequest: pluginEventsSchema,
+  VaultKvWrite: kvWriteSchema,
+  VaultKvVersions: kvVersionsSchema,
 };
 
 /**

@@ -38,7 +38,9 @@ import { buildApp } from './http/app.js';
 import { authenticate, type CertificateAuthenticator } from './http/authenticate.js';
 import { createLogger } from './http/logging.js';
 import { createMetrics, type Metrics } from './http/metrics.js';
-import { opsRoutes } from './http/ops-routes.js';
+import { opsRoutes, readinessProbe } from './http/ops-routes.js';
+import { vaultRouters } from './vault/vault-routes.js';
+import { kvRoutes } from './vault/kv-routes.js';
 import type { MountedRoute } from './http/routes.js';
 import { ApiKeysService } from './identity/api-keys-service.js';
 import { AuthService } from './identity/auth-service.js';
@@ -341,6 +343,11 @@ export async function createBroker(config: Config, options: BrokerOptions = {}):
         auditChain: services.auditChain,
         sqliteFile: services.dbHandle.sqliteFile,
         authenticate: authenticate({ apiKeys: services.apiKeys, tokens: services.tokens, audit: services.audit }),
+      }),
+      // the Vault-compatible API (issue 14) parses, authenticates and answers errors itself, for its prefixes only
+      vaultRouters(services, {
+        health: readinessProbe({ db: services.database, keyProvider: services.keyProvider, auditChain: services.auditChain, sqliteFile: services.dbHandle.sqliteFile }),
+        kv: [kvRoutes({ secrets: services.secrets, access: services.access, mount: services.config.vaultKvMount })],
       }),
     ],
     routers: domainRouters(services),

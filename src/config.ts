@@ -60,7 +60,12 @@ const envSchema = z.object({
   KEYWARDEN_DB_STATEMENT_TIMEOUT_MS: z.coerce.number().int().positive().max(600_000).default(5000),
   KEYWARDEN_SQLITE_SYNCHRONOUS: z.enum(['full', 'normal']).default('full'),
   KEYWARDEN_SQLITE_FAST_PATH: z.enum(['on', 'off']).default('on'),
+  // one path segment; the native API's own /v1/<segment> prefixes are refused below
+  KEYWARDEN_VAULT_KV_MOUNT: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/, 'must be one path segment of letters, digits, _ and -').default('secret'),
 });
+
+/** /v1/<segment> prefixes the native API and the Vault-compatible sys/auth routes use: not a KV mount. */
+const RESERVED_V1_SEGMENTS = ['api-keys', 'audit', 'auth', 'client', 'clients', 'groups', 'jwt-keys', 'policies', 'registry-credentials', 'releases', 'reports', 'secrets', 'signatures', 'signing-keys', 'tokens', 'trusted-issuers', 'sys', 'identity', 'plugin-events'];
 
 export type KeyProviderConfig =
   | { kind: 'local'; keyFile: string; keyFromEnv?: string }
@@ -92,6 +97,8 @@ export interface Config {
   /** KEYWARDEN_EGRESS_ALLOW: hosts the gate, signing and Notary checks may reach besides registries named in policies. */
   egressAllow: string[];
   authRateLimit: { maxFailuresPerClient: number; maxFailuresPerAddress: number; windowSeconds: number };
+  /** KEYWARDEN_VAULT_KV_MOUNT: the Vault-compatible KV v2 mount, /v1/<mount>/data/... */
+  vaultKvMount: string;
   bootstrapTokenMaxTtlSeconds: number;
   /**
    * Seconds after which the audit tree head is signed again although no event arrived, so
@@ -236,6 +243,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   };
   const insecureRegistries = hostList('KEYWARDEN_INSECURE_REGISTRIES', e.KEYWARDEN_INSECURE_REGISTRIES);
   const egressAllow = hostList('KEYWARDEN_EGRESS_ALLOW', e.KEYWARDEN_EGRESS_ALLOW);
+  if (RESERVED_V1_SEGMENTS.includes(e.KEYWARDEN_VAULT_KV_MOUNT.toLowerCase())) problems.push(`KEYWARDEN_VAULT_KV_MOUNT: /v1/${e.KEYWARDEN_VAULT_KV_MOUNT} is a route of the broker's own API`);
   if (problems.length) throw new ConfigError(problems);
 
   const scheme = tls ? 'https' : 'http';
@@ -253,6 +261,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     trustDomain: e.KEYWARDEN_TRUST_DOMAIN,
     bootstrapAdminKey: e.KEYWARDEN_BOOTSTRAP_ADMIN_KEY,
     maxBodyBytes: e.KEYWARDEN_MAX_BODY_BYTES,
+    vaultKvMount: e.KEYWARDEN_VAULT_KV_MOUNT,
     trustProxy,
     metricsAuth: e.KEYWARDEN_METRICS_AUTH,
     tls,

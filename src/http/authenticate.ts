@@ -19,11 +19,19 @@ export function authenticate(deps: {
   tokens: TokenService;
   audit: AuditService;
   certificates?: CertificateAuthenticator;
+  /**
+   * The Vault-compatible routes also take the token from `X-Vault-Token` (before `Authorization`,
+   * as Vault does). A bootstrap token there (`kwb_`) is a wrapping token: it authenticates no one
+   * and is left to `sys/wrapping/unwrap`, which reads the header itself.
+   */
+  vaultTokenHeader?: boolean;
 }): RequestHandler {
   return async (req, _res, next) => {
     const header = req.headers.authorization;
-    if (header && /^bearer /i.test(header)) {
-      const token = header.slice(7).trim();
+    const vaultToken = deps.vaultTokenHeader ? req.headers['x-vault-token'] : undefined;
+    if (typeof vaultToken === 'string' && vaultToken.startsWith('kwb_')) return next();
+    if (typeof vaultToken === 'string' || (header && /^bearer /i.test(header))) {
+      const token = typeof vaultToken === 'string' ? vaultToken.trim() : header!.slice(7).trim();
       if (!token || token.length > 8192) throw problems.unauthenticated('the bearer token is malformed', 'invalid_token');
       try {
         req.principal = token.startsWith('kw_') ? await deps.apiKeys.authenticate(token) : await deps.tokens.authenticate(token);

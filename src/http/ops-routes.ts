@@ -61,14 +61,14 @@ async function runCheck(probe: () => Promise<unknown>, onError: (err: unknown) =
   }
 }
 
-export function opsRoutes(deps: OpsRoutesDeps): Router {
-  const router = Router();
-  // Metrics name routes, status codes and process figures, never secrets or callers, but the
-  // traffic pattern they show is still the operator's business when the port is reachable
-  const metricsAccess: Access = deps.metricsAuth === 'api-key' ? ['admin', 'auditor'] : 'public';
-  if (metricsAccess !== 'public') router.get('/metrics', deps.authenticate);
-  const spec = fs.readFileSync(openApiFile(), 'utf8');
-  const docsPage = renderDocsPage(spec);
+export interface Readiness {
+  ready: boolean;
+  /** Each check's answer: 'ok', or why not. */
+  checks: Record<string, string>;
+}
+
+/** The /readyz verdict as a function, for every route that reports readiness (also Vault's sys/health). */
+export function readinessProbe(deps: Pick<OpsRoutesDeps, 'db' | 'keyProvider' | 'auditChain' | 'sqliteFile'>): () => Promise<Readiness> {
   const probeDatabase = singleFlight(() => deps.db.ping());
   const probeKeyProvider = singleFlight(() => deps.keyProvider.check());
   const sqliteDir = deps.sqliteFile ? path.dirname(deps.sqliteFile) : undefined;
@@ -83,6 +83,25 @@ export function opsRoutes(deps: OpsRoutesDeps): Router {
       },
     }),
   };
+  return async () => {
+    const names = Object.keys(readinessChecks);
+    const results = await Promise.all(names.map((name) => readinessChecks[name]().catch(() => 'unavailable')));
+    const checks: Record<string, string> = Object.fromEntries(names.map((name, i) => [name, results[i]]));
+    // a broken chain refuses audited operations, so the instance must stop looking healthy
+    if (deps.auditChain) checks.auditChain = deps.auditChain.status;
+    return { ready: Object.values(checks).every((v) => v === 'ok'), checks };
+  };
+}
+
+export function opsRoutes(deps: OpsRoutesDeps): Router {
+  const router = Router();
+  // Metrics name routes, status codes and process figures, never secrets or callers, but the
+  // traffic pattern they show is still the operator's business when the port is reachable
+  const metricsAccess: Access = deps.metricsAuth === 'api-key' ? ['admin', 'auditor'] : 'public';
+  if (metricsAccess !== 'public') router.get('/metrics', deps.authenticate);
+  const spec = fs.readFileSync(openApiFile(), 'utf8');
+  const docsPage = renderDocsPage(spec);
+  const readiness = readinessProbe(deps);
   defineRoutes(router, [
     { method: 'get', path: '/healthz', access: 'public', handler: (_req, res) => res.json({ status: 'ok' }) },
     {
@@ -90,12 +109,7 @@ export function opsRoutes(deps: OpsRoutesDeps): Router {
       path: '/readyz',
       access: 'public',
       handler: async (_req, res) => {
-        const names = Object.keys(readinessChecks);
-        const results = await Promise.all(names.map((name) => readinessChecks[name]().catch(() => 'unavailable')));
-        const checks: Record<string, string> = Object.fromEntries(names.map((name, i) => [name, results[i]]));
-        // a broken chain refuses audited operations, so the instance must stop looking healthy
-        if (deps.auditChain) checks.auditChain = deps.auditChain.status;
-        const ready = Object.values(checks).every((v) => v === 'ok');
+        const { ready, checks } = await readiness();
         res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'not ready', checks });
       },
     },

@@ -49,8 +49,9 @@ export class RouteAccessDenied extends ProblemError {
   }
 }
 
+/** `{name}` is one path segment; `{name+}` is the rest of the path, slashes included (Vault's KV paths). */
 export function toExpressPath(path: string): string {
-  return path.replace(/\{([A-Za-z0-9_]+)\}/g, ':$1');
+  return path.replace(/\{([A-Za-z0-9_]+)\+\}/g, '*$1').replace(/\{([A-Za-z0-9_]+)\}/g, ':$1');
 }
 
 export function authorize(principal: Principal | undefined, access: Access): void {
@@ -100,4 +101,13 @@ export function recordAccessDenials(audit: AuditService): ErrorRequestHandler {
     }
     next(err);
   };
+}
+
+/** Mounts `child` on `parent` and lists the child's routes as the parent's (for routers that wrap others). */
+export function mountRoutes(parent: Router, child: Router): void {
+  parent.use(child);
+  const table = ((parent as RouterWithTable)[ROUTE_TABLE] ??= []);
+  for (const route of routesOf(child)) {
+    if (!table.some((r) => r.method === route.method && r.path === route.path)) table.push(route);
+  }
 }

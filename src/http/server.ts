@@ -4,6 +4,7 @@ import https from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Express } from 'express';
 import type { Config } from '../config.js';
+import { acceptListMethod } from './list-method.js';
 import { ProblemError } from './problem.js';
 
 export interface RunningServer {
@@ -35,6 +36,8 @@ export async function listen(app: Express, config: Pick<Config, 'listen' | 'tls'
     server = http.createServer(app);
   }
   server.on('clientError', answerClientError);
+  // Vault clients list with the LIST method, which Node's parser refuses (see list-method.ts)
+  acceptListMethod(server);
   server.keepAliveTimeout = 65_000;
   server.headersTimeout = 66_000;
   server.requestTimeout = 60_000;

@@ -20,7 +20,8 @@ export interface TokenServiceDeps {
 
 /** Claims private to Keywarden access tokens. */
 type KwClaim =
-  | { t: 'client'; id: number; cid: string; n: string; via: 'token'; rot?: number }
+  /** `o`: when the first token of a renewal chain was issued (unix seconds; Vault's renew-self caps the chain's life) */
+  | { t: 'client'; id: number; cid: string; n: string; via: 'token'; rot?: number; o?: number }
   | { t: 'signer'; sub: string; n: string; scope: SignerScope; g?: string };
 
 /**
@@ -79,12 +80,13 @@ export class TokenService {
     return { token, jti, expiresAt: exp * 1000 };
   }
 
-  async issueClientToken(client: { id: number; clientId: string; name: string }, ttlSeconds = this.deps.accessTokenTtlSeconds) {
+  async issueClientToken(client: { id: number; clientId: string; name: string }, ttlSeconds = this.deps.accessTokenTtlSeconds, renewalOf?: { originSeconds: number }) {
     // the secret generation the token was issued under (ms precision), so a rotation revokes
     // exactly the tokens issued before it, independent of whole-second iat and clock skew
     const generation = await this.deps.clients.tokenGeneration(client.id);
     const kw: KwClaim = { t: 'client', id: client.id, cid: client.clientId, n: client.name, via: 'token' };
     if (generation !== undefined) kw.rot = generation;
+    if (renewalOf) kw.o = renewalOf.originSeconds;
     return this.sign({ kw }, { audience: this.accessAudience, subject: this.spiffeId(client.name), ttlSeconds, typ: ACCESS_TOKEN_TYPE });
   }
 

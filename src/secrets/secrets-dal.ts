@@ -60,6 +60,13 @@ export class SecretsDal {
     return row ? rowToSecret(row) : undefined;
   }
 
+  /** The most recently deleted secret of that name, its row locked (restore: Vault's undelete). */
+  async lockNewestDeleted(trx: Transaction, name: string): Promise<(SecretRecord & { deletedAt: number }) | undefined> {
+    const q = trx<SecretRow>('secrets').where({ name }).whereNotNull('deleted_at').orderBy('deleted_at', 'desc').orderBy('id', 'desc');
+    const row = this.db.dialect === 'postgres' ? await q.forNoKeyUpdate().first() : await q.first();
+    return row ? { ...rowToSecret(row), deletedAt: row.deleted_at! } : undefined;
+  }
+
   async insertSecret(trx: Transaction, values: NewSecretRow): Promise<number> {
     const [row] = await trx<SecretRow>('secrets').insert(values).returning('id');
     return typeof row === 'object' ? row.id : row;

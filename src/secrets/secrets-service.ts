@@ -357,6 +357,25 @@ export class SecretsService {
     });
   }
 
+  /**
+   * Brings back the most recently deleted secret of that name (Vault's undelete), if no live
+   * secret has taken the name since. Its grants were revoked by the deletion and stay revoked:
+   * who may read it again is granted anew. With `versions`, only if they name the version that
+   * was current when it was deleted (a 404 otherwise).
+   */
+  async restore(principal: Principal, meta: RequestMeta, name: string, versions?: number[]): Promise<SecretDetail> {
+    return this.deps.audit.transact(async (trx, record) => {
+      if (await this.dal.findLive(name, trx)) throw new ConflictError(`a live secret ${name} exists; only a deleted secret can be restored`, 'already_exists');
+      const secret = await this.dal.lockNewestDeleted(trx, name);
+      if (!secret) throw new NotFoundError(`deleted secret ${name}`);
+      if (versions && !versions.includes(secret.currentVersion)) throw new NotFoundError(`deleted version ${versions.join(', ')} of secret ${name}`);
+      const rowMac = this.deps.rowIntegrity.secretMac({ id: secret.id, name, currentVersion: secret.currentVersion, latestVersion: secret.latestVersion, deletedAt: null });
+      await this.dal.updateSecret(trx, secret.id, { deleted_at: null, updated_by: principalLabel(principal), updated_at: this.deps.clock(), row_mac: rowMac });
+      await record(this.event(principal, meta, 'secret.restore', name, { details: { version: secret.currentVersion, deletedAt: iso(secret.deletedAt) } }));
+      return this.writtenDetail(trx, name);
+    }).catch(rethrowUniqueAsConflictFn(`a live secret ${name} exists; only a deleted secret can be restored`));
+  }
+
   /** An operator's audited read of a value (admin and writer only). */
   async readContent(principal: Principal, meta: RequestMeta, name: string, version?: number) {
     const secret = await this.requireLive(name);
@@ -374,13 +393,47 @@ export class SecretsService {
    * the caller.
    */
   async deliver(principal: Extract<Principal, { kind: 'client' }>, meta: RequestMeta, names: string[], onBehalfOf?: OnBehalfOf): Promise<DeliveredSecret[]> {
+    return (await this.deliverFound(principal, meta, names, onBehalfOf)).map((d) => d.delivered);
+  }
+
+  /**
+   * A client's read of one secret at `version` (its current version when undefined): deliver()'s
+   * group rule, integrity check and audited read, for the Vault KV routes (`?version=N`). A
+   * version the secret does not have is a denied read, like an ungranted secret.
+   */
+  async deliverVersion(principal: Extract<Principal, { kind: 'client' }>, meta: RequestMeta, name: string, version?: number): Promise<DeliveredSecret & { createdAt: string; type: string }> {
+    const [d] = await this.deliverFound(principal, meta, [name], undefined, version);
+    return { ...d!.delivered, createdAt: iso(d!.found.version.createdAt)!, type: d!.found.secret.type };
+  }
+
+  private async deliverFound(
+    principal: Extract<Principal, { kind: 'client' }>,
+    meta: RequestMeta,
+    names: string[],
+    onBehalfOf?: OnBehalfOf,
+    version?: number,
+  ): Promise<Array<{ delivered: DeliveredSecret; found: FoundSecret }>> {
     const readerId = onBehalfOf?.client.id ?? principal.id;
     const via: Record<string, unknown> = onBehalfOf ? { ...onBehalfOf.context, via: 'delegated', onBehalfOf: onBehalfOf.client.name } : { via: 'client' };
     const found = await Promise.all(names.map((n) => this.deps.access.findForClient(readerId, n)));
+    if (version !== undefined) {
+      // the grant decides as for the current version; only the version row differs
+      for (const [i, f] of found.entries()) {
+        if (!f || f.version.version === version) continue;
+        const v = await this.dal.getVersion(f.secret.id, version);
+        found[i] = v ? { ...f, version: v } : undefined;
+      }
+    }
     if (found.some((f) => !f)) {
       const missing = names.filter((_, i) => !found[i]);
       await this.deps.audit.recordReads(
-        missing.map((n) => this.event(principal, meta, 'secret.read', n, { outcome: 'deny', reason: 'not found or not granted', ...(onBehalfOf ? { details: via } : {}) })),
+        missing.map((n) =>
+          this.event(principal, meta, 'secret.read', n, {
+            outcome: 'deny',
+            reason: 'not found or not granted',
+            ...(onBehalfOf || version !== undefined ? { details: { ...via, ...(version !== undefined ? { version } : {}) } } : {}),
+          }),
+        ),
         [],
       );
       throw names.length === 1 ? new NotFoundError(`secret ${names[0]}`) : new NotFoundError('one or more of the requested secrets');
@@ -395,14 +448,17 @@ export class SecretsService {
       items.map((f) => ({ clientId: readerId, secretId: f.secret.id, version: f.version.version, at: now })),
     );
     return items.map((f, i) => ({
-      name: f.secret.name,
-      version: f.version.version,
-      content: contents[i].toString('base64'),
-      checksum: f.version.checksum,
-      metadata: f.secret.metadata,
-      labels: f.secret.labels,
-      expiry: iso(f.secret.expiry),
-      updatedAt: iso(f.secret.updatedAt)!,
+      found: f,
+      delivered: {
+        name: f.secret.name,
+        version: f.version.version,
+        content: contents[i].toString('base64'),
+        checksum: f.version.checksum,
+        metadata: f.secret.metadata,
+        labels: f.secret.labels,
+        expiry: iso(f.secret.expiry),
+        updatedAt: iso(f.secret.updatedAt)!,
+      },
     }));
   }
 

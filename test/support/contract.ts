@@ -21,6 +21,9 @@ const addFormats = ((addFormatsModule as unknown as { default?: FormatsPlugin })
 const HTTP_METHODS = ['get', 'put', 'post', 'delete', 'options', 'head', 'patch', 'trace'] as const;
 const SPEC_ID = 'keywarden:openapi.yaml';
 const PROBLEM_POINTER = '#/components/schemas/Problem';
+const VAULT_ERROR_POINTER = '#/components/schemas/VaultError';
+/** The Vault-compatible API's prefixes (the KV mount as the test brokers configure it: the default). */
+const VAULT_PREFIX = /^\/v1\/(sys|auth\/approle|auth\/token|secret)\//;
 
 /**
  * The one allowlist of responses to requests that openapi.yaml does not describe (no operation
@@ -87,7 +90,7 @@ function deref(spec: Json, node: Json, pointer: string): { node: Json; pointer: 
 function templateRegex(template: string): RegExp {
   const source = template
     .split(/(\{[^}]+\})/)
-    .map((part) => (/^\{[^}]+\}$/.test(part) ? '[^/]+' : part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')))
+    .map((part) => (/^\{[^}]+\+\}$/.test(part) ? '.+' : /^\{[^}]+\}$/.test(part) ? '[^/]+' : part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')))
     .join('');
   return new RegExp(`^${source}/?$`);
 }
@@ -192,6 +195,8 @@ export function contractViolations(r: ObservedResponse, c: Contract = contract()
   const op = findOperation(method, path, c);
 
   if (!op) {
+    // an unknown path under a Vault-compatible prefix is Vault's 404, in Vault's error shape (issue 14)
+    if (mediaType === 'application/json' && r.status === 404 && VAULT_PREFIX.test(path)) return validateJson(c, VAULT_ERROR_POINTER, body, what);
     if (mediaType !== 'application/problem+json') return [`${what}: no operation in openapi.yaml for ${method} ${path}, and the response is not a problem document`];
     if (!hasBody) return [];
     let code: unknown;

@@ -1,0 +1,79 @@
+import { Router, type Request } from 'express';
+import { UnauthenticatedError } from '../core/errors.js';
+import { requestMeta } from '../http/request-context.js';
+import { defineRoutes } from '../http/routes.js';
+import { VaultAuthService, type VaultAuthDeps } from './vault-auth-service.js';
+import { vaultResponse } from './vault-response.js';
+
+/** The token the caller presented, as authenticate() read it: X-Vault-Token first, then Bearer. */
+function presentedToken(req: Request): string | undefined {
+  const vaultToken = req.headers['x-vault-token'];
+  if (typeof vaultToken === 'string') return vaultToken.trim();
+  const header = req.headers.authorization;
+  return header && /^bearer /i.test(header) ? header.slice(7).trim() : undefined;
+}
+
+function bodyOf(req: Request): Record<string, unknown> {
+  return req.body && typeof req.body === 'object' && !Array.isArray(req.body) ? (req.body as Record<string, unknown>) : {};
+}
+
+/** Vault's token and AppRole auth endpoints, and response unwrapping (see VaultAuthService). */
+export function vaultAuthRoutes(deps: VaultAuthDeps): Router {
+  const service = new VaultAuthService(deps);
+  const router = Router();
+  defineRoutes(router, [
+    {
+      method: 'post',
+      path: '/v1/auth/approle/login',
+      access: 'public',
+      handler: async (req, res) => {
+        const body = bodyOf(req);
+        const auth = await service.login(body.role_id, body.secret_id, requestMeta(req));
+        res.set('Cache-Control', 'no-store').json(vaultResponse(req.requestId, { auth }));
+      },
+    },
+    {
+      // any authenticated caller (client token or operator API key): hvac's is_authenticated() asks this
+      method: 'get',
+      path: '/v1/auth/token/lookup-self',
+      access: 'public',
+      handler: async (req, res) => {
+        if (!req.principal) throw new UnauthenticatedError('missing client token', 'unauthenticated');
+        const data = await service.lookupSelf(req.principal, presentedToken(req));
+        res.set('Cache-Control', 'no-store').json(vaultResponse(req.requestId, { data }));
+      },
+    },
+    {
+      method: 'post',
+      path: '/v1/auth/token/renew-self',
+      access: 'client',
+      handler: async (req, res) => {
+        const { auth, warnings } = await service.renewSelf(req.principal!, presentedToken(req), bodyOf(req).increment, requestMeta(req));
+        res.set('Cache-Control', 'no-store').json(vaultResponse(req.requestId, { auth, warnings }));
+      },
+    },
+    {
+      method: 'post',
+      path: '/v1/auth/token/revoke-self',
+      access: 'client',
+      handler: async (req, res) => {
+        await service.revokeSelf(req.principal!, presentedToken(req), requestMeta(req));
+        res.status(204).end();
+      },
+    },
+    {
+      // the wrapping token is its own credential: in the body (hvac's unwrap(token)) or in X-Vault-Token
+      method: 'post',
+      path: '/v1/sys/wrapping/unwrap',
+      access: 'public',
+      handler: async (req, res) => {
+        const fromBody = bodyOf(req).token;
+        const header = req.headers['x-vault-token'];
+        const wrapping = typeof fromBody === 'string' && fromBody ? fromBody : typeof header === 'string' && header.startsWith('kwb_') ? header : undefined;
+        const auth = await service.unwrap(wrapping, requestMeta(req));
+        res.set('Cache-Control', 'no-store').json(vaultResponse(req.requestId, { auth }));
+      },
+    },
+  ]);
+  return router;
+}
