@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import supertest from 'supertest';
 import type { MountedRoute } from '../../src/http/routes.js';
+import { vaultPrefixes } from '../../src/vault/vault-routes.js';
 import { bearer, startTestBroker, type TestBroker } from '../support/broker.js';
 
 /**
@@ -70,7 +71,20 @@ describe('no route answers bad input with a 5xx', () => {
       if (res.status >= 500 && !(res.status === 502 || res.status === 503 || res.status === 504)) {
         failures.push(`${method.toUpperCase()} ${url} body=${JSON.stringify(body ?? raw)?.slice(0, 80)} -> ${res.status} ${res.text.slice(0, 160)}`);
       }
-      if (res.status >= 400 && !String(res.headers['content-type'] ?? '').includes('application/problem+json')) {
+      const vaultRoute = vaultPrefixes(t.config.vaultKvMount).some((prefix) => url.startsWith(prefix));
+      if (res.status >= 400 && vaultRoute) {
+        // the Vault-compatible routes answer in Vault's error shape, which Vault clients parse (issue 14)
+        const body = (() => {
+          try {
+            return JSON.parse(res.text);
+          } catch {
+            return undefined;
+          }
+        })();
+        if (res.headers['content-type'] !== 'application/json' || !Array.isArray(body?.errors)) {
+          failures.push(`${method.toUpperCase()} ${url} -> ${res.status} without Vault's {"errors": [...]} (${res.headers['content-type']})`);
+        }
+      } else if (res.status >= 400 && !String(res.headers['content-type'] ?? '').includes('application/problem+json')) {
         failures.push(`${method.toUpperCase()} ${url} -> ${res.status} without problem+json (${res.headers['content-type']})`);
       }
     };
