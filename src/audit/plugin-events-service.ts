@@ -1,5 +1,5 @@
 import { ForbiddenError } from '../core/errors.js';
-import { actorOf, type Principal, type RequestMeta } from '../core/principal.js';
+import { actorOf, type RequestMeta, type ClientPrincipal } from '../core/principal.js';
 import type { AuditService } from './audit-service.js';
 import type { AuditOutcome } from './audit-types.js';
 
@@ -26,7 +26,7 @@ export class PluginEventsService {
     },
   ) {}
 
-  async report(principal: Extract<Principal, { kind: 'client' }>, meta: RequestMeta, events: PluginEvent[]): Promise<number> {
+  async report(principal: ClientPrincipal, meta: RequestMeta, events: PluginEvent[]): Promise<number> {
     const { actsFor, releaseGate } = await this.deps.clientCapabilities.capabilitiesOf(principal.id);
     if (actsFor.length === 0 && !releaseGate) {
       const reason = 'only a client with actsFor or releaseGate (the Docker plugin) may report plugin events';

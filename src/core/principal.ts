@@ -29,6 +29,9 @@ export type Principal =
       jti?: string;
     };
 
+/** An authenticated client (a workload), as client routes and the services behind them see their caller. */
+export type ClientPrincipal = Extract<Principal, { kind: 'client' }>;
+
 /** The audit record's actor for a principal (anonymous when nobody authenticated). */
 export function actorOf(principal: Principal | undefined): { kind: string; id?: string; name?: string } {
   if (!principal) return { kind: 'anonymous' };

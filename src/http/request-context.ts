@@ -1,5 +1,5 @@
 import type { Request } from 'express';
-import type { Principal, RequestMeta } from '../core/principal.js';
+import type { ClientPrincipal, Principal, RequestMeta } from '../core/principal.js';
 
 export type { RequestMeta };
 
@@ -23,8 +23,6 @@ export function requestMeta(req: Request): RequestMeta {
   };
 }
 
-/** An authenticated client, as a route with access 'client' sees its caller. */
-export type ClientPrincipal = Extract<Principal, { kind: 'client' }>;
 
 /**
  * The caller of a route with access 'client'. `authorize` has already refused everyone else,

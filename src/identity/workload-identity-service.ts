@@ -4,7 +4,7 @@ import { z } from 'zod';
 import type { AuditService } from '../audit/audit-service.js';
 import { randomToken, sha256Hex } from '../crypto/hashing.js';
 import { ConflictError, ForbiddenError, InvalidInputError, OAuthError, UnauthenticatedError } from '../core/errors.js';
-import type { RequestMeta } from '../core/principal.js';
+import type { RequestMeta, ClientPrincipal } from '../core/principal.js';
 import type { AccessService } from '../access/access-service.js';
 import type { AuthService } from './auth-service.js';
 import type { BootstrapTokensDal } from './bootstrap-tokens-dal.js';
@@ -190,7 +190,7 @@ export class WorkloadIdentityService {
     return allowed;
   }
 
-  async mintWorkloadJwt(principal: Extract<Principal, { kind: 'client' }>, meta: RequestMeta, audience: string, ttlSeconds: number) {
+  async mintWorkloadJwt(principal: ClientPrincipal, meta: RequestMeta, audience: string, ttlSeconds: number) {
     if (ttlSeconds > this.deps.workloadJwtMaxTtlSeconds) {
       throw new InvalidInputError(`ttl must be at most ${this.deps.workloadJwtMaxTtlSeconds} seconds`);
     }

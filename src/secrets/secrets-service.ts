@@ -6,7 +6,7 @@ import type { SystemKeys } from '../crypto/system-keys.js';
 import type { AccessService, FoundSecret } from '../access/access-service.js';
 import type { Database, Queryable, Transaction } from '../db/database.js';
 import { ConflictError, DomainError, ForbiddenError, InvalidInputError, NotFoundError, PreconditionFailedError, TooLargeError, UnavailableError } from '../core/errors.js';
-import type { RequestMeta } from '../core/principal.js';
+import type { RequestMeta, ClientPrincipal } from '../core/principal.js';
 import { iso, type Clock } from '../core/clock.js';
 import { actorOf, principalLabel, type Principal } from '../identity/identity-types.js';
 import { rethrowUniqueAsConflictFn } from '../identity/identity-util.js';
@@ -392,7 +392,7 @@ export class SecretsService {
    * With `onBehalfOf`, the group rule is that client's (a delegated read); the actor is still
    * the caller.
    */
-  async deliver(principal: Extract<Principal, { kind: 'client' }>, meta: RequestMeta, names: string[], onBehalfOf?: OnBehalfOf): Promise<DeliveredSecret[]> {
+  async deliver(principal: ClientPrincipal, meta: RequestMeta, names: string[], onBehalfOf?: OnBehalfOf): Promise<DeliveredSecret[]> {
     return (await this.deliverFound(principal, meta, names, onBehalfOf)).map((d) => d.delivered);
   }
 
@@ -401,13 +401,13 @@ export class SecretsService {
    * group rule, integrity check and audited read, for the Vault KV routes (`?version=N`). A
    * version the secret does not have is a denied read, like an ungranted secret.
    */
-  async deliverVersion(principal: Extract<Principal, { kind: 'client' }>, meta: RequestMeta, name: string, version?: number): Promise<DeliveredSecret & { createdAt: string; type: string }> {
+  async deliverVersion(principal: ClientPrincipal, meta: RequestMeta, name: string, version?: number): Promise<DeliveredSecret & { createdAt: string; type: string }> {
     const [d] = await this.deliverFound(principal, meta, [name], undefined, version);
     return { ...d!.delivered, createdAt: iso(d!.found.version.createdAt)!, type: d!.found.secret.type };
   }
 
   private async deliverFound(
-    principal: Extract<Principal, { kind: 'client' }>,
+    principal: ClientPrincipal,
     meta: RequestMeta,
     names: string[],
     onBehalfOf?: OnBehalfOf,
@@ -467,7 +467,7 @@ export class SecretsService {
    * whether the delegate was not given that client, or it is disabled or unknown.
    */
   private async delegatedClient(
-    principal: Extract<Principal, { kind: 'client' }>,
+    principal: ClientPrincipal,
     meta: RequestMeta,
     target: string,
     attempted: { action: string; resource: { kind: string; name: string } },
@@ -491,7 +491,7 @@ export class SecretsService {
 
   /** A delegate's read of one secret granted to `target` (the Docker plugin's secret provider). */
   async deliverDelegated(
-    principal: Extract<Principal, { kind: 'client' }>,
+    principal: ClientPrincipal,
     meta: RequestMeta,
     target: string,
     name: string,
@@ -508,7 +508,7 @@ export class SecretsService {
    * one audited secret.list event.
    */
   async listDelegated(
-    principal: Extract<Principal, { kind: 'client' }>,
+    principal: ClientPrincipal,
     meta: RequestMeta,
     target: string,
     options: { includeContent: boolean; context?: Record<string, string> },

@@ -2,12 +2,10 @@ import { z } from 'zod';
 import type { AccessService } from '../access/access-service.js';
 import { canonicalJson } from '../audit/canonical-json.js';
 import { ConflictError, InvalidInputError, NotFoundError } from '../core/errors.js';
-import type { Principal, RequestMeta } from '../core/principal.js';
+import type { Principal, RequestMeta, ClientPrincipal } from '../core/principal.js';
 import { NAME_PATTERN, parseWith } from '../core/validation.js';
 import type { SecretsService } from '../secrets/secrets-service.js';
 import { MAX_CONTENT_BYTES } from '../secrets/secrets-types.js';
-
-type ClientPrincipal = Extract<Principal, { kind: 'client' }>;
 
 /**
  * The secret type that marks a Keywarden secret as a KV v2 secret: its content is the canonical
