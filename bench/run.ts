@@ -50,6 +50,8 @@ interface LoadResult {
   p90: number;
   p99: number;
   max?: number;
+  /** wrk's own line, when it reported any (connect, read, write, timeout) */
+  socketErrors?: string;
 }
 const results: Record<string, unknown> = { date: new Date().toISOString(), tool, connections, durationS: duration };
 
@@ -102,9 +104,9 @@ function toMs(v: string): number {
   return m[2] === 'us' ? n / 1000 : m[2] === 'ms' ? n : m[2] === 's' ? n * 1000 : n * 60_000;
 }
 
-async function load(url: string, headers: string[] = []): Promise<LoadResult> {
+async function load(url: string, headers: string[] = [], wrkScript?: string): Promise<LoadResult> {
   if (tool === 'wrk') {
-    const args = ['-t1', `-c${connections}`, `-d${duration}s`, '--latency', ...headers.flatMap((h) => ['-H', h]), url];
+    const args = ['-t1', `-c${connections}`, `-d${duration}s`, '--latency', ...headers.flatMap((h) => ['-H', h]), ...(wrkScript ? ['-s', wrkScript] : []), url];
     const r = spawnSync('wrk', args, { encoding: 'utf8' });
     if (r.status !== 0) throw new Error(`wrk failed: ${r.stderr}`);
     const out = r.stdout;
@@ -117,6 +119,7 @@ async function load(url: string, headers: string[] = []): Promise<LoadResult> {
       requests,
       non2xx: Number(pick(/Non-2xx or 3xx responses: (\d+)/) ?? 0),
       errors: (out.match(/Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/)?.slice(1).map(Number) ?? [0]).reduce((a, b) => a + b, 0),
+      socketErrors: /Socket errors:[^\n]*/.exec(out)?.[0].trim(),
       rps: Number(pick(/Requests\/sec:\s+([\d.]+)/)),
       p50: toMs(pick(/\s50%\s+([\d.]+\w+)/) ?? 'NaN'),
       p90: toMs(pick(/\s90%\s+([\d.]+\w+)/) ?? 'NaN'),
@@ -139,11 +142,11 @@ function cpuMs(pid: number): number {
 }
 
 /** Runs load against a server process and adds its CPU cost per request and the host load. */
-async function measure(pid: number, url: string, headers: string[] = []): Promise<LoadResult & { serverCpuMsPerRequest: number; serverCpuUtil: number; loadavg1Before: number }> {
+async function measure(pid: number, url: string, headers: string[] = [], wrkScript?: string): Promise<LoadResult & { serverCpuMsPerRequest: number; serverCpuUtil: number; loadavg1Before: number }> {
   const loadavg1Before = os.loadavg()[0];
   const c0 = cpuMs(pid);
   const t0 = Date.now();
-  const r = await load(url, headers);
+  const r = await load(url, headers, wrkScript);
   const wall = Date.now() - t0;
   const cpu = cpuMs(pid) - c0;
   return { ...r, serverCpuMsPerRequest: cpu / Math.max(r.requests, 1), serverCpuUtil: cpu / wall, loadavg1Before };
@@ -151,7 +154,7 @@ async function measure(pid: number, url: string, headers: string[] = []): Promis
 
 function fmt(r: LoadResult & { serverCpuMsPerRequest?: number; serverCpuUtil?: number; loadavg1Before?: number }): string {
   const extra = r.serverCpuMsPerRequest !== undefined ? `; server CPU ${(r.serverCpuMsPerRequest * 1000).toFixed(0)} us/request, ${(100 * r.serverCpuUtil!).toFixed(0)}% of a core; loadavg ${r.loadavg1Before!.toFixed(1)}` : '';
-  return `${r.rps.toFixed(0)} req/s, p50 ${r.p50.toFixed(2)} ms, p90 ${r.p90.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms (${r.requests} requests, ${r.non2xx} non-2xx, ${r.errors} socket errors)${extra}`;
+  return `${r.rps.toFixed(0)} req/s, p50 ${r.p50.toFixed(2)} ms, p90 ${r.p90.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms (${r.requests} requests, ${r.non2xx} non-2xx, ${r.errors} socket errors${r.socketErrors ? `: ${r.socketErrors}` : ''})${extra}`;
 }
 
 // ---------------------------------------------------------------- (a) baseline
@@ -176,7 +179,8 @@ interface BrokerProc {
   startedAt: number;
 }
 
-async function startBroker(dataDir: string, extraNodeArgs: string[] = []): Promise<BrokerProc> {
+/** `preload`: node arguments after tsx is loaded (e.g. `--import bench/x.ts`). */
+async function startBroker(dataDir: string, extraNodeArgs: string[] = [], preload: string[] = []): Promise<BrokerProc> {
   const port = await freePort();
   const startedAt = Date.now();
   const env = {
@@ -186,7 +190,7 @@ async function startBroker(dataDir: string, extraNodeArgs: string[] = []): Promi
     KEYWARDEN_LOG_LEVEL: 'warn',
     KEYWARDEN_BOOTSTRAP_ADMIN_KEY: ADMIN_KEY,
   };
-  const child = spawn(process.execPath, [...extraNodeArgs, '--import', 'tsx', path.join(root, 'src', 'cli', 'main.ts'), 'serve'], { cwd: root, env, stdio: ['ignore', 'ignore', 'inherit'] });
+  const child = spawn(process.execPath, [...extraNodeArgs, '--import', 'tsx', ...preload, path.join(root, 'src', 'cli', 'main.ts'), 'serve'], { cwd: root, env, stdio: ['ignore', 'ignore', 'inherit'] });
   const base = `http://127.0.0.1:${port}`;
   await waitFor(`${base}/healthz`, child);
   return { child, base, startedAt };
@@ -248,10 +252,84 @@ function auditRows(dataDir: string): number {
   return Number(out.stdout.trim());
 }
 
+// ---------------------------------------------------------------- (v) Vault KV read vs native delivery (issue 14)
+/**
+ * The same KV-shaped secret, granted to the bench client, read four ways, alternating `repeat`
+ * times (median by req/s): the native route and the KV v2 route of the broker as it is (LIST
+ * connections taken over on demand, list-connection.ts); the native route of a broker with helper
+ * V1's always-on LIST rewrite put back (bench/always-on-list-rewrite.ts); and the KV route on
+ * connections whose first request was a LIST (so they run through the rewriter). Each broker has
+ * its own data dir; both run throughout, one is loaded at a time. Every run goes through the same
+ * wrk Lua script, so the load generator does the same work in all four.
+ */
+async function vaultComparison(): Promise<Record<string, unknown>> {
+  const dirNew = fs.mkdtempSync(path.join(values.tmpdir!, 'keywarden-bench-v-'));
+  const dirOld = fs.mkdtempSync(path.join(values.tmpdir!, 'keywarden-bench-v1-'));
+  const current = await startBroker(dirNew);
+  const always = await startBroker(dirOld, [], ['--import', path.join(root, 'bench', 'always-on-list-rewrite.ts')]);
+  const scripts = fs.mkdtempSync(path.join(os.tmpdir(), 'keywarden-bench-lua-'));
+  try {
+    const setup = async (base: string) => {
+      const creds = await setupBroker(base);
+      await api(base, 'PUT', '/v1/secret/data/bench-kv', { data: { password: 'correct horse battery staple' } });
+      await api(base, 'PUT', '/v1/groups/bench/secrets', { add: ['bench-kv'] });
+      return creds;
+    };
+    const credsNew = await setup(current.base);
+    const credsOld = await setup(always.base);
+    // `lists` requests (one per connection at the start, as wrk writes each connection's first
+    // request before any answer) are LIST /v1/secret/metadata/; the rest are the measured GET.
+    // wrk checks the first request() result with its own parser, which refuses LIST: call 1 is a GET
+    const script = (lists: number) => {
+      const file = path.join(scripts, `list-${lists}.lua`);
+      fs.writeFileSync(file, `local n = 0\nrequest = function()\n  n = n + 1\n  if n > 1 and n <= ${lists + 1} then return wrk.format("LIST", "/v1/secret/metadata/") end\n  return wrk.format(nil, nil)\nend\n`);
+      return file;
+    };
+    const scenarios = [
+      { key: 'native', label: 'native GET /v1/client/secrets/bench-kv', broker: current, creds: credsNew, path: '/v1/client/secrets/bench-kv', header: 'Authorization: Bearer', lists: 0 },
+      { key: 'nativeAlwaysOnRewrite', label: 'native, V1 always-on LIST rewrite', broker: always, creds: credsOld, path: '/v1/client/secrets/bench-kv', header: 'Authorization: Bearer', lists: 0 },
+      { key: 'kv', label: 'KV v2 GET /v1/secret/data/bench-kv', broker: current, creds: credsNew, path: '/v1/secret/data/bench-kv', header: 'X-Vault-Token:', lists: 0 },
+      { key: 'kvAfterList', label: 'KV v2 on connections that sent LIST first', broker: current, creds: credsNew, path: '/v1/secret/data/bench-kv', header: 'X-Vault-Token:', lists: connections },
+    ];
+    const runs: Record<string, (LoadResult & { serverCpuMsPerRequest: number })[]> = Object.fromEntries(scenarios.map((s) => [s.key, []]));
+    const once = async (s: (typeof scenarios)[number], label: string) => {
+      const t = await token(s.broker.base, s.creds);
+      const header = `${s.header} ${t}`;
+      const check = await fetch(s.broker.base + s.path, { headers: { [header.split(':')[0]]: header.slice(header.indexOf(':') + 1).trim() } });
+      if (check.status !== 200) throw new Error(`${s.key} check: ${check.status} ${await check.text()}`);
+      await check.arrayBuffer();
+      const r = await measure(s.broker.child.pid!, s.broker.base + s.path, [header], script(s.lists));
+      log(`(v) ${s.label}, ${label}: ${fmt(r)}`);
+      return r;
+    };
+    for (const s of scenarios) await once(s, 'warm-up (discarded)');
+    const repeat = Number(values.repeat);
+    for (let i = 0; i < repeat; i++) for (const s of scenarios) runs[s.key].push(await once(s, `run ${i + 1}/${repeat}`));
+    const median = <T extends LoadResult>(xs: T[]): T => [...xs].sort((x, y) => x.rps - y.rps)[Math.floor(xs.length / 2)];
+    const m = Object.fromEntries(scenarios.map((s) => [s.key, median(runs[s.key])]));
+    const cpu = (k: string) => m[k].serverCpuMsPerRequest;
+    const ratios = {
+      kvCpuPerRequestOverNative: cpu('kv') / cpu('native'),
+      kvRpsOverNative: m.kv.rps / m.native.rps,
+      kvAfterListCpuPerRequestOverNative: cpu('kvAfterList') / cpu('native'),
+      alwaysOnCpuPerRequestOverNative: cpu('nativeAlwaysOnRewrite') / cpu('native'),
+      alwaysOnRpsOverNative: m.nativeAlwaysOnRewrite.rps / m.native.rps,
+    };
+    log(`(v) ratios: ${JSON.stringify(ratios)}`);
+    return { medians: m, runs, ratios };
+  } finally {
+    await stop(current.child);
+    await stop(always.child);
+    fs.rmSync(scripts, { recursive: true, force: true });
+    if (!values.keep) for (const d of [dirNew, dirOld]) fs.rmSync(d, { recursive: true, force: true });
+  }
+}
+
 // ---------------------------------------------------------------- main
 const dataDir = fs.mkdtempSync(path.join(values.tmpdir!, 'keywarden-bench-'));
 log(`tool: ${tool}, ${connections} connections, ${duration} s per run, data dir ${dataDir}`);
 try {
+  if (only.has('v')) results.v = await vaultComparison();
   // (a) and (b) alternate `repeat` times (the host may be shared: alternating spreads any
   // background load over both); the median run by req/s is reported.
   const repeat = Number(values.repeat);

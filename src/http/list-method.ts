@@ -1,14 +1,12 @@
-import type http from 'node:http';
-import https from 'node:https';
-import type { Duplex } from 'node:stream';
-
 /**
  * Vault's `LIST` HTTP method, for the broker's own server.
  *
  * Vault clients (hvac always, node-vault by default) list with `LIST /v1/...`, which Node's HTTP
  * parser (llhttp) refuses before any JavaScript runs: http.METHODS has no LIST. Vault itself
  * treats `LIST /p` as `GET /p?list=true`, so this rewrites the request line to exactly that, on
- * the bytes of each connection, before the parser sees them.
+ * the bytes of a connection, before the parser sees them. Only connections that have sent a LIST
+ * go through it (list-connection.ts takes them over when llhttp refuses the method); all others
+ * keep Node's native read path.
  *
  * Only request lines are touched. The rewriter follows HTTP/1.1 message framing (RFC 9112 6:
  * Content-Length, chunked Transfer-Encoding with extensions and trailers), so bytes of a body,
@@ -228,26 +226,4 @@ export function withListQuery(target: string): string {
   const path = q < 0 ? target : target.slice(0, q);
   const params = q < 0 ? [] : target.slice(q + 1).split('&').filter((p) => p !== '' && p !== 'list' && !p.startsWith('list='));
   return `${path}?${[...params, 'list=true'].join('&')}`;
-}
-
-/**
- * Makes `server` accept LIST requests. Runs after Node's own connection listener: adding a
- * 'data' listener moves the socket from the parser's native read path to 'data' events (Node
- * "unconsumes" it), and the socket's emit hands the parser the rewritten bytes.
- */
-export function acceptListMethod(server: http.Server | https.Server): void {
-  const event = server instanceof https.Server ? 'secureConnection' : 'connection';
-  server.on(event, (socket: Duplex) => {
-    const rewriter = new ListRequestRewriter();
-    const emit = socket.emit;
-    socket.emit = function (this: Duplex, name: string | symbol, ...args: unknown[]) {
-      if (name === 'data' && Buffer.isBuffer(args[0])) {
-        const bytes = rewriter.push(args[0]);
-        if (bytes.length === 0) return true;
-        return emit.call(this, 'data', bytes);
-      }
-      return emit.call(this, name, ...args);
-    } as typeof socket.emit;
-    socket.on('data', () => {});
-  });
 }

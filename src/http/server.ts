@@ -4,12 +4,14 @@ import https from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Express } from 'express';
 import type { Config } from '../config.js';
-import { acceptListMethod } from './list-method.js';
+import { ListMethodTakeover } from './list-connection.js';
 import { ProblemError } from './problem.js';
 
 export interface RunningServer {
   server: http.Server | https.Server;
   url: string;
+  /** Connections moved off Node's native read path because they sent LIST (list-connection.ts). */
+  listConnections(): number;
   close(): Promise<void>;
 }
 
@@ -35,9 +37,12 @@ export async function listen(app: Express, config: Pick<Config, 'listen' | 'tls'
   } else {
     server = http.createServer(app);
   }
-  server.on('clientError', answerClientError);
-  // Vault clients list with the LIST method, which Node's parser refuses (see list-method.ts)
-  acceptListMethod(server);
+  // Vault clients list with the LIST method, which Node's parser refuses: the connection that
+  // sends it is taken over (list-connection.ts); every other error is answered as before
+  const listMethod = new ListMethodTakeover(server);
+  server.on('clientError', (err: Error & { code?: string }, socket: Socket) => {
+    if (!listMethod.takeOver(err, socket)) answerClientError(err, socket);
+  });
   server.keepAliveTimeout = 65_000;
   server.headersTimeout = 66_000;
   server.requestTimeout = 60_000;
@@ -51,6 +56,7 @@ export async function listen(app: Express, config: Pick<Config, 'listen' | 'tls'
   return {
     server,
     url,
+    listConnections: () => listMethod.connections,
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());
