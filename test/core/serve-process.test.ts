@@ -52,9 +52,16 @@ describe('keywarden serve as a process', () => {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kw-serve-'));
   afterAll(() => fs.rmSync(dataDir, { recursive: true, force: true }));
 
+  // a failing assertion must not leave a broker running behind the test
+  const children: ChildProcess[] = [];
+  afterAll(() => {
+    for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+
   it('first start creates the data dir, prints an admin key once, and stops on SIGTERM', async () => {
     const port = await freePort();
     const first = startServe(dataDir, port);
+    children.push(first.child);
     await waitHealthy(port);
     const key = /kw_[A-Za-z0-9_-]{40,}/.exec(first.stderr())?.[0];
     expect(key, first.stderr()).toBeDefined();
@@ -71,6 +78,7 @@ describe('keywarden serve as a process', () => {
 
     const port2 = await freePort();
     const second = startServe(dataDir, port2);
+    children.push(second.child);
     await waitHealthy(port2);
     expect(second.stderr()).not.toMatch(/kw_[A-Za-z0-9_-]{40,}/);
     const again = await fetch(`http://127.0.0.1:${port2}/v1/groups`, { headers: { authorization: `Bearer ${key}` } });
