@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pruneAuditLog } from '../../src/audit/audit-retention.js';
 import { verifyExportFile } from '../../src/audit/offline-verify.js';
 import { startTestBroker, type TestBroker } from '../support/broker.js';
+import { openCheckpoint as openSignedCheckpoint } from '../support/independent-tlog-verifier.js';
 import { baseEnv, runCli } from '../cli/cli-support.js';
 import { allEvents, auth, textOf } from './audit-helpers.js';
 
@@ -15,23 +16,10 @@ import { allEvents, auth, textOf } from './audit-helpers.js';
  * tree heads mirrored to the JSONL sink. (Replaces the JWS-checkpoint tests of the hash chain.)
  */
 
-/** Opens a C2SP signed note with an Ed25519 verifier key, independently of src/audit/signed-note.ts. */
+/** Opens a signed checkpoint with the independent verifier (no code shared with src/audit/), root as hex. */
 function openCheckpoint(note: string, verifierKey: string): { origin: string; size: number; root: string } {
-  // name+keyid+key: the name and the key id hold no '+', the base64 key may
-  const [name, keyIdHex] = verifierKey.split('+');
-  const keyBytes = Buffer.from(verifierKey.slice(name.length + keyIdHex.length + 2), 'base64');
-  const publicKey = crypto.createPublicKey({ key: Buffer.concat([Buffer.from('302a300506032b6570032100', 'hex'), keyBytes.subarray(1)]), format: 'der', type: 'spki' });
-  const split = note.lastIndexOf('\n\n');
-  const text = note.slice(0, split + 1);
-  const mine = note
-    .slice(split + 2)
-    .split('\n')
-    .find((l) => l.startsWith(`— ${name} `));
-  if (!mine) throw new Error('not signed by the log key');
-  const sig = Buffer.from(mine.slice(`— ${name} `.length), 'base64');
-  if (sig.subarray(0, 4).toString('hex') !== keyIdHex || !crypto.verify(null, Buffer.from(text, 'utf8'), publicKey, sig.subarray(4))) throw new Error('bad signature');
-  const [origin, size, root] = text.split('\n');
-  return { origin, size: Number(size), root: Buffer.from(root, 'base64').toString('hex') };
+  const cp = openSignedCheckpoint(note, verifierKey);
+  return { origin: cp.origin, size: cp.size, root: cp.root.toString('hex') };
 }
 
 type Line = Record<string, any>;
