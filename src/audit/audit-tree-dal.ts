@@ -101,7 +101,7 @@ export class AuditTreeDal {
     const found = new Map<string, Buffer>();
     for (let i = 0; i < ids.length; i += NODES_PER_SELECT) {
       const { sql, params } = selectNodesStatement(ids.slice(i, i + NODES_PER_SELECT));
-      const rows = rowsOf<{ level: number | string; idx: number | string; hash: string }>(await this.db.reader.raw(sql, params));
+      const rows = await this.db.readAll<{ level: number | string; idx: number | string; hash: string }>(sql, params);
       for (const r of rows) found.set(nodeKey({ level: Number(r.level), index: Number(r.idx) }), Buffer.from(r.hash, 'hex'));
     }
     return found;
@@ -144,14 +144,6 @@ export class AuditTreeDal {
     return { queued: Number(row?.n ?? 0), oldestTs: row?.oldest === null || row?.oldest === undefined ? null : Number(row.oldest) };
   }
 }
-
-/** knex's raw() answers with the driver's own shape: rows for better-sqlite3, `{ rows }` for pg. */
-function rowsOf<T>(result: unknown): T[] {
-  if (Array.isArray(result)) return result as T[];
-  const rows = (result as { rows?: unknown } | undefined)?.rows;
-  return Array.isArray(rows) ? (rows as T[]) : [];
-}
-
 
 /**
  * The sequencer's advisory lock: a constant for Keywarden's audit sequencer and the schema, so

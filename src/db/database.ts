@@ -98,6 +98,11 @@ export class Database {
     return rowsOf(await this.reader.raw(sql, params))[0] as T | undefined;
   }
 
+  /** All rows of a hand-written statement, on the pool (the driver's result shape stays in here). */
+  async readAll<T extends object>(sql: string, params: readonly SqlValue[]): Promise<T[]> {
+    return rowsOf(await this.reader.raw(sql, params)) as T[];
+  }
+
   /** One trivial round trip on the pool (the readiness probe); rejects with the driver's error when the database does not answer. */
   async ping(): Promise<void> {
     await this.reader.raw('select 1');
