@@ -17,11 +17,12 @@ RUN apt-get update \
 # the node headers ship with the official image: no download during node-gyp
 ENV npm_config_nodedir=/usr/local
 WORKDIR /app
-COPY package.json package-lock.json binding.gyp ./
+COPY package.json package-lock.json binding.gyp .prebuild-installrc ./
 COPY native ./native
+COPY scripts ./scripts
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
-# npm ci runs the install (node-gyp rebuild) and prepare (tsc) scripts
+# npm ci runs the install (scripts/build-native.mjs) and prepare (tsc) scripts
 RUN npm ci
 RUN npm run build \
  && npm prune --omit=dev --ignore-scripts \

@@ -1,4 +1,6 @@
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import YAML from 'yaml';
@@ -24,11 +26,28 @@ describe('package-lock.json', () => {
   });
 
   it('builds native modules from source, so prebuild-install downloads nothing from a third party', () => {
-    // better-sqlite3's install script runs prebuild-install first, which fetches a binary from
-    // a non-registry host unless build-from-source is set; npm passes .npmrc keys to scripts.
-    const npmrc = fs.readFileSync(path.join(root, '.npmrc'), 'utf8');
-    expect(npmrc).toMatch(/^build-from-source=true$/m);
+    // better-sqlite3's install script runs prebuild-install first, which fetches a binary from a
+    // non-registry host unless told to build from source. It reads .prebuild-installrc from the
+    // package directory upwards; an .npmrc key would work too, but npm 11 warns about every
+    // key it does not know on every command, and the install must be quiet.
+    expect(fs.readFileSync(path.join(root, '.prebuild-installrc'), 'utf8')).toMatch(/^buildFromSource=true$/m);
     expect(Object.keys(pkg.allowScripts ?? {})).toContain('better-sqlite3');
+    const env = { ...process.env };
+    delete env.npm_config_build_from_source;
+    const run = spawnSync(process.execPath, [path.join(root, 'node_modules/prebuild-install/bin.js'), '--verbose'], {
+      cwd: path.join(root, 'node_modules/better-sqlite3'),
+      env,
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+    expect(run.stderr).toContain('--build-from-source specified, not attempting download');
+    expect(run.stderr).not.toMatch(/https?:\/\//);
+  });
+
+  it('gives npm no project setting it does not know (npm warns about those on every command)', () => {
+    const run = spawnSync('npm', ['--version'], { cwd: root, encoding: 'utf8', timeout: 30_000 });
+    expect(run.status).toBe(0);
+    expect(run.stderr).not.toMatch(/Unknown (project|user|env) config/);
   });
 
   it('lets only the packages named in allowScripts run install scripts', () => {
@@ -37,6 +56,49 @@ describe('package-lock.json', () => {
       .filter(([name, entry]) => name !== '' && entry.hasInstallScript)
       .map(([name]) => name.replace(/^.*node_modules\//, ''));
     expect(withScripts.filter((n) => !allowed.has(n))).toEqual([]);
+  });
+});
+
+describe('the install script', () => {
+  /** A copy of what the install script builds, so the test never rebuilds the addon in use. */
+  function nativeSourceCopy(): string {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kw-native-'));
+    fs.cpSync(path.join(root, 'binding.gyp'), path.join(dir, 'binding.gyp'));
+    fs.cpSync(path.join(root, 'native'), path.join(dir, 'native'), { recursive: true });
+    fs.cpSync(path.join(root, 'scripts', 'build-native.mjs'), path.join(dir, 'scripts', 'build-native.mjs'));
+    return dir;
+  }
+  const env = { ...process.env, npm_config_node_gyp: '' };
+
+  it('is the quiet native build', () => {
+    expect(pkg.scripts.install).toBe('node scripts/build-native.mjs');
+  });
+
+  it('builds the execve addon and prints one line, not node-gyp\'s screen of output', () => {
+    const dir = nativeSourceCopy();
+    try {
+      const run = spawnSync(process.execPath, ['scripts/build-native.mjs'], { cwd: dir, env, encoding: 'utf8', timeout: 120_000 });
+      expect(run.status, run.stderr).toBe(0);
+      expect(run.stdout).toMatch(/^keywarden: built the native execve addon for `keywarden exec` \(\d+ ms\)\n$/);
+      expect(run.stderr).not.toMatch(/gyp info/);
+      expect(fs.existsSync(path.join(dir, 'build', 'Release', 'keywarden_execve.node'))).toBe(true);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('shows node-gyp\'s output and what the build needs when the build fails', () => {
+    const dir = nativeSourceCopy();
+    try {
+      fs.writeFileSync(path.join(dir, 'native', 'execve.c'), '#error deliberately broken for the test\n');
+      const run = spawnSync(process.execPath, ['scripts/build-native.mjs'], { cwd: dir, env, encoding: 'utf8', timeout: 120_000 });
+      expect(run.status).toBe(1);
+      expect(run.stderr).toContain('deliberately broken for the test');
+      expect(run.stderr).toMatch(/gyp ERR!/);
+      expect(run.stderr).toMatch(/keywarden: building the native execve addon failed .*python3, make and a C compiler/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
@@ -69,6 +131,13 @@ describe('GET /docs', () => {
       }
     }
     for (const name of Object.keys(spec.components?.schemas ?? {})) expect(html).toContain(`id="schema-${name.replace(/[^A-Za-z0-9_-]/g, '-')}"`);
+  });
+
+  it('shows users the API, not notes for its maintainers', async () => {
+    const html = (await tb.request.get('/docs')).text;
+    for (const note of ['defineRoutes', 'contract-hook', 'test/contract', 'Adding routes']) expect(html).not.toContain(note);
+    // the notes moved to the developer docs
+    expect(fs.readFileSync(path.join(root, 'ARCHITECTURE.md'), 'utf8')).toMatch(/Every route mounted with `defineRoutes` must appear there/);
   });
 
   it('escapes the spec text it renders', async () => {
