@@ -20,9 +20,11 @@ WORKDIR /app
 COPY package.json package-lock.json binding.gyp .prebuild-installrc ./
 COPY native ./native
 COPY scripts ./scripts
+# the auditors' console (prepare bundles it into dist/console-app)
+COPY console ./console
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
-# npm ci runs the install (scripts/build-native.mjs) and prepare (tsc) scripts
+# npm ci runs the install (scripts/build-native.mjs) and prepare (tsc, console bundle) scripts
 RUN npm ci
 RUN npm run build \
  && npm prune --omit=dev --ignore-scripts \

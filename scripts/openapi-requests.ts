@@ -13,9 +13,10 @@ import type { ZodTypeAny } from 'zod';
 import { zodToJsonSchema } from 'zod-to-json-schema';
 import { auditVerifyRequestSchema } from '../src/audit/audit-routes.js';
 import { pluginEventsSchema } from '../src/audit/plugin-events-routes.js';
+import { consoleLoginSchema } from '../src/console/console-routes.js';
 import { createApiKeySchema } from '../src/identity/api-keys-service.js';
 import { createClientSchema, membershipChangeSchema, updateClientSchema } from '../src/identity/clients-service.js';
-import { createGroupSchema } from '../src/identity/groups-service.js';
+import { createGroupSchema, updateGroupSchema } from '../src/identity/groups-service.js';
 import { bootstrapTokenRequestSchema, mintJwtSchema, revokeSchema } from '../src/identity/workload-identity-service.js';
 import { batchSchema, delegatedListSchema, delegatedReadSchema } from '../src/secrets/secrets-routes.js';
 import { addVersionSchema, createSecretSchema, rollbackSchema, updateSecretSchema } from '../src/secrets/secrets-types.js';
@@ -36,6 +37,7 @@ export const REQUEST_SCHEMAS: Record<string, ZodTypeAny> = {
   RollbackRequest: rollbackSchema,
   SecretBatchRequest: batchSchema,
   GroupCreateRequest: createGroupSchema,
+  GroupUpdateRequest: updateGroupSchema,
   MembershipChange: membershipChangeSchema,
   ClientCreateRequest: createClientSchema,
   ClientUpdateRequest: updateClientSchema,
@@ -56,6 +58,7 @@ export const REQUEST_SCHEMAS: Record<string, ZodTypeAny> = {
   DockerPluginEventsRequest: pluginEventsSchema,
   VaultKvWrite: kvWriteSchema,
   VaultKvVersions: kvVersionsSchema,
+  ConsoleLoginRequest: consoleLoginSchema,
 };
 
 /**
@@ -64,6 +67,7 @@ export const REQUEST_SCHEMAS: Record<string, ZodTypeAny> = {
  */
 export const HAND_WRITTEN_REQUESTS: Record<string, string> = {
   TokenRequest: 'RFC 6749 parameters parsed by tokenParams, not by a zod schema',
+  CspReport: 'browser CSP violation reports (report-uri and the Reporting API), only logged, never parsed by a schema',
 };
 
 type JsonSchema = Record<string, unknown>;

@@ -20,6 +20,7 @@ import { ConfigError, type Config } from './config.js';
 import { secureDataDir } from './data-dir.js';
 import { openKeyProvider } from './crypto/create-key-provider.js';
 import type { KeyProvider } from './crypto/key-provider.js';
+import { instrumentKeyProvider } from './crypto/caching-key-provider.js';
 import { SystemKeys } from './crypto/system-keys.js';
 import { openDatabase, type DbHandle } from './db/connection.js';
 import { migrateLatest } from './db/migrate.js';
@@ -67,6 +68,9 @@ import { SignaturesService } from './trust/signing/signatures-service.js';
 import { signingRoutes } from './trust/signing/signing-routes.js';
 import { TOKEN_EXCHANGE_GRANT, TrustedIssuersService } from './trust/signing/trusted-issuers-service.js';
 import type { Clock } from './core/clock.js';
+import { ConsoleSessionService } from './console/console-session-service.js';
+import { consoleReportRoutes, consoleSessionRoutes, cspReportRoutes } from './console/console-routes.js';
+import { consoleStaticRouter } from './console/console-static-routes.js';
 
 export interface BrokerOptions {
   /** Defaults to Date.now; tests pass a controllable clock. */
@@ -125,6 +129,8 @@ export interface Services {
   gate: GateService;
   trustedIssuers: TrustedIssuersService;
   signatures: SignaturesService;
+  /** The auditors' console: API key for a session cookie. */
+  consoleSessions: ConsoleSessionService;
 }
 
 export interface Broker {
@@ -142,24 +148,27 @@ export async function createServices(config: Config, options: BrokerOptions = {}
   secureDataDir(config.dataDir, logger);
   const dbHandle = options.db ?? (await openDatabase(config.databaseUrl, { schema: options.dbSchema, sqliteSynchronous: config.sqliteSynchronous, timeouts: config.dbTimeouts }));
   const db = dbHandle.knex;
+  // the operational metrics (core/telemetry.ts) every service reports to
+  const metrics = createMetrics();
+  const telemetry = metrics.telemetry;
   let keyProvider: KeyProvider;
   try {
     // before migrations and before any key is made: a missing root key must not be replaced
     // (a port without the fast path: that connection opens after the migrations)
-    keyProvider = options.keyProvider ?? (await openKeyProvider(config.keyProvider, new Database(dbHandle, { fastPath: false })));
+    keyProvider = instrumentKeyProvider(options.keyProvider ?? (await openKeyProvider(config.keyProvider, new Database(dbHandle, { fastPath: false }))), telemetry);
   } catch (err) {
     if (!options.db) await dbHandle.close();
     throw err;
   }
   await migrateLatest(db);
-  const database = new Database(dbHandle, { fastPath: options.fastPath ?? config.sqliteFastPath });
+  const database = new Database(dbHandle, { fastPath: options.fastPath ?? config.sqliteFastPath, onFailure: (kind) => telemetry.databaseError(kind) });
+  metrics.observePool(() => database.poolStats());
   const systemKeys = new SystemKeys(database, keyProvider, clock);
   // loaded once up front: they are immutable, and fetching them lazily inside a transaction
   // would need a second connection (SQLite has one)
   await systemKeys.get('checksum');
   await systemKeys.get('audit-hmac');
   const rowIntegrity = await RowIntegrity.load(systemKeys);
-  const metrics = createMetrics();
   const auditChain = new AuditChainState();
   const auditSink = config.auditFile ? new JsonlAuditSink(config.auditFile) : undefined;
   const auditTree = new AuditTreeDal(database);
@@ -192,6 +201,7 @@ export async function createServices(config: Config, options: BrokerOptions = {}
     sink: auditSink,
     chainGuard: () => auditChain.assertIntact(),
     onQueued: (count) => auditSequencer.noteAppended(count),
+    telemetry,
   });
   // rows from before migration 007 get their MACs once; the count is on the record
   const access = new AccessService(new AccessDal(database), rowIntegrity);
@@ -206,7 +216,7 @@ export async function createServices(config: Config, options: BrokerOptions = {}
     dal: new JwtKeysDal(database),
     keyProvider,
     clock,
-    maxTokenTtlSeconds: Math.max(config.accessTokenMaxTtlSeconds, config.workloadJwtMaxTtlSeconds),
+    maxTokenTtlSeconds: Math.max(config.accessTokenMaxTtlSeconds, config.workloadJwtMaxTtlSeconds, config.console.sessionTtlSeconds),
   });
   const tokens = new TokenService({
     dal: new TokensDal(database),
@@ -216,17 +226,19 @@ export async function createServices(config: Config, options: BrokerOptions = {}
     issuer: config.issuer,
     trustDomain: config.trustDomain,
     accessTokenTtlSeconds: config.accessTokenTtlSeconds,
+    telemetry,
   });
-  const apiKeys = new ApiKeysService({ dal: new ApiKeysDal(database), audit, clock });
+  // a signer scope may name only existing signing keys (signingKeys is built below, before any request)
+  const apiKeys = new ApiKeysService({ dal: new ApiKeysDal(database), audit, clock, unknownSigningKeys: (names) => signingKeys.unknownNames(names) });
   const clients = new ClientsService({ dal: clientsDal, access, audit, clock });
-  const secrets = new SecretsService({ db: database, access, keyProvider, systemKeys, audit, clock, rowIntegrity, delegation: clients });
+  const secrets = new SecretsService({ db: database, access, keyProvider, systemKeys, audit, clock, rowIntegrity, delegation: clients, telemetry });
   const groups = new GroupsService({ access, secrets, clients: clientsDal, audit, clock });
   const windowMs = config.authRateLimit.windowSeconds * 1000;
   const rateLimiter = new FailureRateLimiter(new AuthFailuresDal(database), clock, {
     client: { maxFailures: config.authRateLimit.maxFailuresPerClient, windowMs },
     address: { maxFailures: config.authRateLimit.maxFailuresPerAddress, windowMs },
-  });
-  const auth = new AuthService({ clients, tokens, audit, clock, rateLimiter });
+  }, telemetry);
+  const auth = new AuthService({ clients, tokens, audit, clock, rateLimiter, telemetry });
   const workload = new WorkloadIdentityService({
     bootstrapTokens: new BootstrapTokensDal(database),
     clientsDal,
@@ -245,13 +257,13 @@ export async function createServices(config: Config, options: BrokerOptions = {}
   const auditExporter = new AuditExporter({ tree: auditTree, events: auditQuery, proofs: auditProofs, signer });
   const treeHeads = new TreeHeadsService({ tree: auditTree, signer });
   const auditVerifier = new AuditVerifyService({ tree: auditTree, signer });
-  const reports = new ReportsService({ access, clients, secrets, clock });
+  const reports = new ReportsService({ access, clients, secrets, events: auditQuery, clock, tree: auditTree, chain: auditChain, sink: auditSink });
   // one set of egress rules for every registry and Notary connection (see egress-policy.ts)
   const egress = new EgressPolicy({ insecureHosts: config.insecureRegistries, allowedHosts: config.egressAllow, logger });
   const registryCredentials = new RegistryCredentialsService({ db: database, secrets, audit, clock });
   const registry = createRegistryClient({ credentials: registryCredentials, purpose: 'signing', insecureRegistries: config.insecureRegistries, egress, logger });
   const signingKeys = new SigningKeysService({ db: database, keyProvider, audit, clock });
-  const policies = new PolicyService({ db: database, audit, clock, egress });
+  const policies = new PolicyService({ db: database, audit, clock, egress, signingKeys });
   const gate = new GateService({
     db: database,
     audit,
@@ -264,16 +276,18 @@ export async function createServices(config: Config, options: BrokerOptions = {}
     policies,
     options: config.gate,
     clientCapabilities: clients,
+    telemetry,
   });
-  const trustedIssuers = new TrustedIssuersService({ db: database, audit, tokens, auth, clock });
+  const trustedIssuers = new TrustedIssuersService({ db: database, audit, tokens, auth, clock, signingKeys });
   // the token endpoint's grants beyond client_credentials (the discovery document lists what is registered)
   auth.registerGrant(BOOTSTRAP_GRANT, (params, meta) => workload.exchangeBootstrapToken(params.bootstrap_token, meta));
   auth.registerGrant(TOKEN_EXCHANGE_GRANT, (params, meta) => trustedIssuers.exchange(params, meta));
   tokens.registerSignerTokenCheck((token) => trustedIssuers.checkSignerToken(token));
+  const consoleSessions = new ConsoleSessionService({ apiKeys, tokens, jwtKeys, audit, clock, issuer: config.issuer, ttlSeconds: config.console.sessionTtlSeconds });
   const signatures = new SignaturesService({ db: database, audit, registry, signingKeys, clock, policies });
   return {
     config, db, dbHandle, database, clock, logger, keyProvider, systemKeys, audit, auditSink, jwtKeys, tokens, apiKeys, clients, groups, secrets, auth, workload,
-    metrics, auditQuery, auditTree, auditLogSigner: logSigner, auditSequencer, auditProofs, auditExporter, treeHeads, auditVerifier, auditChain, rowIntegrity, rowIntegrityScanner, access, reports, registryCredentials, registry, signingKeys, policies, gate, trustedIssuers, signatures,
+    metrics, auditQuery, auditTree, auditLogSigner: logSigner, auditSequencer, auditProofs, auditExporter, treeHeads, auditVerifier, auditChain, rowIntegrity, rowIntegrityScanner, access, reports, registryCredentials, registry, signingKeys, policies, gate, trustedIssuers, signatures, consoleSessions,
   };
 }
 
@@ -303,6 +317,9 @@ export function domainRouters(s: Services): Router[] {
     clientReleaseRoutes(s.gate),
     pluginEventsRoutes(new PluginEventsService({ audit: s.audit, clientCapabilities: s.clients })),
     signingRoutes({ registryCredentials: s.registryCredentials, signingKeys: s.signingKeys, issuers: s.trustedIssuers, signatures: s.signatures }),
+    // the auditors' console (issue 16): sessions, and the reports the API lacked
+    consoleSessionRoutes(s.consoleSessions, { tls: s.config.tls !== undefined }),
+    consoleReportRoutes({ reports: s.reports, audit: s.audit }),
   ];
 }
 
@@ -334,7 +351,12 @@ export async function createBroker(config: Config, options: BrokerOptions = {}):
     tokens: services.tokens,
     audit: services.audit,
     certificates: options.certificates ?? ((socket) => services.workload.authenticateCertificate(socket)),
+    consoleSessions: services.consoleSessions,
+    consoleTls: config.tls !== undefined,
     publicRouters: [
+      // the auditors' console: static files with their own headers, and its CSP reports (own small body parser)
+      consoleStaticRouter({ dir: config.console.dir }),
+      cspReportRoutes({ logger: services.logger, registry: metrics.registry }),
       opsRoutes({
         db: services.database,
         keyProvider: services.keyProvider,

@@ -61,11 +61,17 @@ const envSchema = z.object({
   KEYWARDEN_SQLITE_SYNCHRONOUS: z.enum(['full', 'normal']).default('full'),
   KEYWARDEN_SQLITE_FAST_PATH: z.enum(['on', 'off']).default('on'),
   // one path segment; the native API's own /v1/<segment> prefixes are refused below
+  // the auditors' console: session lifetime (12 h at most), and where its built files are
+  KEYWARDEN_CONSOLE_SESSION_TTL: durationSeconds.max(43_200).default(900),
+  KEYWARDEN_CONSOLE_DIR: z.string().optional(),
   KEYWARDEN_VAULT_KV_MOUNT: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/, 'must be one path segment of letters, digits, _ and -').default('secret'),
 });
 
+/** Every variable the broker's configuration reads (config-suggestions.ts warns about unknown KEYWARDEN_* ones). */
+export const SETTING_NAMES: readonly string[] = Object.keys(envSchema.shape);
+
 /** /v1/<segment> prefixes the native API and the Vault-compatible sys/auth routes use: not a KV mount. */
-const RESERVED_V1_SEGMENTS = ['api-keys', 'audit', 'auth', 'client', 'clients', 'groups', 'jwt-keys', 'policies', 'registry-credentials', 'releases', 'reports', 'secrets', 'signatures', 'signing-keys', 'tokens', 'trusted-issuers', 'sys', 'identity', 'plugin-events'];
+const RESERVED_V1_SEGMENTS = ['api-keys', 'audit', 'auth', 'client', 'clients', 'console', 'groups', 'jwt-keys', 'policies', 'registry-credentials', 'releases', 'reports', 'secrets', 'signatures', 'signing-keys', 'tokens', 'trusted-issuers', 'sys', 'identity', 'plugin-events'];
 
 export type KeyProviderConfig =
   | { kind: 'local'; keyFile: string; keyFromEnv?: string }
@@ -99,6 +105,8 @@ export interface Config {
   authRateLimit: { maxFailuresPerClient: number; maxFailuresPerAddress: number; windowSeconds: number };
   /** KEYWARDEN_VAULT_KV_MOUNT: the Vault-compatible KV v2 mount, /v1/<mount>/data/... */
   vaultKvMount: string;
+  /** The auditors' console: session cookie lifetime in seconds, and the directory of its built files (default dist/console-app/). */
+  console: { sessionTtlSeconds: number; dir?: string };
   bootstrapTokenMaxTtlSeconds: number;
   /**
    * Seconds after which the audit tree head is signed again although no event arrived, so
@@ -262,6 +270,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     bootstrapAdminKey: e.KEYWARDEN_BOOTSTRAP_ADMIN_KEY,
     maxBodyBytes: e.KEYWARDEN_MAX_BODY_BYTES,
     vaultKvMount: e.KEYWARDEN_VAULT_KV_MOUNT,
+    console: { sessionTtlSeconds: e.KEYWARDEN_CONSOLE_SESSION_TTL, dir: e.KEYWARDEN_CONSOLE_DIR ? path.resolve(e.KEYWARDEN_CONSOLE_DIR) : undefined },
     trustProxy,
     metricsAuth: e.KEYWARDEN_METRICS_AUTH,
     tls,

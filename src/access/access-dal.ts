@@ -24,6 +24,9 @@ export interface GroupRow {
 
 export type NewGroupRow = Omit<GroupRow, 'id'>;
 
+/** What PATCH /v1/groups/{name} may change. */
+export type GroupChanges = Partial<Pick<GroupRow, 'description' | 'labels' | 'allowed_audiences'>>;
+
 export interface GrantRow {
   group_id: number;
   secret_id: number;
@@ -117,6 +120,23 @@ export class AccessDal {
 
   async insertGroup(trx: Transaction, row: NewGroupRow): Promise<void> {
     await trx<GroupRow>('groups').insert(row);
+  }
+
+  /**
+   * Changes the group in one statement, compare-and-set on `updated_at` when `expectedUpdatedAt`
+   * is given (the group's ETag). `updated_at` moves strictly forward (at least one millisecond
+   * past its stored value, computed by the database from the row it updates), so it is a version
+   * no two states of the row share, whichever instance wrote them. False when no row matched:
+   * the group was deleted, or (with `expectedUpdatedAt`) changed since it was read.
+   */
+  async updateGroup(trx: Transaction, groupId: number, changes: GroupChanges, now: number, expectedUpdatedAt?: number): Promise<boolean> {
+    const q = trx<GroupRow>('groups').where({ id: groupId });
+    if (expectedUpdatedAt !== undefined) q.andWhere('updated_at', expectedUpdatedAt);
+    const count = await q.update({
+      ...changes,
+      updated_at: trx.raw('CASE WHEN updated_at >= CAST(? AS BIGINT) THEN updated_at + 1 ELSE CAST(? AS BIGINT) END', [now, now]) as unknown as number,
+    });
+    return Number(count) > 0;
   }
 
   /** The group, its grants and its memberships. */

@@ -4,9 +4,9 @@ import { actorOf, type Principal, type RequestMeta } from '../core/principal.js'
 import type { Queryable, Transaction } from '../db/database.js';
 import type { RowIntegrity } from '../secrets/row-integrity.js';
 import type { SecretRecord } from '../secrets/secrets-types.js';
-import type { AccessDal, AccessRowRecord, FoundSecret, GroupRow, NamedId, NewGroupRow } from './access-dal.js';
+import type { AccessDal, AccessRowRecord, FoundSecret, GroupChanges, GroupRow, NamedId, NewGroupRow } from './access-dal.js';
 
-export type { FoundSecret, GroupRow };
+export type { FoundSecret, GroupChanges, GroupRow };
 
 /**
  * Who may read what: groups, which clients are in them (memberships), and which secrets they
@@ -53,6 +53,14 @@ export class AccessService {
 
   createGroup(trx: Transaction, row: NewGroupRow): Promise<void> {
     return this.dal.insertGroup(trx, row);
+  }
+
+  /**
+   * Changes the group's description, labels or audiences (grants and memberships stay), in one
+   * compare-and-set statement when `expectedUpdatedAt` (its ETag) is given; see AccessDal.updateGroup.
+   */
+  updateGroup(trx: Transaction, groupId: number, changes: GroupChanges, now: number, expectedUpdatedAt?: number): Promise<boolean> {
+    return this.dal.updateGroup(trx, groupId, changes, now, expectedUpdatedAt);
   }
 
   /** Removes the group with its grants and memberships. */

@@ -1,3 +1,4 @@
+import type { Dialect } from '../db/connection.js';
 import type { Database, Transaction } from '../db/database.js';
 import { rowToEvent, type AuditEventRow } from './audit-dal.js';
 import type { AuditEvent } from './audit-types.js';
@@ -9,11 +10,25 @@ export interface AuditQuery {
   resourceKind?: string;
   resource?: string;
   outcome?: string;
+  /** The recorded source address: exact, or a prefix when it ends in `*`. */
+  sourceIp?: string;
   since?: number;
   until?: number;
   cursor?: number;
   order: 'asc' | 'desc';
   limit: number;
+}
+
+/** One bucket of activityCounts(); buckets without events are absent. */
+export interface ActivityBucketRow {
+  bucket: number;
+  secret_reads: number;
+  denials: number;
+  token_issuances: number;
+  signatures: number;
+  releases_allow: number;
+  releases_warn: number;
+  releases_deny: number;
 }
 
 /**
@@ -22,9 +37,48 @@ export interface AuditQuery {
  */
 export class AuditQueryDal {
   private readonly db: Database['reader'];
+  private readonly dialect: Dialect;
 
   constructor(database: Database) {
     this.db = database.reader;
+    this.dialect = database.dialect;
+  }
+
+  /**
+   * Activity counts per time bucket, counted by the database: `buckets` buckets of `bucketMs`
+   * from `from` (events with from <= ts < from + buckets * bucketMs). Secret reads, denials of
+   * anything, token issuances, signatures, and release decisions by their decision.
+   */
+  async activityCounts(from: number, bucketMs: number, buckets: number): Promise<ActivityBucketRow[]> {
+    const to = from + bucketMs * buckets;
+    // the release decision is in the event's details; SQLite and PostgreSQL read JSON differently
+    const decision = this.dialect === 'postgres' ? "(details::jsonb ->> 'decision')" : "json_extract(details, '$.decision')";
+    const rows = (await this.db('audit_events')
+      .select(
+        this.db.raw('CAST((ts - CAST(? AS BIGINT)) / CAST(? AS BIGINT) AS INTEGER) AS bucket', [from, bucketMs]),
+        this.db.raw("SUM(CASE WHEN action = 'secret.read' AND outcome = 'allow' THEN 1 ELSE 0 END) AS secret_reads"),
+        this.db.raw("SUM(CASE WHEN outcome = 'deny' THEN 1 ELSE 0 END) AS denials"),
+        this.db.raw("SUM(CASE WHEN action = 'auth.token.issue' AND outcome = 'allow' THEN 1 ELSE 0 END) AS token_issuances"),
+        this.db.raw("SUM(CASE WHEN action = 'image.sign' AND outcome = 'allow' THEN 1 ELSE 0 END) AS signatures"),
+        this.db.raw(`SUM(CASE WHEN action = 'release.decide' AND ${decision} = 'allow' THEN 1 ELSE 0 END) AS releases_allow`),
+        this.db.raw(`SUM(CASE WHEN action = 'release.decide' AND ${decision} = 'warn' THEN 1 ELSE 0 END) AS releases_warn`),
+        this.db.raw(`SUM(CASE WHEN action = 'release.decide' AND ${decision} = 'deny' THEN 1 ELSE 0 END) AS releases_deny`),
+      )
+      .where('ts', '>=', from)
+      .andWhere('ts', '<', to)
+      .andWhere((w) => w.whereIn('action', ['secret.read', 'auth.token.issue', 'image.sign', 'release.decide']).orWhere('outcome', 'deny'))
+      .groupBy('bucket')
+      .orderBy('bucket', 'asc')) as Array<Record<keyof ActivityBucketRow, number | string | null>>;
+    return rows.map((r) => ({
+      bucket: Number(r.bucket),
+      secret_reads: Number(r.secret_reads ?? 0),
+      denials: Number(r.denials ?? 0),
+      token_issuances: Number(r.token_issuances ?? 0),
+      signatures: Number(r.signatures ?? 0),
+      releases_allow: Number(r.releases_allow ?? 0),
+      releases_warn: Number(r.releases_warn ?? 0),
+      releases_deny: Number(r.releases_deny ?? 0),
+    }));
   }
 
   async query(q: AuditQuery): Promise<AuditEvent[]> {
@@ -40,6 +94,10 @@ export class AuditQueryDal {
     if (q.resourceKind) b.where('resource_kind', q.resourceKind);
     if (q.resource) b.where('resource_name', q.resource);
     if (q.outcome) b.where('outcome', q.outcome);
+    if (q.sourceIp) {
+      if (q.sourceIp.endsWith('*')) b.whereRaw("source_ip LIKE ? ESCAPE '!'", [`${q.sourceIp.slice(0, -1).replace(/[!%_]/g, '!$&')}%`]);
+      else b.where('source_ip', q.sourceIp);
+    }
     if (q.since !== undefined) b.where('ts', '>=', q.since);
     if (q.until !== undefined) b.where('ts', '<', q.until);
     if (q.cursor !== undefined) b.where('seq', q.order === 'desc' ? '<' : '>', q.cursor);

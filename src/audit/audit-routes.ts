@@ -16,16 +16,21 @@ import { actorOf } from '../identity/identity-types.js';
 const isoDate = z.string().datetime({ offset: true });
 const shortText = z.string().min(1).max(200);
 
-const querySchema = z
-  .object({
-    actor: shortText.optional(),
-    actorKind: z.enum(['operator', 'client', 'ci', 'system', 'anonymous', 'unknown']).optional(),
-    action: z.string().regex(/^[a-z0-9._-]{1,63}\*?$/, 'action is dotted lower-case, optionally ending in *').optional(),
-    resourceKind: z.string().regex(/^[a-z0-9-]{1,32}$/).optional(),
-    resource: z.string().min(1).max(512).optional(),
-    outcome: z.enum(['allow', 'deny', 'error']).optional(),
-    since: isoDate.optional(),
-    until: isoDate.optional(),
+/** The filters of GET /v1/audit (the console's filtered export takes the same, without paging). */
+export const auditFilterSchema = z.object({
+  actor: shortText.optional(),
+  actorKind: z.enum(['operator', 'client', 'ci', 'system', 'anonymous', 'unknown']).optional(),
+  action: z.string().regex(/^[a-z0-9._-]{1,63}\*?$/, 'action is dotted lower-case, optionally ending in *').optional(),
+  resourceKind: z.string().regex(/^[a-z0-9-]{1,32}$/).optional(),
+  resource: z.string().min(1).max(512).optional(),
+  outcome: z.enum(['allow', 'deny', 'error']).optional(),
+  sourceIp: z.string().regex(/^[0-9A-Za-z.:%_-]{1,63}\*?$/, 'sourceIp is an address, or a prefix ending in *').optional(),
+  since: isoDate.optional(),
+  until: isoDate.optional(),
+});
+
+const querySchema = auditFilterSchema
+  .extend({
     order: z.enum(['asc', 'desc']).default('desc'),
     limit: limitSchema,
     cursor: z.string().max(64).optional(),

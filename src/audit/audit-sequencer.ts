@@ -21,6 +21,8 @@ export interface AuditSequencerDeps {
   /** Leaves per sequencing transaction. */
   batch?: number;
   sink?: JsonlAuditSink;
+  /** A scrape reuses the queue figures read from the database this recently (default 1000 ms): scrapers do not multiply the query. */
+  queueStatsMaxAgeMs?: number;
   /** Called when the stored tree no longer matches its signed head: the log is tampered with. */
   onTreeMismatch?: (reason: string) => void;
   /** Throws (503 audit_chain_broken) once the log failed verification: no head is signed over it. */
@@ -65,9 +67,15 @@ export class AuditSequencer {
       treeSize: new client.Gauge({ name: 'keywarden_audit_tree_size', help: 'Leaves in the newest signed tree head this instance wrote', registers }),
       duration: new client.Histogram({ name: 'keywarden_audit_sequencer_batch_seconds', help: 'Duration of one sequencing transaction', buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1], registers }),
     };
-    // read from the database at each scrape: the queue is shared by every instance
-    let stats: Promise<{ queued: number; oldestTs: number | null } | undefined> | undefined;
-    const queueStats = () => (stats ??= deps.tree.queueStats().catch(() => undefined).finally(() => setImmediate(() => (stats = undefined))));
+    // read from the database at a scrape (one indexed count over the queue's partial index): the
+    // queue is shared by every instance, so no in-process count could say how deep it is
+    const maxAgeMs = deps.queueStatsMaxAgeMs ?? 1000;
+    let stats: { at: number; value: Promise<{ queued: number; oldestTs: number | null } | undefined> } | undefined;
+    const queueStats = () => {
+      const now = performance.now();
+      if (!stats || now - stats.at >= maxAgeMs) stats = { at: now, value: deps.tree.queueStats().catch(() => undefined) };
+      return stats.value;
+    };
     new client.Gauge({
       name: 'keywarden_audit_queue_depth',
       help: 'Audit events recorded but not yet in the Merkle tree (all instances)',

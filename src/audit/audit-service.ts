@@ -7,6 +7,7 @@ import { appendEventsProgram, type SecretReadMark } from './audit-dal.js';
 import type { JsonlAuditSink } from './audit-sink.js';
 import type { AuditEvent, AuditEventInput } from './audit-types.js';
 import type { Clock } from '../core/clock.js';
+import { noTelemetry, secondsSince, type AuditAppendPath, type Telemetry } from '../core/telemetry.js';
 
 export interface AuditDeps {
   db: Database;
@@ -18,6 +19,8 @@ export interface AuditDeps {
   chainGuard?: () => void;
   /** Told how many events were queued for the sequencer, after they committed. */
   onQueued?: (count: number) => void;
+  /** Append latency for /metrics. */
+  telemetry?: Telemetry;
 }
 
 interface PendingReads {
@@ -35,8 +38,11 @@ interface PendingReads {
 export class AuditService {
   private pending: PendingReads[] = [];
   private flushing = false;
+  private readonly telemetry: Telemetry;
 
-  constructor(private readonly deps: AuditDeps) {}
+  constructor(private readonly deps: AuditDeps) {
+    this.telemetry = deps.telemetry ?? noTelemetry;
+  }
 
   /**
    * Records secret reads (and the last-read marks reports use) before the value is handed out.
@@ -66,11 +72,14 @@ export class AuditService {
   }
 
   /** One transaction of appends, run again (whole) when the database rolled it back for a deadlock or serialization failure. */
-  private appendRetried(inputs: AuditEventInput[], reads: SecretReadMark[], what: string): Promise<AuditEvent[]> {
-    return withTransactionRetry(() => this.deps.db.writeProgram(appendEventsProgram(inputs, reads, this.deps.clock())), {
+  private async appendRetried(inputs: AuditEventInput[], reads: SecretReadMark[], what: string, path: AuditAppendPath): Promise<AuditEvent[]> {
+    const started = performance.now();
+    const events = await withTransactionRetry(() => this.deps.db.writeProgram(appendEventsProgram(inputs, reads, this.deps.clock())), {
       logger: this.deps.logger,
       what,
     });
+    this.telemetry.auditAppend(path, secondsSince(started));
+    return events;
   }
 
   private async flush(): Promise<void> {
@@ -78,12 +87,12 @@ export class AuditService {
       while (this.pending.length > 0) {
         const batch = this.pending.splice(0, 256);
         try {
-          this.settle(batch, await this.appendRetried(batch.flatMap((b) => b.inputs), batch.flatMap((b) => b.reads), 'audit read batch'));
+          this.settle(batch, await this.appendRetried(batch.flatMap((b) => b.inputs), batch.flatMap((b) => b.reads), 'audit read batch', 'read_batch'));
         } catch {
           // one bad entry must not fail its neighbours: retry each on its own
           for (const b of batch) {
             try {
-              const events = await this.appendRetried(b.inputs, b.reads, 'audit read');
+              const events = await this.appendRetried(b.inputs, b.reads, 'audit read', 'read_batch');
               this.mirror(events);
               b.resolve(events);
             } catch (inner) {
@@ -104,7 +113,7 @@ export class AuditService {
     this.deps.chainGuard?.();
     let event: AuditEvent;
     try {
-      [event] = await this.appendRetried([input], [], input.action);
+      [event] = await this.appendRetried([input], [], input.action, 'record');
     } catch (err) {
       this.deps.logger?.error({ err: { message: (err as Error).message }, action: input.action }, 'audit write failed');
       throw new AuditUnavailableError();
@@ -130,7 +139,10 @@ export class AuditService {
   private async appendIn(trx: Transaction, inputs: AuditEventInput[]): Promise<AuditEvent[]> {
     this.deps.chainGuard?.();
     try {
-      return await this.deps.db.runIn(trx, appendEventsProgram(inputs, [], this.deps.clock()));
+      const started = performance.now();
+      const events = await this.deps.db.runIn(trx, appendEventsProgram(inputs, [], this.deps.clock()));
+      this.telemetry.auditAppend('transaction', secondsSince(started));
+      return events;
     } catch (err) {
       if (isRetryableTransactionError(err)) throw err;
       this.deps.logger?.error({ err: { message: (err as Error).message }, actions: inputs.map((i) => i.action) }, 'audit write failed');

@@ -9,6 +9,8 @@ import type { StoredTreeHead } from './audit-tree-dal.js';
  */
 export class JsonlAuditSink {
   private fd: number | null = null;
+  /** When a write last succeeded, and the last write's failure (cleared by a success): the console's sink status. */
+  readonly health: { lastWriteAt: number | null; lastError: string | null } = { lastWriteAt: null, lastError: null };
 
   constructor(private readonly file: string) {
     fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true, mode: 0o700 });
@@ -32,14 +34,29 @@ export class JsonlAuditSink {
   }
 
   write(events: AuditEvent[]): void {
-    if (this.fd === null) this.open();
-    fs.writeSync(this.fd!, events.map((e) => JSON.stringify(e)).join('\n') + '\n');
+    this.tracked(() => {
+      if (this.fd === null) this.open();
+      fs.writeSync(this.fd!, events.map((e) => JSON.stringify(e)).join('\n') + '\n');
+    });
+  }
+
+  private tracked(write: () => void): void {
+    try {
+      write();
+      this.health.lastWriteAt = Date.now();
+      this.health.lastError = null;
+    } catch (err) {
+      this.health.lastError = (err as NodeJS.ErrnoException).code ?? 'write failed';
+      throw err;
+    }
   }
 
   /** A signed tree head, as a line of its own: shippers keep the checkpoints beside the events they cover. */
   writeTreeHead(head: StoredTreeHead): void {
-    if (this.fd === null) this.open();
-    fs.writeSync(this.fd!, JSON.stringify({ type: 'tree-head', treeSize: head.treeSize, rootHash: head.rootHash, checkpoint: head.note }) + '\n');
+    this.tracked(() => {
+      if (this.fd === null) this.open();
+      fs.writeSync(this.fd!, JSON.stringify({ type: 'tree-head', treeSize: head.treeSize, rootHash: head.rootHash, checkpoint: head.note }) + '\n');
+    });
   }
 
   reopen(): void {

@@ -24,10 +24,12 @@ export async function initCommand(): Promise<void> {
   const services = await createServices(config, { logger: createLogger('warn') });
   try {
     const key = await services.apiKeys.bootstrapAdmin(config.bootstrapAdminKey);
+    // init issues the first admin key only; recovering a lost one is its own, audited command
+    const existing = '; an admin key already exists (init issues the first one only). If every admin key is lost or revoked, run on this host: keywarden break-glass --reason "<why>"';
     process.stdout.write(
       key && !config.bootstrapAdminKey
         ? `initialized ${config.dataDir}\nadmin API key (shown once, store it now): ${key}\n`
-        : `initialized ${config.dataDir}${key ? ' (admin key from KEYWARDEN_BOOTSTRAP_ADMIN_KEY)' : '; an admin key already exists'}\n`,
+        : `initialized ${config.dataDir}${key ? ' (admin key from KEYWARDEN_BOOTSTRAP_ADMIN_KEY)' : existing}\n`,
     );
   } finally {
     await services.dbHandle.close();

@@ -10,7 +10,8 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { startDockerPlugin } from '../docker-plugin/docker-plugin.js';
 import { validSize } from '../docker-plugin/tmpfs.js';
 import { BrokerClient, clientConfigFromEnv, TransientError } from './client/broker-client.js';
-import { CliError, ExitCode } from './client/exit-codes.js';
+import { CliError, DOCKER_PLUGIN_EXIT_CODES, ExitCode } from './client/exit-codes.js';
+import { exitCodesHelp } from './help.js';
 import { warn } from './client/log.js';
 import { CREDENTIALS_HELP, parseSeconds } from './client/options.js';
 import { runAction } from './client/run.js';
@@ -71,7 +72,7 @@ async function dockerPluginAction(opts: DockerPluginCliOptions): Promise<number>
 }
 
 export function registerDockerPluginCommand(program: Command): void {
-  program
+  const plugin = program
     .command('docker-plugin')
     .description('serve the Docker Engine plugin (secretprovider, VolumeDriver, authz) on a unix socket')
     .option('--socket <PATH>', 'unix socket to serve; dockerd knows the plugin by its file name', '/run/docker/plugins/keywarden.sock')
@@ -83,4 +84,5 @@ export function registerDockerPluginCommand(program: Command): void {
     .option('--volume-size <SIZE>', 'tmpfs size of a volume unless its size option says otherwise', parseSize, '16m')
     .addHelpText('after', CREDENTIALS_HELP)
     .action(runAction(dockerPluginAction));
+  exitCodesHelp(plugin, DOCKER_PLUGIN_EXIT_CODES);
 }

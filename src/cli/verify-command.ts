@@ -4,13 +4,21 @@
  * Asks the broker's release gate (POST /v1/releases) for a decision on IMAGE, prints every check
  * and the decision. Reads KEYWARDEN_ADDR and KEYWARDEN_API_KEY (or --api-key-file).
  *
+ * While the broker is unreachable (connection refused, timeout, 5xx) it retries with backoff until
+ * --timeout, as `exec` and `fetch` do (withRetry in client/broker-client.ts).
+ *
  * Exit codes: 0 allow (and warn), 1 deny, 64 usage error, 69 broker unreachable (or 5xx),
  * 70 other error, 77 authentication/authorization denied (401/403).
  */
 import fs from 'node:fs';
 import type { Command } from 'commander';
+import { brokerAddrFromEnv, caFromEnv, withRetry } from './client/broker-client.js';
+import { CliError } from './client/exit-codes.js';
+import { classifyNetworkError, createAgent, nodeTransport, TransientError, type HttpResponse } from './client/http-transport.js';
+import { warn } from './client/log.js';
+import { exitCodesHelp } from './help.js';
 
-export const VerifyExit = { ALLOW: 0, DENY: 1, USAGE: 64, UNREACHABLE: 69, INTERNAL: 70, DENIED: 77 } as const;
+export const VerifyExit = { ALLOW: 0, DENY: 1, USAGE: 64, NO_INPUT: 66, UNREACHABLE: 69, INTERNAL: 70, DENIED: 77 } as const;
 
 class VerifyError extends Error {
   constructor(
@@ -39,7 +47,7 @@ function readApiKey(opts: VerifyOptions, env: NodeJS.ProcessEnv): string {
     try {
       text = fs.readFileSync(opts.apiKeyFile, 'utf8');
     } catch (err) {
-      throw new VerifyError(VerifyExit.USAGE, `--api-key-file: cannot read ${opts.apiKeyFile} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+      throw new VerifyError(VerifyExit.NO_INPUT, `--api-key-file: cannot read ${opts.apiKeyFile} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
     }
     const key = text.trim();
     if (!key) throw new VerifyError(VerifyExit.USAGE, `--api-key-file: ${opts.apiKeyFile} is empty`);
@@ -48,20 +56,6 @@ function readApiKey(opts: VerifyOptions, env: NodeJS.ProcessEnv): string {
   const key = env.KEYWARDEN_API_KEY?.trim();
   if (!key) throw new VerifyError(VerifyExit.USAGE, 'KEYWARDEN_API_KEY is not set (or pass --api-key-file FILE)');
   return key;
-}
-
-function brokerAddr(env: NodeJS.ProcessEnv): string {
-  const raw = env.KEYWARDEN_ADDR?.trim();
-  if (!raw) throw new VerifyError(VerifyExit.USAGE, 'KEYWARDEN_ADDR is not set (the broker URL, e.g. https://keywarden:8750)');
-  let url: URL;
-  try {
-    url = new URL(raw);
-  } catch {
-    throw new VerifyError(VerifyExit.USAGE, `KEYWARDEN_ADDR is not a URL: ${raw}`);
-  }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new VerifyError(VerifyExit.USAGE, 'KEYWARDEN_ADDR must be an http:// or https:// URL');
-  if (url.username || url.password) throw new VerifyError(VerifyExit.USAGE, 'KEYWARDEN_ADDR must not contain credentials');
-  return url.href.replace(/\/+$/, '');
 }
 
 function problemText(status: number, body: unknown): string {
@@ -83,32 +77,50 @@ export async function verify(image: string, opts: VerifyOptions, env: NodeJS.Pro
       throw new VerifyError(VerifyExit.USAGE, '--timeout must be a number of seconds between 0 and 3600');
     }
     if (!image || /\s/.test(image)) throw new VerifyError(VerifyExit.USAGE, 'IMAGE must be a fully qualified reference, e.g. registry.example.com/team/app:v1');
-    const addr = brokerAddr(env);
+    const addr = brokerAddrFromEnv(env);
     const apiKey = readApiKey(opts, env);
 
-    let res: Response;
-    try {
-      res = await fetch(`${addr}/v1/releases`, {
-        method: 'POST',
-        headers: { Authorization: `Bearer ${apiKey}`, 'Content-Type': 'application/json', Accept: 'application/json' },
-        body: JSON.stringify({ image }),
-        redirect: 'manual',
-        signal: AbortSignal.timeout(timeoutSeconds * 1000),
-      });
-    } catch (e) {
-      const x = e as { name?: string; code?: string; cause?: { code?: string } };
-      const why = x?.name === 'TimeoutError' ? `no answer within ${timeoutSeconds} s` : (x?.cause?.code ?? x?.code ?? 'network error');
-      throw new VerifyError(VerifyExit.UNREACHABLE, `broker at ${addr} is unreachable (${why})`);
-    }
-    const text = await res.text().catch(() => '');
+    const agent = createAgent(addr, { ca: caFromEnv(env) });
+    const transport = nodeTransport(addr, agent);
+    // one request may take the whole --timeout (the gate may consult registries); failures that
+    // may pass (refused, reset, 5xx, 429) are retried with backoff until then
+    const target = { addr, requestTimeoutMs: timeoutSeconds * 1000 };
+    let res: HttpResponse;
     let body: unknown;
     try {
-      body = text ? JSON.parse(text) : undefined;
-    } catch {
-      body = undefined;
+      ({ res, body } = await withRetry(
+        target,
+        async () => {
+          let r: HttpResponse;
+          try {
+            r = await transport({
+              method: 'POST',
+              path: '/v1/releases',
+              headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json', accept: 'application/json' },
+              body: JSON.stringify({ image }),
+              timeoutMs: target.requestTimeoutMs,
+            });
+          } catch (e) {
+            throw classifyNetworkError(e, addr);
+          }
+          let parsed: unknown;
+          try {
+            parsed = r.body.length ? JSON.parse(r.body.toString('utf8')) : undefined;
+          } catch {
+            parsed = undefined;
+          }
+          if (r.status >= 500 || r.status === 429 || r.status === 408) {
+            const seconds = Number(r.retryAfter);
+            throw new TransientError(`the broker could not decide: ${problemText(r.status, parsed)}`, Number.isFinite(seconds) && seconds >= 0 ? seconds * 1000 : undefined);
+          }
+          return { res: r, body: parsed };
+        },
+        { deadline: Date.now() + timeoutSeconds * 1000, maxRequestTimeoutMs: timeoutSeconds * 1000 },
+      ));
+    } finally {
+      agent.destroy();
     }
     if (res.status === 401 || res.status === 403) throw new VerifyError(VerifyExit.DENIED, `the broker refused the API key: ${problemText(res.status, body)}`);
-    if (res.status >= 500) throw new VerifyError(VerifyExit.UNREACHABLE, `the broker could not decide: ${problemText(res.status, body)}`);
     if (res.status === 400) throw new VerifyError(VerifyExit.USAGE, problemText(res.status, body));
     if (res.status !== 200 && res.status !== 201) throw new VerifyError(VerifyExit.INTERNAL, `unexpected answer: ${problemText(res.status, body)}`);
     const d = body as { decision?: unknown; checks?: unknown; digest?: unknown; policy?: unknown; policyVersion?: unknown; cached?: unknown; id?: unknown };
@@ -127,7 +139,7 @@ export async function verify(image: string, opts: VerifyOptions, env: NodeJS.Pro
     if (d.decision === 'warn') fail('policy is in warn mode: this image would have been denied');
     return d.decision === 'deny' ? VerifyExit.DENY : VerifyExit.ALLOW;
   } catch (e) {
-    if (e instanceof VerifyError) {
+    if (e instanceof VerifyError || e instanceof CliError) {
       fail(e.message);
       return e.exitCode;
     }
@@ -137,28 +149,30 @@ export async function verify(image: string, opts: VerifyOptions, env: NodeJS.Pro
 }
 
 export function registerVerifyCommand(program: Command): void {
-  program
+  const command = program
     .command('verify')
     .description('ask the release gate whether IMAGE may be released (exit 0 allow/warn, 1 deny)')
     .argument('<image>', 'fully qualified image reference, e.g. registry.example.com/team/app:v1')
     .option('--api-key-file <file>', 'read the operator API key from FILE instead of KEYWARDEN_API_KEY')
-    .option('--timeout <seconds>', 'give up waiting for the broker after this many seconds', '60')
+    .option('--timeout <seconds>', 'how long to wait for a decision, retrying while the broker is unreachable', '60')
     .option('--json', 'print the decision as JSON')
     .addHelpText(
       'after',
       `
-Environment: KEYWARDEN_ADDR (broker URL), KEYWARDEN_API_KEY (operator API key: admin, writer or signer).
-
-Exit codes:
-  0    allow (also warn: the policy is in warn mode)
-  1    deny
-  64   usage error
-  69   broker unreachable (or failing with 5xx)
-  70   internal or other error
-  77   authentication or authorization denied (401/403)`,
+Environment: KEYWARDEN_ADDR (broker URL), KEYWARDEN_API_KEY (operator API key: admin, writer or signer),
+KEYWARDEN_CA (CA bundle to trust for the broker's TLS certificate).`,
     )
     .action(async (image: string, opts: VerifyOptions) => {
       const code = await verify(image, opts);
       process.exit(code);
     });
+  exitCodesHelp(command, {
+    0: 'allow (also warn: the policy is in warn mode)',
+    1: 'deny',
+    64: 'usage error (bad option, IMAGE, KEYWARDEN_ADDR; no API key)',
+    66: 'the --api-key-file cannot be read',
+    69: 'broker unreachable (or failing with 5xx) until --timeout; at once when it does not speak TLS',
+    70: "internal or other error (also: the broker's TLS certificate does not verify)",
+    77: 'authentication or authorization denied (401/403)',
+  });
 }

@@ -1,6 +1,7 @@
 import crypto from 'node:crypto';
 import type { KeyProvider, WrappedKey } from './key-provider.js';
 import type { Clock } from '../core/clock.js';
+import { noTelemetry, secondsSince, type Telemetry } from '../core/telemetry.js';
 
 /**
  * Remembers unwrapped data keys for a short time, so a remote provider (Vault) is not called on
@@ -9,16 +10,26 @@ import type { Clock } from '../core/clock.js';
  */
 export class CachingKeyProvider implements KeyProvider {
   private readonly cache = new Map<string, { key: Buffer; until: number }>();
+  private inner: KeyProvider;
+  private telemetry: Telemetry = noTelemetry;
 
   constructor(
-    private readonly inner: KeyProvider,
+    inner: KeyProvider,
     private readonly ttlMs = 5 * 60_000,
     private readonly maxEntries = 10_000,
     private readonly clock: Clock = Date.now,
-  ) {}
+  ) {
+    this.inner = inner;
+  }
 
   get kind() {
     return this.inner.kind;
+  }
+
+  /** Reports cache hits and misses, and measures the provider's own calls behind the cache. */
+  instrument(telemetry: Telemetry): void {
+    this.telemetry = telemetry;
+    if (!(this.inner instanceof MeasuredKeyProvider)) this.inner = new MeasuredKeyProvider(this.inner, telemetry);
   }
 
   wrap(dataKey: Buffer): Promise<WrappedKey> {
@@ -29,7 +40,11 @@ export class CachingKeyProvider implements KeyProvider {
     const id = crypto.createHash('sha256').update(keyVersion).update('\0').update(wrapped).digest('base64');
     const now = this.clock();
     const hit = this.cache.get(id);
-    if (hit && hit.until > now) return hit.key;
+    if (hit && hit.until > now) {
+      this.telemetry.rootKeyCacheLookup(true);
+      return hit.key;
+    }
+    this.telemetry.rootKeyCacheLookup(false);
     const key = await this.inner.unwrap(wrapped, keyVersion);
     if (this.cache.size >= this.maxEntries) this.cache.delete(this.cache.keys().next().value!);
     this.cache.set(id, { key, until: now + this.ttlMs });
@@ -47,4 +62,69 @@ export class CachingKeyProvider implements KeyProvider {
   check(): Promise<void> {
     return this.inner.check();
   }
+}
+
+/**
+ * Measures every wrap and unwrap of the provider it wraps (duration, and failures) for the
+ * root key metrics; what it forwards is unchanged. Labels are the provider kind and the
+ * operation only, never a key version or name.
+ */
+export class MeasuredKeyProvider implements KeyProvider {
+  constructor(
+    private readonly inner: KeyProvider,
+    private readonly telemetry: Telemetry,
+  ) {}
+
+  get kind() {
+    return this.inner.kind;
+  }
+
+  async wrap(dataKey: Buffer): Promise<WrappedKey> {
+    const started = performance.now();
+    try {
+      const wrapped = await this.inner.wrap(dataKey);
+      this.telemetry.rootKeyOperation(this.inner.kind, 'wrap', secondsSince(started), false);
+      return wrapped;
+    } catch (err) {
+      this.telemetry.rootKeyOperation(this.inner.kind, 'wrap', secondsSince(started), true);
+      throw err;
+    }
+  }
+
+  async unwrap(wrapped: Buffer, keyVersion: string): Promise<Buffer> {
+    const started = performance.now();
+    try {
+      const key = await this.inner.unwrap(wrapped, keyVersion);
+      this.telemetry.rootKeyOperation(this.inner.kind, 'unwrap', secondsSince(started), false);
+      return key;
+    } catch (err) {
+      this.telemetry.rootKeyOperation(this.inner.kind, 'unwrap', secondsSince(started), true);
+      throw err;
+    }
+  }
+
+  currentVersion(): Promise<string> {
+    return this.inner.currentVersion();
+  }
+
+  rotate(): Promise<string> {
+    return this.inner.rotate();
+  }
+
+  check(): Promise<void> {
+    return this.inner.check();
+  }
+}
+
+/**
+ * The provider with its calls measured: a caching provider measures behind its cache (and
+ * counts hits), any other is wrapped. Returns the provider to use from then on.
+ */
+export function instrumentKeyProvider(provider: KeyProvider, telemetry: Telemetry): KeyProvider {
+  if (provider instanceof MeasuredKeyProvider) return provider;
+  if (provider instanceof CachingKeyProvider) {
+    provider.instrument(telemetry);
+    return provider;
+  }
+  return new MeasuredKeyProvider(provider, telemetry);
 }

@@ -3,7 +3,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import knexFactory, { type Knex } from 'knex';
 import pg from 'pg';
-import { isClientSideTimeout } from './db-errors.js';
+import { databaseConnectError, isClientSideTimeout } from './db-errors.js';
 
 /**
  * Timestamps are stored as epoch milliseconds in BIGINT columns; node-postgres returns int8 as
@@ -130,12 +130,17 @@ export async function openDatabase(url: string, options: DbOptions = {}): Promis
     const filename = sqliteFileFromUrl(url);
     if (filename !== ':memory:') {
       sqliteFile = filename;
-      fs.mkdirSync(path.dirname(filename), { recursive: true, mode: 0o700 });
-      restrictSqliteFiles(filename);
+      try {
+        createSqliteDirectory(filename);
+        restrictSqliteFiles(filename);
+      } catch (err) {
+        throw databaseConnectError(err, url, { acquireMs: timeouts.acquireMs, sqliteFile: filename });
+      }
     }
     knex = knexFactory({
       client: 'better-sqlite3',
       connection: { filename },
+      log: KNEX_LOG,
       useNullAsDefault: true,
       acquireConnectionTimeout: timeouts.acquireMs,
       // error messages carry the SQL but not the bound values (secrets, hashes) into logs
@@ -165,9 +170,11 @@ export async function openDatabase(url: string, options: DbOptions = {}): Promis
     };
     if (schema) {
       if (!/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) throw new Error('invalid PostgreSQL schema name');
-      const bootstrap = knexFactory({ client: TimeBoundedPgClient, connection, acquireConnectionTimeout: timeouts.acquireMs, pool: { min: 0, max: 1 } });
+      const bootstrap = knexFactory({ client: TimeBoundedPgClient, connection, log: KNEX_LOG, acquireConnectionTimeout: timeouts.acquireMs, pool: { min: 0, max: 1 } });
       try {
         await bootstrap.raw(`CREATE SCHEMA IF NOT EXISTS "${schema}"`);
+      } catch (err) {
+        throw databaseConnectError(err, url, { acquireMs: timeouts.acquireMs });
       } finally {
         await bootstrap.destroy();
       }
@@ -175,11 +182,20 @@ export async function openDatabase(url: string, options: DbOptions = {}): Promis
     knex = knexFactory({
       client: TimeBoundedPgClient,
       connection,
+      log: KNEX_LOG,
       searchPath: schema ? [schema] : undefined,
       acquireConnectionTimeout: timeouts.acquireMs,
       compileSqlOnError: false,
       pool: { min: 0, max: options.poolMax ?? 10 },
     });
+  }
+  // one round trip now, so an unreachable database fails the start with one line naming it
+  // (bounded by the acquire timeout) instead of a driver error at the first migration
+  try {
+    await knex.raw('select 1');
+  } catch (err) {
+    await knex.destroy().catch(() => undefined);
+    throw databaseConnectError(err, url, { acquireMs: timeouts.acquireMs, sqliteFile });
   }
   return {
     knex,
@@ -188,6 +204,28 @@ export async function openDatabase(url: string, options: DbOptions = {}): Promis
     sqliteSynchronous: dialect === 'sqlite' ? sqliteSynchronous : undefined,
     close: () => knex.destroy(),
   };
+}
+
+/**
+ * knex's own warnings go to stderr, except "Acquire connection error" with the driver's stack:
+ * that failure reaches the caller anyway (a one-line start-up error, or a 503 with its log line).
+ */
+const KNEX_LOG: Knex.Config['log'] = {
+  warn(message: string) {
+    if (!/^Acquire connection error/.test(message)) process.stderr.write(`knex: ${message}\n`);
+  },
+};
+
+/**
+ * The SQLite file's directory is created (0700) when its own parent exists, as the data dir is;
+ * a missing tree above it is a mistyped path, reported instead of created.
+ */
+function createSqliteDirectory(filename: string): void {
+  try {
+    fs.mkdirSync(path.dirname(filename), { mode: 0o700 });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
 }
 
 /**

@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
 import type { DbHandle, Dialect } from './connection.js';
+import { classifyDatabaseError, type DatabaseFailureKind } from './db-errors.js';
 import { SqliteFastPath } from './sqlite-fast-path.js';
 
 /** The query builder on the pool, or on an open transaction: what repositories query with. */
@@ -32,6 +33,37 @@ export interface DatabaseOptions {
    * diagnostic setting, to show that nothing depends on the fast path.
    */
   fastPath?: boolean;
+  /**
+   * Told the kind of every database failure (db-errors.ts), for metrics: statements on the pool
+   * and in transactions (knex's query-error), failed connection acquires, and the fast path.
+   * Failures that are not a database failure (a unique violation, say) are not reported.
+   */
+  onFailure?: (kind: DatabaseFailureKind) => void;
+}
+
+/** The pool's connections, as tarn counts them. */
+export interface PoolStats {
+  used: number;
+  free: number;
+  /** Callers waiting for a connection, and connections being opened. */
+  pending: number;
+  max: number;
+}
+
+/** tarn's TimeoutError (its name property says only "Error"): no connection came free in time. */
+function isPoolTimeout(err: unknown): boolean {
+  return (err as { constructor?: { name?: unknown } } | null)?.constructor?.name === 'TimeoutError';
+}
+
+/** What is read of knex's pool (tarn). */
+interface TarnPool {
+  numUsed(): number;
+  numFree(): number;
+  numPendingAcquires(): number;
+  numPendingCreates(): number;
+  max: number;
+  on(event: 'acquireFail', listener: (eventId: number, err: unknown) => void): void;
+  removeListener(event: 'acquireFail', listener: (eventId: number, err: unknown) => void): void;
 }
 
 /** knex's raw() answers with the driver's own shape: rows for better-sqlite3, `{ rows }` for pg. */
@@ -73,6 +105,8 @@ export class Database {
   readonly reader: Knex;
   private readonly fast?: SqliteFastPath;
   private openTransactions = 0;
+  private readonly onFailure?: (kind: DatabaseFailureKind) => void;
+  private readonly unwatch: Array<() => void> = [];
 
   constructor(handle: DbHandle, options: DatabaseOptions = {}) {
     this.dialect = handle.dialect;
@@ -80,6 +114,36 @@ export class Database {
     if (handle.sqliteFile && options.fastPath !== false) {
       this.fast = new SqliteFastPath(handle.sqliteFile, () => this.openTransactions > 0, handle.sqliteSynchronous);
     }
+    const onFailure = options.onFailure;
+    if (onFailure) {
+      this.onFailure = onFailure;
+      const onQueryError = (err: unknown) => this.noteFailure(err);
+      handle.knex.on('query-error', onQueryError);
+      this.unwatch.push(() => handle.knex.removeListener('query-error', onQueryError));
+      const pool = this.pool;
+      if (pool) {
+        // a connection that could not be had: the pool timed out, or opening one failed
+        const onAcquireFail = (_id: number, err: unknown) => onFailure(classifyDatabaseError(err)?.failure ?? (isPoolTimeout(err) ? 'timeout' : 'unavailable'));
+        pool.on('acquireFail', onAcquireFail);
+        this.unwatch.push(() => pool.removeListener('acquireFail', onAcquireFail));
+      }
+    }
+  }
+
+  private get pool(): TarnPool | undefined {
+    return (this.reader as unknown as { client?: { pool?: TarnPool } }).client?.pool ?? undefined;
+  }
+
+  private noteFailure(err: unknown): void {
+    const kind = classifyDatabaseError(err)?.failure;
+    if (kind) this.onFailure?.(kind);
+  }
+
+  /** The knex pool's connections now (the SQLite fast path's own connection is not in the pool). */
+  poolStats(): PoolStats | undefined {
+    const pool = this.pool;
+    if (!pool) return undefined;
+    return { used: pool.numUsed(), free: pool.numFree(), pending: pool.numPendingAcquires() + pool.numPendingCreates(), max: pool.max };
   }
 
   /** Whether the synchronous SQLite connection is in use (diagnostics and tests). */
@@ -94,7 +158,14 @@ export class Database {
 
   /** One row of an indexed statement: no knex on SQLite's fast path, one round trip elsewhere. */
   async readOne<T extends object>(sql: string, params: readonly SqlValue[]): Promise<T | undefined> {
-    if (this.fast) return this.fast.get<T>(sql, ...params);
+    if (this.fast) {
+      try {
+        return this.fast.get<T>(sql, ...params);
+      } catch (err) {
+        this.noteFailure(err);
+        throw err;
+      }
+    }
     return rowsOf(await this.reader.raw(sql, params))[0] as T | undefined;
   }
 
@@ -124,7 +195,13 @@ export class Database {
    */
   async writeProgram<T>(program: ProgramFactory<T>): Promise<T> {
     const fast = this.fast;
-    const done = fast?.tryImmediate(() => fast.runProgram(program('sqlite')));
+    let done: { value: T } | undefined;
+    try {
+      done = fast?.tryImmediate(() => fast.runProgram(program('sqlite')));
+    } catch (err) {
+      this.noteFailure(err);
+      throw err;
+    }
     if (done) return done.value;
     return this.transaction((trx) => runProgramOn(trx, program(this.dialect)));
   }
@@ -135,6 +212,7 @@ export class Database {
   }
 
   close(): void {
+    for (const unwatch of this.unwatch.splice(0)) unwatch();
     this.fast?.close();
   }
 }

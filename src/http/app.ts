@@ -4,11 +4,12 @@ import { authenticate, type CertificateAuthenticator } from './authenticate.js';
 import { errorHandler, notFoundHandler } from './error-handler.js';
 import { requestLogger } from './logging.js';
 import type { Metrics } from './metrics.js';
-import { recordAccessDenials, routesOf, type MountedRoute } from './routes.js';
+import { methodNotAllowed, recordAccessDenials, routesOf, type MountedRoute } from './routes.js';
 import type { TrustProxy } from '../config.js';
 import type { AuditService } from '../audit/audit-service.js';
 import type { ApiKeysService } from '../identity/api-keys-service.js';
 import type { TokenService } from '../identity/token-service.js';
+import type { ConsoleSessionService } from '../console/console-session-service.js';
 
 export interface AppDeps {
   logger: Logger;
@@ -20,6 +21,9 @@ export interface AppDeps {
   tokens: TokenService;
   audit: AuditService;
   certificates?: CertificateAuthenticator;
+  /** The auditors' console sessions (the `kw_console` cookie), and whether the broker serves TLS (Secure cookies). */
+  consoleSessions?: ConsoleSessionService;
+  consoleTls?: boolean;
   /** Routers that need no authentication step before them (ops, docs). */
   publicRouters: Router[];
   /** Domain routers; each route authorizes itself. */
@@ -52,8 +56,11 @@ export function buildApp(deps: AppDeps): BuiltApp {
   app.use(express.urlencoded({ limit: '64kb', extended: false, parameterLimit: 50 }));
   app.use(authenticate(deps));
   for (const router of deps.routers) app.use(router);
+  // a path some route answers, with another method: 405 and Allow, from the mounted route tables
+  const mounted = [...deps.publicRouters, ...deps.routers].flatMap(routesOf);
+  app.use(methodNotAllowed(() => mounted));
   app.use(notFoundHandler);
   app.use(recordAccessDenials(deps.audit));
   app.use(errorHandler(deps.logger));
-  return { app, routes: [...deps.publicRouters, ...deps.routers].flatMap(routesOf) };
+  return { app, routes: mounted };
 }

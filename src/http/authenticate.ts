@@ -2,10 +2,16 @@ import type { RequestHandler } from 'express';
 import type { TLSSocket } from 'node:tls';
 import type { AuditService } from '../audit/audit-service.js';
 import type { ApiKeysService } from '../identity/api-keys-service.js';
-import type { Principal } from '../core/principal.js';
+import { actorOf, type Principal } from '../core/principal.js';
 import type { TokenService } from '../identity/token-service.js';
+import type { ConsoleSessionService } from '../console/console-session-service.js';
+import { clearConsoleCookie, CSRF_HEADER, readConsoleCookie } from '../console/console-routes.js';
 import { isUnauthenticated, problems } from './problem.js';
 import { requestMeta } from './request-context.js';
+
+const CONSOLE_LOGIN_PATH = '/v1/console/session';
+/** The only writes a console session may make (with its CSRF token): verify the log, log out. */
+const CONSOLE_COOKIE_WRITES: ReadonlySet<string> = new Set(['POST /v1/audit/verify', 'DELETE /v1/console/session']);
 
 /** Resolves a client from a verified TLS peer certificate (mTLS), when configured. */
 export type CertificateAuthenticator = (socket: TLSSocket) => Promise<Principal | undefined>;
@@ -25,8 +31,12 @@ export function authenticate(deps: {
    * and is left to `sys/wrapping/unwrap`, which reads the header itself.
    */
   vaultTokenHeader?: boolean;
+  /** Console sessions: the `kw_console` cookie authenticates when no Authorization header is given. */
+  consoleSessions?: ConsoleSessionService;
+  /** Whether the broker serves TLS (the session cookie is then `Secure`). */
+  consoleTls?: boolean;
 }): RequestHandler {
-  return async (req, _res, next) => {
+  return async (req, res, next) => {
     const header = req.headers.authorization;
     const vaultToken = deps.vaultTokenHeader ? req.headers['x-vault-token'] : undefined;
     if (typeof vaultToken === 'string' && vaultToken.startsWith('kwb_')) return next();
@@ -47,6 +57,52 @@ export function authenticate(deps: {
           });
         }
         throw err;
+      }
+      return next();
+    }
+    const cookie = deps.consoleSessions && !header ? readConsoleCookie(req.headers.cookie) : undefined;
+    // the login route takes an API key, whatever stale cookie the browser still sends
+    if (cookie !== undefined && !(req.method === 'POST' && req.path === CONSOLE_LOGIN_PATH)) {
+      let session;
+      try {
+        session = await deps.consoleSessions!.authenticate(cookie);
+      } catch (err) {
+        if (isUnauthenticated(err)) {
+          clearConsoleCookie(req, res, deps.consoleTls ?? false);
+          await deps.audit.record({
+            actor: { kind: 'operator' },
+            action: 'auth.failure',
+            outcome: 'deny',
+            reason: err.code,
+            details: { credential: await deps.audit.hmac(cookie), path: req.path, via: 'console-session', why: err instanceof Error ? err.message : null },
+            request: requestMeta(req),
+          });
+        }
+        throw err;
+      }
+      req.principal = session.principal;
+      res.locals.consoleSession = session;
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
+        // a cookie is sent by the browser whoever made the page: state changes need the session's
+        // CSRF token, and a cookie may change nothing but the log's verification and the session
+        let denial: ReturnType<typeof problems.forbidden> | undefined;
+        if (!deps.consoleSessions!.csrfMatches(session, req.get(CSRF_HEADER))) {
+          denial = problems.forbidden(`a console session request other than GET needs the session's ${CSRF_HEADER} header`, 'csrf_rejected');
+        } else if (!CONSOLE_COOKIE_WRITES.has(`${req.method} ${req.path}`)) {
+          denial = problems.forbidden('the console is read-only: this route takes an API key in the Authorization header, not a console session', 'console_read_only');
+        }
+        if (denial) {
+          await deps.audit.record({
+            actor: actorOf(session.principal),
+            action: 'authz.deny',
+            resource: { kind: 'route', name: `${req.method} ${req.path}`.slice(0, 512) },
+            outcome: 'deny',
+            reason: denial.code,
+            details: { via: 'console-session' },
+            request: requestMeta(req),
+          });
+          throw denial;
+        }
       }
       return next();
     }

@@ -65,8 +65,36 @@ export function isUnauthenticated(err: unknown): err is ProblemError | DomainErr
   return (err instanceof ProblemError && err.status === 401) || (err instanceof DomainError && err.kind === 'unauthenticated');
 }
 
-/** Shorthands for the HTTP layer's own refusals (authentication and route access); domain code throws core errors. */
+/** The media type of a Content-Type header, without parameters ('' when there is none). */
+function mediaTypeOf(contentType: string | undefined): string {
+  return (contentType ?? '').split(';')[0].trim().toLowerCase();
+}
+
+/** Shorthands for the HTTP layer's own refusals (authentication, route access, method and body type); domain code throws core errors. */
 export const problems = {
   unauthenticated: (detail?: string, code?: string) => problemFromDomainError(new UnauthenticatedError(detail, code)),
   forbidden: (detail?: string, code?: string) => problemFromDomainError(new ForbiddenError(detail, code)),
+  /** 405: the path exists, the method does not; `Allow` lists what does (RFC 9110 15.5.6). */
+  methodNotAllowed: (method: string, path: string, allowed: readonly string[]) =>
+    new ProblemError(405, 'method_not_allowed', 'Method not allowed', `${method} is not supported on ${path}; it answers ${allowed.join(', ')}`, { allowed: [...allowed] }, { Allow: allowed.join(', ') }),
+  /**
+   * 415: the body is not of a type the route takes. The detail names the expected type; POST and
+   * PATCH also say it in Accept-Post / Accept-Patch (RFC 5789 2.2).
+   */
+  unsupportedMediaType: (method: string, accepted: readonly string[], contentType: string | undefined) => {
+    const sent = mediaTypeOf(contentType);
+    const expected = accepted.filter((t) => !t.includes('*'));
+    const list = (expected.length ? expected : accepted).join(' or ');
+    const headers: Record<string, string> = {};
+    if (method === 'post') headers['Accept-Post'] = accepted.join(', ');
+    if (method === 'patch') headers['Accept-Patch'] = accepted.join(', ');
+    return new ProblemError(
+      415,
+      'unsupported_media_type',
+      'Unsupported media type',
+      sent ? `the request body is ${sent}; this route takes ${list}` : `the request body has no Content-Type; this route takes ${list}`,
+      { accepted: [...accepted] },
+      headers,
+    );
+  },
 };

@@ -5,6 +5,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { Express } from 'express';
 import type { Config } from '../config.js';
 import { ListMethodTakeover } from './list-connection.js';
+import { StartupError } from '../startup-errors.js';
 import { ProblemError } from './problem.js';
 
 export interface RunningServer {
@@ -12,7 +13,50 @@ export interface RunningServer {
   url: string;
   /** Connections moved off Node's native read path because they sent LIST (list-connection.ts). */
   listConnections(): number;
+  /**
+   * Stops accepting, lets requests in flight finish, and closes every connection still open
+   * after `drainMs` (default 10 s), so a client that never lets go cannot hold the shutdown.
+   */
+  close(options?: { drainMs?: number }): Promise<void>;
+}
+
+/** A listen address that is bound but serves nothing yet (see bindServer). */
+export interface BoundServer {
+  server: http.Server | https.Server;
+  url: string;
+  /** Starts answering with `app`, the requests that arrived while starting included. */
+  serve(app: Express): RunningServer;
+  /** Gives the address back (start-up failed); requests held meanwhile are dropped. */
   close(): Promise<void>;
+}
+
+/** How long `close()` waits for requests in flight before it closes their connections. */
+export const DEFAULT_DRAIN_MS = 10_000;
+
+/** The listen address could not be bound: in use, not on this host, or a privileged port. */
+export class ListenError extends StartupError {
+  constructor(address: string, code: string | undefined, options?: { cause?: unknown }) {
+    super(`cannot listen on ${address} (${listenReason(code)}); check KEYWARDEN_LISTEN`, options);
+    this.name = 'ListenError';
+  }
+}
+
+function listenReason(code: string | undefined): string {
+  switch (code) {
+    case 'EADDRINUSE':
+      return 'address already in use: another process listens there';
+    case 'EADDRNOTAVAIL':
+      return 'no such address on this host';
+    case 'EACCES':
+    case 'EPERM':
+      return "permission denied: ports below 1024 need privileges the broker's user lacks";
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+    case 'EAI_NONAME':
+      return 'host name not found in DNS';
+    default:
+      return code ? `failed: ${code}` : 'failed';
+  }
 }
 
 /**
@@ -21,21 +65,38 @@ export interface RunningServer {
  * the route layer decides what an unverified or missing certificate means.
  */
 export async function listen(app: Express, config: Pick<Config, 'listen' | 'tls'>): Promise<RunningServer> {
+  return (await bindServer(config)).serve(app);
+}
+
+/**
+ * Binds the listen address before anything else happens, so that an address in use stops the
+ * start before a data dir, key, database or admin key is created (a probe with a throwaway
+ * listener would leave a window in which another process takes the port). Connections are
+ * accepted from now on; their requests wait, like connections in the kernel's backlog, until
+ * serve() hands them to the app, and are dropped if the start fails.
+ */
+export async function bindServer(config: Pick<Config, 'listen' | 'tls'>): Promise<BoundServer> {
+  let app: Express | undefined;
+  const held: Array<[http.IncomingMessage, http.ServerResponse]> = [];
+  const handler: http.RequestListener = (req, res) => {
+    if (app) app(req, res);
+    else held.push([req, res]);
+  };
   let server: http.Server | https.Server;
   if (config.tls) {
     server = https.createServer(
       {
-        cert: fs.readFileSync(config.tls.certFile),
-        key: fs.readFileSync(config.tls.keyFile),
-        ca: config.tls.clientCaFile ? fs.readFileSync(config.tls.clientCaFile) : undefined,
+        cert: readTlsFile('KEYWARDEN_TLS_CERT', config.tls.certFile),
+        key: readTlsFile('KEYWARDEN_TLS_KEY', config.tls.keyFile),
+        ca: config.tls.clientCaFile ? readTlsFile('KEYWARDEN_TLS_CLIENT_CA', config.tls.clientCaFile) : undefined,
         requestCert: Boolean(config.tls.clientCaFile),
         rejectUnauthorized: false,
         minVersion: 'TLSv1.2',
       },
-      app,
+      handler,
     );
   } else {
-    server = http.createServer(app);
+    server = http.createServer(handler);
   }
   // Vault clients list with the LIST method, which Node's parser refuses: the connection that
   // sends it is taken over (list-connection.ts); every other error is answered as before
@@ -46,24 +107,49 @@ export async function listen(app: Express, config: Pick<Config, 'listen' | 'tls'
   server.keepAliveTimeout = 65_000;
   server.headersTimeout = 66_000;
   server.requestTimeout = 60_000;
+  const { host: wantedHost, port: wantedPort } = config.listen;
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(config.listen.port, config.listen.host, () => resolve());
+    const onError = (err: NodeJS.ErrnoException) => {
+      const shown = wantedHost.includes(':') ? `[${wantedHost}]:${wantedPort}` : `${wantedHost}:${wantedPort}`;
+      reject(new ListenError(shown, err.code, { cause: err }));
+    };
+    server.once('error', onError);
+    server.listen(wantedPort, wantedHost, () => {
+      server.off('error', onError);
+      resolve();
+    });
   });
   const address = server.address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const url = `${config.tls ? 'https' : 'http'}://${host}:${address.port}`;
+  const stop = (drainMs: number) =>
+    new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      server.closeIdleConnections?.();
+      setTimeout(() => server.closeAllConnections?.(), drainMs).unref();
+    });
   return {
     server,
     url,
-    listConnections: () => listMethod.connections,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeIdleConnections?.();
-        setTimeout(() => server.closeAllConnections?.(), 10_000).unref();
-      }),
+    serve(ready: Express): RunningServer {
+      app = ready;
+      for (const [req, res] of held.splice(0)) ready(req, res);
+      return { server, url, listConnections: () => listMethod.connections, close: (options) => stop(options?.drainMs ?? DEFAULT_DRAIN_MS) };
+    },
+    async close() {
+      for (const [, res] of held.splice(0)) res.socket?.destroy();
+      await stop(0);
+    },
   };
+}
+
+function readTlsFile(setting: string, file: string): Buffer {
+  try {
+    return fs.readFileSync(file);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new StartupError(`cannot read ${setting} file ${file} (${code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : (code ?? 'failed')})`, { cause: err });
+  }
 }
 
 /**

@@ -2,18 +2,23 @@ import crypto from 'node:crypto';
 import { z } from 'zod';
 import type { AuditService } from '../audit/audit-service.js';
 import { sha256Hex, randomToken } from '../crypto/hashing.js';
-import { NotFoundError, UnauthenticatedError } from '../core/errors.js';
+import { InvalidInputError, NotFoundError, UnauthenticatedError } from '../core/errors.js';
 import type { RequestMeta } from '../core/principal.js';
 import { iso, type Clock } from '../core/clock.js';
 import { isUniqueViolation } from './identity-util.js';
 import type { ApiKeyRow, ApiKeysDal } from './api-keys-dal.js';
 import { actorOf, principalLabel, OPERATOR_ROLES, type Principal, type SignerScope } from './identity-types.js';
 
+/** An API key's name (not unique; the id is). */
+export const API_KEY_NAME = /^[A-Za-z0-9._@-]{1,128}$/;
+/** Bounds of an API key's lifetime in seconds. */
+export const API_KEY_TTL_SECONDS = { min: 60, max: 10 * 365 * 86400 } as const;
+
 export const createApiKeySchema = z
   .object({
-    name: z.string().regex(/^[A-Za-z0-9._@-]{1,128}$/, 'must match ^[A-Za-z0-9._@-]{1,128}$'),
+    name: z.string().regex(API_KEY_NAME, 'must match ^[A-Za-z0-9._@-]{1,128}$'),
     role: z.enum(OPERATOR_ROLES),
-    ttlSeconds: z.number().int().min(60).max(10 * 365 * 86400).optional(),
+    ttlSeconds: z.number().int().min(API_KEY_TTL_SECONDS.min).max(API_KEY_TTL_SECONDS.max).optional(),
     scope: z
       .object({
         keys: z.array(z.string().regex(/^[A-Za-z0-9._-]{1,128}$/)).max(100),
@@ -28,6 +33,21 @@ export const createApiKeySchema = z
   .describe('`scope` applies to signer keys only.');
 
 export const BOOTSTRAP_ADMIN_KEY_ID = 'bootstrap-admin';
+
+/** The audit action of a break-glass admin key (`keywarden break-glass`). */
+export const BREAK_GLASS_ACTION = 'apikey.break-glass';
+
+/** Who ran `keywarden break-glass` on the broker host, and why: recorded with the key. */
+export interface BreakGlassOperator {
+  /** The OS account that ran the command. */
+  osUser: string;
+  uid: number | null;
+  /** The account that ran `sudo`, when it was run through sudo. */
+  sudoUser: string | null;
+  host: string;
+  pid: number;
+  reason: string;
+}
 
 function rowToApiKey(row: ApiKeyRow) {
   return {
@@ -44,7 +64,18 @@ function rowToApiKey(row: ApiKeyRow) {
 
 /** Operator API keys: `kw_` + 32 random bytes, stored as SHA-256 (they are high-entropy). */
 export class ApiKeysService {
-  constructor(private readonly deps: { dal: ApiKeysDal; audit: AuditService; clock: Clock }) {}
+  constructor(
+    private readonly deps: {
+      dal: ApiKeysDal;
+      audit: AuditService;
+      clock: Clock;
+      /**
+       * The names among a signer scope's `keys` that are not signing keys (the composition root
+       * binds it to SigningKeysService.unknownNames); such a scope is refused at create.
+       */
+      unknownSigningKeys?: (names: readonly string[]) => Promise<string[]>;
+    },
+  ) {}
 
   async authenticate(presented: string): Promise<Principal> {
     const row = await this.deps.dal.findByHash(sha256Hex(presented));
@@ -62,7 +93,28 @@ export class ApiKeysService {
     };
   }
 
+  /**
+   * The operator of a key known by id, if the key is still active (not revoked, not expired):
+   * what a console session (issued for that key) re-checks on every request.
+   */
+  async activeById(id: string): Promise<Principal> {
+    const row = await this.deps.dal.find(id);
+    if (!row) throw new UnauthenticatedError('the API key of this session no longer exists', 'session_expired');
+    if (row.revoked_at !== null) throw new UnauthenticatedError('the API key of this session was revoked', 'session_expired');
+    if (row.expires_at !== null && row.expires_at <= this.deps.clock()) throw new UnauthenticatedError('the API key of this session has expired', 'session_expired');
+    return { kind: 'operator', role: row.role, id: row.id, name: row.name, via: 'api-key' };
+  }
+
   async create(principal: Principal, meta: RequestMeta, input: z.infer<typeof createApiKeySchema>) {
+    const scopeKeys = input.scope?.keys ?? [];
+    const unknown = scopeKeys.length && this.deps.unknownSigningKeys ? await this.deps.unknownSigningKeys(scopeKeys) : [];
+    if (unknown.length) {
+      throw new InvalidInputError(`scope references unknown signing key${unknown.length === 1 ? '' : 's'} ${unknown.map((n) => JSON.stringify(n)).join(', ')}; create the signing key first`, {
+        code: 'unknown_reference',
+        title: 'Unknown reference',
+        errors: unknown.map((n) => ({ path: `scope.keys.${scopeKeys.indexOf(n)}`, message: `unknown signing key ${JSON.stringify(n)}` })),
+      });
+    }
     const id = crypto.randomBytes(9).toString('base64url');
     const key = randomToken('kw_');
     const now = this.deps.clock();
@@ -109,6 +161,57 @@ export class ApiKeysService {
         request: meta,
       });
     });
+  }
+
+  /**
+   * Break-glass: a new admin key issued locally on the broker host (no API key needed), for when
+   * every admin key is lost or revoked. The key and its audit event, naming the OS user, host,
+   * pid and reason, commit in one transaction; the key is returned to be shown once.
+   */
+  async breakGlass(input: { name: string; ttlSeconds?: number; operator: BreakGlassOperator }) {
+    const { operator } = input;
+    if (!API_KEY_NAME.test(input.name)) throw new InvalidInputError('name must match ^[A-Za-z0-9._@-]{1,128}$');
+    if (input.ttlSeconds !== undefined && !(Number.isInteger(input.ttlSeconds) && input.ttlSeconds >= API_KEY_TTL_SECONDS.min && input.ttlSeconds <= API_KEY_TTL_SECONDS.max)) {
+      throw new InvalidInputError(`the lifetime must be between ${API_KEY_TTL_SECONDS.min} seconds and ten years`);
+    }
+    if (!operator.reason.trim()) throw new InvalidInputError('a reason is required');
+    const id = crypto.randomBytes(9).toString('base64url');
+    const key = randomToken('kw_');
+    const now = this.deps.clock();
+    const expiresAt = input.ttlSeconds ? now + input.ttlSeconds * 1000 : null;
+    const who = `${operator.osUser}@${operator.host}`;
+    await this.deps.audit.transact(async (trx, record) => {
+      await this.deps.dal.insert(trx, {
+        id,
+        name: input.name,
+        role: 'admin',
+        key_hash: sha256Hex(key),
+        created_by: `break-glass:${who}`.slice(0, 200),
+        created_at: now,
+        expires_at: expiresAt,
+      });
+      await record({
+        actor: { kind: 'system', id: who.slice(0, 128), name: 'keywarden break-glass' },
+        action: BREAK_GLASS_ACTION,
+        resource: { kind: 'api-key', name: id },
+        outcome: 'allow',
+        reason: operator.reason,
+        details: {
+          role: 'admin',
+          name: input.name,
+          expiresAt: iso(expiresAt),
+          osUser: operator.osUser,
+          uid: operator.uid,
+          sudoUser: operator.sudoUser,
+          host: operator.host,
+          pid: operator.pid,
+          reason: operator.reason,
+        },
+      });
+    });
+    const row = await this.deps.dal.find(id);
+    if (!row) throw new Error(`API key ${id} is missing after its creation committed`);
+    return { ...rowToApiKey(row), key };
   }
 
   /**

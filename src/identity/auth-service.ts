@@ -5,6 +5,7 @@ import type { ClientsService } from './clients-service.js';
 import type { FailureRateLimiter } from './rate-limiter.js';
 import type { TokenService } from './token-service.js';
 import type { Clock } from '../core/clock.js';
+import { grantLabel, type Telemetry } from '../core/telemetry.js';
 
 export interface TokenResponse {
   access_token: string;
@@ -27,6 +28,8 @@ export class AuthService {
       audit: AuditService;
       clock: Clock;
       rateLimiter?: FailureRateLimiter;
+      /** Token requests by grant type and outcome, for /metrics. */
+      telemetry?: Telemetry;
     },
   ) {
     this.grants.set('client_credentials', (params, meta) => this.clientCredentials(params, meta));
@@ -43,6 +46,22 @@ export class AuthService {
   }
 
   async token(params: Record<string, string>, meta: RequestMeta): Promise<TokenResponse> {
+    const telemetry = this.deps.telemetry;
+    if (!telemetry) return this.tokenFor(params, meta);
+    const grant = grantLabel(params.grant_type, this.grants.has(params.grant_type ?? ''));
+    try {
+      const response = await this.tokenFor(params, meta);
+      telemetry.tokenIssuance(grant, 'allow');
+      return response;
+    } catch (err) {
+      // refused: bad credentials or request, rate limited, forbidden; error: anything else (503s)
+      const kind = err instanceof DomainError ? err.kind : undefined;
+      telemetry.tokenIssuance(grant, kind && kind !== 'unavailable' && kind !== 'upstream_failure' ? 'deny' : 'error');
+      throw err;
+    }
+  }
+
+  private async tokenFor(params: Record<string, string>, meta: RequestMeta): Promise<TokenResponse> {
     const grantType = params.grant_type;
     if (!grantType) throw new OAuthError('invalid_input', 'invalid_request', 'invalid_request', 'grant_type is required');
     const handler = this.grants.get(grantType);

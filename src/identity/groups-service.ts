@@ -1,7 +1,7 @@
 import { z } from 'zod';
-import type { AccessService, GroupRow } from '../access/access-service.js';
+import type { AccessService, GroupChanges, GroupRow } from '../access/access-service.js';
 import type { AuditService } from '../audit/audit-service.js';
-import { ConflictError, InvalidInputError } from '../core/errors.js';
+import { ConflictError, InvalidInputError, NotFoundError, PreconditionFailedError } from '../core/errors.js';
 import type { RequestMeta } from '../core/principal.js';
 import { descriptionSchema, labelsSchema, nameSchema } from '../core/validation.js';
 import type { Queryable } from '../db/database.js';
@@ -12,14 +12,37 @@ import { actorOf, principalLabel, type Principal } from './identity-types.js';
 import { rethrowUniqueAsConflictFn } from './identity-util.js';
 import { iso, type Clock } from '../core/clock.js';
 
+/** The audiences a member's tokens may be issued for; null: the group does not restrict them. */
+const allowedAudiencesSchema = z.array(z.string().min(1).max(512)).max(50).nullable();
+
 export const createGroupSchema = z
   .object({
     name: nameSchema,
     description: descriptionSchema.optional(),
     labels: labelsSchema.optional(),
-    allowedAudiences: z.array(z.string().min(1).max(512)).max(50).nullable().optional(),
+    allowedAudiences: allowedAudiencesSchema.optional(),
   })
   .strict();
+
+/** PATCH /v1/groups/{name}: the fields given replace the stored ones (labels as a whole); grants and members stay. */
+export const updateGroupSchema = z
+  .object({
+    description: descriptionSchema.optional(),
+    labels: labelsSchema.optional(),
+    allowedAudiences: allowedAudiencesSchema.optional(),
+  })
+  .strict();
+
+/**
+ * A group's ETag: its `updated_at` in epoch milliseconds, which every change moves strictly
+ * forward (AccessDal.updateGroup), e.g. `"1767225600000"`. Derived from the view's `updatedAt`.
+ */
+export function groupETag(view: { updatedAt: string | null }): string {
+  return `"${Date.parse(view.updatedAt ?? '')}"`;
+}
+
+/** `If-Match` for a group: `*` (any current state) or one ETag; undefined when absent. */
+export type GroupIfMatch = number | '*' | undefined;
 
 export { membershipChangeSchema };
 
@@ -68,6 +91,39 @@ export class GroupsService {
     const secrets = await this.deps.access.secretsOfGroup(row.id, trx);
     const clients = await this.deps.access.clientsOfGroup(row.id, trx);
     return { ...this.present(row), secrets, clients };
+  }
+
+  /**
+   * Changes description, labels or allowedAudiences. With `ifMatch` (an ETag's number) the write
+   * is a compare-and-set in SQL, so of two instances changing the same state only one succeeds
+   * and the other answers 412; without it, the fields given win and the others are kept.
+   */
+  async update(principal: Principal, meta: RequestMeta, name: string, patch: z.infer<typeof updateGroupSchema>, ifMatch: GroupIfMatch = undefined) {
+    const now = this.deps.clock();
+    return this.deps.audit.transact(async (trx, record) => {
+      const row = await this.deps.access.requireGroup(name, trx);
+      const current = Number(row.updated_at);
+      const expected = typeof ifMatch === 'number' ? ifMatch : undefined;
+      if (expected !== undefined && current !== expected) {
+        throw new PreconditionFailedError(`group ${name} has changed: its ETag is "${current}", not "${expected}"`);
+      }
+      const changes: GroupChanges = {};
+      if (patch.description !== undefined) changes.description = patch.description;
+      if (patch.labels !== undefined) changes.labels = JSON.stringify(patch.labels);
+      if (patch.allowedAudiences !== undefined) changes.allowed_audiences = patch.allowedAudiences ? JSON.stringify(patch.allowedAudiences) : null;
+      if (!(await this.deps.access.updateGroup(trx, row.id, changes, now, expected))) {
+        // between the read above and this write, another transaction (maybe another instance) committed
+        if (expected !== undefined) throw new PreconditionFailedError(`group ${name} was changed concurrently; read it again`);
+        throw new NotFoundError(`group ${name}`);
+      }
+      const details: Record<string, unknown> = { fields: Object.keys(patch).sort() };
+      if (patch.allowedAudiences !== undefined) {
+        details.allowedAudiences = patch.allowedAudiences;
+        details.previousAllowedAudiences = row.allowed_audiences ? JSON.parse(row.allowed_audiences) : null;
+      }
+      await record({ actor: actorOf(principal), action: 'group.update', resource: { kind: 'group', name }, outcome: 'allow', details, request: meta });
+      return this.get(name, trx);
+    });
   }
 
   async remove(principal: Principal, meta: RequestMeta, name: string) {

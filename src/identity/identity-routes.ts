@@ -2,13 +2,13 @@ import { Router, type Request } from 'express';
 import { z } from 'zod';
 import { InvalidInputError, OAuthError } from '../core/errors.js';
 import { requestMeta } from '../http/request-context.js';
-import { defineRoutes } from '../http/routes.js';
+import { defineRoutes, FORM_BODY, JSON_BODY } from '../http/routes.js';
 import { decodeCursor, encodeCursor, limitSchema, parseName, parseWith } from '../core/validation.js';
 import type { ApiKeysService } from './api-keys-service.js';
 import { createApiKeySchema } from './api-keys-service.js';
 import type { AuthService } from './auth-service.js';
 import { createClientSchema, membershipChangeSchema, updateClientSchema, type ClientsService } from './clients-service.js';
-import { createGroupSchema, type GroupsService } from './groups-service.js';
+import { createGroupSchema, groupETag, updateGroupSchema, type GroupIfMatch, type GroupsService } from './groups-service.js';
 import type { JwtKeyService } from './jwt-key-service.js';
 import type { AuditService } from '../audit/audit-service.js';
 import { actorOf } from './identity-types.js';
@@ -42,6 +42,15 @@ function tokenParams(req: Request): Record<string, string> {
 
 const pageQuery = z.object({ limit: limitSchema, cursor: z.string().max(512).optional() }).strict();
 
+/** `If-Match` on a group: `*`, or one ETag as GET returns it (`"<digits>"`, `W/` tolerated as for secrets). */
+function parseGroupIfMatch(header: string | undefined): GroupIfMatch {
+  if (header === undefined) return undefined;
+  if (header.trim() === '*') return '*';
+  const m = /^\s*(?:W\/)?"(\d{1,16})"\s*$/.exec(header);
+  if (!m) throw new InvalidInputError('If-Match must be * or an ETag from GET /v1/groups/{name}, such as "1767225600000"');
+  return Number(m[1]);
+}
+
 export function groupRoutes(groups: GroupsService): Router {
   const router = Router();
   defineRoutes(router, [
@@ -51,7 +60,8 @@ export function groupRoutes(groups: GroupsService): Router {
       access: ['writer'],
       handler: async (req, res) => {
         const body = parseWith(createGroupSchema, req.body);
-        res.status(201).location(`/v1/groups/${body.name}`).json(await groups.create(req.principal!, requestMeta(req), body));
+        const group = await groups.create(req.principal!, requestMeta(req), body);
+        res.status(201).location(`/v1/groups/${body.name}`).set('ETag', groupETag(group)).json(group);
       },
     },
     {
@@ -69,7 +79,20 @@ export function groupRoutes(groups: GroupsService): Router {
       path: '/v1/groups/{name}',
       access: ['writer', 'auditor'],
       handler: async (req, res) => {
-        res.json(await groups.get(parseName(req.params.name)));
+        const group = await groups.get(parseName(req.params.name));
+        res.set('ETag', groupETag(group)).json(group);
+      },
+    },
+    {
+      method: 'patch',
+      path: '/v1/groups/{name}',
+      access: ['writer'],
+      handler: async (req, res) => {
+        const name = parseName(req.params.name);
+        const ifMatch = parseGroupIfMatch(req.get('if-match'));
+        const body = parseWith(updateGroupSchema, req.body);
+        const group = await groups.update(req.principal!, requestMeta(req), name, body, ifMatch);
+        res.set('ETag', groupETag(group)).json(group);
       },
     },
     {
@@ -214,6 +237,8 @@ export function authRoutes(auth: AuthService, jwtKeys: JwtKeyService, audit: Aud
       method: 'post',
       path: '/v1/auth/token',
       access: 'public',
+      // RFC 6749 form parameters; JSON too, as openapi.yaml documents
+      accepts: [...FORM_BODY, ...JSON_BODY],
       handler: async (req, res) => {
         const response = await auth.token(tokenParams(req), requestMeta(req));
         res.set('Cache-Control', 'no-store').set('Pragma', 'no-cache').json(response);

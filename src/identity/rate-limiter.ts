@@ -1,6 +1,7 @@
 import { TooManyRequestsError } from '../core/errors.js';
 import type { AuthFailuresDal } from './auth-failures-dal.js';
 import type { Clock } from '../core/clock.js';
+import type { RateLimitScope, Telemetry } from '../core/telemetry.js';
 
 export interface RateLimitPolicy {
   /** Failures allowed per window before further attempts are refused. */
@@ -18,6 +19,8 @@ export class FailureRateLimiter {
     private readonly dal: AuthFailuresDal,
     private readonly clock: Clock,
     private readonly policies: Record<string, RateLimitPolicy>,
+    /** Counts refusals by bucket kind (client, address), never by key. */
+    private readonly telemetry?: Telemetry,
   ) {}
 
   /** Throws 429 with Retry-After when any of the buckets is over its limit. */
@@ -26,11 +29,13 @@ export class FailureRateLimiter {
     const ids = buckets.map((b) => `${b.kind}:${b.key}`);
     const rows = await this.dal.find(ids);
     for (const row of rows) {
-      const policy = this.policies[String(row.bucket).split(':')[0]];
+      const kind = String(row.bucket).split(':')[0]!;
+      const policy = this.policies[kind];
       if (!policy) continue;
       const windowEnd = Number(row.window_start) + policy.windowMs;
       if (windowEnd > now && row.failures >= policy.maxFailures) {
         const retryAfter = Math.max(1, Math.ceil((windowEnd - now) / 1000));
+        if (kind === 'client' || kind === 'address') this.telemetry?.rateLimitRefusal(kind satisfies RateLimitScope);
         throw new TooManyRequestsError(retryAfter, 'too many failed authentication attempts; try again later');
       }
     }

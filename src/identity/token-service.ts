@@ -7,6 +7,7 @@ import { UnauthenticatedError } from '../core/errors.js';
 import type { Principal, SignerScope } from './identity-types.js';
 import { JWT_ALG, type JwtKeyService } from './jwt-key-service.js';
 import type { Clock } from '../core/clock.js';
+import type { Telemetry } from '../core/telemetry.js';
 
 export interface TokenServiceDeps {
   dal: TokensDal;
@@ -16,6 +17,8 @@ export interface TokenServiceDeps {
   issuer: string;
   trustDomain: string;
   accessTokenTtlSeconds: number;
+  /** Counts renewals (the token endpoint's grants are counted by AuthService). */
+  telemetry?: Telemetry;
 }
 
 /** Claims private to Keywarden access tokens. */
@@ -87,7 +90,9 @@ export class TokenService {
     const kw: KwClaim = { t: 'client', id: client.id, cid: client.clientId, n: client.name, via: 'token' };
     if (generation !== undefined) kw.rot = generation;
     if (renewalOf) kw.o = renewalOf.originSeconds;
-    return this.sign({ kw }, { audience: this.accessAudience, subject: this.spiffeId(client.name), ttlSeconds, typ: ACCESS_TOKEN_TYPE });
+    const issued = await this.sign({ kw }, { audience: this.accessAudience, subject: this.spiffeId(client.name), ttlSeconds, typ: ACCESS_TOKEN_TYPE });
+    if (renewalOf) this.deps.telemetry?.tokenIssuance('renew', 'allow');
+    return issued;
   }
 
   registerSignerTokenCheck(check: SignerTokenCheck): void {
@@ -168,6 +173,11 @@ export class TokenService {
     if (!this.signerTokenCheck) throw new UnauthenticatedError('signer tokens are not accepted by this broker', 'token_revoked');
     await this.signerTokenCheck({ issuer: kw.n, generation: typeof kw.g === 'string' ? kw.g : null });
     return { kind: 'operator', role: 'signer', id: kw.sub, name: kw.n, scope: kw.scope, via: 'token-exchange', jti };
+  }
+
+  /** Whether a jti is in the revoked-tokens store (any token this broker signs, e.g. console sessions). */
+  isRevoked(jti: string): Promise<boolean> {
+    return this.deps.dal.isRevoked(jti);
   }
 
   /** Revokes one token by jti (idempotent); pass `trx` to commit with an audit event. */

@@ -5,7 +5,9 @@ import { KeyProviderError, type KeyProvider } from '../crypto/key-provider.js';
 import type { SystemKeys } from '../crypto/system-keys.js';
 import type { AccessService, FoundSecret } from '../access/access-service.js';
 import type { Database, Queryable, Transaction } from '../db/database.js';
-import { ConflictError, DomainError, ForbiddenError, InvalidInputError, NotFoundError, PreconditionFailedError, TooLargeError, UnavailableError } from '../core/errors.js';
+import { AuditUnavailableError, ConflictError, DomainError, ForbiddenError, IntegrityFailureError, InvalidInputError, NotFoundError, PreconditionFailedError, TooLargeError, UnavailableError } from '../core/errors.js';
+import { noTelemetry, type DeliveryReason, type DeliveryRoute, type Telemetry } from '../core/telemetry.js';
+import { DatabaseUnavailableError } from '../db/db-errors.js';
 import type { RequestMeta, ClientPrincipal } from '../core/principal.js';
 import { iso, type Clock } from '../core/clock.js';
 import { actorOf, principalLabel, type Principal } from '../identity/identity-types.js';
@@ -31,6 +33,17 @@ export interface SecretsServiceDeps {
   rowIntegrity: RowIntegrity;
   /** Whether a delegate (the Docker plugin) may act for a client: identity decides (ClientsService.delegatedClient). */
   delegation: { delegatedClient(delegateId: number, target: string): Promise<{ id: number; name: string } | undefined> };
+  /** Deliveries by outcome for /metrics (bounded labels only). */
+  telemetry?: Telemetry;
+}
+
+/** The metrics reason of a delivery that failed (rather than being refused). */
+function failureReason(err: unknown): DeliveryReason {
+  if (err instanceof IntegrityFailureError) return 'integrity';
+  if (err instanceof AuditUnavailableError) return 'audit_unavailable';
+  if (err instanceof DatabaseUnavailableError) return 'database';
+  if (err instanceof UnavailableError && err.code === 'key_provider_unavailable') return 'key_provider';
+  return 'other';
 }
 
 /**
@@ -99,9 +112,11 @@ export function decodeContent(body: { content?: string; value?: string }): Buffe
 
 export class SecretsService {
   readonly dal: SecretsDal;
+  private readonly telemetry: Telemetry;
 
   constructor(private readonly deps: SecretsServiceDeps) {
     this.dal = new SecretsDal(deps.db);
+    this.telemetry = deps.telemetry ?? noTelemetry;
   }
 
   private event(principal: Principal, meta: RequestMeta | undefined, action: string, name: string, extra: Partial<AuditEventInput> = {}): AuditEventInput {
@@ -393,7 +408,8 @@ export class SecretsService {
    * the caller.
    */
   async deliver(principal: ClientPrincipal, meta: RequestMeta, names: string[], onBehalfOf?: OnBehalfOf): Promise<DeliveredSecret[]> {
-    return (await this.deliverFound(principal, meta, names, onBehalfOf)).map((d) => d.delivered);
+    const route: DeliveryRoute = onBehalfOf ? 'delegated' : names.length > 1 ? 'batch' : 'client';
+    return (await this.deliverFound(route, principal, meta, names, onBehalfOf)).map((d) => d.delivered);
   }
 
   /**
@@ -402,11 +418,33 @@ export class SecretsService {
    * version the secret does not have is a denied read, like an ungranted secret.
    */
   async deliverVersion(principal: ClientPrincipal, meta: RequestMeta, name: string, version?: number): Promise<DeliveredSecret & { createdAt: string; type: string }> {
-    const [d] = await this.deliverFound(principal, meta, [name], undefined, version);
+    const [d] = await this.deliverFound('vault', principal, meta, [name], undefined, version);
     return { ...d!.delivered, createdAt: iso(d!.found.version.createdAt)!, type: d!.found.secret.type };
   }
 
+  /** Counts the request's secrets for /metrics: delivered, refused (counted where refused), or failed. */
   private async deliverFound(
+    route: DeliveryRoute,
+    principal: ClientPrincipal,
+    meta: RequestMeta,
+    names: string[],
+    onBehalfOf?: OnBehalfOf,
+    version?: number,
+  ): Promise<Array<{ delivered: DeliveredSecret; found: FoundSecret }>> {
+    const refused = { counted: false };
+    try {
+      const delivered = await this.deliverCounted(route, refused, principal, meta, names, onBehalfOf, version);
+      this.telemetry.secretDeliveries(route, 'granted', delivered.length);
+      return delivered;
+    } catch (err) {
+      if (!refused.counted) this.telemetry.secretDeliveries(route, failureReason(err), names.length);
+      throw err;
+    }
+  }
+
+  private async deliverCounted(
+    route: DeliveryRoute,
+    refused: { counted: boolean },
     principal: ClientPrincipal,
     meta: RequestMeta,
     names: string[],
@@ -436,6 +474,8 @@ export class SecretsService {
         ),
         [],
       );
+      refused.counted = true;
+      this.telemetry.secretDeliveries(route, 'not_granted', missing.length);
       throw names.length === 1 ? new NotFoundError(`secret ${names[0]}`) : new NotFoundError('one or more of the requested secrets');
     }
     const items = found as Array<NonNullable<(typeof found)[number]>>;
@@ -486,6 +526,8 @@ export class SecretsService {
       ],
       [],
     );
+    // a refused secret read (not a refused listing) is a delivery denial
+    if (attempted.action === 'secret.read') this.telemetry.secretDeliveries('delegated', 'not_delegated', 1);
     throw new ForbiddenError(`this client may not act for client ${target}`, 'not_delegated');
   }
 

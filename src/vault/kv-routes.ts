@@ -123,6 +123,6 @@ export function kvRoutes(deps: KvRoutesDeps): Router {
         res.status(204).end();
       },
     },
-  ]);
+  ], { accepts: 'any' }); // Vault reads every body as JSON, whatever its content type (vault-routes.ts parses it so)
   return router;
 }

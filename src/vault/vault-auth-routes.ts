@@ -74,6 +74,6 @@ export function vaultAuthRoutes(deps: VaultAuthDeps): Router {
         res.set('Cache-Control', 'no-store').json(vaultResponse(req.requestId, { auth }));
       },
     },
-  ]);
+  ], { accepts: 'any' }); // Vault reads every body as JSON, whatever its content type (vault-routes.ts parses it so)
   return router;
 }

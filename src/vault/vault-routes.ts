@@ -1,6 +1,6 @@
 import express, { Router } from 'express';
 import { authenticate } from '../http/authenticate.js';
-import { recordAccessDenials, mountRoutes } from '../http/routes.js';
+import { methodNotAllowed, recordAccessDenials, mountRoutes, routesOf } from '../http/routes.js';
 import { vaultErrorHandler, vaultNotFound } from '../http/vault-errors.js';
 import type { Services } from '../broker.js';
 import { vaultAuthRoutes } from './vault-auth-routes.js';
@@ -31,6 +31,8 @@ export function vaultRouters(s: Services, deps: { health: HealthProbe; kv?: Rout
   router.use(authenticate({ apiKeys: s.apiKeys, tokens: s.tokens, audit: s.audit, vaultTokenHeader: true }));
   mountRoutes(router, vaultAuthRoutes({ auth: s.auth, tokens: s.tokens, clients: s.clients, workload: s.workload, audit: s.audit, clock: s.clock, accessTokenTtlSeconds: s.config.accessTokenTtlSeconds, accessTokenMaxTtlSeconds: s.config.accessTokenMaxTtlSeconds }));
   for (const kv of deps.kv ?? []) mountRoutes(router, kv);
+  // Vault's 405 for an operation a path does not support, with Allow
+  router.use(methodNotAllowed(() => routesOf(router)));
   router.use(vaultNotFound);
   router.use(recordAccessDenials(s.audit));
   router.use(vaultErrorHandler(s.logger));

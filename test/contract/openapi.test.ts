@@ -30,6 +30,7 @@ const TRIVIAL_PUBLIC = new Set([
   'GET /metrics',
   'GET /openapi.yaml',
   'GET /docs',
+  'GET /console',
   'GET /.well-known/jwks.json',
   'GET /.well-known/openid-configuration',
   'GET /v1/sys/mounts',

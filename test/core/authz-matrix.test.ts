@@ -24,6 +24,7 @@ const ROUTES: Route[] = [
   { method: 'post', path: '/v1/groups', body: {}, allow: ['writer'], probe: 400 },
   { method: 'get', path: '/v1/groups', allow: ['writer', 'auditor'], probe: 200 },
   { method: 'get', path: '/v1/groups/g1', allow: ['writer', 'auditor'], probe: 200 },
+  { method: 'patch', path: '/v1/groups/g1', body: { bogus: 1 }, allow: ['writer'], probe: 400 },
   { method: 'delete', path: '/v1/groups/no-such-group', allow: ['writer'], probe: 404 },
   { method: 'put', path: '/v1/groups/g1/secrets', body: { add: 's1' }, allow: ['writer'], probe: 400 },
   { method: 'put', path: '/v1/groups/g1/clients', body: { add: 5 }, allow: ['writer'], probe: 400 },
@@ -41,6 +42,10 @@ const ROUTES: Route[] = [
   { method: 'get', path: '/v1/client/secrets', allow: 'client', probe: 200 },
   { method: 'get', path: '/v1/client/secrets/s1', allow: 'client', probe: 200 },
   { method: 'post', path: '/v1/client/secrets/batch', body: { names: [] }, allow: 'client', probe: 400 },
+  // the auditors' console additions (issue 16)
+  { method: 'get', path: '/v1/reports/activity?window=hour', allow: ['auditor'], probe: 200 },
+  { method: 'get', path: '/v1/reports/audit-events?max=1', allow: ['auditor'], probe: 200 },
+  { method: 'get', path: '/v1/audit/status', allow: ['auditor'], probe: 200 },
 ];
 
 const CALLERS: Caller[] = ['anonymous', 'badApiKey', 'badJwt', 'client', 'auditor', 'writer', 'signer', 'admin'];

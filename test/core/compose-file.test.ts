@@ -69,7 +69,7 @@ describe('a client that dials another address than the issuer', () => {
     const r = await runCli(['exec', '--secret', 'db-password=DB_PASSWORD', '--', ...printEnvCmd(['DB_PASSWORD'])], baseEnv({ KEYWARDEN_ADDR: viaServiceName, KEYWARDEN_CLIENT_ID: c.clientId, KEYWARDEN_CLIENT_SECRET: c.clientSecret }));
     expect(r.code, r.stderr).toBe(0);
     expect(JSON.parse(r.stdout).env.DB_PASSWORD).toBe('compose-pass-5e6f7a8b');
-    const discovery = await fetch(`${b.url}/.well-known/openid-configuration`).then((res) => res.json());
+    const discovery = (await fetch(`${b.url}/.well-known/openid-configuration`).then((res) => res.json())) as { issuer: string };
     expect(discovery.issuer).toBe('http://127.0.0.1:8750');
   });
 });

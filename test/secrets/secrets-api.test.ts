@@ -122,7 +122,7 @@ describe('operator secrets API', () => {
     });
 
     it('a non-JSON body and a broken percent-encoding are problems too', async () => {
-      expectProblem(await tb.request.post('/v1/secrets').set(writer).set('Content-Type', 'text/plain').send('name=x&value=y'), 400);
+      expectProblem(await tb.request.post('/v1/secrets').set(writer).set('Content-Type', 'text/plain').send('name=x&value=y'), 415, 'unsupported_media_type');
       expectProblem(await tb.request.get('/v1/secrets/%E0%A4%A').set(writer), 400);
     });
 

@@ -32,7 +32,16 @@ const VAULT_PREFIX = /^\/v1\/(sys|auth\/approle|auth\/token|secret)\//;
  */
 export const UNDOCUMENTED_REQUEST_RESPONSES: ReadonlyArray<{ status: number; code: string; why: string }> = [
   { status: 404, code: 'route_not_found', why: 'no route for the method and path (tests probe unknown paths and methods)' },
+  { status: 405, code: 'method_not_allowed', why: 'a documented path, with a method it does not list (components/responses/MethodNotAllowed)' },
 ];
+
+/**
+ * Answers openapi.yaml states once, in components/responses, instead of on every operation:
+ * 405 to a method a documented path does not list (there is no operation to put it on), and 415
+ * from any operation that takes a request body, to a body of another type.
+ */
+const METHOD_NOT_ALLOWED_POINTER = '#/components/responses/MethodNotAllowed';
+const UNSUPPORTED_MEDIA_TYPE_POINTER = '#/components/responses/UnsupportedMediaType';
 
 export interface ObservedResponse {
   method: string;
@@ -54,6 +63,8 @@ interface CompiledOperation {
   literalSegments: number;
   pointer: string;
   responses: Record<string, Json>;
+  /** Whether the operation takes a request body (and so may answer 415). */
+  hasRequestBody: boolean;
 }
 
 interface Contract {
@@ -116,6 +127,7 @@ export function loadContract(file = OPENAPI_FILE): Contract {
         literalSegments: template.split('/').filter((s) => s && !s.startsWith('{')).length,
         pointer: `#/paths/${escapePointer(template)}/${method}`,
         responses: op.responses ?? {},
+        hasRequestBody: op.requestBody !== undefined,
       });
     }
   }
@@ -195,8 +207,10 @@ export function contractViolations(r: ObservedResponse, c: Contract = contract()
   const op = findOperation(method, path, c);
 
   if (!op) {
-    // an unknown path under a Vault-compatible prefix is Vault's 404, in Vault's error shape (issue 14)
-    if (mediaType === 'application/json' && r.status === 404 && VAULT_PREFIX.test(path)) return validateJson(c, VAULT_ERROR_POINTER, body, what);
+    // a method the path does not list: only where openapi.yaml documents the path with other methods
+    if (r.status === 405 && !c.operations.some((o) => o.regex.test(path))) return [`${what}: 405, but openapi.yaml documents no operation at ${path}`];
+    // an unknown path or method under a Vault-compatible prefix is Vault's 404 or 405, in Vault's error shape (issue 14)
+    if (mediaType === 'application/json' && (r.status === 404 || r.status === 405) && VAULT_PREFIX.test(path)) return validateJson(c, VAULT_ERROR_POINTER, body, what);
     if (mediaType !== 'application/problem+json') return [`${what}: no operation in openapi.yaml for ${method} ${path}, and the response is not a problem document`];
     if (!hasBody) return [];
     let code: unknown;
@@ -206,7 +220,7 @@ export function contractViolations(r: ObservedResponse, c: Contract = contract()
       /* reported by validateJson */
     }
     const allowed = UNDOCUMENTED_REQUEST_RESPONSES.some((a) => a.status === r.status && (a.code === '*' || a.code === code));
-    const problems = validateJson(c, PROBLEM_POINTER, body, what);
+    const problems = validateJson(c, r.status === 405 ? `${METHOD_NOT_ALLOWED_POINTER}/content/application~1problem+json/schema` : PROBLEM_POINTER, body, what);
     if (!allowed) problems.push(`${what}: no operation in openapi.yaml for ${method} ${path}; code ${JSON.stringify(code)} is not in UNDOCUMENTED_REQUEST_RESPONSES`);
     return problems;
   }
@@ -215,6 +229,11 @@ export function contractViolations(r: ObservedResponse, c: Contract = contract()
   const statusKey = String(r.status);
   const rangeKey = `${statusKey[0]}XX`;
   const key = [statusKey, rangeKey, rangeKey.toLowerCase(), 'default'].find((k) => k in op.responses);
+  if (!key && r.status === 415 && op.hasRequestBody) {
+    // any operation with a body may refuse a body of another type (components/responses/UnsupportedMediaType)
+    if (mediaType !== 'application/problem+json') return [`${what}: a 415 must be a problem document`];
+    return hasBody ? validateJson(c, `${UNSUPPORTED_MEDIA_TYPE_POINTER}/content/application~1problem+json/schema`, body, what) : [];
+  }
   if (!key) {
     return [`${what}: openapi.yaml documents no ${r.status} response (nor ${rangeKey} or default) for ${opName}; documented: ${Object.keys(op.responses).join(', ')}`];
   }

@@ -371,7 +371,7 @@ describe('release gate and signing do not reach hosts of the caller’s choosing
   });
 
   it('requires https for Notary servers unless the host is configured for plain http', async () => {
-    const doc = (server: string) => ({ name: 'notary-egress', images: ['notary.example.com/team/*'], notary: { server, rootKeys: ['k'] } });
+    const doc = (server: string) => ({ name: 'notary-egress', images: ['notary.example.com/team/*'], notary: { server, rootKeys: ['a'.repeat(64)] } });
     const plain = await tb.request.post('/v1/policies').set(admin).send(doc('http://notary.example.com:4443'));
     expect(plain.status, plain.text).toBe(400);
     expect(plain.text).toMatch(/https/);

@@ -107,6 +107,9 @@ describe('a running broker reads every pattern the same way for signing and for 
     tb = await startTestBroker();
     admin = bearer(tb.adminKey);
     writer = bearer(await tb.apiKey('writer'));
+    // a scope names only existing keys: a disabled one is refused right after the scope check
+    expect((await tb.request.post('/v1/signing-keys').set(admin).send({ name: 'parked-key' })).status).toBe(201);
+    expect((await tb.request.post('/v1/signing-keys/parked-key/disable').set(admin)).status).toBe(200);
   });
   afterAll(async () => {
     await tb?.close();
@@ -116,11 +119,12 @@ describe('a running broker reads every pattern the same way for signing and for 
   const referenceCases = IMAGE_CASES.map((c, i) => [i, ...c] as const).filter(([, , repository]) => /^[a-z0-9.:/_-]+$/.test(repository));
 
   it.each(referenceCases)('case %i: %s vs %s -> %s', async (i, pattern, repository, expected) => {
-    // signing: the scope check comes first; inside the scope the (absent) key is the next refusal
-    const key = await tb.apiKey('signer', { scope: { keys: ['absent-key'], images: [pattern] } });
-    const signed = await tb.request.post('/v1/signatures').set(bearer(key)).send({ image: `${repository}:v1`, key: 'absent-key' });
+    // signing: the scope check comes first; inside the scope the (disabled) key is the next refusal
+    const key = await tb.apiKey('signer', { scope: { keys: ['parked-key'], images: [pattern] } });
+    const signed = await tb.request.post('/v1/signatures').set(bearer(key)).send({ image: `${repository}:v1`, key: 'parked-key' });
     if (expected) {
-      expect(signed.status, signed.text).toBe(404);
+      expect(signed.status, signed.text).toBe(403);
+      expect(signed.body.detail).toMatch(/signing key parked-key is disabled/);
     } else {
       expect(signed.status, signed.text).toBe(403);
       expect(signed.body.detail).toMatch(/outside this signer's scope/);

@@ -211,7 +211,10 @@ describe('Vault-compatible auth, sys and errors', () => {
 
   it('errors keep their shape per API: Vault paths answer Vault errors, native paths problem+json', async () => {
     expectVaultError(await tb.request.get('/v1/sys/nothing-here'), 404, /unsupported path/);
-    expectVaultError(await tb.request.delete('/v1/sys/health'), 404);
+    // a Vault path with an operation it does not support: Vault's 405, with Allow
+    const wrongMethod = await tb.request.delete('/v1/sys/health');
+    expectVaultError(wrongMethod, 405, /DELETE is not supported on \/v1\/sys\/health/);
+    expect(wrongMethod.headers.allow).toBe('GET, HEAD');
     const native = await tb.request.get('/v1/secrets/x').set(auth('eyJhbGciOiJFUzI1NiJ9.e30.x'));
     expect(native.status).toBe(401);
     expect(native.headers['content-type']).toMatch(/^application\/problem\+json/);

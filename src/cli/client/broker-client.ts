@@ -5,10 +5,10 @@
  * Transport details live in http-transport.ts.
  */
 import fs from 'node:fs';
-import https from 'node:https';
+import type http from 'node:http';
 import { z } from 'zod';
 import { CliError, ExitCode, usageError } from './exit-codes.js';
-import { classifyNetworkError, fetchTransport, httpsTransport, TransientError, type HttpRequest, type HttpResponse, type Transport } from './http-transport.js';
+import { classifyNetworkError, createAgent, nodeTransport, TransientError, type HttpRequest, type HttpResponse, type Transport } from './http-transport.js';
 import { registerSensitive, warn } from './log.js';
 
 export type Credentials =
@@ -41,12 +41,8 @@ function readFileOrUsage(variable: string, file: string): Buffer {
   }
 }
 
-/**
- * Reads KEYWARDEN_ADDR and credentials. Precedence: mTLS (KEYWARDEN_TLS_CERT + KEYWARDEN_TLS_KEY),
- * then KEYWARDEN_CLIENT_ID + KEYWARDEN_CLIENT_SECRET, then KEYWARDEN_BOOTSTRAP_TOKEN.
- * Anything missing or inconsistent is a usage error (exit 64).
- */
-export function clientConfigFromEnv(env: NodeJS.ProcessEnv): ClientConfig {
+/** KEYWARDEN_ADDR checked (http(s), no credentials), without a trailing slash; usage error (64) otherwise. */
+export function brokerAddrFromEnv(env: NodeJS.ProcessEnv): string {
   const rawAddr = env.KEYWARDEN_ADDR?.trim();
   if (!rawAddr) throw usageError('KEYWARDEN_ADDR is not set (the broker URL, e.g. https://keywarden:8750)');
   let url: URL;
@@ -57,13 +53,27 @@ export function clientConfigFromEnv(env: NodeJS.ProcessEnv): ClientConfig {
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw usageError('KEYWARDEN_ADDR must be an http:// or https:// URL');
   if (url.username || url.password) throw usageError('KEYWARDEN_ADDR must not contain credentials');
-  const addr = url.href.replace(/\/+$/, '');
-  const ca = env.KEYWARDEN_CA ? readFileOrUsage('KEYWARDEN_CA', env.KEYWARDEN_CA) : undefined;
+  return url.href.replace(/\/+$/, '');
+}
+
+/** The CA bundle named by KEYWARDEN_CA, if any (unreadable: usage error). */
+export function caFromEnv(env: NodeJS.ProcessEnv): Buffer | undefined {
+  return env.KEYWARDEN_CA ? readFileOrUsage('KEYWARDEN_CA', env.KEYWARDEN_CA) : undefined;
+}
+
+/**
+ * Reads KEYWARDEN_ADDR and credentials. Precedence: mTLS (KEYWARDEN_TLS_CERT + KEYWARDEN_TLS_KEY),
+ * then KEYWARDEN_CLIENT_ID + KEYWARDEN_CLIENT_SECRET, then KEYWARDEN_BOOTSTRAP_TOKEN.
+ * Anything missing or inconsistent is a usage error (exit 64).
+ */
+export function clientConfigFromEnv(env: NodeJS.ProcessEnv): ClientConfig {
+  const addr = brokerAddrFromEnv(env);
+  const ca = caFromEnv(env);
 
   let credentials: Credentials;
   if (env.KEYWARDEN_TLS_CERT || env.KEYWARDEN_TLS_KEY) {
     if (!env.KEYWARDEN_TLS_CERT || !env.KEYWARDEN_TLS_KEY) throw usageError('KEYWARDEN_TLS_CERT and KEYWARDEN_TLS_KEY must be set together');
-    if (url.protocol !== 'https:') throw usageError('mTLS (KEYWARDEN_TLS_CERT/KEYWARDEN_TLS_KEY) needs an https:// KEYWARDEN_ADDR');
+    if (!addr.startsWith('https:')) throw usageError('mTLS (KEYWARDEN_TLS_CERT/KEYWARDEN_TLS_KEY) needs an https:// KEYWARDEN_ADDR');
     credentials = {
       kind: 'mtls',
       cert: readFileOrUsage('KEYWARDEN_TLS_CERT', env.KEYWARDEN_TLS_CERT),
@@ -167,7 +177,7 @@ export interface ClientRouteAnswer {
 
 export class BrokerClient {
   private readonly transport: Transport;
-  private readonly agent?: https.Agent;
+  private readonly agent: http.Agent;
   private token?: { value: string; expiresAt: number; renewAt: number };
   private bootstrapUsed = false;
   /** Per-request timeout; the retry loop lowers it near the deadline. */
@@ -178,12 +188,8 @@ export class BrokerClient {
     private readonly clock: () => number = Date.now,
   ) {
     const mtls = config.credentials.kind === 'mtls' ? config.credentials : undefined;
-    if (config.addr.startsWith('https:') && (config.ca || mtls)) {
-      this.agent = new https.Agent({ keepAlive: true, ca: config.ca, cert: mtls?.cert, key: mtls?.key, minVersion: 'TLSv1.2' });
-      this.transport = httpsTransport(config.addr, this.agent);
-    } else {
-      this.transport = fetchTransport(config.addr);
-    }
+    this.agent = createAgent(config.addr, { ca: config.ca, cert: mtls?.cert, key: mtls?.key });
+    this.transport = nodeTransport(config.addr, this.agent);
   }
 
   get addr(): string {
@@ -191,7 +197,7 @@ export class BrokerClient {
   }
 
   close(): void {
-    this.agent?.destroy();
+    this.agent.destroy();
   }
 
   private async send(req: Omit<HttpRequest, 'timeoutMs'>): Promise<HttpResponse> {
@@ -336,6 +342,8 @@ export class BrokerClient {
 export interface RetryOptions {
   /** Epoch ms after which to give up with exit 69. */
   deadline: number;
+  /** Upper bound of one request's timeout (default 10 s); the deadline lowers it. */
+  maxRequestTimeoutMs?: number;
   initialDelayMs?: number;
   maxDelayMs?: number;
   sleep?: (ms: number) => Promise<void>;
@@ -344,26 +352,34 @@ export interface RetryOptions {
 
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
+/** What withRetry needs of a client: its address (for messages) and the per-request timeout it sets. */
+export interface RetryTarget {
+  readonly addr: string;
+  requestTimeoutMs: number;
+}
+
 /**
  * Runs `fn` until it succeeds or fails with something other than TransientError, backing off
  * 0.25 s, 0.5 s, ... capped at 5 s (each with ±25% jitter) and printing a line per retry.
- * Gives up at the deadline with CliError 69.
+ * Gives up at the deadline with CliError 69, naming the last cause.
  */
-export async function withRetry<T>(client: BrokerClient, fn: () => Promise<T>, opts: RetryOptions): Promise<T> {
+export async function withRetry<T>(client: RetryTarget, fn: () => Promise<T>, opts: RetryOptions): Promise<T> {
   const clock = opts.clock ?? Date.now;
   const wait = opts.sleep ?? sleep;
   const initial = opts.initialDelayMs ?? 250;
   const max = opts.maxDelayMs ?? 5_000;
+  const started = clock();
   for (let attempt = 0; ; attempt++) {
     const remaining = opts.deadline - clock();
-    client.requestTimeoutMs = Math.max(500, Math.min(DEFAULT_REQUEST_TIMEOUT_MS, remaining));
+    client.requestTimeoutMs = Math.max(500, Math.min(opts.maxRequestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS, remaining));
     try {
       return await fn();
     } catch (err) {
       if (!(err instanceof TransientError)) throw err;
       const left = opts.deadline - clock();
       if (left <= 0) {
-        throw new CliError(ExitCode.UNREACHABLE, `broker unreachable at ${client.addr}; giving up (${err.reason})`);
+        const waited = Math.round((clock() - started) / 1000);
+        throw new CliError(ExitCode.UNREACHABLE, `cannot reach the broker at ${client.addr}: ${err.reason}${attempt ? ` (gave up after ${waited}s)` : ''}`);
       }
       const base = Math.min(max, initial * 2 ** Math.min(attempt, 20));
       let delay = Math.max(err.retryAfterMs ?? 0, base / 2 + Math.random() * base * 0.5 + base * 0.25);

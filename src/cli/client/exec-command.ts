@@ -12,7 +12,8 @@
 import type { Command } from 'commander';
 import { BrokerClient, clientConfigFromEnv, CREDENTIAL_ENV_VARS, MissingSecretsError, withRetry, type DeliveredSecret } from './broker-client.js';
 import { assignEnvNames, collectSelector, refuseOverrides, type SecretSelector } from './env-names.js';
-import { CliError, EXIT_CODES_HELP, ExitCode, usageError } from './exit-codes.js';
+import { CliError, EXEC_EXIT_CODES, ExitCode, usageError } from './exit-codes.js';
+import { exitCodesHelp } from '../help.js';
 import { loadExecve } from './execve.js';
 import { warn } from './log.js';
 import { CREDENTIALS_HELP, DEFAULT_TIMEOUT_SECONDS, parseSeconds } from './options.js';
@@ -126,7 +127,7 @@ async function execAction(command: string, args: string[], opts: ExecOptions): P
 }
 
 export function registerExecCommand(program: Command): void {
-  program
+  const exec = program
     .command('exec')
     .description('fetch secrets into environment variables, then replace this process with CMD (execve, no shell)')
     .usage('[options] -- CMD [ARGS...]')
@@ -145,7 +146,9 @@ export function registerExecCommand(program: Command): void {
       'after',
       `${CREDENTIALS_HELP}\nCredential variables are removed from CMD's environment.\n` +
         `A secret whose name maps to a protected variable (PATH, LD_*, NODE_*, PYTHON*, ...), or to a variable that is\n` +
-        `already set (without --override), is refused with exit 64 before anything is fetched.\n${EXIT_CODES_HELP}`,
+        `already set (without --override), is refused with exit 64 before anything is fetched.\n` +
+        `Once the secrets are fetched, keywarden becomes CMD: the exit code is then CMD's own.`,
     )
     .action(runAction(execAction));
+  exitCodesHelp(exec, EXEC_EXIT_CODES);
 }

@@ -26,6 +26,7 @@ import { cosignCheck, notaryCheck, overridingUser, remoteFailure, ruleChecks, wi
 import { selectPolicy } from './policy-schema.js';
 import type { PolicyService } from './policy-service.js';
 import type { Clock } from '../../core/clock.js';
+import { noTelemetry, type Telemetry } from '../../core/telemetry.js';
 
 export type { CacheEntry, ReleaseDecision };
 
@@ -103,6 +104,7 @@ export interface ClientReleaseRequest {
 
 export class GateService {
   private readonly dal: DecisionDal;
+  private readonly telemetry: Telemetry;
 
   constructor(
     private readonly deps: {
@@ -118,9 +120,12 @@ export class GateService {
       /** Whether a client may ask the gate (releaseGate): identity decides (ClientsService.capabilitiesOf). */
       clientCapabilities: { capabilitiesOf(clientDbId: number): Promise<{ releaseGate: boolean }> };
       logger?: Logger;
+      /** Decisions by result and cache hits, for /metrics. */
+      telemetry?: Telemetry;
     },
   ) {
     this.dal = new DecisionDal(deps.db);
+    this.telemetry = deps.telemetry ?? noTelemetry;
   }
 
   private get egress(): EgressPolicy {
@@ -244,6 +249,7 @@ export class GateService {
     const cacheKey = gateCacheKey(subject, digest, policy.name, policy.version, containerUser);
     if (ttlMs > 0) {
       const hit = await this.lookupCache(cacheKey, now);
+      this.telemetry.gateCacheLookup(hit !== undefined);
       if (hit) {
         return this.record(principal, meta, request, {
           ...base,
@@ -366,6 +372,7 @@ export class GateService {
         request: meta,
       });
     });
+    this.telemetry.gateDecision(d.decision);
     return toView(row);
   }
 

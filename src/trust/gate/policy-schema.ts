@@ -6,6 +6,8 @@ import { z } from 'zod';
 import { nameSchema, NAME_PATTERN } from '../../core/validation.js';
 import { matchesImagePattern } from '../glob.js';
 import { looksLikeRegistryHost, normalizeDockerRepository, normalizeIdentityPrefix, SignedIdentityError } from '../cosign/signed-identity.js';
+import { isValidRoleName } from '../notary/notary-client.js';
+import { parsePinnedKey } from '../notary/tuf-keys.js';
 
 const IMAGE_PATTERN = /^[A-Za-z0-9._:/\-[\]*?]{1,512}$/;
 const LABEL_KEY = /^[A-Za-z0-9._/-]{1,128}$/;
@@ -126,13 +128,69 @@ export const policyDocumentSchema = z
   })
   .strict()
   .superRefine((doc, ctx) => {
-    if (doc.notary?.threshold !== undefined && doc.notary.delegations && doc.notary.threshold > doc.notary.delegations.length) {
-      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['notary', 'threshold'], message: 'threshold exceeds the number of delegations' });
+    if (doc.notary) notaryReferenceIssues(doc.notary, ctx);
+    // counted as the verifier counts them: "releases" and "targets/releases" are one role
+    const delegations = new Set((doc.notary?.delegations ?? []).map(normaliseDelegation));
+    if (doc.notary?.threshold !== undefined && delegations.size > 0 && doc.notary.threshold > delegations.size) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['notary', 'threshold'], message: `threshold exceeds the number of distinct delegations (${delegations.size})` });
     }
     if (doc.notary?.threshold !== undefined && !doc.notary.delegations?.length) {
       ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['notary', 'threshold'], message: 'threshold needs delegations' });
     }
   });
+
+/** As the Notary verifier names a required role: "releases" is short for "targets/releases". */
+export function normaliseDelegation(name: string): string {
+  const n = name.trim().replace(/^\/+|\/+$/g, '');
+  return n.startsWith('targets/') ? n : `targets/${n}`;
+}
+
+/**
+ * What a Notary block refers to, checked when the policy is written instead of at every decision.
+ * Without asking the Notary server (a policy write never depends on a remote server), "unknown"
+ * can only mean what the verifier would refuse before any fetch:
+ *  - a pinned root key that is neither a PEM public key or certificate, base64 of one, nor a
+ *    64-hex key id (it could never designate a key of root.json);
+ *  - a delegation that is not a delegation role name (`targets/<name>[/<name>...]`, or `<name>`
+ *    for `targets/<name>`), e.g. `targets/../x`, `a//b`, `targets/-x`;
+ *  - the same delegation named twice.
+ * Whether a delegation role exists in the repository's trust data is only known to the Notary
+ * server, and changes as publishers add or remove roles: it is checked at decision time, where a
+ * missing role is a `tag_missing` or `bad_metadata` deny.
+ */
+function notaryReferenceIssues(notary: { rootKeys: string[]; delegations?: string[] }, ctx: z.RefinementCtx): void {
+  for (const [i, key] of notary.rootKeys.entries()) {
+    try {
+      parsePinnedKey(key);
+    } catch (err) {
+      // TufKeyError, or node:crypto refusing the DER inside: either way the input is not a key
+      ctx.addIssue({
+        code: z.ZodIssueCode.custom,
+        path: ['notary', 'rootKeys', i],
+        message: `not a usable pinned root key (${err instanceof Error ? err.message : String(err)}): give a PEM public key or certificate, base64 of one, or a 64-hex key id`,
+      });
+    }
+  }
+  const seen = new Map<string, number>();
+  for (const [i, name] of (notary.delegations ?? []).entries()) {
+    const role = normaliseDelegation(name);
+    if (!isValidRoleName(role)) {
+      ctx.addIssue({
+        code: z.ZodIssueCode.custom,
+        path: ['notary', 'delegations', i],
+        message: `${JSON.stringify(name)} is not a delegation role: use targets/<name> (segments of letters, digits, . _ -, not . or ..)`,
+      });
+    } else if (seen.has(role)) {
+      ctx.addIssue({
+        code: z.ZodIssueCode.custom,
+        path: ['notary', 'delegations', i],
+        message: `${JSON.stringify(name)} names ${role} again (delegations.${seen.get(role)})`,
+      });
+    } else {
+      seen.set(role, i);
+    }
+  }
+}
 
 export type PolicyDocument = z.infer<typeof policyDocumentSchema>;
 

@@ -11,6 +11,7 @@ import { rethrowUniqueAsConflictFn } from '../../identity/identity-util.js';
 import { iso, type Clock } from '../../core/clock.js';
 import type { Database, Transaction } from '../../db/database.js';
 import type { EgressPolicy } from '../registry/egress-policy.js';
+import { unknownSigningKeysError, type SigningKeysService } from '../signing/signing-keys-service.js';
 import { PolicyDal, type PolicyRow } from './policy-dal.js';
 import { policyDocumentSchema, policyDocumentSchemaFor, type PolicyDocument, type StoredPolicy } from './policy-schema.js';
 
@@ -41,7 +42,16 @@ export class PolicyService {
   private readonly schema;
   private readonly dal: PolicyDal;
 
-  constructor(private readonly deps: { db: Database; audit: AuditService; clock: Clock; egress?: EgressPolicy }) {
+  constructor(
+    private readonly deps: {
+      db: Database;
+      audit: AuditService;
+      clock: Clock;
+      egress?: EgressPolicy;
+      /** resolves the broker signing keys a policy names (cosign.keys) */
+      signingKeys: Pick<SigningKeysService, 'unknownNames'>;
+    },
+  ) {
     this.dal = new PolicyDal(deps.db);
     const egress = deps.egress;
     this.schema = egress ? policyDocumentSchemaFor({ allowsPlainHttp: (url) => egress.allowsPlainHttp(url) }) : policyDocumentSchema;
@@ -51,11 +61,27 @@ export class PolicyService {
     return parseWith(this.schema, body);
   }
 
+  /**
+   * Refuses a document that names what does not exist (400 `unknown_reference`), instead of
+   * storing it and failing at every decision. The Notary block's references are checked by the
+   * schema (policy-schema.ts notaryReferenceIssues): they need no lookup. Signing keys are never
+   * deleted (only disabled, which a policy may still name), so checking before the write's
+   * transaction leaves no window; a key missing later anyway (a row removed by hand) makes the
+   * gate deny with "signing key(s) not found", never a 500.
+   */
+  private async checkReferences(doc: PolicyDocument): Promise<void> {
+    const keys = doc.cosign?.keys ?? [];
+    const named = keys.filter((k) => !k.trimStart().startsWith('-----BEGIN'));
+    const unknown = await this.deps.signingKeys.unknownNames(named);
+    if (unknown.length) throw unknownSigningKeysError('policy', unknown, (n) => `cosign.keys.${keys.indexOf(n)}`);
+  }
+
   private async nextVersion(trx: Transaction, name: string): Promise<number> {
     return (await this.dal.latestVersion(trx, name)) + 1;
   }
 
   async create(principal: Principal, meta: RequestMeta, doc: PolicyDocument): Promise<PolicyView> {
+    await this.checkReferences(doc);
     const now = this.deps.clock();
     const by = principalLabel(principal);
     return this.deps.audit
@@ -81,6 +107,7 @@ export class PolicyService {
   }
 
   async replace(principal: Principal, meta: RequestMeta, name: string, doc: PolicyDocument, ifMatch?: number): Promise<PolicyView> {
+    await this.checkReferences(doc);
     const now = this.deps.clock();
     const by = principalLabel(principal);
     return this.deps.audit

@@ -3,7 +3,7 @@ import { z } from 'zod';
 import type { AuditService } from '../../audit/audit-service.js';
 import { open, seal } from '../../crypto/envelope.js';
 import type { KeyProvider } from '../../crypto/key-provider.js';
-import { ConflictError, ForbiddenError, NotFoundError } from '../../core/errors.js';
+import { ConflictError, ForbiddenError, InvalidInputError, NotFoundError } from '../../core/errors.js';
 import type { RequestMeta } from '../../core/principal.js';
 import { nameSchema } from '../../core/validation.js';
 import { actorOf, principalLabel, type Principal } from '../../identity/identity-types.js';
@@ -30,6 +30,19 @@ export interface BrokerSigner {
 
 function signingKeyAad(name: string, version: number): string {
   return `keywarden:signing-key:v1:${name}:${version}`;
+}
+
+/**
+ * The 400 for a write that names signing keys that do not exist (`code: unknown_reference`):
+ * `policy references unknown signing key "ci-key"`, with one `errors` entry per unknown name.
+ */
+export function unknownSigningKeysError(subject: string, unknown: readonly string[], pathOf: (name: string) => string): InvalidInputError {
+  const quoted = unknown.map((n) => JSON.stringify(n)).join(', ');
+  return new InvalidInputError(`${subject} references unknown signing key${unknown.length === 1 ? '' : 's'} ${quoted}; create the signing key first`, {
+    code: 'unknown_reference',
+    title: 'Unknown reference',
+    errors: unknown.map((n) => ({ path: pathOf(n), message: `unknown signing key ${JSON.stringify(n)}` })),
+  });
 }
 
 /**
@@ -127,6 +140,19 @@ export class SigningKeysService {
       await record({ actor: actorOf(principal), action: status === 'disabled' ? 'signingkey.disable' : 'signingkey.enable', resource: { kind: 'signing-key', name }, outcome: 'allow', request: meta });
     });
     return this.get(name);
+  }
+
+  /**
+   * The names among `names` that are not signing keys, in the order given, without duplicates.
+   * Policies, signer scopes and trusted issuers refuse them when they are written, instead of
+   * failing only when the gate decides or a signer signs (and quietly starting to count once a
+   * key of that name is created).
+   */
+  async unknownNames(names: readonly string[]): Promise<string[]> {
+    const wanted = [...new Set(names)];
+    if (wanted.length === 0) return [];
+    const existing = new Set(await this.dal.names());
+    return wanted.filter((n) => !existing.has(n));
   }
 
   /** Whether the key exists and may sign; undefined when there is no such key. */

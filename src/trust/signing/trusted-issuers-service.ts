@@ -12,6 +12,7 @@ import { iso, type Clock } from '../../core/clock.js';
 import type { TokenService } from '../../identity/token-service.js';
 import { matchesValueGlob } from '../glob.js';
 import type { Database, Transaction } from '../../db/database.js';
+import { unknownSigningKeysError, type SigningKeysService } from './signing-keys-service.js';
 import { TrustedIssuerDal, type TrustedIssuerChanges, type TrustedIssuerRow } from './trusted-issuer-dal.js';
 
 export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
@@ -192,12 +193,30 @@ export class TrustedIssuersService {
   // checkSignerToken() with the token service
   private readonly dal: TrustedIssuerDal;
 
-  constructor(private readonly deps: { db: Database; audit: AuditService; tokens: TokenService; auth: AuthService; clock: Clock }) {
+  constructor(
+    private readonly deps: {
+      db: Database;
+      audit: AuditService;
+      tokens: TokenService;
+      auth: AuthService;
+      clock: Clock;
+      /** resolves the signing keys an issuer's signer scope names (`keys`) */
+      signingKeys: Pick<SigningKeysService, 'unknownNames'>;
+    },
+  ) {
     this.dal = new TrustedIssuerDal(deps.db);
+  }
+
+  /** The signer scope may name only signing keys that exist, or `*` (any key, present or future). */
+  private async checkKeys(keys: string[] | undefined): Promise<void> {
+    if (!keys) return;
+    const unknown = await this.deps.signingKeys.unknownNames(keys.filter((k) => k !== '*'));
+    if (unknown.length) throw unknownSigningKeysError('trusted issuer', unknown, (n) => `keys.${keys.indexOf(n)}`);
   }
 
   async create(principal: Principal, meta: RequestMeta, input: TrustedIssuerInput) {
     if (subjectIdentifyingClaims(input.claims).length === 0) throw unconstrainedProblem();
+    await this.checkKeys(input.keys);
     const now = this.deps.clock();
     await this.deps.audit
       .transact(async (trx, record) => {
@@ -245,6 +264,7 @@ export class TrustedIssuersService {
    * issuer without one can still be disabled as it is.
    */
   async update(principal: Principal, meta: RequestMeta, name: string, patch: TrustedIssuerUpdate) {
+    await this.checkKeys(patch.keys);
     await this.deps.audit.transact(async (trx, record) => {
       const current = await this.require(name, trx);
       const claims = patch.claims ?? current.claims;
