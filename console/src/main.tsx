@@ -84,7 +84,7 @@ function App() {
             Signed in as <strong>{session.role}</strong> (key {session.keyName ? `${session.keyName}, ` : ''}
             {session.keyId})
           </span>
-          <span class="muted-light">until {new Date(session.expiresAt).toISOString().slice(11, 16)} UTC</span>
+          <span class="muted-light">session ends {new Date(session.expiresAt).toISOString().slice(11, 16)} UTC</span>
           <button type="button" class="secondary" onClick={signOut}>
             Sign out
           </button>

@@ -22,7 +22,7 @@ const LOG_DRAIN_MS = 1_000;
 export async function serve(): Promise<void> {
   const config = loadConfig();
   // a reader of stdout or stderr that went away must not crash or hang the broker
-  if (!process.env.KW_NO_GUARD) ignoreBrokenStdio();
+  ignoreBrokenStdio();
   const logger = createLogger(config.logLevel);
   for (const unknown of unknownSettings(process.env)) logger.warn({ setting: unknown.name, suggestion: unknown.suggestion }, unknown.message);
 

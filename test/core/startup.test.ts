@@ -240,9 +240,10 @@ describe('SIGTERM stops the broker within the drain time, whatever happened to i
     return { child, port, exited };
   }
 
-  async function waitReady(port: number): Promise<void> {
+  async function waitReady({ child, port }: { child: ChildProcess; port: number }): Promise<void> {
     const until = Date.now() + 120_000;
     while (Date.now() < until) {
+      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`the broker exited while starting (${child.exitCode ?? child.signalCode})`);
       const url = `http://127.0.0.1:${port}/readyz`;
       const res = await fetch(url).catch(() => undefined);
       if (res) {
@@ -270,7 +271,7 @@ describe('SIGTERM stops the broker within the drain time, whatever happened to i
     // both pipes closed by the reader before the broker wrote anything (the admin key goes to stderr)
     broker.child.stdout!.destroy();
     broker.child.stderr!.destroy();
-    await waitReady(broker.port);
+    await waitReady(broker);
     for (let i = 0; i < 50; i++) expect((await fetch(`http://127.0.0.1:${broker.port}/healthz`)).status).toBe(200);
     await expectPromptExit(broker);
   }, 180_000);
@@ -278,7 +279,7 @@ describe('SIGTERM stops the broker within the drain time, whatever happened to i
   it('a stdout reader that stopped reading (the pipe is full): requests are still answered, SIGTERM still stops it', async () => {
     const broker = await startBroker();
     broker.child.stderr!.resume();
-    await waitReady(broker.port);
+    await waitReady(broker);
     // from now on nobody reads stdout; each access-log line carries the long path, so the pipe
     // (64 KiB to a few hundred KiB) fills up well before the end
     broker.child.stdout!.pause();
