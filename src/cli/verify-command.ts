@@ -111,7 +111,7 @@ export async function verify(image: string, opts: VerifyOptions, env: NodeJS.Pro
           }
           if (r.status >= 500 || r.status === 429 || r.status === 408) {
             const seconds = Number(r.retryAfter);
-            throw new TransientError(`it could not decide (${problemText(r.status, parsed)})`, Number.isFinite(seconds) && seconds >= 0 ? seconds * 1000 : undefined);
+            throw new TransientError(problemText(r.status, parsed), Number.isFinite(seconds) && seconds >= 0 ? seconds * 1000 : undefined);
           }
           return { res: r, body: parsed };
         },
