@@ -8,7 +8,7 @@ import { createLogger } from '../http/logging.js';
 
 export async function migrateCommand(): Promise<void> {
   const config = loadConfig();
-  const db = await openDatabase(config.databaseUrl, { sqliteSynchronous: config.sqliteSynchronous });
+  const db = await openDatabase(config.databaseUrl, { sqliteSynchronous: config.sqliteSynchronous, timeouts: config.dbTimeouts });
   try {
     const applied = await migrateLatest(db.knex);
     process.stdout.write(applied.length ? `applied: ${applied.join(', ')}\n` : 'database is up to date\n');
