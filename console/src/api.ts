@@ -172,6 +172,8 @@ export interface VerifyResult {
   headsChecked: number;
   firstBadLeaf?: number;
   reason?: string;
+  /** Present for a range verification: the leaves [fromLeaf, toLeaf) re-derived. */
+  range?: { fromLeaf: number; toLeaf: number };
 }
 
 export interface ActivitySeries {
@@ -251,6 +253,15 @@ export interface TrustPolicy {
   updatedBy: string;
   createdAt: string;
   updatedAt: string;
+}
+
+/** One recorded change of a trust policy (GET /v1/policies/{name}/versions); a delete has no document. */
+export interface TrustPolicyVersion {
+  version: number;
+  change: 'create' | 'update' | 'delete';
+  document: Record<string, unknown> | null;
+  updatedBy: string;
+  at: string;
 }
 
 export interface SigningKey {

@@ -45,8 +45,25 @@ export const auditVerifyRequestSchema = z
       .max(16_384)
       .describe('A signed tree head (C2SP signed note) kept from earlier: the log must still extend it')
       .optional(),
+    fromLeaf: z
+      .number()
+      .int()
+      .min(0)
+      .max(Number.MAX_SAFE_INTEGER)
+      .describe('Verify only the leaves [fromLeaf, toLeaf) of the newest signed tree (give both): the first leaf checked')
+      .optional(),
+    toLeaf: z
+      .number()
+      .int()
+      .min(1)
+      .max(Number.MAX_SAFE_INTEGER)
+      .describe('The end of the range, exclusive: larger than fromLeaf and at most the newest signed tree size')
+      .optional(),
   })
-  .strict();
+  .strict()
+  .refine((b) => (b.fromLeaf === undefined) === (b.toLeaf === undefined), { message: 'give both fromLeaf and toLeaf for a range, or neither', path: ['toLeaf'] })
+  .refine((b) => b.fromLeaf === undefined || b.checkpoint === undefined, { message: 'a range verification takes no checkpoint; verify the checkpoint in a separate request', path: ['checkpoint'] })
+  .refine((b) => b.fromLeaf === undefined || b.toLeaf === undefined || b.fromLeaf < b.toLeaf, { message: 'fromLeaf must be smaller than toLeaf', path: ['fromLeaf'] });
 
 /** Leaf indexes and tree sizes: non-negative safe integers, given as decimal query parameters. */
 const leafIndexSchema = z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
@@ -100,8 +117,14 @@ export function auditRoutes(deps: {
       access: ['auditor'],
       handler: async (req, res) => {
         const body = parseWith(auditVerifyRequestSchema, req.body ?? {});
-        const { state: _state, ...result } = await deps.verifier.verify({ checkpoint: body.checkpoint });
-        await deps.audit.record({ actor: actorOf(req.principal), action: 'audit.verify', resource: { kind: 'audit-log', name: 'events' }, outcome: result.ok ? 'allow' : 'error', reason: result.reason ?? null, details: { treeSize: result.treeSize, leavesChecked: result.leavesChecked, firstBadLeaf: result.firstBadLeaf ?? null, checkpointSize: result.consistentWith?.treeSize ?? null }, request: requestMeta(req) });
+        let result: Omit<Awaited<ReturnType<AuditVerifyService['verify']>>, 'state'>;
+        if (body.fromLeaf !== undefined && body.toLeaf !== undefined) {
+          result = await deps.verifier.verifyRange(body.fromLeaf, body.toLeaf);
+        } else {
+          const { state: _state, ...whole } = await deps.verifier.verify({ checkpoint: body.checkpoint });
+          result = whole;
+        }
+        await deps.audit.record({ actor: actorOf(req.principal), action: 'audit.verify', resource: { kind: 'audit-log', name: 'events' }, outcome: result.ok ? 'allow' : 'error', reason: result.reason ?? null, details: { treeSize: result.treeSize, leavesChecked: result.leavesChecked, firstBadLeaf: result.firstBadLeaf ?? null, checkpointSize: result.consistentWith?.treeSize ?? null, ...(result.range ? { fromLeaf: result.range.fromLeaf, toLeaf: result.range.toLeaf } : {}) }, request: requestMeta(req) });
         res.json(result);
       },
     },

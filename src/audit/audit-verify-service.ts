@@ -4,7 +4,8 @@ import type { AuditTreeDal, StoredTreeHead } from './audit-tree-dal.js';
 import { nodeKey } from './audit-tree-dal.js';
 import { eventLeafHash } from './audit-leaf.js';
 import { chainHash } from './audit-chain.js';
-import { TreeFrontier, type NodeId } from './merkle.js';
+import { perfectSubtrees, TreeFrontier, type NodeId } from './merkle.js';
+import { InvalidInputError } from '../core/errors.js';
 
 /** What a verification pass established, up to `treeSize`. */
 export interface TreeVerification {
@@ -22,6 +23,8 @@ export interface TreeVerification {
   reason?: string;
   /** Set when the caller supplied a checkpoint and the log extends it. */
   consistentWith?: { treeSize: number; rootHash: string };
+  /** Set for a range verification: the leaves [fromLeaf, toLeaf) whose events were checked. */
+  range?: { fromLeaf: number; toLeaf: number };
 }
 
 /** The point a verification reached: the next pass (the background watch) starts from here. */
@@ -188,6 +191,135 @@ export class AuditVerifyService {
       return fail({ reason: `the checkpoint given (size ${kept.size}) is older than the state this pass started from; verify from the start` }, counts());
     }
     return { ...base, ...counts(), ok: true, consistentWith, state: { frontier, rootHash: root } };
+  }
+
+  /**
+   * Verifies the leaves [fromLeaf, toLeaf) of the newest signed tree: each event in the range
+   * against its leaf hash, and the root of the newest head recomputed from those leaves plus the
+   * stored perfect subtrees left and right of the range (every subtree the range completes is
+   * compared with the stored one, as is every signed head whose size falls in [fromLeaf, toLeaf]).
+   * The newest head's signature is checked. What lies outside the range is trusted as stored:
+   * an edited event there is found by the whole-log pass, not by this one. Throws
+   * InvalidInputError unless 0 <= fromLeaf < toLeaf <= the newest head's size.
+   */
+  async verifyRange(fromLeaf: number, toLeaf: number): Promise<TreeVerification> {
+    const { tree } = this.deps;
+    const latest = await tree.latestHead();
+    const size = latest?.treeSize ?? 0;
+    if (!(Number.isSafeInteger(fromLeaf) && Number.isSafeInteger(toLeaf) && fromLeaf >= 0 && fromLeaf < toLeaf)) {
+      throw new InvalidInputError(`the range must have 0 <= fromLeaf < toLeaf, got [${fromLeaf}, ${toLeaf})`, { code: 'invalid_range' });
+    }
+    if (!latest || toLeaf > size) {
+      throw new InvalidInputError(`toLeaf ${toLeaf} is beyond the newest signed tree head (size ${size})`, { code: 'leaf_beyond_tree' });
+    }
+    const range = { fromLeaf, toLeaf };
+    const base = { treeSize: size, rootHash: latest.rootHash, leavesChecked: 0, leavesWithoutEvent: 0, headsChecked: 0, range };
+    let leavesChecked = 0;
+    let leavesWithoutEvent = 0;
+    let headsChecked = 0;
+    const counts = () => ({ leavesChecked, leavesWithoutEvent, headsChecked });
+    const fail = (f: Failure) => ({ ...base, ...counts(), ok: false, ...f });
+
+    const latestProblem = await this.checkHead(latest);
+    if (latestProblem) return fail({ reason: latestProblem });
+    headsChecked++;
+
+    // the left of the range as stored: its perfect subtrees, which the range's leaves extend
+    const left = fromLeaf > 0 ? perfectSubtrees(0, fromLeaf) : [];
+    const leftStored = await tree.nodes(left);
+    const missingLeft = left.find((n) => !leftStored.has(nodeKey(n)));
+    if (missingLeft) return fail({ firstBadLeaf: missingLeft.index * 2 ** missingLeft.level, reason: `stored subtree ${nodeKey(missingLeft)} is missing` });
+    const frontier = TreeFrontier.fromNodes(fromLeaf, left.map((n) => leftStored.get(nodeKey(n))!));
+
+    const heads = (await tree.headsBetween(fromLeaf - 1, toLeaf)).filter((h) => h.id !== latest.id);
+    let headPos = 0;
+    const checkHeadsAtSize = async (): Promise<Failure | undefined> => {
+      while (headPos < heads.length && heads[headPos].treeSize === frontier.size) {
+        const head = heads[headPos++];
+        const problem = await this.checkHead(head);
+        if (problem) return { firstBadLeaf: Math.max(head.treeSize - 1, 0), reason: problem };
+        if (frontier.root().toString('hex') !== head.rootHash) {
+          return { firstBadLeaf: Math.max(head.treeSize - 1, 0), reason: `the leaves do not hash to the root signed in tree head ${head.id} (size ${head.treeSize})` };
+        }
+        headsChecked++;
+      }
+      return undefined;
+    };
+    const compare = async (emitted: Array<{ node: NodeId; hash: Buffer }>): Promise<Failure | undefined> => {
+      const stored = await tree.nodes(emitted.map((e) => e.node));
+      for (const e of emitted) {
+        const got = stored.get(nodeKey(e.node));
+        if (!got || !got.equals(e.hash)) {
+          const first = Math.max(e.node.index * 2 ** e.node.level, fromLeaf);
+          return { firstBadLeaf: first, reason: `stored subtree ${nodeKey(e.node)} ${got ? 'does not match its leaves' : 'is missing'}` };
+        }
+      }
+      return undefined;
+    };
+    const early = await checkHeadsAtSize();
+    if (early) return fail(early);
+
+    // as in the whole-log pass: an event may be missing only where retention removed it, i.e.
+    // below the lowest event still stored; the leaf before the range tells whether it reached here
+    let sawEvent = false;
+    if (fromLeaf > 0) {
+      for await (const [last] of tree.leaves(fromLeaf - 1, fromLeaf)) sawEvent = last?.event !== undefined;
+    }
+    let chainPrev: string | undefined;
+    for await (const batch of tree.leaves(fromLeaf, toLeaf)) {
+      const emitted: Array<{ node: NodeId; hash: Buffer }> = [];
+      for (const leaf of batch) {
+        if (leaf.index !== frontier.size) return fail({ firstBadLeaf: frontier.size, reason: `leaf ${frontier.size} is missing from the tree` });
+        if (leaf.event) {
+          sawEvent = true;
+          if (eventLeafHash(leaf.event) !== leaf.hash) {
+            return fail({ firstBadLeaf: leaf.index, reason: `event ${leaf.event.seq} (leaf ${leaf.index}) does not match its leaf hash: it was edited` });
+          }
+          const { prevHash, hash } = leaf.event;
+          if (prevHash !== undefined && hash !== undefined) {
+            const { leafIndex: _position, ...chained } = { ...leaf.event, prevHash, hash };
+            if (chainHash(prevHash, chained) !== hash || (chainPrev !== undefined && chainPrev !== prevHash)) {
+              return fail({ firstBadLeaf: leaf.index, reason: `event ${leaf.event.seq} (leaf ${leaf.index}) breaks the hash chain it was recorded in before the upgrade` });
+            }
+            chainPrev = hash;
+          }
+          leavesChecked++;
+        } else if (sawEvent) {
+          return fail({ firstBadLeaf: leaf.index, reason: `the event of leaf ${leaf.index} was deleted` });
+        } else {
+          leavesWithoutEvent++;
+        }
+        frontier.appendLeafHash(Buffer.from(leaf.hash, 'hex'), (node, hash) => {
+          if (node.level > 0) emitted.push({ node, hash });
+        });
+        const problem = await checkHeadsAtSize();
+        if (problem) return fail(problem);
+      }
+      if (batch.length === 0) break;
+      const problem = await compare(emitted);
+      if (problem) return fail(problem);
+    }
+    if (frontier.size !== toLeaf) {
+      return fail({ firstBadLeaf: frontier.size, reason: `leaves ${frontier.size} to ${toLeaf - 1} are missing from the tree` });
+    }
+
+    // the right of the range as stored, up to the newest head: the subtrees it completes are checked too
+    const right = toLeaf < size ? perfectSubtrees(toLeaf, size) : [];
+    const rightStored = await tree.nodes(right);
+    const emitted: Array<{ node: NodeId; hash: Buffer }> = [];
+    for (const node of right) {
+      const hash = rightStored.get(nodeKey(node));
+      if (!hash) return fail({ firstBadLeaf: node.index * 2 ** node.level, reason: `stored subtree ${nodeKey(node)} is missing` });
+      frontier.appendSubtree(node, hash, (n, h) => {
+        if (n.level > node.level || n.index !== node.index) emitted.push({ node: n, hash: h });
+      });
+    }
+    const rightProblem = await compare(emitted);
+    if (rightProblem) return fail(rightProblem);
+    if (frontier.root().toString('hex') !== latest.rootHash) {
+      return fail({ firstBadLeaf: fromLeaf, reason: `the leaves ${fromLeaf} to ${toLeaf - 1} and the stored subtrees around them do not hash to the newest signed root (size ${size})` });
+    }
+    return { ...base, ...counts(), ok: true };
   }
 
   /** Why a stored head is not a valid signed head of this log (undefined when it is). */

@@ -37,7 +37,7 @@ export const BROKER_EXIT_CODES = {
   1: 'failed (the message says why)',
   64: 'usage error (unknown option, bad or missing value, extra argument)',
   66: 'the root key file is missing while the database holds sealed data (restore it from backup)',
-  78: 'invalid configuration (a KEYWARDEN_* setting)',
+  78: 'invalid configuration (a KEYWARDEN_* setting), an unreachable database, or a listen address in use',
 } as const satisfies ExitCodeTable;
 
 /** An error for a file the command was asked to read and cannot (EX_NOINPUT, 66). */

@@ -437,6 +437,19 @@ describe.skipIf(!available)('auditors console in Chromium', () => {
     expect(history[0]).toMatch(/operator[\s\S]*policy\.create[\s\S]*allow/);
     expect(history[1]).toMatch(/policy\.update[\s\S]*2/);
     expect(await page.getByTestId('inventory-detail').innerText()).toContain('releases of org/* must be signed by the release key');
+    // the version history (GET /v1/policies/{name}/versions): each version's document behind a disclosure
+    const versions = page.getByTestId('policy-versions');
+    await versions.waitFor();
+    const v1 = versions.locator('li[data-version="1"]');
+    const v2 = versions.locator('li[data-version="2"]');
+    expect(await v2.locator('summary').innerText()).toMatch(/Version 2: update by /);
+    expect(await v1.locator('summary').innerText()).toMatch(/Version 1: create by /);
+    expect(await v1.innerText()).not.toContain('first draft');
+    await v1.locator('summary').click();
+    await v2.locator('summary').click();
+    expect(await v1.locator('pre').innerText()).toContain('first draft');
+    expect(await v1.locator('pre').innerText()).not.toContain('must be signed by the release key');
+    expect(await v2.locator('pre').innerText()).toContain('releases of org/* must be signed by the release key');
     await shot(page, 'inventory');
     // the event behind a history row opens in the explorer
     await page.getByTestId('history').locator('tbody tr').nth(1).getByRole('link').click();
@@ -476,10 +489,26 @@ describe.skipIf(!available)('auditors console in Chromium', () => {
     const knex = tb.handle.knex;
     const victim = await knex('audit_events').where({ action: 'secret.read' }).whereNotNull('leaf_index').orderBy('seq').first();
     await knex('audit_events').where({ seq: victim.seq }).update({ resource_name: 'api-token' });
+    const at = Number(victim.leaf_index);
+    const size = Number((await knex('audit_tree_heads').max('tree_size as n').first()).n);
+    expect(at).toBeGreaterThan(0);
     try {
       await page.getByRole('button', { name: 'Verify the log' }).click();
-      await result.getByText(`Broken at leaf ${Number(victim.leaf_index)}.`).waitFor();
+      await result.getByText(`Broken at leaf ${at}.`).waitFor();
       await shot(page, 'verify-broken');
+      // a range around the edited event names it; a range that ends before it does not re-hash it
+      await page.getByLabel('From leaf').fill(String(Math.max(0, at - 2)));
+      await page.getByLabel('To leaf (exclusive)').fill(String(Math.min(size, at + 3)));
+      await page.getByRole('button', { name: 'Verify the log' }).click();
+      await result.getByText(`Broken at leaf ${at}.`).waitFor();
+      expect(await result.innerText()).toContain(`range verification of leaves ${Math.max(0, at - 2)} to ${Math.min(size, at + 3) - 1}`);
+      await page.getByLabel('From leaf').fill('0');
+      await page.getByLabel('To leaf (exclusive)').fill(String(at));
+      await page.getByRole('button', { name: 'Verify the log' }).click();
+      await result.getByText('Verified.').waitFor();
+      expect(await result.innerText()).toMatch(new RegExp(`Leaves 0 to ${at - 1}: ${at} leaves recomputed`));
+      await page.getByLabel('From leaf').fill('');
+      await page.getByLabel('To leaf (exclusive)').fill('');
     } finally {
       await knex('audit_events').where({ seq: victim.seq }).update({ resource_name: victim.resource_name });
     }

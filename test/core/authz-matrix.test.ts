@@ -9,7 +9,7 @@ import { auth, expectProblem, markSensitive } from './helpers.js';
  * problem+json 401 or 403 with a stable code.
  */
 type Caller = 'anonymous' | 'badApiKey' | 'badJwt' | 'client' | 'auditor' | 'writer' | 'signer' | 'admin';
-type Route = { method: 'get' | 'post' | 'put' | 'patch' | 'delete'; path: string; body?: unknown; allow: 'client' | Array<'writer' | 'auditor' | 'admin'>; probe: number };
+type Route = { method: 'get' | 'post' | 'put' | 'patch' | 'delete'; path: string; body?: unknown; allow: 'client' | Array<'writer' | 'auditor' | 'signer' | 'admin'>; probe: number };
 
 const ROUTES: Route[] = [
   { method: 'post', path: '/v1/secrets', body: { name: 'bad name!', value: 'x' }, allow: ['writer'], probe: 400 },
@@ -46,6 +46,7 @@ const ROUTES: Route[] = [
   { method: 'get', path: '/v1/reports/activity?window=hour', allow: ['auditor'], probe: 200 },
   { method: 'get', path: '/v1/reports/audit-events?max=1', allow: ['auditor'], probe: 200 },
   { method: 'get', path: '/v1/audit/status', allow: ['auditor'], probe: 200 },
+  { method: 'get', path: '/v1/policies/no-such-policy/versions', allow: ['auditor', 'signer'], probe: 404 },
 ];
 
 const CALLERS: Caller[] = ['anonymous', 'badApiKey', 'badJwt', 'client', 'auditor', 'writer', 'signer', 'admin'];

@@ -267,7 +267,7 @@ describe('keywarden verify (child process)', () => {
     const cases: Array<[string[], Record<string, string>, number]> = [
       [['verify', img], { KEYWARDEN_ADDR: server.url, KEYWARDEN_API_KEY: 'kw_notarealkeynotarealkeynotarealkey' }, 77],
       [['verify', img], { KEYWARDEN_ADDR: server.url, KEYWARDEN_API_KEY: auditor }, 77],
-      [['verify', img], { KEYWARDEN_ADDR: dead, KEYWARDEN_API_KEY: signer }, 69],
+      [['verify', img, '--timeout', '2'], { KEYWARDEN_ADDR: dead, KEYWARDEN_API_KEY: signer }, 69],
       [['verify', img], { KEYWARDEN_API_KEY: signer }, 64],
       [['verify', img], { KEYWARDEN_ADDR: server.url }, 64],
       [['verify'], { KEYWARDEN_ADDR: server.url, KEYWARDEN_API_KEY: signer }, 64],

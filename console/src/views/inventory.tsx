@@ -1,4 +1,4 @@
-import { get, type AuditEvent, type Client, type Page, type SigningKey, type TrustedIssuer, type TrustPolicy } from '../api';
+import { get, type AuditEvent, type Client, type Page, type SigningKey, type TrustedIssuer, type TrustPolicy, type TrustPolicyVersion } from '../api';
 import { Badge, fmtAge, fmtTime, href, Json, Loaded, Outcome, useLoad, type Route } from '../ui';
 import { actorLabel } from './audit';
 
@@ -60,6 +60,36 @@ function History(props: { kind: string; name: string }) {
       <p>
         <a href={href('audit', { resourceKind: props.kind, resource: props.name })}>All audit events for {props.name}</a>
       </p>
+    </section>
+  );
+}
+
+/** Every stored version of a policy, newest first, each document behind a disclosure. */
+function PolicyVersions(props: { name: string }) {
+  const v = useLoad(() => get<{ items: TrustPolicyVersion[] }>(`/v1/policies/${encodeURIComponent(props.name)}/versions`), [props.name]);
+  return (
+    <section aria-labelledby="h-versions">
+      <h3 id="h-versions">Versions</h3>
+      <Loaded state={v}>
+        {(x) =>
+          x.items.length === 0 ? (
+            <p class="muted">No recorded versions.</p>
+          ) : (
+            <ol class="versions" data-testid="policy-versions" reversed>
+              {x.items.map((item) => (
+                <li data-version={item.version}>
+                  <details>
+                    <summary>
+                      Version {item.version}: {item.change} by {item.updatedBy}, {fmtTime(item.at)}
+                    </summary>
+                    {item.document ? <Json value={item.document} /> : <p class="muted">Deleted: this version has no document.</p>}
+                  </details>
+                </li>
+              ))}
+            </ol>
+          )
+        }
+      </Loaded>
     </section>
   );
 }
@@ -284,6 +314,7 @@ export function Inventory(props: { route: Route }) {
               {tab.label.replace(/s$/, '').replace(/ie$/, 'y')}: <span class="mono">{name}</span>
             </h2>
             {tab.id === 'policies' && <PolicyDetail name={name} />}
+            {tab.id === 'policies' && <PolicyVersions name={name} />}
             {tab.id === 'keys' && <KeyDetail name={name} />}
             {tab.id === 'issuers' && <IssuerDetail name={name} />}
             {tab.id === 'clients' && <ClientDetail name={name} />}

@@ -81,6 +81,14 @@ export function policyRoutes(policies: PolicyService): Router {
       },
     },
     {
+      method: 'get',
+      path: '/v1/policies/{name}/versions',
+      access: ['auditor', 'signer'],
+      handler: async (req, res) => {
+        res.json({ items: await policies.versions(parseName(req.params.name as string)) });
+      },
+    },
+    {
       method: 'put',
       path: '/v1/policies/{name}',
       access: ['admin'],

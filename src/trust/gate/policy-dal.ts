@@ -59,6 +59,11 @@ export class PolicyDal {
     await trx<PolicyRow>('trust_policies').where({ name }).delete();
   }
 
+  /** Every recorded change of `name` (deleted policies included), newest first; empty when none. */
+  async versions(name: string): Promise<PolicyVersionRow[]> {
+    return this.db.reader<PolicyVersionRow>('trust_policy_versions').where({ name }).orderBy('version', 'desc');
+  }
+
   async recordVersion(trx: Transaction, row: PolicyVersionRow): Promise<void> {
     await trx<PolicyVersionRow>('trust_policy_versions').insert(row);
   }

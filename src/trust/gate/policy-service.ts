@@ -12,7 +12,7 @@ import { iso, type Clock } from '../../core/clock.js';
 import type { Database, Transaction } from '../../db/database.js';
 import type { EgressPolicy } from '../registry/egress-policy.js';
 import { unknownSigningKeysError, type SigningKeysService } from '../signing/signing-keys-service.js';
-import { PolicyDal, type PolicyRow } from './policy-dal.js';
+import { PolicyDal, type PolicyRow, type PolicyVersionRow } from './policy-dal.js';
 import { policyDocumentSchema, policyDocumentSchemaFor, type PolicyDocument, type StoredPolicy } from './policy-schema.js';
 
 export interface PolicyView {
@@ -22,6 +22,25 @@ export interface PolicyView {
   updatedBy: string;
   createdAt: string;
   updatedAt: string;
+}
+
+/** One recorded change of a policy: a delete has no document. */
+export interface PolicyVersionView {
+  version: number;
+  change: 'create' | 'update' | 'delete';
+  document: PolicyDocument | null;
+  updatedBy: string;
+  at: string;
+}
+
+function toVersionView(row: PolicyVersionRow): PolicyVersionView {
+  return {
+    version: Number(row.version),
+    change: row.change,
+    document: row.document === null ? null : (JSON.parse(row.document) as PolicyDocument),
+    updatedBy: row.changed_by,
+    at: iso(Number(row.changed_at)) as string,
+  };
 }
 
 function toView(row: PolicyRow): PolicyView {
@@ -168,6 +187,16 @@ export class PolicyService {
     const row = await this.dal.find(name, trx);
     if (!row) throw new NotFoundError(`trust policy ${name}`);
     return toView(row);
+  }
+
+  /**
+   * Every version of a policy, newest first, with the document each one stored (null for a
+   * delete). A deleted policy keeps its history; a name that never had a version is 404.
+   */
+  async versions(name: string): Promise<PolicyVersionView[]> {
+    const rows = await this.dal.versions(name);
+    if (rows.length === 0) throw new NotFoundError(`trust policy ${name}`);
+    return rows.map(toVersionView);
   }
 
   async list(opts: { after?: string; limit: number }): Promise<PolicyView[]> {
