@@ -80,7 +80,10 @@ export function authenticate(deps: {
         }
         throw err;
       }
-      req.principal = session.principal;
+      // a session is the auditor's view whoever logged in: an admin's session must not reach
+      // admin- or writer-only reads (secret values through /v1/secrets/{name}/content, say), so a
+      // script running in the console's origin can never get more than an auditor can see
+      req.principal = { ...session.principal, role: 'auditor' };
       res.locals.consoleSession = session;
       if (req.method !== 'GET' && req.method !== 'HEAD') {
         // a cookie is sent by the browser whoever made the page: state changes need the session's

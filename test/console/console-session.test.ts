@@ -163,6 +163,19 @@ describe('console session', () => {
     expect(created.status, created.text).toBe(201);
   });
 
+  it("an admin's session reads only what an auditor may: no secret values, no API keys", async () => {
+    const s = await loggedIn(tb.adminKey);
+    expect((await withCookie(http.get('/v1/console/session'), s.cookie)).body.role).toBe('admin');
+    expect((await http.post('/v1/secrets').set(auth(tb.adminKey)).send({ name: 'admin-session-value', value: 'never-through-a-cookie-77', groups: [] })).status).toBe(201);
+    // with the key itself the admin reads the value; through the session it is the auditor's view
+    expect((await http.get('/v1/secrets/admin-session-value/content').set(auth(tb.adminKey))).status).toBe(200);
+    const content = await withCookie(http.get('/v1/secrets/admin-session-value/content'), s.cookie);
+    expectProblem(content, 403);
+    expect(content.text).not.toContain('never-through-a-cookie-77');
+    expectProblem(await withCookie(http.get('/v1/api-keys'), s.cookie), 403);
+    expect((await withCookie(http.get('/v1/secrets/admin-session-value'), s.cookie)).status).toBe(200);
+  });
+
   it('logout ends the session everywhere and clears the cookie; the old cookie is refused and cleared', async () => {
     const s = await loggedIn(auditorKey);
     const out = await withCookie(http.delete('/v1/console/session').set('X-CSRF-Token', s.csrf), s.cookie);
