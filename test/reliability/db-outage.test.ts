@@ -395,6 +395,8 @@ describe('openapi.yaml documents the 503', () => {
       'GET /v1/sys/mounts',
       'GET /v1/sys/internal/ui/mounts/{path}',
       'POST /v1/secret/destroy/{path+}',
+      // counted and logged, never stored
+      'POST /v1/console/csp-report',
     ]);
     // readiness probes answer an outage in their own shape (Vault's health: 503 with sealed: true)
     const probes = new Set(['/readyz', '/v1/sys/health']);

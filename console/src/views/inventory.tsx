@@ -75,7 +75,7 @@ function PolicyVersions(props: { name: string }) {
           x.items.length === 0 ? (
             <p class="muted">No recorded versions.</p>
           ) : (
-            <ol class="versions" data-testid="policy-versions" reversed>
+            <ul class="versions" data-testid="policy-versions">
               {x.items.map((item) => (
                 <li data-version={item.version}>
                   <details>
@@ -86,7 +86,7 @@ function PolicyVersions(props: { name: string }) {
                   </details>
                 </li>
               ))}
-            </ol>
+            </ul>
           )
         }
       </Loaded>
