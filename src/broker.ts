@@ -283,7 +283,7 @@ export async function createServices(config: Config, options: BrokerOptions = {}
   auth.registerGrant(BOOTSTRAP_GRANT, (params, meta) => workload.exchangeBootstrapToken(params.bootstrap_token, meta));
   auth.registerGrant(TOKEN_EXCHANGE_GRANT, (params, meta) => trustedIssuers.exchange(params, meta));
   tokens.registerSignerTokenCheck((token) => trustedIssuers.checkSignerToken(token));
-  const consoleSessions = new ConsoleSessionService({ apiKeys, tokens, jwtKeys, audit, clock, issuer: config.issuer, ttlSeconds: config.console.sessionTtlSeconds });
+  const consoleSessions = new ConsoleSessionService({ apiKeys, tokens, jwtKeys, audit, clock, issuer: config.issuer, ttlSeconds: config.console.sessionTtlSeconds, rateLimiter });
   const signatures = new SignaturesService({ db: database, audit, registry, signingKeys, clock, policies });
   return {
     config, db, dbHandle, database, clock, logger, keyProvider, systemKeys, audit, auditSink, jwtKeys, tokens, apiKeys, clients, groups, secrets, auth, workload,

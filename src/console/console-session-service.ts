@@ -7,6 +7,7 @@ import type { Clock } from '../core/clock.js';
 import type { ApiKeysService } from '../identity/api-keys-service.js';
 import { JWT_ALG, type JwtKeyService } from '../identity/jwt-key-service.js';
 import type { TokenService } from '../identity/token-service.js';
+import type { FailureRateLimiter } from '../identity/rate-limiter.js';
 
 /** The audience of console session tokens: no other verifier accepts them, and they are no access tokens. */
 export const CONSOLE_AUDIENCE = 'keywarden-console';
@@ -47,6 +48,8 @@ export class ConsoleSessionService {
       clock: Clock;
       issuer: string;
       ttlSeconds: number;
+      /** Failed logins count per source address (a bucket of their own), as failed token requests do. */
+      rateLimiter?: FailureRateLimiter;
     },
   ) {}
 
@@ -68,11 +71,15 @@ export class ConsoleSessionService {
       });
       throw new ForbiddenError('only auditor and admin API keys can log in to the console', 'console_role_forbidden');
     }
+    // guessing API keys through the login form is refused after a few failures from one address
+    const buckets = [{ kind: 'address', key: `console@${meta.sourceIp ?? 'unknown'}` }];
+    await this.deps.rateLimiter?.check(buckets);
     let principal: Principal;
     try {
       principal = await this.deps.apiKeys.authenticate(apiKey);
     } catch (err) {
       if (err instanceof UnauthenticatedError) {
+        await this.deps.rateLimiter?.recordFailure(buckets);
         // as a bad bearer key elsewhere: an auth.failure, with an HMAC of what was presented
         await this.deps.audit.record({
           actor: { kind: 'operator' },

@@ -264,3 +264,36 @@ describe('console sessions across instances', () => {
     }
   });
 });
+
+describe('console login rate limit', () => {
+  it('refuses logins from an address after its failures (429 with Retry-After), apart from other addresses and the token endpoint', async () => {
+    let now = Date.parse('2031-03-01T09:00:00.000Z');
+    const tb = await startTestBroker({
+      clock: () => now,
+      env: { KEYWARDEN_TRUST_PROXY: 'loopback', KEYWARDEN_AUTH_MAX_FAILURES_PER_ADDRESS: '3', KEYWARDEN_AUTH_FAILURE_WINDOW: '60' },
+    });
+    try {
+      const http = supertest(tb.broker.app);
+      const key = await tb.apiKey('auditor');
+      const wrong = `kw_${'x'.repeat(40)}`;
+      markSensitive(key, wrong);
+      const from = (ip: string, apiKey: string) =>
+        http.post('/v1/console/session').set('Host', HOST).set('Origin', ORIGIN).set('X-Forwarded-For', ip).send({ apiKey });
+      for (let i = 0; i < 3; i++) expectProblem(await from('203.0.113.9', wrong), 401);
+      // the right key from the guessing address waits too: the limit is on the address, not the key
+      const limited = await from('203.0.113.9', key);
+      expectProblem(limited, 429, 'rate_limited');
+      expect(Number(limited.headers['retry-after'])).toBeGreaterThan(0);
+      expect(Number(limited.headers['retry-after'])).toBeLessThanOrEqual(60);
+      // another address logs in; the guessing address's token requests are not counted against it
+      expect((await from('203.0.113.10', key)).status).toBe(200);
+      const token = await http.post('/v1/auth/token').set('X-Forwarded-For', '203.0.113.9').type('form').send({ grant_type: 'client_credentials', client_id: 'nobody', client_secret: 'nothing' });
+      expect(token.status, token.text).toBe(401);
+      // after the window, the address may try again
+      now += 61_000;
+      expect((await from('203.0.113.9', key)).status).toBe(200);
+    } finally {
+      await tb.close();
+    }
+  });
+});

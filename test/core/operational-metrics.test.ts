@@ -164,6 +164,21 @@ describe('operational metrics on /metrics', () => {
     expect(delta(before, after, 'keywarden_audit_append_duration_seconds_count', { path: 'transaction' })).toBe(0);
   });
 
+  it('counts reads through the Vault KV v2 mount on the vault route', async () => {
+    const vault = { 'X-Vault-Token': client.token };
+    const kvPath = (name: string) => name.replaceAll('.', '/');
+    const before = (await scrape(tb)).samples;
+    const read = await tb.request.get(`/v1/secret/data/${kvPath(names.b)}`).set(vault);
+    expect(read.status, read.text).toBe(200);
+    expect(read.body.data.data.value).toBe(b64(values.b));
+    expect((await tb.request.get(`/v1/secret/data/${kvPath(names.missing)}`).set(vault)).status).toBe(404);
+    const after = (await scrape(tb)).samples;
+    const d = (outcome: string, reason: string) => delta(before, after, 'keywarden_secret_deliveries_total', { route: 'vault', outcome, reason });
+    expect(d('allow', 'granted')).toBe(1);
+    expect(d('deny', 'not_granted')).toBe(1);
+    expect(delta(before, after, 'keywarden_secret_deliveries_total', { route: 'client', outcome: 'allow', reason: 'granted' })).toBe(0);
+  });
+
   it('measures the wrap of a new version and the audit insert inside its transaction', async () => {
     const before = (await scrape(tb)).samples;
     markSensitive('alpha-value-2-5d8e0c');
