@@ -3,14 +3,7 @@
  * cookie. The API key is sent once, to POST /v1/console/session, and never kept; the CSRF token
  * (not a credential on its own) lives in memory for the state-changing calls.
  */
-
-export interface Session {
-  role: string;
-  keyId: string;
-  keyName?: string;
-  expiresAt: string;
-  csrfToken: string;
-}
+import type { components } from './generated/openapi';
 
 export class ApiError extends Error {
   constructor(
@@ -117,193 +110,28 @@ export async function logout(): Promise<void> {
 
 // ------------------------------------------------------------------ types of the API's answers
 
-export interface AuditEvent {
-  seq: number;
-  leafIndex: number | null;
-  ts: number;
-  actorKind: string;
-  actorId: string | null;
-  actorName: string | null;
-  action: string;
-  resourceKind: string | null;
-  resourceName: string | null;
-  outcome: 'allow' | 'deny' | 'error';
-  reason: string | null;
-  requestId: string | null;
-  sourceIp: string | null;
-  userAgent: string | null;
-  details: Record<string, unknown>;
-  prevHash?: string;
-  hash?: string;
-}
+/** The API's schemas, generated from openapi.yaml (scripts/console-api-types.mjs): one contract. */
+type Schemas = components['schemas'];
 
+export type Session = Schemas['ConsoleSession'];
+export type AuditEvent = Schemas['AuditEvent'];
+/** A page of a cursor-paginated list. */
 export interface Page<T> {
   items: T[];
   nextCursor: string | null;
 }
-
-export interface TreeHead {
-  id: number;
-  treeSize: number;
-  rootHash: string;
-  time: string;
-  origin: string;
-  keyId: string;
-  verifierKey: string;
-  checkpoint: string;
-}
-
-export interface InclusionProof {
-  leafIndex: number;
-  treeSize: number;
-  leafHash: string;
-  hashes: string[];
-  rootHash: string;
-  event: AuditEvent | null;
-  checkpoint: string | null;
-}
-
-export interface VerifyResult {
-  ok: boolean;
-  treeSize: number;
-  rootHash: string;
-  leavesChecked: number;
-  leavesWithoutEvent: number;
-  headsChecked: number;
-  firstBadLeaf?: number;
-  reason?: string;
-  /** Present for a range verification: the leaves [fromLeaf, toLeaf) re-derived. */
-  range?: { fromLeaf: number; toLeaf: number };
-}
-
-export interface ActivitySeries {
-  secretReads: number[];
-  denials: number[];
-  tokenIssuances: number[];
-  signatures: number[];
-  releasesAllow: number[];
-  releasesWarn: number[];
-  releasesDeny: number[];
-}
-
-export interface Activity {
-  window: string;
-  bucketSeconds: number;
-  from: string;
-  to: string;
-  series: ActivitySeries;
-}
-
-export interface AccessReport {
-  generatedAt: string;
-  clients: Array<{
-    name: string;
-    clientId: string;
-    enabled: boolean;
-    secrets: Array<{ name: string; groups: string[]; lastReadAt: string | null; lastReadVersion: number | null }>;
-  }>;
-  secrets: Array<{ name: string; clients: string[] }>;
-}
-
-export interface StaleItem {
-  client: string;
-  clientId: string;
-  clientEnabled: boolean;
-  secret: string;
-  group: string;
-  lastReadAt: string | null;
-  lastReadVersion: number | null;
-  neverRead: boolean;
-}
-
-export interface ExpiringItem {
-  name: string;
-  expiry: string;
-  expired: boolean;
-  version: number;
-  updatedAt: string;
-}
-
-export interface ReleaseCheck {
-  type: string;
-  ok: boolean;
-  detail: string;
-  code?: string;
-}
-
-export interface ReleaseDecision {
-  id: string;
-  decision: 'allow' | 'deny' | 'warn';
-  image: string;
-  digest: string | null;
-  policy: string | null;
-  policyVersion: number | null;
-  checks: ReleaseCheck[];
-  cached: boolean;
-  cachedFrom: string | null;
-  validUntil: string | null;
-  decidedBy: string;
-  decidedAt: string;
-}
-
-export interface TrustPolicy {
-  name: string;
-  version: number;
-  document: Record<string, unknown>;
-  updatedBy: string;
-  createdAt: string;
-  updatedAt: string;
-}
-
-/** One recorded change of a trust policy (GET /v1/policies/{name}/versions); a delete has no document. */
-export interface TrustPolicyVersion {
-  version: number;
-  change: 'create' | 'update' | 'delete';
-  document: Record<string, unknown> | null;
-  updatedBy: string;
-  at: string;
-}
-
-export interface SigningKey {
-  name: string;
-  algorithm: string;
-  status: string;
-  currentVersion: number;
-  keyId: string;
-  createdBy: string;
-  createdAt: string;
-  updatedAt: string;
-  versions: Array<{ version: number; keyId: string; createdAt: string }>;
-}
-
-export interface TrustedIssuer {
-  name: string;
-  issuer: string;
-  jwksUri?: string;
-  audience: string;
-  claims: Record<string, string | string[]>;
-  keys: string[];
-  images: string[];
-  tokenTtl: number;
-  enabled: boolean;
-  unconstrained: boolean;
-  problems: string[];
-  createdBy: string;
-  createdAt: string;
-  updatedAt: string;
-}
-
-export interface Client {
-  name: string;
-  clientId: string;
-  description: string;
-  labels: Record<string, string>;
-  enabled: boolean;
-  allowedAudiences?: string[];
-  actsFor: string[];
-  releaseGate: boolean;
-  createdBy: string;
-  createdAt: string;
-  updatedAt: string;
-  groups?: string[];
-}
+export type TreeHead = Schemas['AuditTreeHead'];
+export type InclusionProof = Schemas['AuditInclusionProof'];
+export type VerifyResult = Schemas['AuditVerifyResult'];
+export type Activity = Schemas['ActivityReport'];
+export type ActivitySeries = Activity['series'];
+export type AccessReport = Schemas['AccessReport'];
+export type StaleItem = Schemas['StaleAccessReport']['items'][number];
+export type ExpiringItem = Schemas['ExpiringReport']['items'][number];
+export type ReleaseCheck = Schemas['ReleaseCheck'];
+export type ReleaseDecision = Schemas['ReleaseDecision'];
+export type TrustPolicy = Schemas['TrustPolicy'];
+export type TrustPolicyVersion = Schemas['TrustPolicyVersion'];
+export type SigningKey = Schemas['SigningKey'];
+export type TrustedIssuer = Schemas['TrustedIssuer'];
+export type Client = Schemas['Client'];

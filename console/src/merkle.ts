@@ -2,49 +2,16 @@
  * In-browser verification of an audit event's inclusion in the signed log, with WebCrypto only:
  * the browser recomputes the event's RFC 6962 leaf hash from the fields it shows, folds the
  * inclusion proof (RFC 9162 2.1.3.2) up to a root, and checks that root against a C2SP checkpoint
- * whose Ed25519 signed-note signature it verifies itself. A port of the verifying half of
- * src/audit/{canonical-json,audit-leaf,merkle,signed-note}.ts; nothing here trusts the broker's
+ * whose Ed25519 signed-note signature it verifies itself. The leaf data is
+ * src/audit/audit-leaf-data.ts itself; the hashing and signature checks are a WebCrypto port of
+ * the verifying half of src/audit/{merkle,signed-note}.ts; nothing here trusts the broker's
  * own claim that the proof is fine.
  */
 import type { AuditEvent } from './api';
+// the server's own definition of the leaf data (a Node-free module), so the two cannot drift
+import { leafData } from '../../src/audit/audit-leaf-data';
 
 const enc = new TextEncoder();
-
-/** Deterministic JSON: object keys sorted, no whitespace, undefined members dropped. */
-export function canonicalJson(value: unknown): string {
-  if (value === null || typeof value !== 'object') {
-    if (typeof value === 'number' && !Number.isFinite(value)) throw new TypeError('non-finite number');
-    return JSON.stringify(value) ?? 'null';
-  }
-  if (Array.isArray(value)) return `[${value.map((v) => canonicalJson(v === undefined ? null : v)).join(',')}]`;
-  const entries = Object.entries(value as Record<string, unknown>)
-    .filter(([, v]) => v !== undefined)
-    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
-}
-
-/** What a leaf commits to: every field of the event except its position. */
-export function leafData(e: AuditEvent): string {
-  const fields: Record<string, unknown> = {
-    seq: e.seq,
-    ts: e.ts,
-    actorKind: e.actorKind,
-    actorId: e.actorId,
-    actorName: e.actorName,
-    action: e.action,
-    resourceKind: e.resourceKind,
-    resourceName: e.resourceName,
-    outcome: e.outcome,
-    reason: e.reason,
-    requestId: e.requestId,
-    sourceIp: e.sourceIp,
-    userAgent: e.userAgent,
-    details: e.details,
-  };
-  if (e.prevHash !== undefined) fields.prevHash = e.prevHash;
-  if (e.hash !== undefined) fields.hash = e.hash;
-  return canonicalJson(fields);
-}
 
 async function sha256(...parts: Uint8Array[]): Promise<Uint8Array> {
   const len = parts.reduce((n, p) => n + p.length, 0);
