@@ -79,27 +79,23 @@ export class MeasuredKeyProvider implements KeyProvider {
     return this.inner.kind;
   }
 
-  async wrap(dataKey: Buffer): Promise<WrappedKey> {
-    const started = performance.now();
-    try {
-      const wrapped = await this.inner.wrap(dataKey);
-      this.telemetry.rootKeyOperation(this.inner.kind, 'wrap', secondsSince(started), false);
-      return wrapped;
-    } catch (err) {
-      this.telemetry.rootKeyOperation(this.inner.kind, 'wrap', secondsSince(started), true);
-      throw err;
-    }
+  wrap(dataKey: Buffer): Promise<WrappedKey> {
+    return this.measure('wrap', () => this.inner.wrap(dataKey));
   }
 
-  async unwrap(wrapped: Buffer, keyVersion: string): Promise<Buffer> {
+  unwrap(wrapped: Buffer, keyVersion: string): Promise<Buffer> {
+    return this.measure('unwrap', () => this.inner.unwrap(wrapped, keyVersion));
+  }
+
+  private async measure<T>(op: 'wrap' | 'unwrap', call: () => Promise<T>): Promise<T> {
     const started = performance.now();
+    let failed = true;
     try {
-      const key = await this.inner.unwrap(wrapped, keyVersion);
-      this.telemetry.rootKeyOperation(this.inner.kind, 'unwrap', secondsSince(started), false);
-      return key;
-    } catch (err) {
-      this.telemetry.rootKeyOperation(this.inner.kind, 'unwrap', secondsSince(started), true);
-      throw err;
+      const result = await call();
+      failed = false;
+      return result;
+    } finally {
+      this.telemetry.rootKeyOperation(this.inner.kind, op, secondsSince(started), failed);
     }
   }
 

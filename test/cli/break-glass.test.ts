@@ -7,10 +7,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBroker, type Broker } from '../../src/broker.js';
 import { loadConfig } from '../../src/config.js';
 import { ROOT_KEY_UNAVAILABLE_EXIT_CODE } from '../../src/crypto/key-provider.js';
-import { openDatabase, type DbHandle } from '../../src/db/connection.js';
-import { TEST_DATABASE_URL, silentLogger } from '../support/broker.js';
+import { silentLogger } from '../support/broker.js';
 import { breakGlass, type BreakGlassOptions } from '../../src/cli/break-glass-command.js';
 import { baseEnv, runCli } from './cli-support.js';
+import { dropSite, newSite, openSite, type Site } from '../support/site.js';
 
 /**
  * `keywarden break-glass` as an operator runs it on the broker host: a real process with the
@@ -22,30 +22,8 @@ import { baseEnv, runCli } from './cli-support.js';
 const KEY = /kw_[A-Za-z0-9_-]{40,}/;
 const sha256 = (s: string | Buffer) => crypto.createHash('sha256').update(s).digest('hex');
 
-interface Site {
-  dataDir: string;
-  databaseUrl: string;
-  keyFile: string;
-  sqliteFile?: string;
-  schema?: string;
-}
-
-function newSite(): Site {
-  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kw-break-glass-'));
-  const keyFile = path.join(dataDir, 'root-key.json');
-  if (!TEST_DATABASE_URL) return { dataDir, databaseUrl: '', keyFile, sqliteFile: path.join(dataDir, 'keywarden.db') };
-  const schema = `kw_test_${crypto.randomBytes(6).toString('hex')}`;
-  const url = new URL(TEST_DATABASE_URL);
-  url.searchParams.set('schema', schema);
-  return { dataDir, databaseUrl: url.toString(), keyFile, schema };
-}
-
 const siteEnv = (site: Site, extra: Record<string, string> = {}) =>
   baseEnv({ KEYWARDEN_DATA_DIR: site.dataDir, KEYWARDEN_DATABASE_URL: site.databaseUrl, KEYWARDEN_LOG_LEVEL: 'warn', ...extra });
-
-async function openSite(site: Site): Promise<DbHandle> {
-  return site.sqliteFile ? openDatabase(`sqlite:${site.sqliteFile}`) : openDatabase(TEST_DATABASE_URL!, { schema: site.schema });
-}
 
 /** What break-glass could change: the API keys (hashed per row) and how many audit events there are. */
 async function keysAndEvents(site: Site): Promise<{ apiKeys: string; auditEvents: number }> {
@@ -59,18 +37,6 @@ async function keysAndEvents(site: Site): Promise<{ apiKeys: string; auditEvents
   }
 }
 
-async function dropSite(site: Site): Promise<void> {
-  if (site.schema) {
-    const handle = await openDatabase(TEST_DATABASE_URL!);
-    try {
-      await handle.knex.raw(`DROP SCHEMA IF EXISTS "${site.schema}" CASCADE`);
-    } finally {
-      await handle.close();
-    }
-  }
-  fs.rmSync(site.dataDir, { recursive: true, force: true });
-}
-
 const startBroker = (site: Site): Promise<Broker> =>
   createBroker(loadConfig({ KEYWARDEN_DATA_DIR: site.dataDir, KEYWARDEN_DATABASE_URL: site.databaseUrl, KEYWARDEN_LOG_LEVEL: 'silent' }), { logger: silentLogger });
 
@@ -79,7 +45,7 @@ describe('keywarden break-glass', () => {
   let firstKey: string;
 
   beforeAll(async () => {
-    site = newSite();
+    site = newSite('kw-break-glass');
     const init = await runCli(['init'], siteEnv(site));
     expect(init.code, init.stderr).toBe(0);
     firstKey = KEY.exec(init.stdout)![0];
@@ -201,7 +167,7 @@ describe('keywarden break-glass', () => {
   }, 60_000);
 
   it('refuses a data dir without a database and creates neither database nor root key', async () => {
-    const empty = newSite();
+    const empty = newSite('kw-break-glass');
     try {
       const res = await runCli(['break-glass', '--reason', 'wrong host'], siteEnv(empty));
       expect(res.code, res.stderr).toBe(ROOT_KEY_UNAVAILABLE_EXIT_CODE);

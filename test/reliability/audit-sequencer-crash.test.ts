@@ -19,6 +19,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { openDatabase, type DbHandle } from '../../src/db/connection.js';
 import { TEST_DATABASE_URL, dialectUnderTest } from '../support/broker.js';
 import { freePort } from '../support/registry.js';
+import { dropSite } from '../support/site.js';
 
 const root = path.resolve(import.meta.dirname, '../..');
 const KILLS = 3;
@@ -122,15 +123,7 @@ describe(`kill -9 during audit sequencing (${dialectUnderTest})`, () => {
       serve.child.kill('SIGKILL');
       await serve.exited;
     }
-    if (site.schema) {
-      const handle = await openDatabase(TEST_DATABASE_URL!);
-      try {
-        await handle.knex.raw(`DROP SCHEMA IF EXISTS "${site.schema}" CASCADE`);
-      } finally {
-        await handle.close();
-      }
-    }
-    fs.rmSync(site.dataDir, { recursive: true, force: true });
+    await dropSite(site);
   });
 
   it(`${KILLS} SIGKILLs under load: every acknowledged event is sequenced exactly once, and the tree verifies`, async () => {

@@ -2,7 +2,6 @@ import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import supertest from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,9 +10,9 @@ import { loadConfig } from '../../src/config.js';
 import { ROOT_KEY_UNAVAILABLE_EXIT_CODE } from '../../src/crypto/key-provider.js';
 import { rewrapAll } from '../../src/crypto/root-key-rotation.js';
 import { createServices } from '../../src/broker.js';
-import { openDatabase, type DbHandle } from '../../src/db/connection.js';
-import { TEST_DATABASE_URL, silentLogger } from '../support/broker.js';
+import { silentLogger } from '../support/broker.js';
 import { freePort } from '../support/registry.js';
+import { dropSite, newSite, openSite, type Site } from '../support/site.js';
 
 /**
  * A missing root key is never replaced by a new one. The real CLI runs against a data dir whose
@@ -25,25 +24,6 @@ import { freePort } from '../support/registry.js';
 const root = path.resolve(import.meta.dirname, '../..');
 const sha256 = (b: Buffer | string) => crypto.createHash('sha256').update(b).digest('hex');
 
-
-interface Site {
-  dataDir: string;
-  /** The database URL the CLI gets ('' means the default SQLite file in the data dir). */
-  databaseUrl: string;
-  keyFile: string;
-  sqliteFile?: string;
-  schema?: string;
-}
-
-function newSite(): Site {
-  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kw-rootkey-missing-'));
-  const keyFile = path.join(dataDir, 'root-key.json');
-  if (!TEST_DATABASE_URL) return { dataDir, databaseUrl: '', keyFile, sqliteFile: path.join(dataDir, 'keywarden.db') };
-  const schema = `kw_test_${crypto.randomBytes(6).toString('hex')}`;
-  const url = new URL(TEST_DATABASE_URL);
-  url.searchParams.set('schema', schema);
-  return { dataDir, databaseUrl: url.toString(), keyFile, schema };
-}
 
 function siteEnv(site: Site, port: number): Record<string, string> {
   const env: Record<string, string> = {};
@@ -69,10 +49,6 @@ async function runCli(site: Site, args: string[]): Promise<{ code: number | null
   return { code, stderr, stdout };
 }
 
-async function openSite(site: Site): Promise<DbHandle> {
-  return site.sqliteFile ? openDatabase(`sqlite:${site.sqliteFile}`) : openDatabase(TEST_DATABASE_URL!, { schema: site.schema });
-}
-
 /** Every row of every table, canonicalised and hashed per table: any write shows up. */
 async function snapshot(site: Site): Promise<Record<string, string>> {
   const handle = await openSite(site);
@@ -93,18 +69,6 @@ async function snapshot(site: Site): Promise<Record<string, string>> {
   } finally {
     await handle.close();
   }
-}
-
-async function dropSite(site: Site): Promise<void> {
-  if (site.schema) {
-    const handle = await openDatabase(TEST_DATABASE_URL!);
-    try {
-      await handle.knex.raw(`DROP SCHEMA IF EXISTS "${site.schema}" CASCADE`);
-    } finally {
-      await handle.close();
-    }
-  }
-  fs.rmSync(site.dataDir, { recursive: true, force: true });
 }
 
 /** Populates a site as a running broker would: key file, schema, admin key, a group and secrets. */
@@ -129,7 +93,7 @@ describe('a missing root key is never replaced', () => {
   let savedKey: Buffer;
 
   beforeAll(async () => {
-    site = newSite();
+    site = newSite('kw-rootkey-missing');
     await populate(site);
     expect(fs.existsSync(site.keyFile)).toBe(true);
     savedKey = fs.readFileSync(site.keyFile);
@@ -198,7 +162,7 @@ describe('a missing root key is never replaced', () => {
 describe('an empty database gets a fresh root key', () => {
   let site: Site;
   beforeAll(() => {
-    site = newSite();
+    site = newSite('kw-rootkey-missing');
   });
   afterAll(async () => {
     if (site) await dropSite(site);
