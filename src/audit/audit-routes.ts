@@ -9,6 +9,7 @@ import type { AuditQueryDal } from './audit-query-dal.js';
 import type { AuditVerifyService } from './audit-verify-service.js';
 import { ReportsService, toCsv } from './reports-service.js';
 import { requestMeta } from '../http/request-context.js';
+import { streamLines } from '../http/streaming.js';
 import { defineRoutes } from '../http/routes.js';
 import { decodeCursor, encodeCursor, limitSchema, parseWith } from '../http/validation.js';
 import { actorOf } from '../identity/identity-types.js';
@@ -105,10 +106,7 @@ export function auditRoutes(deps: {
         // export itself is an access to the log, recorded before any byte is sent
         await deps.audit.record({ actor: actorOf(req.principal), action: 'audit.export', resource: { kind: 'audit-log', name: 'events' }, outcome: 'allow', details: { fromLeaf: plan.fromLeaf, toLeaf: plan.toLeaf, treeSize: plan.head.treeSize }, request: requestMeta(req) });
         res.status(200).type('application/x-ndjson').set('Content-Disposition', 'attachment; filename="keywarden-audit.ndjson"');
-        for await (const line of deps.exporter.lines(plan)) {
-          if (!res.write(line + '\n')) await new Promise((r) => res.once('drain', r));
-        }
-        res.end();
+        await streamLines(res, withNewlines(deps.exporter.lines(plan)));
       },
     },
     {
@@ -232,4 +230,8 @@ export function auditRoutes(deps: {
     },
   ]);
   return router;
+}
+
+async function* withNewlines(lines: AsyncIterable<string>): AsyncGenerator<string> {
+  for await (const line of lines) yield line + '\n';
 }

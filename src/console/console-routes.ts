@@ -5,11 +5,13 @@ import { z } from 'zod';
 import { auditFilterSchema } from '../audit/audit-routes.js';
 import { ACTIVITY_WINDOWS, AUDIT_EVENT_CSV_HEADER, auditEventCsvRow, csvLine, type ActivityWindow, type ReportsService } from '../audit/reports-service.js';
 import type { AuditService } from '../audit/audit-service.js';
+import type { AuditEvent } from '../audit/audit-types.js';
 import { ForbiddenError, UnauthenticatedError } from '../core/errors.js';
 import { parseWith } from '../core/validation.js';
 import { actorOf } from '../core/principal.js';
 import { requestMeta } from '../http/request-context.js';
 import { defineRoutes } from '../http/routes.js';
+import { streamLines } from '../http/streaming.js';
 import type { ConsoleSession, ConsoleSessionService } from './console-session-service.js';
 
 /** The session cookie. HttpOnly: the page never sees it; it reads the CSRF token from the session routes. */
@@ -195,6 +197,10 @@ const exportQuery = auditFilterSchema
   })
   .strict();
 
+async function* eventLines(events: AsyncIterable<AuditEvent>, format: 'ndjson' | 'csv'): AsyncGenerator<string> {
+  for await (const event of events) yield format === 'csv' ? csvLine(auditEventCsvRow(event)) : JSON.stringify(event) + '\n';
+}
+
 /** What the console needs that the API lacked: activity over time, the log's status, export of a filter. */
 export function consoleReportRoutes(deps: { reports: ReportsService; audit: AuditService }): Router {
   const router = Router();
@@ -241,11 +247,7 @@ export function consoleReportRoutes(deps: { reports: ReportsService; audit: Audi
         } else {
           res.type('application/x-ndjson').set('Content-Disposition', 'attachment; filename="keywarden-audit-events.ndjson"');
         }
-        for await (const event of events) {
-          const line = format === 'csv' ? csvLine(auditEventCsvRow(event)) : JSON.stringify(event) + '\n';
-          if (!res.write(line)) await new Promise((r) => res.once('drain', r));
-        }
-        res.end();
+        await streamLines(res, eventLines(events, format));
       },
     },
   ]);
