@@ -2,7 +2,7 @@ import type { Database, ProgramFactory, SqlValue, Statement } from '../db/databa
 import { rowToEvent, type AuditEventRow } from './audit-dal.js';
 import type { AuditEvent } from './audit-types.js';
 import { leafHash, perfectSubtrees, TreeFrontier, type NodeId } from './merkle.js';
-import { leafData } from './audit-leaf.js';
+import { leafData } from './audit-leaf-data.js';
 
 /** An audit_tree_heads row. */
 interface TreeHeadRow {

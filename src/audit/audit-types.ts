@@ -20,7 +20,7 @@ export interface AuditEventInput {
  * A recorded event. `seq` is its number, given when it is recorded (increasing; a rolled-back
  * transaction leaves a gap). `leafIndex` is its position in the Merkle tree, given by the
  * sequencer shortly after, null until then. The leaf hash is RFC 6962's
- * SHA-256(0x00 || canonicalJson(leafFields(event))) (audit-leaf.ts): everything but leafIndex.
+ * SHA-256(0x00 || canonicalJson(leafFields(event))) (audit-leaf-data.ts): everything but leafIndex.
  */
 export interface AuditEvent {
   seq: number;

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import readline from 'node:readline';
 import type { JWK } from 'jose';
 import { z } from 'zod';
-import { leafData } from './audit-leaf.js';
+import { leafData } from './audit-leaf-data.js';
 import { checkpointTime } from './audit-log-key.js';
 import type { AuditEvent } from './audit-types.js';
 import { verifyLegacyExportFile } from './legacy-export-verify.js';
