@@ -4,51 +4,22 @@ import type { Clock } from '../core/clock.js';
 import { noTelemetry, secondsSince, type Telemetry } from '../core/telemetry.js';
 
 /**
- * Remembers unwrapped data keys for a short time, so a remote provider (Vault) is not called on
- * every secret read. Wrapped keys are immutable, so the cache needs no cross-instance
- * invalidation.
+ * Passes every call to the provider it wraps. The decorators below extend it and override only
+ * the calls they change, so a method added to KeyProvider is forwarded in one place.
  */
-export class CachingKeyProvider implements KeyProvider {
-  private readonly cache = new Map<string, { key: Buffer; until: number }>();
-  private inner: KeyProvider;
-  private telemetry: Telemetry = noTelemetry;
-
-  constructor(
-    inner: KeyProvider,
-    private readonly ttlMs = 5 * 60_000,
-    private readonly maxEntries = 10_000,
-    private readonly clock: Clock = Date.now,
-  ) {
-    this.inner = inner;
-  }
+class ForwardingKeyProvider implements KeyProvider {
+  constructor(protected inner: KeyProvider) {}
 
   get kind() {
     return this.inner.kind;
-  }
-
-  /** Reports cache hits and misses, and measures the provider's own calls behind the cache. */
-  instrument(telemetry: Telemetry): void {
-    this.telemetry = telemetry;
-    if (!(this.inner instanceof MeasuredKeyProvider)) this.inner = new MeasuredKeyProvider(this.inner, telemetry);
   }
 
   wrap(dataKey: Buffer): Promise<WrappedKey> {
     return this.inner.wrap(dataKey);
   }
 
-  async unwrap(wrapped: Buffer, keyVersion: string): Promise<Buffer> {
-    const id = crypto.createHash('sha256').update(keyVersion).update('\0').update(wrapped).digest('base64');
-    const now = this.clock();
-    const hit = this.cache.get(id);
-    if (hit && hit.until > now) {
-      this.telemetry.rootKeyCacheLookup(true);
-      return hit.key;
-    }
-    this.telemetry.rootKeyCacheLookup(false);
-    const key = await this.inner.unwrap(wrapped, keyVersion);
-    if (this.cache.size >= this.maxEntries) this.cache.delete(this.cache.keys().next().value!);
-    this.cache.set(id, { key, until: now + this.ttlMs });
-    return key;
+  unwrap(wrapped: Buffer, keyVersion: string): Promise<Buffer> {
+    return this.inner.unwrap(wrapped, keyVersion);
   }
 
   currentVersion(): Promise<string> {
@@ -65,25 +36,63 @@ export class CachingKeyProvider implements KeyProvider {
 }
 
 /**
+ * Remembers unwrapped data keys for a short time, so a remote provider (Vault) is not called on
+ * every secret read. Wrapped keys are immutable, so the cache needs no cross-instance
+ * invalidation.
+ */
+export class CachingKeyProvider extends ForwardingKeyProvider {
+  private readonly cache = new Map<string, { key: Buffer; until: number }>();
+  private telemetry: Telemetry = noTelemetry;
+
+  constructor(
+    inner: KeyProvider,
+    private readonly ttlMs = 5 * 60_000,
+    private readonly maxEntries = 10_000,
+    private readonly clock: Clock = Date.now,
+  ) {
+    super(inner);
+  }
+
+  /** Reports cache hits and misses, and measures the provider's own calls behind the cache. */
+  instrument(telemetry: Telemetry): void {
+    this.telemetry = telemetry;
+    if (!(this.inner instanceof MeasuredKeyProvider)) this.inner = new MeasuredKeyProvider(this.inner, telemetry);
+  }
+
+  override async unwrap(wrapped: Buffer, keyVersion: string): Promise<Buffer> {
+    const id = crypto.createHash('sha256').update(keyVersion).update('\0').update(wrapped).digest('base64');
+    const now = this.clock();
+    const hit = this.cache.get(id);
+    if (hit && hit.until > now) {
+      this.telemetry.rootKeyCacheLookup(true);
+      return hit.key;
+    }
+    this.telemetry.rootKeyCacheLookup(false);
+    const key = await this.inner.unwrap(wrapped, keyVersion);
+    if (this.cache.size >= this.maxEntries) this.cache.delete(this.cache.keys().next().value!);
+    this.cache.set(id, { key, until: now + this.ttlMs });
+    return key;
+  }
+}
+
+/**
  * Measures every wrap and unwrap of the provider it wraps (duration, and failures) for the
  * root key metrics; what it forwards is unchanged. Labels are the provider kind and the
  * operation only, never a key version or name.
  */
-export class MeasuredKeyProvider implements KeyProvider {
+export class MeasuredKeyProvider extends ForwardingKeyProvider {
   constructor(
-    private readonly inner: KeyProvider,
+    inner: KeyProvider,
     private readonly telemetry: Telemetry,
-  ) {}
-
-  get kind() {
-    return this.inner.kind;
+  ) {
+    super(inner);
   }
 
-  wrap(dataKey: Buffer): Promise<WrappedKey> {
+  override wrap(dataKey: Buffer): Promise<WrappedKey> {
     return this.measure('wrap', () => this.inner.wrap(dataKey));
   }
 
-  unwrap(wrapped: Buffer, keyVersion: string): Promise<Buffer> {
+  override unwrap(wrapped: Buffer, keyVersion: string): Promise<Buffer> {
     return this.measure('unwrap', () => this.inner.unwrap(wrapped, keyVersion));
   }
 
@@ -97,18 +106,6 @@ export class MeasuredKeyProvider implements KeyProvider {
     } finally {
       this.telemetry.rootKeyOperation(this.inner.kind, op, secondsSince(started), failed);
     }
-  }
-
-  currentVersion(): Promise<string> {
-    return this.inner.currentVersion();
-  }
-
-  rotate(): Promise<string> {
-    return this.inner.rotate();
-  }
-
-  check(): Promise<void> {
-    return this.inner.check();
   }
 }
 
