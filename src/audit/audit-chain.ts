@@ -1,29 +1,14 @@
 import crypto from 'node:crypto';
 import { canonicalJson } from './canonical-json.js';
 import type { AuditEvent } from './audit-types.js';
+import { recordedFields } from './audit-leaf-data.js';
 
 /** An event of the hash chain the log was before migration 008 (and of format-1 exports). */
 export type ChainedEvent = Omit<AuditEvent, 'leafIndex' | 'prevHash' | 'hash'> & { prevHash: string; hash: string };
 
 /** Everything in an event except its own hash is covered by the hash. */
 export function hashedFields(event: Omit<ChainedEvent, 'hash'>) {
-  return {
-    seq: event.seq,
-    ts: event.ts,
-    actorKind: event.actorKind,
-    actorId: event.actorId,
-    actorName: event.actorName,
-    action: event.action,
-    resourceKind: event.resourceKind,
-    resourceName: event.resourceName,
-    outcome: event.outcome,
-    reason: event.reason,
-    requestId: event.requestId,
-    sourceIp: event.sourceIp,
-    userAgent: event.userAgent,
-    details: event.details,
-    prevHash: event.prevHash,
-  };
+  return { ...recordedFields(event), prevHash: event.prevHash };
 }
 
 export function chainHash(prevHash: string, event: Omit<ChainedEvent, 'hash'>): string {

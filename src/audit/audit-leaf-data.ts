@@ -5,13 +5,15 @@
 import { canonicalJson } from './canonical-json.js';
 import type { AuditEvent } from './audit-types.js';
 
+/** The fields every event records, whatever binds them: the Merkle leaf, or the hash chain before it. */
+export type RecordedFields = Omit<AuditEvent, 'leafIndex' | 'prevHash' | 'hash'>;
+
 /**
- * What a leaf commits to: every field of the event except its position, which the tree itself
- * binds. Events chained before migration 008 keep their chain link and hash inside the leaf, so
- * the old chain stays bound to the tree.
+ * An event's recorded fields and nothing else, so that a property added to the in-memory event
+ * never changes what a leaf or a chain link hashes. Both formats are frozen: this list is theirs.
  */
-export function leafFields(event: AuditEvent): Record<string, unknown> {
-  const fields: Record<string, unknown> = {
+export function recordedFields(event: RecordedFields): RecordedFields {
+  return {
     seq: event.seq,
     ts: event.ts,
     actorKind: event.actorKind,
@@ -27,6 +29,15 @@ export function leafFields(event: AuditEvent): Record<string, unknown> {
     userAgent: event.userAgent,
     details: event.details,
   };
+}
+
+/**
+ * What a leaf commits to: every field of the event except its position, which the tree itself
+ * binds. Events chained before migration 008 keep their chain link and hash inside the leaf, so
+ * the old chain stays bound to the tree.
+ */
+export function leafFields(event: AuditEvent): Record<string, unknown> {
+  const fields: Record<string, unknown> = recordedFields(event);
   if (event.prevHash !== undefined) fields.prevHash = event.prevHash;
   if (event.hash !== undefined) fields.hash = event.hash;
   return fields;
