@@ -36,12 +36,19 @@ export interface RunningCli {
   kill(signal?: NodeJS.Signals): void;
 }
 
+/** Another user to run the CLI as (only a root test runner can switch). */
+export interface CliUser {
+  uid: number;
+  gid: number;
+}
+
 /** Starts `node --import tsx src/cli/main.ts ARGS` as a real child process. */
-export function startCli(args: string[], env: Record<string, string>, timeoutMs = 60_000): RunningCli {
+export function startCli(args: string[], env: Record<string, string>, timeoutMs = 60_000, user?: CliUser): RunningCli {
   const child = spawn(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'src/cli/main.ts'), ...args], {
     cwd: REPO_ROOT,
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
+    ...user,
   });
   let stdout = '';
   let stderr = '';
@@ -58,8 +65,8 @@ export function startCli(args: string[], env: Record<string, string>, timeoutMs 
   return { pid: child.pid!, done, stderr: () => stderr, kill: (signal = 'SIGTERM') => child.kill(signal) };
 }
 
-export function runCli(args: string[], env: Record<string, string>, timeoutMs?: number): Promise<CliResult> {
-  return startCli(args, env, timeoutMs).done;
+export function runCli(args: string[], env: Record<string, string>, timeoutMs?: number, user?: CliUser): Promise<CliResult> {
+  return startCli(args, env, timeoutMs, user).done;
 }
 
 export interface CliBroker {

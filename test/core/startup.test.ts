@@ -150,15 +150,29 @@ describe('an unreachable database stops the start with one line and exit 78', ()
     expectOneLineStartupError(r, /^keywarden: cannot open the SQLite database .+ \(a part of the path is a file, not a directory\); check KEYWARDEN_DATABASE_URL or KEYWARDEN_DATA_DIR$/);
   }, 150_000);
 
-  // root writes anywhere: the permission check needs an ordinary user
-  it.skipIf(process.getuid?.() === 0)('a SQLite file in a directory the broker may not write (serve)', async () => {
-    const readOnly = path.join(tmp, 'read-only');
-    fs.mkdirSync(readOnly, { mode: 0o500 });
+  // Root writes anywhere, so a root test runner (CI) starts the broker as nobody: the permission
+  // check needs an ordinary user, and the case must not be skipped where the suite runs.
+  it('a SQLite file in a directory the broker may not write (serve)', async () => {
+    const user = process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : undefined;
+    // a parent the broker's user can enter, holding a directory nobody may write (not even its owner)
+    const parent = fs.mkdtempSync(path.join(os.tmpdir(), 'kw-startup-perm-'));
+    fs.chmodSync(parent, 0o755);
+    const readOnly = path.join(parent, 'read-only');
+    fs.mkdirSync(readOnly, { mode: 0o555 });
+    const dataDir = path.join(parent, 'data');
+    fs.mkdirSync(dataDir, { mode: 0o700 });
+    if (user) fs.chownSync(dataDir, user.uid, user.gid);
     try {
-      const r = await run(['serve'], { KEYWARDEN_DATA_DIR: newDir(), KEYWARDEN_DATABASE_URL: `sqlite:${readOnly}/keywarden.db` });
+      const r = await runCli(
+        ['serve'],
+        baseEnv({ KEYWARDEN_LOG_LEVEL: 'warn', KEYWARDEN_LISTEN: '127.0.0.1:0', KEYWARDEN_DATA_DIR: dataDir, KEYWARDEN_DATABASE_URL: `sqlite:${readOnly}/keywarden.db` }),
+        120_000,
+        user,
+      );
       expectOneLineStartupError(r, /^keywarden: cannot open the SQLite database .+ \(permission denied: the broker's user cannot write in .+\); check KEYWARDEN_DATABASE_URL or KEYWARDEN_DATA_DIR$/);
+      expect(fs.readdirSync(readOnly)).toEqual([]);
     } finally {
-      fs.chmodSync(readOnly, 0o700);
+      fs.rmSync(parent, { recursive: true, force: true });
     }
   }, 150_000);
 });
