@@ -10,7 +10,7 @@ import { bindServer, DEFAULT_DRAIN_MS, ListenError } from '../../src/http/server
 import { TEST_DATABASE_URL } from '../support/broker.js';
 import { assertFetchMatchesContract } from '../support/contract.js';
 import { freePort } from '../support/registry.js';
-import { baseEnv, REPO_ROOT, runCli, type CliResult } from '../cli/cli-support.js';
+import { baseEnv, REPO_ROOT, runCli, type CliResult, type CliUser } from '../cli/cli-support.js';
 
 /**
  * Start-up, for real (issue 15): the broker as a child process, as an operator starts it.
@@ -75,7 +75,8 @@ async function refusingPostgres(sqlstate: string, message: string): Promise<{ po
   return { port: (server.address() as net.AddressInfo).port, close: () => server.close() };
 }
 
-const run = (args: string[], env: Record<string, string>) => runCli(args, baseEnv({ KEYWARDEN_LOG_LEVEL: 'warn', KEYWARDEN_LISTEN: '127.0.0.1:0', ...env }), 120_000);
+const run = (args: string[], env: Record<string, string>, user?: CliUser) =>
+  runCli(args, baseEnv({ KEYWARDEN_LOG_LEVEL: 'warn', KEYWARDEN_LISTEN: '127.0.0.1:0', ...env }), 120_000, user);
 
 describe('an unreachable database stops the start with one line and exit 78', () => {
   it('connection refused names host, port and database, not the password (serve)', async () => {
@@ -163,12 +164,7 @@ describe('an unreachable database stops the start with one line and exit 78', ()
     fs.mkdirSync(dataDir, { mode: 0o700 });
     if (user) fs.chownSync(dataDir, user.uid, user.gid);
     try {
-      const r = await runCli(
-        ['serve'],
-        baseEnv({ KEYWARDEN_LOG_LEVEL: 'warn', KEYWARDEN_LISTEN: '127.0.0.1:0', KEYWARDEN_DATA_DIR: dataDir, KEYWARDEN_DATABASE_URL: `sqlite:${readOnly}/keywarden.db` }),
-        120_000,
-        user,
-      );
+      const r = await run(['serve'], { KEYWARDEN_DATA_DIR: dataDir, KEYWARDEN_DATABASE_URL: `sqlite:${readOnly}/keywarden.db` }, user);
       expectOneLineStartupError(r, /^keywarden: cannot open the SQLite database .+ \(permission denied: the broker's user cannot write in .+\); check KEYWARDEN_DATABASE_URL or KEYWARDEN_DATA_DIR$/);
       expect(fs.readdirSync(readOnly)).toEqual([]);
     } finally {
