@@ -18,7 +18,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import supertest from 'supertest';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ed25519KeyFromSeed, verifierKeyString } from '../../src/audit/signed-note.js';
 import { listen, type RunningServer } from '../../src/http/server.js';
 import { createKey, registerIssuer, startCiIssuer, type CiIssuer } from '../signing/helpers.js';
@@ -137,6 +137,46 @@ describe.skipIf(!available)('auditors console in Chromium', () => {
     await p.getByTestId('session-role').waitFor();
   }
 
+  /**
+   * What the page shows, and the broker's latest session and authentication events (their
+   * reasons; never a credential): printed when a test fails, so that a failure in CI says why.
+   */
+  async function diagnose(p: Page): Promise<string> {
+    const text = await p
+      .locator('body')
+      .innerText({ timeout: 2_000 })
+      .catch((err: unknown) => `(no text: ${String(err).split('\n')[0]})`);
+    const events = await tb.handle
+      .knex('audit_events')
+      .whereIn('action', ['auth.failure', 'console.login', 'console.logout', 'authz.deny'])
+      .orderBy('seq', 'desc')
+      .limit(6)
+      .select('seq', 'ts', 'action', 'outcome', 'reason', 'request_id', 'details')
+      .catch((err: unknown) => [{ error: String(err) }]);
+    const lines = events.map((e: Record<string, unknown>) => {
+      const d = typeof e.details === 'string' ? (JSON.parse(e.details) as Record<string, unknown>) : {};
+      return JSON.stringify({ seq: e.seq, at: e.ts ? new Date(Number(e.ts)).toISOString() : undefined, action: e.action, outcome: e.outcome, reason: e.reason, path: d.path, why: d.why, error: e.error });
+    });
+    return [`url: ${p.url()}`, `page: ${text.replace(/\s+/g, ' ').slice(0, 600)}`, 'latest session and authentication events:', ...lines, `console errors: ${JSON.stringify(consoleErrors.slice(-5))}`].join('\n  ');
+  }
+
+  /** Sessions found gone at the start of a view's test: none may be (the test before logging out checks). */
+  const sessionLosses: string[] = [];
+  let currentTest = '';
+
+  /**
+   * Each view's test starts signed in. A session lost along the way is recorded, with the
+   * broker's reason, and the page signs in again: one test reports the loss, instead of every
+   * later view failing on a timeout that hides it.
+   */
+  async function signedIn(p: Page) {
+    const signOut = p.getByRole('button', { name: 'Sign out' });
+    await signOut.or(p.getByLabel('Auditor or admin API key')).first().waitFor();
+    if (await signOut.isVisible()) return;
+    sessionLosses.push(`before "${currentTest}":\n  ${await diagnose(p)}`);
+    await login(p, auditorKey);
+  }
+
   async function go(p: Page, hash: string) {
     await p.evaluate(`location.hash = ${JSON.stringify(hash)}`);
   }
@@ -198,6 +238,13 @@ describe.skipIf(!available)('auditors console in Chromium', () => {
     watch(page);
   }, 120_000);
 
+  beforeEach(({ task, onTestFailed }) => {
+    currentTest = task.name;
+    onTestFailed(async () => {
+      if (page && tb) console.error(`console e2e failure, the shared page:\n  ${await diagnose(page)}`);
+    });
+  });
+
   afterAll(async () => {
     // the two screenshots the README shows: written when missing, or refreshed on request
     // (KEYWARDEN_UPDATE_DOCS_SCREENSHOTS=1), so an ordinary run leaves the committed ones alone
@@ -250,6 +297,7 @@ describe.skipIf(!available)('auditors console in Chromium', () => {
   });
 
   it('overview: log health, activity charts and expiring secrets', async () => {
+    await signedIn(page);
     await go(page, '#/overview');
     await page.getByTestId('health').waitFor();
     expect(await page.getByTestId('chain-status').innerText()).toMatch(/ok|pending/);
@@ -279,6 +327,7 @@ describe.skipIf(!available)('auditors console in Chromium', () => {
   });
 
   it('audit explorer: filters change the results, pages follow the cursor, details show every field', async () => {
+    await signedIn(page);
     await go(page, '#/audit');
     await page.getByTestId('events').waitFor();
     const first = await page.getByTestId('events').locator('tbody tr').evaluateAll((trs) => trs.map((tr) => Number(tr.getAttribute('data-seq'))));
@@ -347,6 +396,7 @@ describe.skipIf(!available)('auditors console in Chromium', () => {
   });
 
   it('exports the filtered events as NDJSON and CSV', async () => {
+    await signedIn(page);
     await page.goto(`${base}/console/#/audit?action=secret.read&actor=payments-api`);
     await until(page, rowCount('events'), 4);
     const [ndjson] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Export NDJSON' }).click()]);
@@ -370,6 +420,7 @@ describe.skipIf(!available)('auditors console in Chromium', () => {
   });
 
   it('who can read what: per secret, per client, stale access, with links to the events', async () => {
+    await signedIn(page);
     await go(page, '#/access');
     const bySecret = page.getByTestId('access-secrets');
     await bySecret.waitFor();
@@ -402,6 +453,7 @@ describe.skipIf(!available)('auditors console in Chromium', () => {
   });
 
   it('release decisions: filters and the detail with every check and reason', async () => {
+    await signedIn(page);
     await go(page, '#/releases');
     await page.getByTestId('releases').waitFor();
     expect(await rows(page, 'releases')).toHaveLength(3);
@@ -428,6 +480,7 @@ describe.skipIf(!available)('auditors console in Chromium', () => {
   });
 
   it('inventory: policies, signing keys, trusted issuers and clients with who changed them', async () => {
+    await signedIn(page);
     await go(page, '#/inventory?tab=policies');
     await page.getByTestId('inventory').waitFor();
     expect((await rows(page, 'inventory')).join('\n')).toMatch(/org-app[\s\S]*version 2/);
@@ -477,6 +530,7 @@ describe.skipIf(!available)('auditors console in Chromium', () => {
   });
 
   it('verify: success, then the broken position after a row is tampered with', async () => {
+    await signedIn(page);
     await flush();
     await go(page, '#/verify');
     await page.getByRole('button', { name: 'Verify the log' }).click();
@@ -520,6 +574,7 @@ describe.skipIf(!available)('auditors console in Chromium', () => {
   });
 
   it('is keyboard navigable: skip link, then the views by Tab and Enter', async () => {
+    await signedIn(page);
     await page.goto(`${base}/console/#/overview`);
     await page.reload();
     await page.getByTestId('health').waitFor();
@@ -535,7 +590,12 @@ describe.skipIf(!available)('auditors console in Chromium', () => {
     expect(outline).not.toBe('none');
   });
 
+  it('the session lasted through every view (none was found ended before its test)', () => {
+    expect(sessionLosses, sessionLosses.join('\n')).toEqual([]);
+  });
+
   it('logging out ends the session', async () => {
+    await signedIn(page);
     await page.getByRole('button', { name: 'Sign out' }).click();
     await page.getByText('You have signed out.').waitFor();
     const status = await page.evaluate(`fetch('/v1/console/session').then((r) => r.status)`);

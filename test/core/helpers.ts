@@ -11,6 +11,14 @@ export function markSensitive(...values: string[]): void {
   for (const v of values) if (v && v.length >= 6) sensitive.add(v);
 }
 
+/**
+ * A token's ttl as a lookup reads it back: what remains of `full` seconds, as in Vault. The lookup
+ * may fall in a later second than the issuance (a loaded machine), so a few seconds less is right.
+ */
+export function remaining(full: number): unknown {
+  return expect.toSatisfy((ttl: unknown) => typeof ttl === 'number' && Number.isInteger(ttl) && ttl <= full && ttl >= full - 5, `${full - 5}..${full} seconds`);
+}
+
 export function auth(key: string) {
   return { Authorization: `Bearer ${key}` };
 }

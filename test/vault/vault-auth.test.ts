@@ -7,7 +7,7 @@ import { ListRequestRewriter, withListQuery } from '../../src/http/list-method.j
 import { problemFromDomainError, ProblemError } from '../../src/http/problem.js';
 import { vaultErrorsOf, vaultStatusOf } from '../../src/http/vault-errors.js';
 import { ConflictError, NotFoundError, PreconditionFailedError } from '../../src/core/errors.js';
-import { auth, markSensitive } from '../core/helpers.js';
+import { auth, markSensitive, remaining } from '../core/helpers.js';
 import { capture } from '../support/audit-events.js';
 import { startTestBroker, type TestBroker } from '../support/broker.js';
 import { createCa, issue, writePems } from '../support/pki.js';
@@ -81,7 +81,7 @@ describe('Vault-compatible auth, sys and errors', () => {
     const token = (await login()).body.auth.client_token as string;
     const viaVault = await tb.request.get('/v1/auth/token/lookup-self').set(vaultToken(token));
     expect(viaVault.status, viaVault.text).toBe(200);
-    expect(viaVault.body.data).toMatchObject({ id: token, display_name: 'approle-billing', ttl: 900, renewable: true, path: 'auth/approle/login', meta: { role_name: 'billing' } });
+    expect(viaVault.body.data).toMatchObject({ id: token, display_name: 'approle-billing', ttl: remaining(900), renewable: true, path: 'auth/approle/login', meta: { role_name: 'billing' } });
     expect([...viaVault.body.data.policies].sort()).toEqual(['payments', 'shared']);
     const viaBearer = await tb.request.get('/v1/auth/token/lookup-self').set(auth(token));
     expect(viaBearer.body.data).toEqual(viaVault.body.data);

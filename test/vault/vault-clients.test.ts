@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listen, type RunningServer } from '../../src/http/server.js';
-import { auth, markSensitive } from '../core/helpers.js';
+import { auth, markSensitive, remaining } from '../core/helpers.js';
 import { startTestBroker, type TestBroker } from '../support/broker.js';
 import { hvacAvailable, SYSTEM_PYTHON } from '../support/hvac.js';
 
@@ -69,10 +69,11 @@ describe('Vault clients against Keywarden: AppRole, token self-service, unwrap',
     const r = await runClient(process.execPath, 'node-vault-auth.mjs', wrap.token);
     expect(r.login).toMatchObject({ policies: ['payments'], renewable: true, lease_duration: 900, metadata: { role_name: 'billing' } });
     expect(r.tokenAdopted).toBe(true);
-    expect(r.lookup).toMatchObject({ display_name: 'approle-billing', policies: ['payments'], ttl: 900, renewable: true });
+    // ttl is what remains, as in Vault: a lookup in the second after the login reads one less
+    expect(r.lookup).toMatchObject({ display_name: 'approle-billing', policies: ['payments'], ttl: remaining(900), renewable: true });
     expect(r.renew.auth.lease_duration).toBe(1800);
     expect(r.renewAdopted).toBe(true);
-    expect(r.renewedLookupTtl).toBe(1800);
+    expect(r.renewedLookupTtl).toEqual(remaining(1800));
     expect(r.unwrap).toMatchObject({ metadata: { role_name: 'billing' }, policies: ['payments'] });
     expect(r.unwrappedLookup).toBe('approle-billing');
     // node-vault's error for a non-2xx answer: ApiResponseError, message = errors[0]
@@ -94,9 +95,9 @@ describe('Vault clients against Keywarden: AppRole, token self-service, unwrap',
     expect(r.login).toMatchObject({ policies: ['payments'], renewable: true, lease_duration: 900, metadata: { role_name: 'billing' } });
     expect(r.token_adopted).toBe(true);
     expect(r.is_authenticated).toBe(true);
-    expect(r.lookup).toMatchObject({ display_name: 'approle-billing', policies: ['payments'], ttl: 900 });
+    expect(r.lookup).toMatchObject({ display_name: 'approle-billing', policies: ['payments'], ttl: remaining(900) });
     expect(r.renew.auth.lease_duration).toBe(1800);
-    expect(r.renewed_lookup_ttl).toBe(1800);
+    expect(r.renewed_lookup_ttl).toEqual(remaining(1800));
     expect(r.unwrap).toMatchObject({ metadata: { role_name: 'billing' } });
     expect(r.unwrapped_lookup).toBe('approle-billing');
     // hvac picks the exception by status: 400 → InvalidRequest, 403 → Forbidden
