@@ -170,7 +170,12 @@ export class VaultAuthService {
     await this.deps.workload.revoke(principal, meta, claims.jti, claims.exp * 1000);
   }
 
-  /** The auth block for a client access token this broker has just issued. */
+  /**
+   * The auth block for a client access token this broker has just issued. Its lease_duration is
+   * the TTL granted (exp − iat), as Vault reports it, not the clock's reading of what remains: a
+   * response built in the second after issuance would otherwise tell the client one second less
+   * than it was granted.
+   */
   private async describe(token: string): Promise<VaultAuthBlock> {
     const claims = decodeClaims(token);
     const groups = await this.deps.clients.groupsOf(claims.kw.id);
@@ -181,7 +186,7 @@ export class VaultAuthService {
       token_policies: groups,
       identity_policies: [],
       metadata: { role_name: claims.kw.n },
-      lease_duration: Math.max(0, claims.exp - Math.floor(this.deps.clock() / 1000)),
+      lease_duration: claims.exp - claims.iat,
       renewable: true,
       entity_id: claims.kw.cid,
       token_type: 'service',
