@@ -275,7 +275,8 @@ describe.skipIf(!available)('auditors console in Chromium', () => {
 
   it('refuses a writer key, signs an auditor in, and keeps the key nowhere in the browser', async () => {
     await page.goto(`${base}/console/`);
-    await expect(page.getByRole('heading', { name: 'Keywarden console' }).isVisible()).resolves.toBe(true);
+    // the sign-in form shows once the page has asked for a session (Loading… until then): wait for it
+    await page.getByRole('heading', { name: 'Keywarden console' }).waitFor();
     await page.getByLabel('Auditor or admin API key').fill(writerKey);
     await page.getByRole('button', { name: 'Sign in' }).click();
     await page.getByRole('alert').filter({ hasText: 'only auditor and admin keys' }).waitFor();
