@@ -124,8 +124,9 @@ export class AuthService {
       response: {
         access_token: issued.token,
         token_type: 'Bearer',
-        // exp is whole seconds from the issue second, so the remaining time is just under the TTL
-        expires_in: Math.ceil((issued.expiresAt - this.deps.clock()) / 1000),
+        // the lifetime granted (RFC 6749 expires_in), fixed at issuance: read off the clock after
+        // the audit write, a second boundary crossed meanwhile would report one second less
+        expires_in: issued.lifetimeSeconds,
       },
     };
   }

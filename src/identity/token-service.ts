@@ -65,7 +65,7 @@ export class TokenService {
   async sign(
     claims: Record<string, unknown>,
     options: { audience: string | string[]; subject: string; ttlSeconds: number; typ: string },
-  ): Promise<{ token: string; jti: string; expiresAt: number }> {
+  ): Promise<{ token: string; jti: string; expiresAt: number; lifetimeSeconds: number }> {
     const { kid, privateKey } = await this.deps.jwtKeys.signingKey();
     const nowS = Math.floor(this.deps.clock() / 1000);
     const jti = crypto.randomUUID();
@@ -80,7 +80,7 @@ export class TokenService {
       .setExpirationTime(exp)
       .setJti(jti)
       .sign(privateKey);
-    return { token, jti, expiresAt: exp * 1000 };
+    return { token, jti, expiresAt: exp * 1000, lifetimeSeconds: options.ttlSeconds };
   }
 
   async issueClientToken(client: { id: number; clientId: string; name: string }, ttlSeconds = this.deps.accessTokenTtlSeconds, renewalOf?: { originSeconds: number }) {

@@ -355,17 +355,19 @@ describe.skipIf(!available)('auditors console in Chromium', () => {
     expect(denied).toHaveLength(1);
     expect(denied[0]).toMatch(/web-frontend[\s\S]*deny/);
 
-    // by source address, and by a time range that holds nothing
+    // by source address, and by time range. A hash change keeps the old answer on screen until
+    // the new one arrives, so each step below shows a different answer from the one before it.
     await page.goto(`${base}/console/#/audit?sourceIp=10.99.*`);
-    await page.getByText('No events match.').waitFor();
-    await page.goto(`${base}/console/#/audit?action=secret.read&until=2001-01-01T00:00:00.000Z`);
     await page.getByText('No events match.').waitFor();
     // six reads and the denied one
     await page.goto(`${base}/console/#/audit?action=secret.read&since=${new Date(Date.now() - 3600_000).toISOString()}`);
     await until(page, rowCount('events'), 7);
     const ip = (await page.getByTestId('events').locator('tbody tr').first().locator('td').nth(6).innerText()).trim();
-    await page.goto(`${base}/console/#/audit?action=secret.read&sourceIp=${encodeURIComponent(ip)}`);
-    await until(page, rowCount('events'), 7);
+    await page.goto(`${base}/console/#/audit?action=secret.read&until=2001-01-01T00:00:00.000Z`);
+    await page.getByText('No events match.').waitFor();
+    // the six allowed reads, all from the test's address
+    await page.goto(`${base}/console/#/audit?action=secret.read&outcome=allow&sourceIp=${encodeURIComponent(ip)}`);
+    await until(page, rowCount('events'), 6);
 
     // an event's detail: every recorded field, and its inclusion verified in the browser
     await page.getByRole('button', { name: /Details of event/ }).first().click();
@@ -470,7 +472,9 @@ describe.skipIf(!available)('auditors console in Chromium', () => {
     await expect.poll(() => rows(page, 'releases'), { timeout: 10_000 }).toEqual([expect.stringMatching(/warn[\s\S]*staging\/app:v1/)]);
     await until(page, `location.hash.includes('policy=staging') && !location.hash.includes('decision=')`);
 
+    // the staging filter's row stays on screen until the deny filter's answer replaces it
     await page.goto(`${base}/console/#/releases?decision=deny`);
+    await expect.poll(() => rows(page, 'releases'), { timeout: 10_000 }).toEqual([expect.stringMatching(/deny[\s\S]*\/org\/app:v2/)]);
     await page.getByTestId('releases').locator('tbody tr a').first().click();
     const detail = page.getByTestId('release-detail');
     await detail.waitFor();

@@ -38,7 +38,7 @@ describe('client credentials and client lifecycle', () => {
       expect(res.status, res.text).toBe(200);
       expect(res.headers['cache-control']).toBe('no-store');
       expect(res.body.token_type).toBe('Bearer');
-      // exp is whole seconds, so up to a second may already have passed
+      // the lifetime granted, however long the audit write took
       expect(res.body.expires_in).toBe(tb.config.accessTokenTtlSeconds);
       expect(res.body.access_token.split('.')).toHaveLength(3);
       const read = await canRead(res.body.access_token);
