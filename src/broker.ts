@@ -238,7 +238,7 @@ export async function createServices(config: Config, options: BrokerOptions = {}
     client: { maxFailures: config.authRateLimit.maxFailuresPerClient, windowMs },
     address: { maxFailures: config.authRateLimit.maxFailuresPerAddress, windowMs },
   }, telemetry);
-  const auth = new AuthService({ clients, tokens, audit, clock, rateLimiter, telemetry });
+  const auth = new AuthService({ clients, tokens, audit, rateLimiter, telemetry });
   const workload = new WorkloadIdentityService({
     bootstrapTokens: new BootstrapTokensDal(database),
     clientsDal,

@@ -4,7 +4,6 @@ import type { RequestMeta } from '../core/principal.js';
 import type { ClientsService } from './clients-service.js';
 import type { FailureRateLimiter } from './rate-limiter.js';
 import type { TokenService } from './token-service.js';
-import type { Clock } from '../core/clock.js';
 import { grantLabel, type Telemetry } from '../core/telemetry.js';
 
 export interface TokenResponse {
@@ -26,7 +25,6 @@ export class AuthService {
       clients: ClientsService;
       tokens: TokenService;
       audit: AuditService;
-      clock: Clock;
       rateLimiter?: FailureRateLimiter;
       /** Token requests by grant type and outcome, for /metrics. */
       telemetry?: Telemetry;

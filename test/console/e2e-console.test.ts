@@ -151,7 +151,7 @@ describe.skipIf(!available)('auditors console in Chromium', () => {
       .whereIn('action', ['auth.failure', 'console.login', 'console.logout', 'authz.deny'])
       .orderBy('seq', 'desc')
       .limit(6)
-      .select('seq', 'ts', 'action', 'outcome', 'reason', 'request_id', 'details')
+      .select('seq', 'ts', 'action', 'outcome', 'reason', 'details')
       .catch((err: unknown) => [{ error: String(err) }]);
     const lines = events.map((e: Record<string, unknown>) => {
       const d = typeof e.details === 'string' ? (JSON.parse(e.details) as Record<string, unknown>) : {};
@@ -160,7 +160,7 @@ describe.skipIf(!available)('auditors console in Chromium', () => {
     return [`url: ${p.url()}`, `page: ${text.replace(/\s+/g, ' ').slice(0, 600)}`, 'latest session and authentication events:', ...lines, `console errors: ${JSON.stringify(consoleErrors.slice(-5))}`].join('\n  ');
   }
 
-  /** Sessions found gone at the start of a view's test: none may be (the test before logging out checks). */
+  /** Sessions found gone at the start of a view's test: none may be (the test after signing out checks). */
   const sessionLosses: string[] = [];
   let currentTest = '';
 
