@@ -322,7 +322,8 @@ describe('authz', () => {
     expect(created.body.Msg).toMatch(/denied r\.example\.com\/none\/svc:2/);
     const updated = await authz({ RequestMethod: 'POST', RequestUri: '/services/abc/update?version=3', RequestBody: b64(JSON.stringify(svc)) });
     expect(updated.body.Msg).toMatch(/denied r\.example\.com\/none\/svc:2/);
-    const pull = await authz({ RequestMethod: 'POST', RequestUri: '/v1.41/images/create?fromImage=r.example.com%2Fnone%2Fpulled&tag=3' });
+    // docker pull sends no body and Content-Length: 0 (dockerd passes the headers on)
+    const pull = await authz({ RequestMethod: 'POST', RequestUri: '/v1.41/images/create?fromImage=r.example.com%2Fnone%2Fpulled&tag=3', RequestHeaders: { 'Content-Length': '0' } });
     expect(pull.body.Msg).toMatch(/denied r\.example\.com\/none\/pulled:3/);
     const noImage = await authz({ RequestMethod: 'POST', RequestUri: '/containers/create', RequestBody: b64('{"Cmd":["sh"]}') });
     expect(noImage.body).toEqual({ Allow: false, Msg: expect.stringMatching(/cannot judge POST \/containers\/create: the container has no Image/) });
