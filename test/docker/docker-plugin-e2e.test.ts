@@ -8,10 +8,12 @@
  * 2. VolumeDriver: `docker run` with the volume driver sees exactly its granted files with their
  *    modes and owners; nothing is left on disk after `docker volume rm`.
  * 3. authz: with `--authorization-plugin`, a cosign-signed non-root image runs; unsigned, root
- *    and `--user 0` runs are refused with the gate's reason; the broker down fails closed.
+ *    and `--user 0` runs are refused with the gate's reason, and so is a percent-encoded
+ *    `containers%2Fcreate` sent as raw HTTP; the broker down fails closed.
  */
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -66,6 +68,20 @@ async function finalTaskState(service: string, timeoutMs = 60_000): Promise<{ st
     await new Promise((r) => setTimeout(r, 300));
   }
   throw new Error(`service ${service} did not finish: ${last}\n${plugin?.stderr() ?? ''}`);
+}
+
+/** One Docker API call over the daemon's socket, with the path sent exactly as given. */
+function dockerApi(socket: string, method: string, uri: string, body: unknown): Promise<{ status: number; body: string }> {
+  const text = JSON.stringify(body);
+  return new Promise((resolve, reject) => {
+    const req = http.request({ socketPath: socket, method, path: uri, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) } }, (res) => {
+      let data = '';
+      res.on('data', (c) => (data += c));
+      res.on('end', () => resolve({ status: res.statusCode!, body: data }));
+    });
+    req.on('error', reject);
+    req.end(text);
+  });
 }
 
 /** Mount points under `dir` in the host's mount table. */
@@ -367,6 +383,14 @@ describeDocker(`keywarden docker-plugin against a real dockerd${dockerGate.ok ? 
       expect(root.code).not.toBe(0);
       expect(root.stderr).toMatch(new RegExp(`keywarden release gate denied ${R}/kw/signed-root:1: nonRootUser: `));
       expect(root.stderr).not.toMatch(/cosign: /);
+    }, 60_000);
+
+    it('an encoded spelling of containers/create (containers%2Fcreate, which dockerd routes to create) is refused for the unsigned image', async () => {
+      // raw HTTP: the docker CLI never sends this spelling; dockerd decodes it and would create the container
+      const res = await dockerApi(d.socket, 'POST', '/v1.41/containers%2Fcreate?name=kw-encoded', { Image: `${R}/kw/unsigned-nonroot:1`, Cmd: ['true'] });
+      expect(res.status, res.body).toBe(403);
+      expect(JSON.parse(res.body).message).toMatch(new RegExp(`authorization denied by plugin ${pluginName}: keywarden release gate denied ${R}/kw/unsigned-nonroot:1: cosign: `));
+      expect((await d.docker(['inspect', 'kw-encoded'])).code).not.toBe(0);
     }, 60_000);
 
     it('--user 0 on the signed non-root image is refused by nonRootUser', async () => {
