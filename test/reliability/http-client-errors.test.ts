@@ -3,6 +3,7 @@ import tls from 'node:tls';
 import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listen, type RunningServer } from '../../src/http/server.js';
+import { requestTargetOf } from '../../src/http/client-errors.js';
 import { createCa, issue, writePems } from '../support/pki.js';
 import { startTestBroker, type TestBroker } from '../support/broker.js';
 
@@ -205,6 +206,7 @@ describe('HTTP-level errors on Vault paths are Vault errors', () => {
   const vaultCases = (): Array<{ name: string; bytes: string; status: number; message: RegExp }> => [
     { name: 'NUL in a header', bytes: request(['GET /v1/sys/health HTTP/1.1', 'Host: x', 'X-Probe: a\u0000b']), status: 400, message: /^the request is not valid HTTP\/1\.1: Invalid header value char$/ },
     { name: 'an unknown method', bytes: request([`FROBNICATE ${kv()} HTTP/1.1`, 'Host: x']), status: 400, message: /Invalid method/ },
+    { name: 'an absolute-form target', bytes: request(['GET http://x/v1/sys/health?y=1 HTTP/1.1', 'Host: x', 'X-Probe: a\u0000b']), status: 400, message: /Invalid header value char/ },
     { name: 'a negative Content-Length', bytes: request([`POST ${kv()} HTTP/1.1`, 'Host: x', 'Content-Length: -1'], '{}'), status: 400, message: /not valid HTTP\/1\.1/ },
     { name: 'both Content-Length and Transfer-Encoding', bytes: request([`POST ${kv()} HTTP/1.1`, 'Host: x', 'Content-Length: 2', 'Transfer-Encoding: chunked'], '2\r\n{}\r\n0\r\n\r\n'), status: 400, message: /not valid HTTP\/1\.1/ },
     { name: 'a bad chunk size', bytes: request([`POST ${kv()} HTTP/1.1`, 'Host: x', 'Transfer-Encoding: chunked'], 'zz\r\n{}\r\n0\r\n\r\n'), status: 400, message: /not valid HTTP\/1\.1/ },
@@ -237,5 +239,23 @@ describe('HTTP-level errors on Vault paths are Vault errors', () => {
     expectProblemAnswer(await exchange(connect, request(['POST /v1/auth/token HTTP/1.1', 'Host: x', 'Content-Length: -1'])), 400, 'malformed_request');
     // a request line the parser cannot read names no path
     expectProblemAnswer(await exchange(connect, 'GET\u0000/v1/sys/health HTTP/1.1\r\n\r\n'), 400, 'malformed_request');
+  });
+});
+
+describe('the request target of a refused request, from the bytes the parser reports', () => {
+  const at = (text: string, errorAt: number) => requestTargetOf({ rawPacket: Buffer.from(text, 'latin1'), bytesParsed: errorAt });
+
+  it('is the last complete request line at or before the error', () => {
+    const two = 'GET /v1/sys/health HTTP/1.1\r\nHost: x\r\n\r\nPOST /v1/groups HTTP/1.1\r\nX: a\u0000';
+    expect(at(two, two.length - 1)).toBe('/v1/groups');
+    expect(at(two, 20)).toBe('/v1/sys/health');
+    expect(at('FROBNICATE /v1/sys/health HTTP/1.1\r\n', 1)).toBe('/v1/sys/health');
+  });
+
+  it('is unknown when the line is cut off, unreadable, or not in the packet', () => {
+    expect(at('GET /v1/sys/hea', 5)).toBeUndefined();
+    expect(at('GET\u0000/v1/sys/health HTTP/1.1\r\n', 3)).toBeUndefined();
+    expect(at('X-Probe: a\u0000b\r\n', 11)).toBeUndefined();
+    expect(requestTargetOf({})).toBeUndefined();
   });
 });
