@@ -33,7 +33,7 @@ import { ListRequestRewriter } from './list-method.js';
 /**
  * Node's helper that detaches an HTTP parser from its socket (what its upgrade path calls). An
  * undocumented module: loaded once, and a Node release without it makes every takeover refuse
- * (400, as before this existed) rather than the broker fail to start.
+ * (400 and an error in the log) rather than the broker fail to start.
  */
 const freeParser = loadFreeParser();
 
@@ -48,8 +48,8 @@ function loadFreeParser(): ((parser: unknown, req: unknown, socket: unknown) => 
 
 /**
  * Node's per-connection listeners (node/lib/_http_server.js, connectionListenerInternal), found
- * by name: if a Node release renames them, takeover refuses (400, as before this existed) and
- * the LIST tests fail, rather than two parsers sharing one socket.
+ * by name: if a Node release renames them, takeover refuses (400, as before this existed, and an
+ * error in the log) and the LIST tests fail, rather than two parsers sharing one socket.
  */
 const NODE_LISTENERS = {
   data: 'bound socketOnData',
@@ -116,9 +116,12 @@ export class ListMethodTakeover {
     }
   }
 
-  private detachAndHandOver(err: ParserError, raw: HttpSocket, start: Buffer): boolean {
+  private detachAndHandOver(err: ParserError, raw: HttpSocket, start: Buffer): true {
+    // a Node release that changed these: refuse (onFailure logs it) rather than share the socket between two parsers
+    if (!freeParser) throw new Error("Node's _http_common.freeParser is missing");
     const listeners = nodeListeners(raw);
-    if (!listeners || !raw.parser || !freeParser) return false;
+    if (!listeners) throw new Error(`Node's connection listeners were not found by name (${Object.values(NODE_LISTENERS).join(', ')})`);
+    if (!raw.parser) throw new Error('the socket has no HTTP parser (socket.parser)');
 
     // the parser stopped for good: detach it now, before another read reaches it (or its 'end')
     raw.removeListener('data', listeners.data);

@@ -423,12 +423,18 @@ describe('the connection limit (server.maxConnections)', () => {
 
 describe('a takeover that fails on Node internals', () => {
   let server: RunningServer;
-  const logLines: Array<{ level: number; msg: string; path?: string }> = [];
+  const logLines: Array<{ level: number; msg: string; path?: string; err?: { message: string } }> = [];
   const connect = () => net.connect(Number(new URL(server.url).port), '127.0.0.1');
+
+  /** Hides Node's connection listeners from the takeover on the next connections (a renamed listener in a later Node). */
+  let hideListeners = false;
 
   beforeAll(async () => {
     const logger = pino({ level: 'info' }, { write: (line: string) => void logLines.push(JSON.parse(line)) });
     server = await listen(reportingApp({ '/slow': 150 }), { listen: { host: '127.0.0.1', port: 0 }, tls: undefined }, { logger });
+    server.server.on('connection', (socket: net.Socket) => {
+      if (hideListeners) socket.listeners = () => [];
+    });
     // Node's connection listener refusing the wrapper stands for any internal shape the takeover does not expect
     const emit = server.server.emit.bind(server.server) as (event: string | symbol, ...args: unknown[]) => boolean;
     server.server.emit = ((event: string | symbol, ...args: unknown[]) => {
@@ -453,5 +459,19 @@ describe('a takeover that fails on Node internals', () => {
     expect(failures, JSON.stringify(logLines)).toHaveLength(2);
     expect(failures[0].path).toBe('/v1/secret/metadata/app');
     expect(reports(await talk(connect, [get('/still-serving', true)]))).toMatchObject([{ url: '/still-serving', native: true }]);
+  });
+
+  it('a Node listener not found by name: the LIST is refused the same way, and logged', async () => {
+    const before = logLines.length;
+    hideListeners = true;
+    try {
+      const out = await talk(connect, [list('/v1/sys/mounts')]);
+      expect(statusLines(out), out).toEqual(['HTTP/1.1 400']);
+      expect(out.slice(out.lastIndexOf('\r\n\r\n') + 4)).toBe('{"errors":["the request is not valid HTTP/1.1: Invalid method encountered"]}');
+    } finally {
+      hideListeners = false;
+    }
+    const failures = logLines.slice(before).filter((l) => l.level === 50 && /LIST takeover failed/.test(l.msg));
+    expect(failures).toMatchObject([{ path: '/v1/sys/mounts', err: { message: expect.stringContaining('not found by name') } }]);
   });
 });
