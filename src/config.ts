@@ -9,6 +9,9 @@ const listenSchema = z
   .string()
   .regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must be host:port, e.g. 127.0.0.1:8750');
 
+/** KEYWARDEN_MAX_CONNECTIONS' default: client connections open at once; the listener closes more as they arrive. */
+export const DEFAULT_MAX_CONNECTIONS = 4096;
+
 const envSchema = z.object({
   KEYWARDEN_DATA_DIR: z.string().min(1).default('./data'),
   KEYWARDEN_DATABASE_URL: z
@@ -34,6 +37,7 @@ const envSchema = z.object({
     .regex(/^kw_[A-Za-z0-9_-]{20,}$/, 'must look like kw_<at least 20 url-safe characters>')
     .optional(),
   KEYWARDEN_MAX_BODY_BYTES: z.coerce.number().int().positive().default(2 * 1024 * 1024),
+  KEYWARDEN_MAX_CONNECTIONS: z.coerce.number().int().positive().max(1_000_000).default(DEFAULT_MAX_CONNECTIONS),
   KEYWARDEN_TRUST_PROXY: z.string().default('false'),
   KEYWARDEN_METRICS_AUTH: z.enum(['none', 'api-key']).default('none'),
   KEYWARDEN_TLS_CERT: z.string().optional(),
@@ -90,6 +94,8 @@ export interface Config {
   trustDomain: string;
   bootstrapAdminKey?: string;
   maxBodyBytes: number;
+  /** KEYWARDEN_MAX_CONNECTIONS: open client connections at once; the listener closes more as they arrive. */
+  maxConnections: number;
   /**
    * Which peers may set X-Forwarded-For: false (none), a hop count, or proxy addresses/CIDRs.
    * Passed to Express's `trust proxy`, so req.ip is the address the last trusted proxy saw.
@@ -269,6 +275,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     trustDomain: e.KEYWARDEN_TRUST_DOMAIN,
     bootstrapAdminKey: e.KEYWARDEN_BOOTSTRAP_ADMIN_KEY,
     maxBodyBytes: e.KEYWARDEN_MAX_BODY_BYTES,
+    maxConnections: e.KEYWARDEN_MAX_CONNECTIONS,
     vaultKvMount: e.KEYWARDEN_VAULT_KV_MOUNT,
     console: { sessionTtlSeconds: e.KEYWARDEN_CONSOLE_SESSION_TTL, dir: e.KEYWARDEN_CONSOLE_DIR ? path.resolve(e.KEYWARDEN_CONSOLE_DIR) : undefined },
     trustProxy,

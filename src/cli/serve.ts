@@ -27,7 +27,7 @@ export async function serve(): Promise<void> {
   for (const unknown of unknownSettings(process.env)) logger.warn({ setting: unknown.name, suggestion: unknown.suggestion }, unknown.message);
 
   let broker: Broker;
-  const bound = await bindServer(config).catch(async (err) => {
+  const bound = await bindServer(config, { logger }).catch(async (err) => {
     await stdoutLog().drain(LOG_DRAIN_MS);
     throw err;
   });

@@ -30,15 +30,26 @@ import { ListRequestRewriter } from './list-method.js';
  * write, so this only refuses requests split by the network inside their first three bytes.
  */
 
-/** Node's helper that detaches an HTTP parser from its socket (what its upgrade path calls). */
-const { freeParser } = createRequire(import.meta.url)('_http_common') as {
-  freeParser: (parser: unknown, req: unknown, socket: unknown) => void;
-};
+/**
+ * Node's helper that detaches an HTTP parser from its socket (what its upgrade path calls). An
+ * undocumented module: loaded once, and a Node release without it makes every takeover refuse
+ * (400 and an error in the log) rather than the broker fail to start.
+ */
+const freeParser = loadFreeParser();
+
+function loadFreeParser(): ((parser: unknown, req: unknown, socket: unknown) => void) | undefined {
+  try {
+    const found = (createRequire(import.meta.url)('_http_common') as { freeParser?: unknown }).freeParser;
+    return typeof found === 'function' ? (found as (parser: unknown, req: unknown, socket: unknown) => void) : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 /**
  * Node's per-connection listeners (node/lib/_http_server.js, connectionListenerInternal), found
- * by name: if a Node release renames them, takeover refuses (400, as before this existed) and
- * the LIST tests fail, rather than two parsers sharing one socket.
+ * by name: if a Node release renames them, takeover refuses (400, as before this existed, and an
+ * error in the log) and the LIST tests fail, rather than two parsers sharing one socket.
  */
 const NODE_LISTENERS = {
   data: 'bound socketOnData',
@@ -51,7 +62,7 @@ const NODE_LISTENERS = {
 } as const;
 type NodeEvent = keyof typeof NODE_LISTENERS;
 
-type ParserError = Error & { code?: string; rawPacket?: unknown; bytesParsed?: unknown };
+export type ParserError = Error & { code?: string; rawPacket?: unknown; bytesParsed?: unknown };
 type HttpSocket = Socket & { parser?: unknown; _httpMessage?: http.ServerResponse | null; _paused?: boolean };
 
 const L = 0x4c;
@@ -71,26 +82,46 @@ export function listRequestStart(rawPacket: Buffer, errorAt: number): Buffer | u
   return rawPacket.subarray(errorAt - 2);
 }
 
+/** What to do when taking a connection over failed part-way (the socket is the client's). */
+export type TakeoverFailureHandler = (failure: unknown, err: ParserError, socket: Duplex) => void;
+
 /** Takes over connections whose client sends LIST; counts them (the fast path's witness). */
 export class ListMethodTakeover {
   private taken = 0;
 
-  constructor(private readonly server: http.Server | https.Server) {}
+  constructor(
+    private readonly server: http.Server | https.Server,
+    private readonly onFailure: TakeoverFailureHandler,
+  ) {}
 
   /** Connections handed to the rewriter since the server started. */
   get connections(): number {
     return this.taken;
   }
 
-  /** Called from 'clientError': true when this connection was taken over (nothing to answer). */
+  /**
+   * Called from 'clientError': true when this connection was taken over, or when taking it over
+   * failed and `onFailure` answered it (nothing left to answer); never throws.
+   */
   takeOver(err: ParserError, socket: Duplex): boolean {
     if (err.code !== 'HPE_INVALID_METHOD' || socket instanceof ListConnection) return false;
     if (!Buffer.isBuffer(err.rawPacket) || typeof err.bytesParsed !== 'number') return false;
     const start = listRequestStart(err.rawPacket, err.bytesParsed);
     if (!start) return false;
-    const raw = socket as HttpSocket;
+    try {
+      return this.detachAndHandOver(err, socket as HttpSocket, start);
+    } catch (failure) {
+      this.onFailure(failure, err, socket);
+      return true;
+    }
+  }
+
+  private detachAndHandOver(err: ParserError, raw: HttpSocket, start: Buffer): true {
+    // a Node release that changed these: refuse (onFailure logs it) rather than share the socket between two parsers
+    if (!freeParser) throw new Error("Node's _http_common.freeParser is missing");
     const listeners = nodeListeners(raw);
-    if (!listeners || !raw.parser) return false;
+    if (!listeners) throw new Error(`Node's connection listeners were not found by name (${Object.values(NODE_LISTENERS).join(', ')})`);
+    if (!raw.parser) throw new Error('the socket has no HTTP parser (socket.parser)');
 
     // the parser stopped for good: detach it now, before another read reaches it (or its 'end')
     raw.removeListener('data', listeners.data);
@@ -101,23 +132,41 @@ export class ListMethodTakeover {
     raw._paused = false;
     this.taken++;
 
-    const connection = new ListConnection(raw, start);
+    const server = this.server;
+    const connection = new ListConnection(raw, start, {
+      headersTimeoutMs: () => server.headersTimeout,
+      onHeadTimeout: (timedOut) => {
+        // what Node does at its own header timeout (socketOnError): 'clientError', else close
+        if (!server.emit('clientError', requestTimeoutError(), timedOut)) timedOut.destroy();
+      },
+    });
     // responses to requests before the LIST (pipelined) still go out on the socket through
     // Node's old connection state: hand over only once the last of them is done
     const handOver = () => {
-      if (connection.destroyed) return; // the socket closed meanwhile: Node's old state cleans up
-      const inFlight = raw._httpMessage;
-      if (inFlight) return void inFlight.once('close', handOver);
-      raw.removeListener('close', listeners.close);
-      raw.removeListener('drain', listeners.drain);
-      raw.removeListener('timeout', listeners.timeout);
-      // the old state's keep-alive timer; the new connection sets its own through ListConnection
-      raw.setTimeout(0);
-      this.server.emit(this.server instanceof https.Server ? 'secureConnection' : 'connection', connection);
+      try {
+        if (connection.destroyed) return; // the socket closed meanwhile: Node's old state cleans up
+        const inFlight = raw._httpMessage;
+        if (inFlight) return void inFlight.once('close', handOver);
+        raw.removeListener('close', listeners.close);
+        raw.removeListener('drain', listeners.drain);
+        raw.removeListener('timeout', listeners.timeout);
+        // the old state's keep-alive timer; the new connection sets its own through ListConnection
+        raw.setTimeout(0);
+        server.emit(server instanceof https.Server ? 'secureConnection' : 'connection', connection);
+      } catch (failure) {
+        // from an event listener nobody would catch it: the process would crash
+        connection.stopReading();
+        this.onFailure(failure, err, raw);
+      }
     };
     handOver();
     return true;
   }
+}
+
+/** The error Node's HTTP server raises at its header and request timeouts. */
+function requestTimeoutError(): Error & { code: string } {
+  return Object.assign(new Error('Request timeout'), { code: 'ERR_HTTP_REQUEST_TIMEOUT' });
 }
 
 function nodeListeners(socket: Socket): Record<NodeEvent, (...args: unknown[]) => void> | undefined {
@@ -138,6 +187,10 @@ function nodeListeners(socket: Socket): Record<NodeEvent, (...args: unknown[]) =
  */
 export class ListConnection extends Duplex {
   private readonly rewriter = new ListRequestRewriter();
+  /** The deadline of the request head being received, and which head it is for. */
+  private headTimer: NodeJS.Timeout | undefined;
+  private headTimed = -1;
+  private reading = true;
   getPeerCertificate?: TLSSocket['getPeerCertificate'];
   getCipher?: TLSSocket['getCipher'];
   getProtocol?: TLSSocket['getProtocol'];
@@ -145,6 +198,7 @@ export class ListConnection extends Duplex {
   constructor(
     readonly socket: Socket,
     start: Buffer,
+    private readonly head: { headersTimeoutMs: () => number; onHeadTimeout: (connection: ListConnection) => void },
   ) {
     super({ allowHalfOpen: true });
     if (socket instanceof TLSSocket) {
@@ -160,8 +214,39 @@ export class ListConnection extends Duplex {
   }
 
   private forward(chunk: Buffer) {
+    if (!this.reading) return;
     const bytes = this.rewriter.push(chunk);
+    this.timeHead();
     if (bytes.length > 0 && !this.push(bytes)) this.socket.pause();
+  }
+
+  /** Starts the deadline when a request head starts (this chunk has its first byte), clears it when the head is complete. */
+  private timeHead() {
+    if (!this.rewriter.inRequestHead) return this.clearHeadTimer();
+    const head = this.rewriter.requestHeads;
+    if (this.headTimed === head) return;
+    this.clearHeadTimer();
+    this.headTimed = head;
+    const timeoutMs = this.head.headersTimeoutMs();
+    if (!(timeoutMs > 0)) return; // 0 turns Node's header timeout off too
+    this.headTimer = setTimeout(() => {
+      this.headTimer = undefined;
+      // what is still on its way belongs to a request that is refused: the parser sees none of it
+      this.stopReading();
+      this.head.onHeadTimeout(this);
+    }, timeoutMs);
+    this.headTimer.unref();
+  }
+
+  private clearHeadTimer() {
+    if (this.headTimer) clearTimeout(this.headTimer);
+    this.headTimer = undefined;
+  }
+
+  /** Hands no further bytes to the parser (the connection is being refused and closed). */
+  stopReading() {
+    this.reading = false;
+    this.clearHeadTimer();
   }
 
   override _read() {
@@ -184,6 +269,7 @@ export class ListConnection extends Duplex {
   }
 
   override _destroy(err: Error | null, callback: (error?: Error | null) => void) {
+    this.clearHeadTimer();
     this.socket.destroy();
     callback(err);
   }

@@ -17,7 +17,10 @@
  * decides, and no later "LIST " on that connection is rewritten.
  *
  * At most the request target of a LIST request is held back (up to MAX_TARGET bytes), so slow
- * headers still reach the parser, and its header timeout, as they arrive.
+ * headers still reach the parser as they arrive. The parser's header timeout starts only when it
+ * sees the first byte of a request, which for a LIST is after the target: so the rewriter reports
+ * when a request head starts and ends (`requestHeads`, `inRequestHead`), and list-connection.ts
+ * times the head itself from its first byte.
  */
 const MAX_TARGET = 16 * 1024;
 const MAX_LINE = 64 * 1024;
@@ -47,6 +50,22 @@ export class ListRequestRewriter {
   private contentLengths: string[] = [];
   private transferEncoding: string[] = [];
   private upgrade = false;
+  private heads = 0;
+
+  /** Request heads started on this stream so far (a new value: a new head, a new deadline). */
+  get requestHeads(): number {
+    return this.heads;
+  }
+
+  /**
+   * True from the first byte of a request line until the empty line that ends its headers: the
+   * time the header timeout bounds. False between requests, in bodies, and once in pass-through
+   * (the parser then sees every byte as it arrives, and times the head itself).
+   */
+  get inRequestHead(): boolean {
+    const s = this.state;
+    return (s.at === 'start' && s.held > 0) || s.at === 'target' || s.at === 'request-line' || s.at === 'headers';
+  }
 
   /** Feeds the next bytes received; returns the bytes to hand to the HTTP parser. */
   push(chunk: Buffer): Buffer {
@@ -62,6 +81,7 @@ export class ListRequestRewriter {
       switch (s.at) {
         case 'start': {
           if (s.held === 0 && (byte === 0x0d || byte === 0x0a)) break; // empty lines before a request
+          if (s.held === 0) this.heads++;
           if (byte === LIST_PREFIX[s.held]) {
             if (s.held === 0) flush(i);
             s.held++;

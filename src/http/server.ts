@@ -1,12 +1,14 @@
 import fs from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
-import type { AddressInfo, Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { Express } from 'express';
-import type { Config } from '../config.js';
-import { ListMethodTakeover } from './list-connection.js';
+import pino, { type Logger } from 'pino';
+import { DEFAULT_MAX_CONNECTIONS, type Config } from '../config.js';
+import { answerClientError, requestTargetOf } from './client-errors.js';
+import { ListMethodTakeover, type ParserError } from './list-connection.js';
 import { StartupError } from '../startup-errors.js';
-import { ProblemError } from './problem.js';
 
 export interface RunningServer {
   server: http.Server | https.Server;
@@ -32,6 +34,12 @@ export interface BoundServer {
 
 /** How long `close()` waits for requests in flight before it closes their connections. */
 export const DEFAULT_DRAIN_MS = 10_000;
+
+/** At most one log line per this long about connections refused at the limit (a flood would flood the log). */
+const DROP_LOG_INTERVAL_MS = 60_000;
+
+/** What the listener needs from the configuration; tests give the listen address (and TLS) only. */
+export type ServerConfig = Pick<Config, 'listen' | 'tls'> & Partial<Pick<Config, 'maxConnections' | 'vaultKvMount'>>;
 
 /** The listen address could not be bound: in use, not on this host, or a privileged port. */
 export class ListenError extends StartupError {
@@ -64,8 +72,8 @@ function listenReason(code: string | undefined): string {
  * requested but not required at the TLS layer, so token-authenticated callers still connect;
  * the route layer decides what an unverified or missing certificate means.
  */
-export async function listen(app: Express, config: Pick<Config, 'listen' | 'tls'>): Promise<RunningServer> {
-  return (await bindServer(config)).serve(app);
+export async function listen(app: Express, config: ServerConfig, options: { logger?: Logger } = {}): Promise<RunningServer> {
+  return (await bindServer(config, options)).serve(app);
 }
 
 /**
@@ -75,7 +83,8 @@ export async function listen(app: Express, config: Pick<Config, 'listen' | 'tls'
  * accepted from now on; their requests wait, like connections in the kernel's backlog, until
  * serve() hands them to the app, and are dropped if the start fails.
  */
-export async function bindServer(config: Pick<Config, 'listen' | 'tls'>): Promise<BoundServer> {
+export async function bindServer(config: ServerConfig, options: { logger?: Logger } = {}): Promise<BoundServer> {
+  const logger = options.logger ?? pino({ level: 'silent' });
   let app: Express | undefined;
   const held: Array<[http.IncomingMessage, http.ServerResponse]> = [];
   const handler: http.RequestListener = (req, res) => {
@@ -98,15 +107,46 @@ export async function bindServer(config: Pick<Config, 'listen' | 'tls'>): Promis
   } else {
     server = http.createServer(handler);
   }
+  const clientErrors = { vaultKvMount: config.vaultKvMount ?? 'secret' };
   // Vault clients list with the LIST method, which Node's parser refuses: the connection that
-  // sends it is taken over (list-connection.ts); every other error is answered as before
-  const listMethod = new ListMethodTakeover(server);
-  server.on('clientError', (err: Error & { code?: string }, socket: Socket) => {
-    if (!listMethod.takeOver(err, socket)) answerClientError(err, socket);
+  // sends it is taken over (list-connection.ts); every other error is answered as before. A
+  // takeover that fails on Node's internals refuses that LIST like any bad method, and says so.
+  const listMethod = new ListMethodTakeover(server, (failure, err, socket) => {
+    logger.error(
+      { err: { message: failure instanceof Error ? failure.message : String(failure) }, path: pathForLog(err), node: process.version },
+      'LIST takeover failed (Node internals not as expected): the request is refused with 400',
+    );
+    answerSafely(err, socket);
+  });
+  // an exception here would escape from Node's parser callbacks and end the process
+  const answerSafely = (err: ParserError, socket: Duplex) => {
+    try {
+      answerClientError(err, socket, clientErrors);
+    } catch (failure) {
+      logger.error({ err: { message: failure instanceof Error ? failure.message : String(failure) }, code: err.code }, 'answering a malformed request failed: connection closed');
+      socket.destroy();
+    }
+  };
+  server.on('clientError', (err: ParserError, socket: Duplex) => {
+    if (!listMethod.takeOver(err, socket)) answerSafely(err, socket);
   });
   server.keepAliveTimeout = 65_000;
+  // also bounds a LIST request head, whose target list-connection.ts holds back from the parser
   server.headersTimeout = 66_000;
   server.requestTimeout = 60_000;
+  // connections beyond it are closed as they arrive (Node's 'drop'), so idle or slow clients
+  // cannot use up the process's file descriptors
+  server.maxConnections = config.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+  let dropped = 0;
+  let lastDropLog = -Infinity;
+  server.on('drop', () => {
+    dropped++;
+    const now = Date.now();
+    if (now - lastDropLog < DROP_LOG_INTERVAL_MS) return;
+    lastDropLog = now;
+    logger.warn({ maxConnections: server.maxConnections, droppedSinceLastWarning: dropped }, 'connection limit reached: new connections are closed (KEYWARDEN_MAX_CONNECTIONS)');
+    dropped = 0;
+  });
   const { host: wantedHost, port: wantedPort } = config.listen;
   await new Promise<void>((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException) => {
@@ -143,6 +183,11 @@ export async function bindServer(config: Pick<Config, 'listen' | 'tls'>): Promis
   };
 }
 
+/** The refused request's path for a log line: never its query (it may hold a secret). */
+function pathForLog(err: ParserError): string | undefined {
+  return requestTargetOf(err)?.split('?')[0];
+}
+
 function readTlsFile(setting: string, file: string): Buffer {
   try {
     return fs.readFileSync(file);
@@ -150,48 +195,4 @@ function readTlsFile(setting: string, file: string): Buffer {
     const code = (err as NodeJS.ErrnoException).code;
     throw new StartupError(`cannot read ${setting} file ${file} (${code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : (code ?? 'failed')})`, { cause: err });
   }
-}
-
-/**
- * Errors Node's HTTP parser raises before Express sees the request (an invalid character in a
- * header, headers or request line too large, an unknown method, broken framing, a body cut
- * short, a request timeout). Node's own answer is an empty 400/431/408 with no content type;
- * this answers with a problem document instead, on the same terms as Node: only while the
- * socket is writable and no response to an in-flight request has started. The connection is
- * closed afterwards either way, since the parser cannot resynchronise on the stream.
- */
-export function answerClientError(err: Error & { code?: string; reason?: string }, socket: Socket): void {
-  const inFlight = (socket as Socket & { _httpMessage?: http.ServerResponse })._httpMessage;
-  if (err.code === 'ECONNRESET' || !socket.writable || inFlight?.headersSent) {
-    socket.destroy();
-    return;
-  }
-  const problem = clientErrorProblem(err);
-  const body = JSON.stringify(problem.toJSON());
-  socket.write(
-    `HTTP/1.1 ${problem.status} ${http.STATUS_CODES[problem.status]}\r\n` +
-      'Content-Type: application/problem+json\r\n' +
-      `Content-Length: ${Buffer.byteLength(body)}\r\n` +
-      'Cache-Control: no-store\r\n' +
-      'X-Content-Type-Options: nosniff\r\n' +
-      'Connection: close\r\n' +
-      '\r\n' +
-      body,
-  );
-  // end() flushes the answer before closing; destroy() guarantees the socket goes away even when
-  // the peer never reads, so no half-parsed connection lingers
-  socket.end(() => socket.destroy());
-  socket.setTimeout(5000, () => socket.destroy());
-}
-
-function clientErrorProblem(err: Error & { code?: string; reason?: string }): ProblemError {
-  if (err.code === 'HPE_HEADER_OVERFLOW') {
-    return new ProblemError(431, 'headers_too_large', 'Request header fields too large', `the request line and headers exceed ${http.maxHeaderSize} bytes`);
-  }
-  if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
-    return new ProblemError(408, 'request_timeout', 'Request timeout', 'the request was not received in time');
-  }
-  // llhttp's reason names the rule broken ("Invalid header value char"); it never echoes the input
-  const reason = typeof err.reason === 'string' && err.reason ? err.reason : 'malformed request';
-  return new ProblemError(400, 'malformed_request', 'Malformed HTTP request', `the request is not valid HTTP/1.1: ${reason}`);
 }

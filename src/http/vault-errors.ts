@@ -9,6 +9,21 @@ import { ProblemError } from './problem.js';
  * message, hvac picks its exception class by status). The classification is the problem+json
  * handler's (problemOf); only the status and the body differ.
  */
+/**
+ * The /v1 prefixes that belong to the Vault-compatible API (the KV mount comes from the config).
+ * Defined here, not in vault/, because the server answers errors by path before any routing
+ * (client-errors.ts) as well as the Vault router.
+ */
+export function vaultPrefixes(kvMount: string): string[] {
+  // '/v1/auth/token/' with the slash: POST /v1/auth/token itself is the native token endpoint
+  return ['/v1/sys/', '/v1/auth/approle/', '/v1/auth/token/', `/v1/${kvMount}/`];
+}
+
+/** Whether the Vault-compatible API answers `path` (a path without its query), so errors there take Vault's shape. */
+export function isVaultPath(path: string, kvMount: string): boolean {
+  return vaultPrefixes(kvMount).some((prefix) => path.startsWith(prefix));
+}
+
 export interface VaultErrorBody {
   errors: string[];
   warnings?: string[];

@@ -1,16 +1,12 @@
 import express, { Router } from 'express';
 import { authenticate } from '../http/authenticate.js';
 import { methodNotAllowed, recordAccessDenials, mountRoutes, routesOf } from '../http/routes.js';
-import { vaultErrorHandler, vaultNotFound } from '../http/vault-errors.js';
+import { vaultErrorHandler, vaultNotFound, vaultPrefixes } from '../http/vault-errors.js';
 import type { Services } from '../broker.js';
 import { vaultAuthRoutes } from './vault-auth-routes.js';
 import { vaultSysRoutes, type HealthProbe } from './vault-sys-routes.js';
 
-/** The /v1 prefixes that belong to the Vault-compatible API (the KV mount comes from the config). */
-export function vaultPrefixes(kvMount: string): string[] {
-  // '/v1/auth/token/' with the slash: POST /v1/auth/token itself is the native token endpoint
-  return ['/v1/sys/', '/v1/auth/approle/', '/v1/auth/token/', `/v1/${kvMount}/`];
-}
+export { vaultPrefixes };
 
 /**
  * The Vault-compatible API as one router, mounted before the app's own body parser and

@@ -1,6 +1,7 @@
+import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../../src/config.js';
+import { ConfigError, loadConfig, SETTING_NAMES } from '../../src/config.js';
 
 describe('configuration from the environment', () => {
   it('defaults to SQLite and a local root key under ./data, on 127.0.0.1:8750', () => {
@@ -10,6 +11,14 @@ describe('configuration from the environment', () => {
     expect(config.keyProvider).toMatchObject({ kind: 'local', keyFile: path.resolve('data', 'root-key.json') });
     expect(config.accessTokenTtlSeconds).toBe(900);
     expect(config.issuer).toBe('http://127.0.0.1:8750');
+    expect(config.maxConnections).toBe(4096);
+  });
+
+  it('KEYWARDEN_MAX_CONNECTIONS: a positive whole number, at most 1000000', () => {
+    expect(loadConfig({ KEYWARDEN_MAX_CONNECTIONS: '200' }).maxConnections).toBe(200);
+    for (const bad of ['0', '-5', '1.5', 'many', '1000001']) {
+      expect(() => loadConfig({ KEYWARDEN_MAX_CONNECTIONS: bad }), bad).toThrow(/KEYWARDEN_MAX_CONNECTIONS/);
+    }
   });
 
   it('treats empty variables as unset (compose files write ${VAR:-})', () => {
@@ -45,5 +54,10 @@ describe('configuration from the environment', () => {
     const https = loadConfig({ KEYWARDEN_TLS_CERT: '/c.pem', KEYWARDEN_TLS_KEY: '/k.pem', KEYWARDEN_LISTEN: '[::1]:9000' });
     expect(https.issuer).toBe('https://[::1]:9000');
     expect(https.listen.host).toBe('::1');
+  });
+
+  it('every setting has a row in the README configuration table', () => {
+    const readme = fs.readFileSync(path.resolve(import.meta.dirname, '../../README.md'), 'utf8');
+    expect(SETTING_NAMES.filter((name) => !readme.includes(`| \`${name}\` |`))).toEqual([]);
   });
 });

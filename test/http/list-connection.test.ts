@@ -3,6 +3,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import http from 'node:http';
 import type { Express } from 'express';
+import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listen, type RunningServer } from '../../src/http/server.js';
 import { ListConnection, listRequestStart } from '../../src/http/list-connection.js';
@@ -252,5 +253,226 @@ describe('LIST takeover over TLS', () => {
     // what the broker reads from a TLS connection (encrypted, the verified client certificate) survives the takeover
     for (const s of seen) expect(s).toMatchObject({ encrypted: true, authorized: true, peerCN: 'lister', ip: '127.0.0.1' });
     expect(server.listConnections()).toBe(before + 1);
+  });
+});
+
+/** Collects what a connection receives until it closes; rejects past `limitMs` (the connection is still open). */
+function untilClosed(socket: net.Socket, limitMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let received = '';
+    const guard = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`connection still open after ${limitMs} ms; got: ${received.slice(0, 400)}`));
+    }, limitMs);
+    socket.on('data', (d) => (received += d.toString('latin1')));
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      clearTimeout(guard);
+      resolve(received);
+    });
+  });
+}
+
+/** Writes `text` one byte per `everyMs` until it is all sent or the connection closes. */
+async function dribble(socket: net.Socket, text: string, everyMs: number): Promise<void> {
+  for (const byte of text) {
+    if (socket.destroyed || socket.writableEnded) return;
+    socket.write(byte);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+const opened = (socket: net.Socket) => new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+const until = async (condition: () => boolean, what: string, limitMs = 5_000) => {
+  const deadline = Date.now() + limitMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`not within ${limitMs} ms: ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+};
+
+describe('LIST request heads are bound by the header timeout (a target sent a byte at a time)', () => {
+  let server: RunningServer;
+  const HEADERS_TIMEOUT_MS = 2_000;
+  const connect = () => net.connect(Number(new URL(server.url).port), '127.0.0.1');
+  // far longer than the header timeout: without a bound the server would keep reading it for minutes
+  const endlessTarget = `/v1/secret/metadata/${'a'.repeat(3_000)}`;
+
+  beforeAll(async () => {
+    server = await listen(reportingApp(), { listen: { host: '127.0.0.1', port: 0 }, tls: undefined });
+    server.server.headersTimeout = HEADERS_TIMEOUT_MS;
+  });
+  afterAll(async () => {
+    await server?.close({ drainMs: 0 });
+  });
+
+  it('after a complete request on the connection: closed with a 408 once the header timeout has passed', async () => {
+    const socket = connect();
+    const closed = untilClosed(socket, 6 * HEADERS_TIMEOUT_MS);
+    await opened(socket);
+    socket.write(get('/first'));
+    let received = '';
+    socket.on('data', (d) => (received += d.toString('latin1')));
+    await until(() => statusLines(received).length === 1, 'the first response');
+    socket.write('LIST ');
+    void dribble(socket, endlessTarget, 50);
+    const out = await closed;
+    expect(statusLines(out), out).toEqual(['HTTP/1.1 200', 'HTTP/1.1 408']);
+    expect(out).toContain('"code":"request_timeout"');
+    // the held-back LIST never reached the app
+    expect(reports(out).map((s) => s.url)).toEqual(['/first']);
+  });
+
+  it('on a fresh connection whose first request is a LIST: closed with a 408 the same way', async () => {
+    const before = server.listConnections();
+    const socket = connect();
+    const closed = untilClosed(socket, 6 * HEADERS_TIMEOUT_MS);
+    await opened(socket);
+    socket.write('LIST ');
+    void dribble(socket, endlessTarget, 50);
+    const out = await closed;
+    expect(statusLines(out), out).toEqual(['HTTP/1.1 408']);
+    expect(server.listConnections()).toBe(before + 1);
+  });
+
+  it('slow headers after a complete LIST target are bound too, from the first byte of the request line', async () => {
+    const socket = connect();
+    const closed = untilClosed(socket, 6 * HEADERS_TIMEOUT_MS);
+    await opened(socket);
+    socket.write('LIST /v1/secret/metadata/app HTTP/1.1\r\nHost: t\r\n');
+    void dribble(socket, `X-Slow: ${'s'.repeat(3_000)}`, 50);
+    expect(statusLines(await closed)).toEqual(['HTTP/1.1 408']);
+  });
+
+  it('the deadline is per request: slow heads that together take longer than one timeout are all served on one connection', async () => {
+    const socket = connect();
+    const closed = untilClosed(socket, 10 * HEADERS_TIMEOUT_MS);
+    await opened(socket);
+    let received = '';
+    socket.on('data', (d) => (received += d.toString('latin1')));
+    // five heads of about a quarter of the timeout each: together longer than one timeout
+    const heads = 5;
+    const pieces = 8;
+    const pieceMs = (0.25 * HEADERS_TIMEOUT_MS) / pieces;
+    for (let i = 1; i <= heads; i++) {
+      const head = list(`/v1/secret/metadata/n${i}`, i === heads);
+      const size = Math.ceil(head.length / pieces);
+      for (let at = 0; at < head.length; at += size) {
+        socket.write(head.slice(at, at + size));
+        await new Promise((r) => setTimeout(r, pieceMs));
+      }
+      await until(() => statusLines(received).length === i, `response ${i}`);
+    }
+    const out = await closed;
+    expect(statusLines(out), out).toEqual(Array(heads).fill('HTTP/1.1 200'));
+    expect(reports(out).map((s) => `${s.url} ${s.wrapped}`)).toEqual(Array.from({ length: heads }, (_, i) => `/v1/secret/metadata/n${i + 1}?list=true true`));
+  });
+});
+
+describe('the connection limit (server.maxConnections)', () => {
+  let server: RunningServer;
+  const logLines: Array<{ level: number; msg: string; maxConnections?: number }> = [];
+  const connect = () => net.connect(Number(new URL(server.url).port), '127.0.0.1');
+  const open: net.Socket[] = [];
+
+  beforeAll(async () => {
+    const logger = pino({ level: 'info' }, { write: (line: string) => void logLines.push(JSON.parse(line)) });
+    server = await listen(reportingApp(), { listen: { host: '127.0.0.1', port: 0 }, tls: undefined, maxConnections: 2 }, { logger });
+  });
+  afterAll(async () => {
+    for (const socket of open) socket.destroy();
+    await server?.close({ drainMs: 0 });
+  });
+
+  /** A kept-alive connection that has had `first` answered. */
+  async function served(first: string): Promise<{ socket: net.Socket; received: () => string }> {
+    const socket = connect();
+    open.push(socket);
+    let received = '';
+    socket.on('data', (d) => (received += d.toString('latin1')));
+    socket.on('error', () => {});
+    await opened(socket);
+    socket.write(first);
+    await until(() => statusLines(received).length === 1, `an answer to ${first.split('\r\n')[0]}`);
+    return { socket, received: () => received };
+  }
+
+  it('closes connections over the limit unanswered, counts a taken-over LIST connection once, and serves again once one closes', async () => {
+    expect(server.server.maxConnections).toBe(2);
+    const viaList = await served(list('/held'));
+    const plain = await served(get('/held'));
+    expect(reports(viaList.received())).toMatchObject([{ wrapped: true }]);
+
+    const third = connect();
+    const refused = untilClosed(third, 5_000);
+    third.on('connect', () => third.write(get('/over-the-limit', true)));
+    expect(await refused).toBe('');
+    expect(logLines.some((l) => l.level === 40 && /connection limit reached/.test(l.msg) && l.maxConnections === 2), JSON.stringify(logLines)).toBe(true);
+
+    plain.socket.destroy();
+    // the server counts the closed connection down asynchronously: retry until it accepts again
+    let out = '';
+    for (let attempt = 0; attempt < 50 && statusLines(out).length === 0; attempt++) {
+      out = await talk(connect, [get('/after', true)], 5_000);
+      if (statusLines(out).length === 0) await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(reports(out)).toMatchObject([{ url: '/after' }]);
+    // the taken-over connection was never cut
+    expect(viaList.socket.destroyed).toBe(false);
+  });
+});
+
+describe('a takeover that fails on Node internals', () => {
+  let server: RunningServer;
+  const logLines: Array<{ level: number; msg: string; path?: string; err?: { message: string } }> = [];
+  const connect = () => net.connect(Number(new URL(server.url).port), '127.0.0.1');
+
+  /** Hides Node's connection listeners from the takeover on the next connections (a renamed listener in a later Node). */
+  let hideListeners = false;
+
+  beforeAll(async () => {
+    const logger = pino({ level: 'info' }, { write: (line: string) => void logLines.push(JSON.parse(line)) });
+    server = await listen(reportingApp({ '/slow': 150 }), { listen: { host: '127.0.0.1', port: 0 }, tls: undefined }, { logger });
+    server.server.on('connection', (socket: net.Socket) => {
+      if (hideListeners) socket.listeners = () => [];
+    });
+    // Node's connection listener refusing the wrapper stands for any internal shape the takeover does not expect
+    const emit = server.server.emit.bind(server.server) as (event: string | symbol, ...args: unknown[]) => boolean;
+    server.server.emit = ((event: string | symbol, ...args: unknown[]) => {
+      if (event === 'connection' && args[0] instanceof ListConnection) throw new TypeError('unexpected internal shape');
+      return emit(event, ...args);
+    }) as typeof server.server.emit;
+  });
+  afterAll(async () => {
+    await server?.close({ drainMs: 0 });
+  });
+
+  it('answers the LIST with a Vault-shaped 400 and logs why; the broker keeps serving', async () => {
+    // pipelined behind a slow request, so the failure happens later, in an event callback (where a throw would crash the process)
+    for (const bytes of [list('/v1/secret/metadata/app'), get('/slow') + list('/v1/secret/metadata/app')]) {
+      const out = await talk(connect, [bytes]);
+      const status = statusLines(out);
+      expect(status[status.length - 1], out).toBe('HTTP/1.1 400');
+      expect(out).toMatch(/Content-Type: application\/json\r\n/);
+      expect(JSON.parse(out.slice(out.lastIndexOf('\r\n\r\n') + 4))).toEqual({ errors: ['the request is not valid HTTP/1.1: Invalid method encountered'] });
+    }
+    const failures = logLines.filter((l) => l.level === 50 && /LIST takeover failed/.test(l.msg));
+    expect(failures, JSON.stringify(logLines)).toHaveLength(2);
+    expect(failures[0].path).toBe('/v1/secret/metadata/app');
+    expect(reports(await talk(connect, [get('/still-serving', true)]))).toMatchObject([{ url: '/still-serving', native: true }]);
+  });
+
+  it('a Node listener not found by name: the LIST is refused the same way, and logged', async () => {
+    const before = logLines.length;
+    hideListeners = true;
+    try {
+      const out = await talk(connect, [list('/v1/sys/mounts')]);
+      expect(statusLines(out), out).toEqual(['HTTP/1.1 400']);
+      expect(out.slice(out.lastIndexOf('\r\n\r\n') + 4)).toBe('{"errors":["the request is not valid HTTP/1.1: Invalid method encountered"]}');
+    } finally {
+      hideListeners = false;
+    }
+    const failures = logLines.slice(before).filter((l) => l.level === 50 && /LIST takeover failed/.test(l.msg));
+    expect(failures).toMatchObject([{ path: '/v1/sys/mounts', err: { message: expect.stringContaining('not found by name') } }]);
   });
 });
