@@ -120,7 +120,8 @@ describe('finding 8: memberships and delegations are bound by MACs', () => {
     admin = bearer(tb.adminKey);
     W = bearer(await tb.apiKey('writer'));
     AU = bearer(await tb.apiKey('auditor'));
-    for (const g of ['readers', 'finance', 'payments']) expect((await tb.request.post('/v1/groups').set(W).send({ name: g })).status).toBe(201);
+    for (const g of ['readers', 'payments']) expect((await tb.request.post('/v1/groups').set(W).send({ name: g })).status).toBe(201);
+    expect((await tb.request.post('/v1/groups').set(W).send({ name: 'finance', allowedAudiences: ['https://finance.example'] })).status).toBe(201);
     markSensitive('finance-only-value', 'payments-value', 'readers-value');
     for (const [name, value, group] of [
       ['finance.key', 'finance-only-value', 'finance'],
@@ -162,6 +163,8 @@ describe('finding 8: memberships and delegations are bound by MACs', () => {
     expect(JSON.stringify(listed.body)).not.toContain('finance.key');
     expect(JSON.stringify(listed.body)).toContain('readers.key');
     expect((await tb.request.get('/v1/client/secrets/readers.key').set(bearer(reader))).status).toBe(200);
+    // nor does it lend the group's JWT audiences
+    expectProblem(await tb.request.post('/v1/client/credentials/jwt').set(bearer(reader)).send({ audience: 'https://finance.example' }), 403, 'audience_not_allowed');
 
     // a MAC copied from another membership row does not fit this one
     const donor = await edit.knex('memberships').whereNotNull('row_mac').first();
@@ -172,6 +175,7 @@ describe('finding 8: memberships and delegations are bound by MACs', () => {
     // an operator's own membership change replaces the forged row: the read works, the scan is clean of it
     expect((await tb.request.put('/v1/clients/reader/groups').set(W).send({ add: ['finance'] })).status).toBe(200);
     expect((await tb.request.get('/v1/client/secrets/finance.key').set(bearer(reader))).status).toBe(200);
+    expect((await tb.request.post('/v1/client/credentials/jwt').set(bearer(reader)).send({ audience: 'https://finance.example' })).status).toBe(201);
     const scan = await tb.broker.services.rowIntegrityScanner.scan();
     expect(scan.filter((v) => v.table === 'memberships')).toEqual([]);
     expect((await tb.request.put('/v1/clients/reader/groups').set(W).send({ remove: ['finance'] })).status).toBe(200);
