@@ -167,6 +167,11 @@ export class SecretsService {
     }
   }
 
+  /** The highest version stored for the locked secret (its latest_version, unless the row was replayed). */
+  private async newestOf(trx: Transaction, secret: SecretRecord): Promise<number> {
+    return Math.max(secret.latestVersion, (await this.dal.newestVersion(secret.id, trx)) ?? 0);
+  }
+
   async requireLive(name: string, trx?: Queryable): Promise<SecretRecord> {
     const secret = await this.dal.findLive(name, trx);
     if (!secret) throw new NotFoundError(`secret ${name}`);
@@ -319,7 +324,9 @@ export class SecretsService {
       if (conditions.cas !== undefined && conditions.cas !== current) {
         throw new ConflictError(`check-and-set failed: cas is ${conditions.cas}, but the current version is ${current}`, 'cas_mismatch');
       }
-      const version = secret.latestVersion + 1;
+      // past the newest stored version, not the row's latest_version: after a replayed older row
+      // (refused on every read) a new version is how an operator repairs it
+      const version = (await this.newestOf(trx, secret)) + 1;
       await this.dal.insertVersion(trx, await this.sealVersion(secret.id, version, name, content, by));
       await this.dal.updateSecret(trx, secret.id, {
         current_version: version,
@@ -350,11 +357,14 @@ export class SecretsService {
     return this.deps.audit.transact(async (trx, record) => {
       const secret = await this.requireLocked(trx, name);
       if (!(await this.dal.getVersion(secret.id, version, trx))) throw new NotFoundError(`version ${version} of secret ${name}`);
+      // latest_version is the newest stored version, which also repairs a replayed older row
+      const latestVersion = await this.newestOf(trx, secret);
       await this.dal.updateSecret(trx, secret.id, {
         current_version: version,
+        latest_version: latestVersion,
         updated_by: principalLabel(principal),
         updated_at: this.deps.clock(),
-        row_mac: this.deps.rowIntegrity.secretMac({ id: secret.id, name, currentVersion: version, latestVersion: secret.latestVersion, deletedAt: null }),
+        row_mac: this.deps.rowIntegrity.secretMac({ id: secret.id, name, currentVersion: version, latestVersion, deletedAt: null }),
       });
       await record(this.event(principal, meta, 'secret.rollback', name, { details: { version, previous: secret.currentVersion } }));
       return this.writtenDetail(trx, name);

@@ -102,6 +102,29 @@ describe('finding 7: a replayed secret row (with its old, valid MAC) is refused 
 
     // and the background scan reports the row
     expect(await eventually(5000, async () => (await flagged(tb, AU)).some((r) => r.includes('(app.db): older than its newest version')))).toBe(true);
+
+    // the operator's repair: a rollback (or a new version) goes past the newest stored version and reseals the row
+    const repaired = await tb.request.post('/v1/secrets/app.db/rollback').set(W).send({ version: 2 });
+    expect(repaired.status, repaired.text).toBe(200);
+    expect(repaired.body).toMatchObject({ version: 2, latestVersion: 2 });
+    expect((await tb.request.get('/v1/secrets/app.db/content').set(W)).body).toMatchObject({ version: 2, content: b64(newValue) });
+    const next = await tb.request.post('/v1/secrets/app.db/versions').set(W).send({ value: newValue });
+    expect(next.status, next.text).toBe(201);
+    expect(next.body.version).toBe(3);
+    expect((await tb.request.get('/v1/client/secrets/app.db').set(bearer(reader))).body.version).toBe(3);
+    expect((await tb.broker.services.rowIntegrityScanner.scan()).filter((v) => v.row.includes('app.db'))).toEqual([]);
+  });
+
+  it('a new version written over a replayed row repairs it too (it does not collide with the newest stored version)', async () => {
+    expect((await tb.request.post('/v1/secrets').set(W).send({ name: 'replayed.again', value: 'replay-old-credential-v1', groups: ['readers'] })).status).toBe(201);
+    const saved = await edit.knex('secrets').where({ name: 'replayed.again' }).first();
+    expect((await tb.request.post('/v1/secrets/replayed.again/versions').set(W).send({ value: 'replay-current-credential-v2' })).status).toBe(201);
+    await edit.knex('secrets').where({ id: saved.id }).update({ current_version: saved.current_version, latest_version: saved.latest_version, row_mac: saved.row_mac });
+    expectProblem(await tb.request.get('/v1/secrets/replayed.again/content').set(W), 503, 'integrity_failure');
+    const next = await tb.request.post('/v1/secrets/replayed.again/versions').set(W).send({ value: 'replay-current-credential-v2' });
+    expect(next.status, next.text).toBe(201);
+    expect(next.body).toMatchObject({ version: 3, latestVersion: 3 });
+    expect((await tb.request.get('/v1/secrets/replayed.again/content').set(W)).status).toBe(200);
   });
 });
 
