@@ -207,7 +207,8 @@ export async function createServices(config: Config, options: BrokerOptions = {}
   const access = new AccessService(new AccessDal(database), rowIntegrity);
   const secretsDal = new SecretsDal(database);
   const clientsDal = new ClientsDal(database);
-  const rowIntegrityScanner = new RowIntegrityScanner({ rowIntegrity, secrets: secretsDal, access });
+  const clients = new ClientsService({ dal: clientsDal, access, audit, clock, rowIntegrity });
+  const rowIntegrityScanner = new RowIntegrityScanner({ rowIntegrity, secrets: secretsDal, access, clients });
   const sealedRows = await rowIntegrityScanner.backfillOnce(clock);
   if (sealedRows > 0) {
     await audit.record({ actor: { kind: 'system', name: 'keywarden' }, action: 'integrity.backfill', resource: { kind: 'table', name: 'secrets' }, outcome: 'allow', details: { rows: sealedRows } });
@@ -230,7 +231,6 @@ export async function createServices(config: Config, options: BrokerOptions = {}
   });
   // a signer scope may name only existing signing keys (signingKeys is built below, before any request)
   const apiKeys = new ApiKeysService({ dal: new ApiKeysDal(database), audit, clock, unknownSigningKeys: (names) => signingKeys.unknownNames(names) });
-  const clients = new ClientsService({ dal: clientsDal, access, audit, clock });
   const secrets = new SecretsService({ db: database, access, keyProvider, systemKeys, audit, clock, rowIntegrity, delegation: clients, telemetry });
   const groups = new GroupsService({ access, secrets, clients: clientsDal, audit, clock });
   const windowMs = config.authRateLimit.windowSeconds * 1000;

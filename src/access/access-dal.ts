@@ -34,6 +34,15 @@ export interface GrantRow {
   row_mac: string | null;
 }
 
+/** A memberships row: the client is in the group. */
+export interface MembershipRow {
+  client_id: number;
+  group_id: number;
+  created_at: number;
+  /** MAC over (client, group), row-integrity.ts (migration 011). */
+  row_mac: string | null;
+}
+
 export interface NamedId {
   id: number;
   name: string;
@@ -55,17 +64,21 @@ export interface FoundSecret {
   version: SecretVersionRecord;
   /** The (alphabetically first) group through which the client may read it. */
   group: string;
-  /** That group's grant row and the highest stored version, for the row integrity check. */
+  /** That group's grant row, the client's membership in it and the highest stored version, for the row integrity check. */
   grant: { groupId: number; rowMac: string | null };
+  membership: { clientId: number; groupId: number; rowMac: string | null };
   newestVersion: number;
 }
+
+/** A live secret the client may list, through one (grant, membership) pair whose MACs the service checks. */
+export type ListedSecretRow = SecretRecord & { checksum: string; size: number; grant: { groupId: number; rowMac: string | null }; membership: { clientId: number; groupId: number; rowMac: string | null } };
 
 const FIND_FOR_CLIENT_SQL = `
   SELECT s.*, gr.name AS group_name,
          v.id AS v_id, v.iv AS v_iv, v.ciphertext AS v_ciphertext, v.wrapped_key AS v_wrapped_key,
          v.root_key_version AS v_root_key_version, v.checksum AS v_checksum, v.size AS v_size,
          v.created_by AS v_created_by, v.created_at AS v_created_at, v.row_mac AS v_row_mac,
-         g.group_id AS g_group_id, g.row_mac AS g_row_mac,
+         g.group_id AS g_group_id, g.row_mac AS g_row_mac, m.row_mac AS m_row_mac,
          (SELECT max(n.version) FROM secret_versions n WHERE n.secret_id = s.id) AS v_newest
     FROM secrets s
     JOIN access_grants g ON g.secret_id = s.id
@@ -91,6 +104,7 @@ interface FoundSecretRow extends SecretRow {
   v_row_mac: string | null;
   g_group_id: number;
   g_row_mac: string | null;
+  m_row_mac: string | null;
   v_newest: number | string;
 }
 
@@ -146,14 +160,13 @@ export class AccessDal {
     await trx<GroupRow>('groups').where({ id: groupId }).delete();
   }
 
-  /** allowed_audiences of every group the client is in. */
-  async audiencesOfClientGroups(clientId: number): Promise<Array<string | null>> {
-    const rows: Array<Pick<GroupRow, 'allowed_audiences'>> = await this.db
+  /** allowed_audiences of every group the client is in, with the membership row (its MAC is checked by the service). */
+  async audiencesOfClientGroups(clientId: number): Promise<Array<Pick<GroupRow, 'allowed_audiences'> & Pick<MembershipRow, 'group_id' | 'row_mac'>>> {
+    return this.db
       .reader('memberships as m')
       .join('groups as g', 'g.id', 'm.group_id')
       .where('m.client_id', clientId)
-      .select('g.allowed_audiences');
-    return rows.map((r) => r.allowed_audiences);
+      .select('g.allowed_audiences', 'm.group_id', 'm.row_mac');
   }
 
   // ---- grants
@@ -226,6 +239,7 @@ export class AccessDal {
       secret: rowToSecret(row),
       group: row.group_name,
       grant: { groupId: row.g_group_id, rowMac: row.g_row_mac ?? null },
+      membership: { clientId, groupId: row.g_group_id, rowMac: row.m_row_mac ?? null },
       newestVersion: Number(row.v_newest),
       version: {
         id: row.v_id,
@@ -244,23 +258,29 @@ export class AccessDal {
     };
   }
 
-  async listForClient(clientId: number): Promise<Array<SecretRecord & { checksum: string; size: number }>> {
-    const rows: SecretWithVersionRow[] = await this.db
+  /**
+   * The live secrets granted to one of the client's groups: one row per (secret, granting group),
+   * by name, with the grant's and the membership's MACs for the service to check.
+   */
+  async listForClient(clientId: number): Promise<ListedSecretRow[]> {
+    const rows: Array<SecretWithVersionRow & { g_group_id: number; g_row_mac: string | null; m_row_mac: string | null }> = await this.db
       .reader('secrets as s')
       .join('secret_versions as v', function () {
         this.on('v.secret_id', '=', 's.id').andOn('v.version', '=', 's.current_version');
       })
+      .join('access_grants as g', 'g.secret_id', 's.id')
+      .join('memberships as m', 'm.group_id', 'g.group_id')
       .whereNull('s.deleted_at')
-      .whereExists(function () {
-        this.select(1)
-          .from('access_grants as g')
-          .join('memberships as m', 'm.group_id', 'g.group_id')
-          .whereRaw('g.secret_id = s.id')
-          .where('m.client_id', clientId);
-      })
-      .orderBy('s.name')
-      .select('s.*', 'v.checksum', 'v.size');
-    return rows.map((row) => ({ ...rowToSecret(row), checksum: row.checksum, size: row.size }));
+      .where('m.client_id', clientId)
+      .orderBy([{ column: 's.name' }, { column: 'g.group_id' }])
+      .select('s.*', 'v.checksum', 'v.size', 'g.group_id as g_group_id', 'g.row_mac as g_row_mac', 'm.row_mac as m_row_mac');
+    return rows.map((row) => ({
+      ...rowToSecret(row),
+      checksum: row.checksum,
+      size: row.size,
+      grant: { groupId: row.g_group_id, rowMac: row.g_row_mac ?? null },
+      membership: { clientId, groupId: row.g_group_id, rowMac: row.m_row_mac ?? null },
+    }));
   }
 
   // ---- memberships
@@ -285,8 +305,9 @@ export class AccessDal {
     return rows.map((r) => r.name);
   }
 
-  async addMembership(trx: Transaction, groupId: number, clientId: number, now: number): Promise<void> {
-    await trx('memberships').insert({ group_id: groupId, client_id: clientId, created_at: now }).onConflict(['client_id', 'group_id']).ignore();
+  /** Inserts the membership, or replaces the MAC of an existing row (a forged row is not kept beside it). */
+  async upsertMembership(trx: Transaction, row: MembershipRow): Promise<void> {
+    await trx<MembershipRow>('memberships').insert(row).onConflict(['client_id', 'group_id']).merge({ row_mac: row.row_mac });
   }
 
   async deleteMembership(trx: Transaction, groupId: number, clientId: number): Promise<void> {
@@ -295,6 +316,26 @@ export class AccessDal {
 
   async deleteMembershipsOfClient(trx: Transaction, clientId: number): Promise<void> {
     await trx('memberships').where({ client_id: clientId }).delete();
+  }
+
+  /** Membership rows written before their MACs existed (migration 011). */
+  async membershipsWithoutMac(trx: Transaction): Promise<Array<Pick<MembershipRow, 'client_id' | 'group_id'>>> {
+    return trx<MembershipRow>('memberships').whereNull('row_mac').select('client_id', 'group_id');
+  }
+
+  async setMembershipMac(trx: Transaction, clientId: number, groupId: number, rowMac: string): Promise<void> {
+    await trx<MembershipRow>('memberships').where({ client_id: clientId, group_id: groupId }).update({ row_mac: rowMac });
+  }
+
+  /** Membership rows after (clientId, groupId), in key order: the integrity scan's pages. */
+  async membershipPage(after: [number, number], limit: number): Promise<Array<Pick<MembershipRow, 'client_id' | 'group_id' | 'row_mac'>>> {
+    const [c0, g0] = after;
+    return this.db
+      .reader<MembershipRow>('memberships')
+      .where((w) => w.where('client_id', '>', c0).orWhere((x) => x.where('client_id', c0).andWhere('group_id', '>', g0)))
+      .orderBy([{ column: 'client_id' }, { column: 'group_id' }])
+      .limit(limit)
+      .select('client_id', 'group_id', 'row_mac');
   }
 
   // ---- reports

@@ -4,14 +4,16 @@ import { actorOf, type Principal, type RequestMeta } from '../core/principal.js'
 import type { Queryable, Transaction } from '../db/database.js';
 import type { RowIntegrity } from '../secrets/row-integrity.js';
 import type { SecretRecord } from '../secrets/secrets-types.js';
-import type { AccessDal, AccessRowRecord, FoundSecret, GroupChanges, GroupRow, NamedId, NewGroupRow } from './access-dal.js';
+import type { AccessDal, AccessRowRecord, FoundSecret, GroupChanges, GroupRow, ListedSecretRow, NamedId, NewGroupRow } from './access-dal.js';
 
 export type { FoundSecret, GroupChanges, GroupRow };
 
 /**
  * Who may read what: groups, which clients are in them (memberships), and which secrets they
  * are granted (access_grants). GroupsService, ClientsService and SecretsService change access
- * only through here, so the grant rows' integrity MACs are written in one place.
+ * only through here, so the grant and membership rows' integrity MACs are written in one place.
+ * A client's single-secret read checks them in SecretsService (RowIntegrity.assertReadable, so
+ * the refusal is audited); the listings here leave out any row whose MAC does not verify.
  */
 export class AccessService {
   constructor(
@@ -24,9 +26,27 @@ export class AccessService {
     return this.dal.findForClient(clientId, name);
   }
 
-  /** The live secrets the client may read, with their current version's checksum and size. */
-  listForClient(clientId: number): Promise<Array<SecretRecord & { checksum: string; size: number }>> {
-    return this.dal.listForClient(clientId);
+  /**
+   * The live secrets the client may read, with their current version's checksum and size: those
+   * granted to one of its groups through a grant and a membership whose MACs verify (a row added
+   * outside the broker grants nothing; the integrity scan reports it).
+   */
+  async listForClient(clientId: number): Promise<Array<SecretRecord & { checksum: string; size: number }>> {
+    const seen = new Set<number>();
+    const listed: Array<SecretRecord & { checksum: string; size: number }> = [];
+    for (const row of await this.dal.listForClient(clientId)) {
+      if (seen.has(row.id) || !this.honoured(row)) continue;
+      seen.add(row.id);
+      const { grant: _grant, membership: _membership, ...secret } = row;
+      listed.push(secret);
+    }
+    return listed;
+  }
+
+  /** Whether the grant and the membership that give a client a secret both carry valid MACs. */
+  private honoured(row: Pick<ListedSecretRow, 'id' | 'grant' | 'membership'>): boolean {
+    const { grant, membership } = row;
+    return !this.rowIntegrity.checkGrant({ groupId: grant.groupId, secretId: row.id }, grant.rowMac) && !this.rowIntegrity.checkMembership(membership, membership.rowMac);
   }
 
   async findGroup(name: string, trx?: Queryable): Promise<GroupRow | undefined> {
@@ -82,8 +102,9 @@ export class AccessService {
     return this.dal.deleteGrantsOfSecret(trx, secretId);
   }
 
+  /** Adds the client to the group (idempotent); the membership row carries its integrity MAC. */
   addMember(trx: Transaction, groupId: number, clientId: number, now: number): Promise<void> {
-    return this.dal.addMembership(trx, groupId, clientId, now);
+    return this.dal.upsertMembership(trx, { group_id: groupId, client_id: clientId, created_at: now, row_mac: this.rowIntegrity.membershipMac({ clientId, groupId }) });
   }
 
   removeMember(trx: Transaction, groupId: number, clientId: number): Promise<void> {
@@ -105,7 +126,7 @@ export class AccessService {
     const idOf = (n: string) => rows.find((r) => r.name === n)!.id;
     for (const client of clients) {
       for (const g of new Set(addGroups)) {
-        await this.dal.addMembership(trx, idOf(g), client.id, now);
+        await this.addMember(trx, idOf(g), client.id, now);
         await record({ actor: actorOf(principal), action: 'membership.add', resource: { kind: 'client', name: client.name }, outcome: 'allow', details: { group: g }, request: meta });
       }
       for (const g of new Set(removeGroups)) {
@@ -136,13 +157,24 @@ export class AccessService {
     return this.dal.clientNamesOfGroup(groupId, trx);
   }
 
-  /** allowed_audiences of each group the client is in (null: that group does not restrict). */
-  audiencesOfClientGroups(clientId: number): Promise<Array<string | null>> {
-    return this.dal.audiencesOfClientGroups(clientId);
+  /**
+   * allowed_audiences of each group the client is in (null: that group does not restrict); a
+   * membership whose MAC does not verify adds none.
+   */
+  async audiencesOfClientGroups(clientId: number): Promise<Array<string | null>> {
+    const rows = await this.dal.audiencesOfClientGroups(clientId);
+    return rows.filter((r) => !this.rowIntegrity.checkMembership({ clientId, groupId: r.group_id }, r.row_mac)).map((r) => r.allowed_audiences);
   }
 
   accessRows(): Promise<AccessRowRecord[]> {
     return this.dal.accessRows();
+  }
+
+  /** MACs for membership rows from before migration 011; the number of rows sealed. */
+  async backfillMembershipMacs(trx: Transaction): Promise<number> {
+    const rows = await this.dal.membershipsWithoutMac(trx);
+    for (const m of rows) await this.dal.setMembershipMac(trx, m.client_id, m.group_id, this.rowIntegrity.membershipMac({ clientId: m.client_id, groupId: m.group_id }));
+    return rows.length;
   }
 
   /** MACs for grant rows from before migration 007; the number of rows sealed. */

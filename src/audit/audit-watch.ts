@@ -62,7 +62,7 @@ export interface AuditChainWatchDeps {
  * could not hide either (the key is not in the database's hands). The database alone decides
  * every pass; the remembered state only adds what this process has already seen. External
  * witnesses (`keywarden audit witness`) do the same from outside the database's trust domain.
- * It also scans the MACs of secrets, grants and versions (row-integrity.ts).
+ * It also scans the row MACs of secrets, grants, memberships, delegations and versions (row-integrity.ts).
  */
 export class AuditChainWatch {
   private verified?: VerifiedState;
@@ -87,7 +87,7 @@ export class AuditChainWatch {
       }),
       seq: new client.Gauge({ name: 'keywarden_audit_chain_verified_tree_size', help: 'Size of the audit Merkle tree this instance has verified', registers }),
       at: new client.Gauge({ name: 'keywarden_audit_chain_last_verified_timestamp_seconds', help: 'When this instance last verified the audit chain successfully (Unix time)', registers }),
-      rows: new client.Gauge({ name: 'keywarden_row_integrity_violations', help: 'Secret, grant and version rows whose integrity MAC did not verify in the last scan', registers }),
+      rows: new client.Gauge({ name: 'keywarden_row_integrity_violations', help: 'Secret, grant, membership, delegation and version rows whose integrity MAC did not verify in the last scan', registers }),
       errors: new client.Counter({ name: 'keywarden_audit_chain_verify_errors_total', help: 'Verification passes that could not run (database unavailable)', registers }),
     };
   }

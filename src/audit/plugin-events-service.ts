@@ -1,4 +1,4 @@
-import { ForbiddenError } from '../core/errors.js';
+import { ForbiddenError, IntegrityFailureError } from '../core/errors.js';
 import { actorOf, type RequestMeta, type ClientPrincipal } from '../core/principal.js';
 import type { AuditService } from './audit-service.js';
 import type { AuditOutcome } from './audit-types.js';
@@ -27,7 +27,13 @@ export class PluginEventsService {
   ) {}
 
   async report(principal: ClientPrincipal, meta: RequestMeta, events: PluginEvent[]): Promise<number> {
-    const { actsFor, releaseGate } = await this.deps.clientCapabilities.capabilitiesOf(principal.id);
+    const { actsFor, releaseGate } = await this.deps.clientCapabilities.capabilitiesOf(principal.id).catch(async (err: unknown) => {
+      // a delegation set outside the broker (its MAC does not verify): refused, and on the record
+      if (err instanceof IntegrityFailureError) {
+        await this.deps.audit.record({ actor: actorOf(principal), action: 'authz.deny', resource: { kind: 'route', name: 'POST /v1/client/docker-plugin/events' }, outcome: 'error', reason: err.detail, details: { integrity: 'row_mac' }, request: meta });
+      }
+      throw err;
+    });
     if (actsFor.length === 0 && !releaseGate) {
       const reason = 'only a client with actsFor or releaseGate (the Docker plugin) may report plugin events';
       await this.deps.audit.record({ actor: actorOf(principal), action: 'authz.deny', resource: { kind: 'route', name: 'POST /v1/client/docker-plugin/events' }, outcome: 'deny', reason, request: meta });

@@ -22,9 +22,14 @@ export interface ClientRow {
   acts_for: string;
   /** May ask the release gate for decisions (migration 009). */
   release_gate: boolean | number;
+  /** MAC over (id, name, acts_for, release_gate), row-integrity.ts (migration 011). */
+  delegation_mac: string | null;
 }
 
-export type NewClientRow = Omit<ClientRow, 'id'>;
+/** The columns of a clients row that the delegation MAC binds, with the MAC. */
+export type DelegationColumns = Pick<ClientRow, 'id' | 'name' | 'acts_for' | 'release_gate' | 'delegation_mac'>;
+
+export type NewClientRow = Omit<ClientRow, 'id' | 'delegation_mac'>;
 export type ClientRowChanges = Partial<Omit<ClientRow, 'id' | 'name' | 'client_id' | 'created_by' | 'created_at'>>;
 
 /** The clients table. */
@@ -77,9 +82,19 @@ export class ClientsDal {
     await trx<ClientRow>('clients').where({ id }).update(changes);
   }
 
-  /** Clients that may act for someone (acts_for not empty), with that list. */
-  async delegates(trx: Queryable): Promise<Array<Pick<ClientRow, 'id' | 'name' | 'acts_for'>>> {
-    return trx<ClientRow>('clients').whereNot('acts_for', '[]').select('id', 'name', 'acts_for');
+  /** Clients that may act for someone (acts_for not empty), with that list and its MAC. */
+  async delegates(trx: Queryable): Promise<DelegationColumns[]> {
+    return trx<ClientRow>('clients').whereNot('acts_for', '[]').select('id', 'name', 'acts_for', 'release_gate', 'delegation_mac');
+  }
+
+  /** Clients written before delegation MACs existed (migration 011). */
+  async withoutDelegationMac(trx: Transaction): Promise<DelegationColumns[]> {
+    return trx<ClientRow>('clients').whereNull('delegation_mac').select('id', 'name', 'acts_for', 'release_gate', 'delegation_mac');
+  }
+
+  /** Clients after `afterId`, in id order: the integrity scan's pages. */
+  async delegationPage(afterId: number, limit: number): Promise<DelegationColumns[]> {
+    return this.db.reader<ClientRow>('clients').where('id', '>', afterId).orderBy('id').limit(limit).select('id', 'name', 'acts_for', 'release_gate', 'delegation_mac');
   }
 
   async delete(trx: Transaction, id: number): Promise<void> {

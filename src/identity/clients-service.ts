@@ -2,8 +2,10 @@ import crypto from 'node:crypto';
 import { z } from 'zod';
 import type { AccessService } from '../access/access-service.js';
 import type { AuditService } from '../audit/audit-service.js';
-import type { Queryable } from '../db/database.js';
-import type { ClientRow, ClientRowChanges, ClientsDal } from './clients-dal.js';
+import type { Queryable, Transaction } from '../db/database.js';
+import type { RowIntegrity } from '../secrets/row-integrity.js';
+import { integrityFailure } from '../secrets/row-integrity.js';
+import type { ClientRow, ClientRowChanges, ClientsDal, DelegationColumns } from './clients-dal.js';
 import { digestsEqual, randomToken, sha256Hex } from '../crypto/hashing.js';
 import { ConflictError, ForbiddenError, NotFoundError } from '../core/errors.js';
 import type { RequestMeta } from '../core/principal.js';
@@ -113,8 +115,35 @@ export function rowToClient(row: ClientRow): ClientRecord {
   };
 }
 
+/** The bound state of a row's delegation, as RowIntegrity MACs it. */
+function delegationState(row: Pick<ClientRow, 'id' | 'name' | 'acts_for' | 'release_gate'>) {
+  return { clientId: row.id, name: row.name, actsFor: row.acts_for, releaseGate: Boolean(row.release_gate) };
+}
+
 export class ClientsService {
-  constructor(private readonly deps: { dal: ClientsDal; access: AccessService; audit: AuditService; clock: Clock }) {}
+  constructor(private readonly deps: { dal: ClientsDal; access: AccessService; audit: AuditService; clock: Clock; rowIntegrity: RowIntegrity }) {}
+
+  /** The MAC of the row's delegation (acts_for, release_gate) as it will be stored. */
+  private delegationMac(row: Pick<ClientRow, 'id' | 'name' | 'acts_for' | 'release_gate'>): string {
+    return this.deps.rowIntegrity.delegationMac(delegationState(row));
+  }
+
+  private delegationIntact(row: DelegationColumns): boolean {
+    return !this.deps.rowIntegrity.checkDelegation(delegationState(row), row.delegation_mac);
+  }
+
+  /**
+   * The delegation a client row grants, only when its MAC verifies: acts_for or release_gate
+   * set outside the broker is not honoured (deny), and the refusal is an integrity failure
+   * (503 integrity_failure), as for a grant or membership row changed by hand.
+   */
+  private honouredDelegation(row: ClientRow): { actsFor: string[]; releaseGate: boolean } {
+    if (!this.delegationIntact(row)) {
+      throw integrityFailure(`the delegation (actsFor, releaseGate) of client ${row.name} was changed outside the broker; it is not honoured until an admin sets it again`);
+    }
+    const client = rowToClient(row);
+    return { actsFor: client.actsFor, releaseGate: client.releaseGate };
+  }
 
   present(client: ClientRecord, groups?: string[]) {
     return {
@@ -187,6 +216,8 @@ export class ClientsService {
           acts_for: JSON.stringify([...new Set(input.actsFor ?? [])]),
           release_gate: input.releaseGate ?? false,
         });
+        const actsFor = JSON.stringify([...new Set(input.actsFor ?? [])]);
+        await this.deps.dal.update(trx, id, { delegation_mac: this.delegationMac({ id, name: input.name, acts_for: actsFor, release_gate: input.releaseGate ?? false }) });
         for (const g of groupRows) await this.deps.access.addMember(trx, g.id, id, now);
         await record({ actor: actorOf(principal), action: 'client.create', resource: { kind: 'client', name: input.name }, outcome: 'allow', details: { clientId, groups, ...capabilityDetails(input) }, request: meta });
         for (const g of groupRows) {
@@ -212,7 +243,9 @@ export class ClientsService {
     await this.assertMaySetCapabilities(principal, meta, name, patch);
     return this.deps.audit
       .transact(async (trx, record) => {
-        const client = await this.require(name, trx);
+        const row = await this.deps.dal.findByName(name, trx);
+        if (!row) throw new NotFoundError(`client ${name}`);
+        const client = rowToClient(row);
         const changes: ClientRowChanges = { updated_at: this.deps.clock() };
         if (patch.description !== undefined) changes.description = patch.description;
         if (patch.labels !== undefined) changes.labels = JSON.stringify(patch.labels);
@@ -225,6 +258,7 @@ export class ClientsService {
         if (patch.allowedAudiences !== undefined) changes.allowed_audiences = patch.allowedAudiences ? JSON.stringify(patch.allowedAudiences) : null;
         if (patch.actsFor !== undefined) changes.acts_for = JSON.stringify([...new Set(patch.actsFor)]);
         if (patch.releaseGate !== undefined) changes.release_gate = patch.releaseGate;
+        if (patch.actsFor !== undefined || patch.releaseGate !== undefined) Object.assign(changes, this.resealedDelegation(row, changes));
         await this.deps.dal.update(trx, client.id, changes);
         const action = patch.enabled === false ? 'client.disable' : patch.enabled === true ? 'client.enable' : 'client.update';
         await record({ actor: actorOf(principal), action, resource: { kind: 'client', name }, outcome: 'allow', details: { fields: Object.keys(patch).sort(), ...capabilityDetails(patch) }, request: meta });
@@ -245,7 +279,10 @@ export class ClientsService {
         const actsFor = JSON.parse(delegate.acts_for) as string[];
         if (!actsFor.includes(name)) continue;
         const remaining = actsFor.filter((n) => n !== name);
-        await this.deps.dal.update(trx, delegate.id, { acts_for: JSON.stringify(remaining), updated_at: this.deps.clock() });
+        const changes: ClientRowChanges = { acts_for: JSON.stringify(remaining), updated_at: this.deps.clock() };
+        // a delegation changed outside the broker stays unsealed (and refused): removing a name must not vouch for the rest
+        if (this.delegationIntact(delegate)) changes.delegation_mac = this.delegationMac({ ...delegate, acts_for: changes.acts_for! });
+        await this.deps.dal.update(trx, delegate.id, changes);
         await record({ actor: actorOf(principal), action: 'client.update', resource: { kind: 'client', name: delegate.name }, outcome: 'allow', details: { fields: ['actsFor'], actsFor: remaining, reason: `client ${name} was deleted` }, request: meta });
       }
     });
@@ -277,17 +314,44 @@ export class ClientsService {
    */
   async delegatedClient(delegateId: number, target: string): Promise<ClientRecord | undefined> {
     const delegate = await this.deps.dal.findById(delegateId);
-    if (!delegate || !rowToClient(delegate).actsFor.includes(target)) return undefined;
+    if (!delegate || !this.honouredDelegation(delegate).actsFor.includes(target)) return undefined;
     const client = await this.find(target);
     return client?.enabled ? client : undefined;
   }
 
-  /** What the client may do beyond reading its own secrets (read from the database on every call). */
+  /**
+   * What the client may do beyond reading its own secrets (read from the database on every
+   * call); an IntegrityFailureError when its delegation does not carry a valid MAC.
+   */
   async capabilitiesOf(clientDbId: number): Promise<{ actsFor: string[]; releaseGate: boolean }> {
     const row = await this.deps.dal.findById(clientDbId);
     if (!row) return { actsFor: [], releaseGate: false };
-    const client = rowToClient(row);
-    return { actsFor: client.actsFor, releaseGate: client.releaseGate };
+    return this.honouredDelegation(row);
+  }
+
+  /**
+   * The delegation columns and MAC for an update that sets actsFor or releaseGate. When the
+   * stored delegation does not verify, the field the update leaves alone is not carried over
+   * (it was set outside the broker): it takes its default (no clients, no release gate), so
+   * the new MAC vouches only for what an admin set.
+   */
+  private resealedDelegation(row: ClientRow, changes: ClientRowChanges): Pick<ClientRowChanges, 'acts_for' | 'release_gate' | 'delegation_mac'> {
+    const intact = this.delegationIntact(row);
+    const acts_for = changes.acts_for ?? (intact ? row.acts_for : '[]');
+    const release_gate = changes.release_gate ?? (intact ? Boolean(row.release_gate) : false);
+    return { acts_for, release_gate, delegation_mac: this.delegationMac({ id: row.id, name: row.name, acts_for, release_gate }) };
+  }
+
+  /** MACs for the delegations of clients from before migration 011; the number of rows sealed. */
+  async backfillDelegationMacs(trx: Transaction): Promise<number> {
+    const rows = await this.deps.dal.withoutDelegationMac(trx);
+    for (const row of rows) await this.deps.dal.update(trx, row.id, { delegation_mac: this.delegationMac(row) });
+    return rows.length;
+  }
+
+  /** Clients after `afterId` with their delegation and its MAC, for the integrity scan. */
+  async delegationPage(afterId: number, limit: number) {
+    return (await this.deps.dal.delegationPage(afterId, limit)).map((row) => ({ ...delegationState(row), delegationMac: row.delegation_mac }));
   }
 
   /** Every client's name, public id and state, by name (reports). */

@@ -17,6 +17,19 @@ export interface GrantRowState {
   groupId: number | string;
   secretId: number | string;
 }
+/** A client's membership in a group: the pair is the whole of what it grants. */
+export interface MembershipRowState {
+  clientId: number | string;
+  groupId: number | string;
+}
+/** What a client may do beyond its own reads (migration 009): act for others, ask the release gate. */
+export interface DelegationRowState {
+  clientId: number | string;
+  name: string;
+  /** acts_for as stored: the JSON text of the names (bound byte for byte, never re-serialised). */
+  actsFor: string;
+  releaseGate: boolean;
+}
 export interface VersionRowState {
   secretId: number | string;
   version: number | string;
@@ -25,8 +38,8 @@ export interface VersionRowState {
 }
 
 export interface IntegrityViolation {
-  table: 'secrets' | 'access_grants' | 'secret_versions';
-  /** Which row, e.g. "secret 12 (db-password)", "grant group 3 → secret 12". */
+  table: 'secrets' | 'access_grants' | 'secret_versions' | 'memberships' | 'clients';
+  /** Which row, e.g. "secret 12 (db-password)", "grant group 3 → secret 12", "membership client 4 → group 3". */
   row: string;
   reason: 'missing' | 'mismatch';
 }
@@ -45,11 +58,13 @@ export function secretRowState(row: { id: number; name: string; current_version:
 const num = (v: number | string) => String(Number(v));
 
 /**
- * HMAC-SHA256 over the security-relevant columns of secrets, access_grants and secret_versions
- * rows, kept in their `row_mac` column. Someone who can write the database but does not hold the
- * root key can neither forge a MAC nor move one to another row (the row's own key columns are
- * inside it), so a silent rollback of `current_version`, an undelete, an edited checksum or a
- * grant row inserted by hand is found on the next read and by the background scan.
+ * HMAC-SHA256 over the security-relevant columns of secrets, access_grants, secret_versions and
+ * memberships rows, kept in their `row_mac` column, and over a client's delegation (acts_for,
+ * release_gate) in clients.delegation_mac. Someone who can write the database but does not hold
+ * the root key can neither forge a MAC nor move one to another row (the row's own key columns are
+ * inside it), so a silent rollback of `current_version`, an undelete, an edited checksum, or a
+ * grant, membership or delegation added by hand is found on the next read and by the background
+ * scan.
  *
  * The key is derived (HKDF) from the broker's checksum system key, which every instance unwraps
  * with the root key at startup; it never changes with root key rotation.
@@ -74,6 +89,14 @@ export class RowIntegrity {
     return this.mac('grant', [num(g.groupId), num(g.secretId)]);
   }
 
+  membershipMac(m: MembershipRowState): string {
+    return this.mac('membership', [num(m.clientId), num(m.groupId)]);
+  }
+
+  delegationMac(d: DelegationRowState): string {
+    return this.mac('delegation', [num(d.clientId), d.name, d.actsFor, d.releaseGate ? '1' : '0']);
+  }
+
   versionMac(v: VersionRowState): string {
     return this.mac('version', [num(v.secretId), num(v.version), v.checksum, num(v.size)]);
   }
@@ -92,27 +115,40 @@ export class RowIntegrity {
     return this.judge(stored, this.grantMac(g));
   }
 
+  checkMembership(m: MembershipRowState, stored: string | null | undefined) {
+    return this.judge(stored, this.membershipMac(m));
+  }
+
+  checkDelegation(d: DelegationRowState, stored: string | null | undefined) {
+    return this.judge(stored, this.delegationMac(d));
+  }
+
   checkVersion(v: VersionRowState, stored: string | null | undefined) {
     return this.judge(stored, this.versionMac(v));
   }
 
   /**
    * Throws the integrity problem when the rows a read depends on do not carry valid MACs.
-   * Microseconds: three HMACs over a few short fields, no I/O, so it sits on the delivery path.
+   * Microseconds: four HMACs over a few short fields, no I/O, so it sits on the delivery path.
+   * `newestVersion` is required: every read that serves a value must also refuse a replayed
+   * older row state (with its then valid MAC), which only the highest stored version reveals.
    */
   assertReadable(found: {
     secret: { id: number; name: string; currentVersion: number; latestVersion: number; rowMac?: string | null };
     version: { secretId: number; version: number; checksum: string; size: number; rowMac?: string | null };
     grant?: { groupId: number; rowMac: string | null };
+    /** The reading client's membership in the grant's group (client reads). */
+    membership?: { clientId: number; groupId: number; rowMac: string | null };
     /** The highest stored version: a replayed older row state points behind it. */
-    newestVersion?: number;
+    newestVersion: number;
   }): void {
-    const { secret, version, grant, newestVersion } = found;
+    const { secret, version, grant, membership, newestVersion } = found;
     const failed =
       (this.checkSecret({ ...secret, deletedAt: null }, secret.rowMac) && 'the secret row (its current version or deletion state)') ||
-      (newestVersion !== undefined && Number(newestVersion) !== Number(secret.latestVersion) && 'the secret row (it is older than its newest version)') ||
+      (Number(newestVersion) !== Number(secret.latestVersion) && 'the secret row (it is older than its newest version)') ||
       (this.checkVersion(version, version.rowMac) && 'the version row (its checksum or size)') ||
-      (grant && this.checkGrant({ groupId: grant.groupId, secretId: secret.id }, grant.rowMac) && 'the access grant');
+      (grant && this.checkGrant({ groupId: grant.groupId, secretId: secret.id }, grant.rowMac) && 'the access grant') ||
+      (membership && this.checkMembership(membership, membership.rowMac) && 'the group membership of the reading client');
     if (failed) throw integrityFailure(`${failed} of secret ${secret.name} was changed outside the broker; it is not delivered until an operator repairs it`);
   }
 }

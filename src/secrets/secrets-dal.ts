@@ -146,21 +146,28 @@ export class SecretsDal {
       .select('name', 'expiry', 'current_version', 'updated_at');
   }
 
-  // ---- row integrity (row-integrity.ts): the backfill after migration 007 and the background scan
+  // ---- row integrity (row-integrity.ts): the backfills after migrations 007 and 011, and the background scan
 
   /**
-   * Runs `fn` once, in a transaction holding the row_integrity_state row: `fn` returns how
-   * many rows it sealed, and the state row records that the backfill ran. 0 when it already had.
+   * Runs `fn` once, in a transaction holding row `stateId` of row_integrity_state (1: the tables
+   * migration 007 bound, 2: those of migration 011): `fn` returns how many rows it sealed, and
+   * the state row records that the backfill ran. 0 when it already had.
    */
-  async backfillOnce(clock: Clock, fn: (trx: Transaction) => Promise<number>): Promise<number> {
+  async backfillOnce(clock: Clock, stateId: 1 | 2, fn: (trx: Transaction) => Promise<number>): Promise<number> {
     return this.db.transaction(async (trx) => {
-      const q = trx<{ id: number; backfilled_at: number | null }>('row_integrity_state').where({ id: 1 });
+      const q = trx<{ id: number; backfilled_at: number | null }>('row_integrity_state').where({ id: stateId });
       const state = this.db.dialect === 'postgres' ? await q.forUpdate().first() : await q.first();
       if (!state || state.backfilled_at !== null) return 0;
       const rows = await fn(trx);
-      await trx('row_integrity_state').where({ id: 1 }).update({ backfilled_at: clock(), backfilled_rows: rows });
+      await trx('row_integrity_state').where({ id: stateId }).update({ backfilled_at: clock(), backfilled_rows: rows });
       return rows;
     });
+  }
+
+  /** The highest stored version of the secret (a replayed older secrets row lags behind it). */
+  async newestVersion(secretId: number, trx?: Queryable): Promise<number | undefined> {
+    const row = (await this.q(trx)('secret_versions').where({ secret_id: secretId }).max('version as newest').first()) as { newest: number | string | null } | undefined;
+    return row?.newest == null ? undefined : Number(row.newest);
   }
 
   async secretsWithoutMac(trx: Transaction): Promise<SecretBoundColumns[]> {

@@ -167,6 +167,11 @@ export class SecretsService {
     }
   }
 
+  /** The highest version stored for the locked secret (its latest_version, unless the row was replayed). */
+  private async newestOf(trx: Transaction, secret: SecretRecord): Promise<number> {
+    return Math.max(secret.latestVersion, (await this.dal.newestVersion(secret.id, trx)) ?? 0);
+  }
+
   async requireLive(name: string, trx?: Queryable): Promise<SecretRecord> {
     const secret = await this.dal.findLive(name, trx);
     if (!secret) throw new NotFoundError(`secret ${name}`);
@@ -319,7 +324,9 @@ export class SecretsService {
       if (conditions.cas !== undefined && conditions.cas !== current) {
         throw new ConflictError(`check-and-set failed: cas is ${conditions.cas}, but the current version is ${current}`, 'cas_mismatch');
       }
-      const version = secret.latestVersion + 1;
+      // past the newest stored version, not the row's latest_version: after a replayed older row
+      // (refused on every read) a new version is how an operator repairs it
+      const version = (await this.newestOf(trx, secret)) + 1;
       await this.dal.insertVersion(trx, await this.sealVersion(secret.id, version, name, content, by));
       await this.dal.updateSecret(trx, secret.id, {
         current_version: version,
@@ -350,11 +357,14 @@ export class SecretsService {
     return this.deps.audit.transact(async (trx, record) => {
       const secret = await this.requireLocked(trx, name);
       if (!(await this.dal.getVersion(secret.id, version, trx))) throw new NotFoundError(`version ${version} of secret ${name}`);
+      // latest_version is the newest stored version, which also repairs a replayed older row
+      const latestVersion = await this.newestOf(trx, secret);
       await this.dal.updateSecret(trx, secret.id, {
         current_version: version,
+        latest_version: latestVersion,
         updated_by: principalLabel(principal),
         updated_at: this.deps.clock(),
-        row_mac: this.deps.rowIntegrity.secretMac({ id: secret.id, name, currentVersion: version, latestVersion: secret.latestVersion, deletedAt: null }),
+        row_mac: this.deps.rowIntegrity.secretMac({ id: secret.id, name, currentVersion: version, latestVersion, deletedAt: null }),
       });
       await record(this.event(principal, meta, 'secret.rollback', name, { details: { version, previous: secret.currentVersion } }));
       return this.writtenDetail(trx, name);
@@ -391,12 +401,31 @@ export class SecretsService {
     }).catch(rethrowUniqueAsConflictFn(`a live secret ${name} exists; only a deleted secret can be restored`));
   }
 
+  /**
+   * The stored version `version` (the current one when undefined) of a live secret, for a read
+   * that is not a client's (no grant decides it), after the same row checks as a client's read:
+   * the secret row's MAC, that it is not behind its newest version (a replayed older row with
+   * its then valid MAC), and the version row's MAC. A failed check is an audited refusal.
+   */
+  private async verifiedVersion(actor: AuditEventInput['actor'], meta: RequestMeta | undefined, secret: SecretRecord, version: number | undefined, via: Record<string, unknown>): Promise<SecretVersionRecord> {
+    const [v, newestVersion] = await Promise.all([this.dal.getVersion(secret.id, version ?? secret.currentVersion), this.dal.newestVersion(secret.id)]);
+    if (!v) throw new NotFoundError(`version ${version} of secret ${secret.name}`);
+    await this.assertIntact(actor, meta, [{ secret, version: v, newestVersion: newestVersion ?? v.version }], via);
+    return v;
+  }
+
+  /**
+   * The current version of a live secret for the broker's own use (registry credentials), after
+   * the row checks of every read; a failed check is refused and on the record with `via`.
+   */
+  async currentVersionForBroker(secret: SecretRecord, via: Record<string, unknown>): Promise<SecretVersionRecord> {
+    return this.verifiedVersion({ kind: 'system', name: 'keywarden' }, undefined, secret, undefined, via);
+  }
+
   /** An operator's audited read of a value (admin and writer only). */
   async readContent(principal: Principal, meta: RequestMeta, name: string, version?: number) {
     const secret = await this.requireLive(name);
-    const v = await this.dal.getVersion(secret.id, version ?? secret.currentVersion);
-    if (!v) throw new NotFoundError(`version ${version} of secret ${name}`);
-    this.deps.rowIntegrity.assertReadable({ secret, version: v });
+    const v = await this.verifiedVersion(actorOf(principal), meta, secret, version, { via: 'operator' });
     const content = await this.decrypt(secret, v);
     await this.deps.audit.record(this.event(principal, meta, 'secret.read', name, { details: { version: v.version, via: 'operator' } }));
     return { name, version: v.version, content: content.toString('base64'), checksum: v.checksum, size: v.size };
@@ -420,6 +449,18 @@ export class SecretsService {
   async deliverVersion(principal: ClientPrincipal, meta: RequestMeta, name: string, version?: number): Promise<DeliveredSecret & { createdAt: string; type: string }> {
     const [d] = await this.deliverFound('vault', principal, meta, [name], undefined, version);
     return { ...d!.delivered, createdAt: iso(d!.found.version.createdAt)!, type: d!.found.secret.type };
+  }
+
+  /**
+   * The secret as the client may read it (the group rule and every row integrity check of a
+   * read), without reading its value: for routes that show a granted secret's metadata (Vault
+   * KV metadata). Not granted and not there are one 404; a failed check is an audited refusal.
+   */
+  async grantedIntact(principal: ClientPrincipal, meta: RequestMeta, name: string, via: Record<string, unknown>): Promise<FoundSecret> {
+    const found = await this.deps.access.findForClient(principal.id, name);
+    if (!found) throw new NotFoundError(`secret ${name}`);
+    await this.assertIntact(actorOf(principal), meta, [found], via);
+    return found;
   }
 
   /** Counts the request's secrets for /metrics: delivered, refused (counted where refused), or failed. */
@@ -479,7 +520,7 @@ export class SecretsService {
       throw names.length === 1 ? new NotFoundError(`secret ${names[0]}`) : new NotFoundError('one or more of the requested secrets');
     }
     const items = found as Array<NonNullable<(typeof found)[number]>>;
-    await this.assertIntact(principal, meta, items, via);
+    await this.assertIntact(actorOf(principal), meta, items, via);
     const contents = await Promise.all(items.map((f) => this.decrypt(f.secret, f.version)));
     const now = this.deps.clock();
     await this.deps.audit.recordReads(
@@ -504,7 +545,9 @@ export class SecretsService {
 
   /**
    * The client a delegate acts for, or a 403 not_delegated on the record. The same answer
-   * whether the delegate was not given that client, or it is disabled or unknown.
+   * whether the delegate was not given that client, or it is disabled or unknown. A delegation
+   * changed outside the broker (its MAC does not verify) is a 503 integrity_failure, on the
+   * record as an error.
    */
   private async delegatedClient(
     principal: ClientPrincipal,
@@ -513,7 +556,25 @@ export class SecretsService {
     attempted: { action: string; resource: { kind: string; name: string } },
     context: Record<string, string>,
   ): Promise<OnBehalfOf> {
-    const client = await this.deps.delegation.delegatedClient(principal.id, target);
+    let client: { id: number; name: string } | undefined;
+    try {
+      client = await this.deps.delegation.delegatedClient(principal.id, target);
+    } catch (err) {
+      if (!(err instanceof IntegrityFailureError)) throw err;
+      await this.deps.audit.recordReads(
+        [
+          this.event(principal, meta, attempted.action, attempted.resource.name, {
+            resource: attempted.resource,
+            outcome: 'error',
+            reason: err.detail,
+            details: { ...context, via: 'delegated', onBehalfOf: target, integrity: 'row_mac' },
+          }),
+        ],
+        [],
+      );
+      if (attempted.action === 'secret.read') this.telemetry.secretDeliveries('delegated', 'integrity', 1);
+      throw err;
+    }
     if (client) return { client, context };
     await this.deps.audit.recordReads(
       [
@@ -582,13 +643,16 @@ export class SecretsService {
   }
 
   /** A row changed outside the broker fails the read closed, and the refusal is on the record. */
-  private async assertIntact(principal: Principal, meta: RequestMeta, items: FoundSecret[], via: Record<string, unknown>): Promise<void> {
+  private async assertIntact(actor: AuditEventInput['actor'], meta: RequestMeta | undefined, items: Array<Parameters<RowIntegrity['assertReadable']>[0] & { secret: { name: string } }>, via: Record<string, unknown>): Promise<void> {
     for (const f of items) {
       try {
         this.deps.rowIntegrity.assertReadable(f);
       } catch (err) {
         const reason = err instanceof DomainError ? err.detail : 'row integrity check failed';
-        await this.deps.audit.recordReads([this.event(principal, meta, 'secret.read', f.secret.name, { outcome: 'error', reason, details: { ...via, integrity: 'row_mac' } })], []);
+        await this.deps.audit.recordReads(
+          [{ actor, action: 'secret.read', resource: { kind: 'secret', name: f.secret.name }, outcome: 'error', reason, request: meta, details: { ...via, integrity: 'row_mac' } }],
+          [],
+        );
         throw err;
       }
     }

@@ -109,7 +109,7 @@ export function kvRoutes(deps: KvRoutesDeps): Router {
       path: `${base}/metadata/{path+}`,
       access: 'client',
       handler: async (req, res) => {
-        const data = isList(req) ? { keys: await kv.list(clientPrincipal(req), kvPath(req)) } : await kv.metadata(clientPrincipal(req), kvPath(req));
+        const data = isList(req) ? { keys: await kv.list(clientPrincipal(req), kvPath(req)) } : await kv.metadata(clientPrincipal(req), requestMeta(req), kvPath(req));
         res.json(vaultResponse(req.requestId, { data, mountType: 'kv' }));
       },
     },

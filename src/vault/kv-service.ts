@@ -1,5 +1,4 @@
 import { z } from 'zod';
-import type { AccessService } from '../access/access-service.js';
 import { canonicalJson } from '../audit/canonical-json.js';
 import { ConflictError, InvalidInputError, NotFoundError } from '../core/errors.js';
 import type { Principal, RequestMeta, ClientPrincipal } from '../core/principal.js';
@@ -119,7 +118,7 @@ function iso(at: string | null | undefined): string {
  * audited as the native routes are. Nothing here reads or writes a table itself.
  */
 export class KvService {
-  constructor(private readonly deps: { secrets: SecretsService; access: AccessService }) {}
+  constructor(private readonly deps: { secrets: SecretsService }) {}
 
   /** A client's read of the current version, or of `version`; not granted and not there are one 404. */
   async read(principal: ClientPrincipal, meta: RequestMeta, path: string, version?: number) {
@@ -179,17 +178,13 @@ export class KvService {
     return { created_time: createdAt, custom_metadata: null, deletion_time: '', destroyed: false, version };
   }
 
-  /** A secret the client may read, or the same 404 as for one that is not there. */
-  private async requireGranted(principal: ClientPrincipal, name: string) {
-    const found = await this.deps.access.findForClient(principal.id, name);
-    if (!found) throw new NotFoundError(`secret ${name}`);
-    return found;
-  }
-
-  /** Vault's metadata of a granted secret: every stored version (Keywarden keeps them all). */
-  async metadata(principal: ClientPrincipal, path: string) {
+  /**
+   * Vault's metadata of a granted secret: every stored version (Keywarden keeps them all). The
+   * grant is decided as for a read, row integrity checks included (grantedIntact).
+   */
+  async metadata(principal: ClientPrincipal, meta: RequestMeta, path: string) {
     const name = kvPathToName(path);
-    const found = await this.requireGranted(principal, name);
+    const found = await this.deps.secrets.grantedIntact(principal, meta, name, { via: 'vault', use: 'metadata' });
     const versions = await this.deps.secrets.listVersions(name);
     const secret = found.secret;
     return {

@@ -13,7 +13,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { AuditService } from '../../audit/audit-service.js';
-import { ForbiddenError, InvalidInputError, NotFoundError } from '../../core/errors.js';
+import { ForbiddenError, IntegrityFailureError, InvalidInputError, NotFoundError } from '../../core/errors.js';
 import type { RequestMeta } from '../../core/principal.js';
 import { actorOf, principalLabel, type Principal } from '../../identity/identity-types.js';
 import { ImageRefError, parseImageRef, type ImageRef } from '../registry/image-ref.js';
@@ -164,7 +164,13 @@ export class GateService {
    * client an admin gave releaseGate may ask; the refusal is on the record.
    */
   async decideForClient(principal: Extract<Principal, { kind: 'client' }>, meta: RequestMeta, image: string, request: ClientReleaseRequest): Promise<DecisionView> {
-    const { releaseGate } = await this.deps.clientCapabilities.capabilitiesOf(principal.id);
+    const { releaseGate } = await this.deps.clientCapabilities.capabilitiesOf(principal.id).catch(async (err: unknown) => {
+      // releaseGate set outside the broker (its MAC does not verify): refused, and on the record
+      if (err instanceof IntegrityFailureError) {
+        await this.deps.audit.record({ actor: actorOf(principal), action: 'authz.deny', resource: { kind: 'image', name: image.slice(0, 512) }, outcome: 'error', reason: err.detail, details: { ...request.context, route: 'POST /v1/client/releases', integrity: 'row_mac' }, request: meta });
+      }
+      throw err;
+    });
     if (!releaseGate) {
       const reason = 'this client may not ask the release gate (releaseGate is not set)';
       await this.deps.audit.record({ actor: actorOf(principal), action: 'authz.deny', resource: { kind: 'image', name: image.slice(0, 512) }, outcome: 'deny', reason, details: { ...request.context, route: 'POST /v1/client/releases' }, request: meta });

@@ -58,7 +58,7 @@ export class RegistryCredentialsService {
     if (!mapping) return undefined;
     const secret = await this.deps.secrets.findLive(mapping.secret_name);
     if (!secret) return undefined;
-    const version = await this.deps.secrets.getVersion(secret.id, secret.currentVersion);
+    const version = await this.deps.secrets.currentVersionForBroker(secret, { via: 'broker', use: 'registry-credentials', registry, purpose });
     await this.deps.audit.record({
       actor: { kind: 'system', name: 'keywarden' },
       action: 'secret.read',
@@ -66,7 +66,7 @@ export class RegistryCredentialsService {
       outcome: 'allow',
       details: { version: secret.currentVersion, via: 'broker', use: 'registry-credentials', registry, purpose },
     });
-    const content = await this.deps.secrets.decrypt(secret, version!);
+    const content = await this.deps.secrets.decrypt(secret, version);
     const credentials = parseCredentials(content);
     if (credentials) return credentials;
     throw new RegistryError('unauthorized', `registry credential secret ${mapping.secret_name} is not {"username","password"} or {"token"} JSON`, { registry });
