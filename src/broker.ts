@@ -215,7 +215,7 @@ export async function createServices(config: Config, options: BrokerOptions = {}
     intervalMs: config.auditSequenceIntervalMs,
     resignAfterMs: config.auditCheckpointIntervalSeconds * 1000,
     sink: auditSink,
-    onTreeMismatch: (reason) => auditChain.fail(reason, clock()),
+    onTreeMismatch: (reason, firstBadLeaf) => auditChain.fail(reason, clock(), firstBadLeaf),
     chainGuard: () => auditChain.assertIntact(),
     kept: auditCheckpoints,
   });

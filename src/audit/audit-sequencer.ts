@@ -25,7 +25,7 @@ export interface AuditSequencerDeps {
   /** A scrape reuses the queue figures read from the database this recently (default 1000 ms): scrapers do not multiply the query. */
   queueStatsMaxAgeMs?: number;
   /** Called when the stored tree no longer matches its signed head: the log is tampered with. */
-  onTreeMismatch?: (reason: string) => void;
+  onTreeMismatch?: (reason: string, firstBadLeaf?: number) => void;
   /** Throws (503 audit_chain_broken) once the log failed verification: no head is signed over it. */
   chainGuard?: () => void;
   /** Checkpoints kept outside the database: the tree must extend them, and each run's newest head is kept. */
@@ -161,8 +161,8 @@ export class AuditSequencer {
         } catch (err) {
           this.metrics.runs.inc({ status: 'error' });
           if (err instanceof TreeStateMismatch) {
-            this.deps.logger.error({ reason: err.message }, 'audit sequencer refused to extend a tree that does not match its signed head or the checkpoint kept outside the database');
-            this.deps.onTreeMismatch?.(err.message);
+            this.deps.logger.error({ reason: err.message, firstBadLeaf: err.firstBadLeaf }, 'audit sequencer refused to extend a tree that does not match its signed head or the checkpoint kept outside the database');
+            this.deps.onTreeMismatch?.(err.message, err.firstBadLeaf);
           } else {
             this.deps.logger.warn({ err: { message: (err as Error).message, code: (err as { code?: string }).code } }, 'audit sequencing failed; queued events stay queued');
           }

@@ -165,7 +165,15 @@ export type SequenceOutcome =
 export type TreeHeadSigner = (treeSize: number, rootHash: Buffer, now: number) => { note: string; keyId: string };
 
 /** Thrown when the stored tree does not match its own latest signed head: nothing is appended to it. */
-export class TreeStateMismatch extends Error {}
+export class TreeStateMismatch extends Error {
+  constructor(
+    message: string,
+    /** The first leaf that is not as signed, when known. */
+    readonly firstBadLeaf?: number,
+  ) {
+    super(message);
+  }
+}
 
 /**
  * One sequencing step, in one transaction: take up to `batch` queued events in seq order, give
@@ -238,7 +246,7 @@ export function sequenceProgram(opts: {
         if (prefix.every((h) => h !== undefined)) rootAtKept = TreeFrontier.fromNodes(cp.treeSize, prefix as Buffer[]).root().toString('hex');
       }
       const mismatch = compareWithKept(cp, size, rootAtKept);
-      if (mismatch) throw new TreeStateMismatch(mismatch.reason);
+      if (mismatch) throw new TreeStateMismatch(mismatch.reason, mismatch.firstBadLeaf);
     }
 
     const queued = (yield {
