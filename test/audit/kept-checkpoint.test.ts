@@ -4,8 +4,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Knex } from 'knex';
-import { CHECKPOINT_FILE_NAME, sinkCheckpointFile } from '../../src/audit/kept-checkpoint.js';
-import { freshDatabase, startTestBroker, type TestBroker, type TestDatabase } from '../support/broker.js';
+import client from 'prom-client';
+import { AuditChainState, AuditChainWatch } from '../../src/audit/audit-watch.js';
+import { CHECKPOINT_FILE_NAME, KeptCheckpoints, sinkCheckpointFile } from '../../src/audit/kept-checkpoint.js';
+import { freshDatabase, silentLogger, startTestBroker, type TestBroker, type TestDatabase } from '../support/broker.js';
 import { auth, expectProblemCode } from './audit-helpers.js';
 
 /**
@@ -142,6 +144,17 @@ describe('the verified checkpoint kept outside the database', () => {
     // nothing was signed over the cut, and the kept checkpoint was not moved back
     expect(await treeSize(second)).toBe(k);
     expect(fileSize(d.files.dataDir)).toBe(n);
+    // the verification pass sees it on its own too (on PostgreSQL the startup sequencing may find
+    // the lock held by another instance): a watch of its own, as a starting instance runs it
+    const s = second.broker.services;
+    const checkpoints = new KeptCheckpoints({ files: [d.files.dataDir], open: s.auditLogSigner.open, logger: silentLogger, persist: false });
+    expect(checkpoints.load()).toBeUndefined();
+    const state = new AuditChainState();
+    const watch = new AuditChainWatch({ state, verifier: s.auditVerifier, audit: s.audit, rowIntegrity: s.rowIntegrityScanner, registry: new client.Registry(), logger: silentLogger, clock: Date.now, intervalMs: 0, kept: { checkpoints, tree: s.auditTree } });
+    await watch.check();
+    expect(state.status).toBe('broken');
+    expect(state.failure).toMatchObject({ firstBadLeaf: k });
+    expect(state.failure!.reason).toMatch(/the log was cut back/);
     await second.close();
 
     // the copy beside the audit file alone catches it too (the data directory's copy is gone)
