@@ -4,7 +4,8 @@
  * Recovery when every admin API key is lost or revoked, in the spirit of Vault's
  * `operator generate-root`: run on the broker host with the broker's own configuration (its
  * database and root key; no HTTP server, no API key), it issues a new admin API key and records
- * who ran it (OS user, host, pid) and why in the audit log, in the same transaction as the key.
+ * who ran it (uid, effective uid, the kernel's login uid, host, pid) and why in the audit log, in
+ * the same transaction as the key.
  * The key goes to stdout, once; everything else to stderr.
  *
  * It never creates a root key or a database: a missing, incomplete or different root key, or a
@@ -25,9 +26,9 @@ export const BreakGlassExit = { OK: 0, USAGE: 64, NO_INPUT: 66, INTERNAL: 70, CO
 const BREAK_GLASS_HELP = `
 Runs on the broker host with the broker's configuration (KEYWARDEN_DATA_DIR, KEYWARDEN_DATABASE_URL,
 the root key). Needs no API key and no running broker; a running broker may stay up. Prints the new
-admin API key once on stdout; records the uid, effective uid, login uid (and their user names),
-host, pid and --reason in the audit log
-(action apikey.break-glass). Never creates a root key: restore a lost root key from backup first.
+admin API key once on stdout; records the uid, effective uid and login uid (with their user
+names), host, pid and --reason in the audit log (action apikey.break-glass); SUDO_USER only as a
+claim. Never creates a root key: restore a lost root key from backup first.
 
 Afterwards: create a regular admin key with \`keywarden api-key create --role admin\`, and revoke the
 break-glass key (\`keywarden api-key revoke ID\`).`;

@@ -95,7 +95,7 @@ describe('keywarden break-glass', () => {
       const created = await api.post('/v1/api-keys').set(as(key)).send({ name: 'admin-2', role: 'admin' });
       expect(created.status).toBe(201);
 
-      // the audit log says who (OS user, host, pid) and why, and holds nothing of the key
+      // the audit log says who (uids, host, pid) and why, and holds nothing of the key
       const audit = await api.get('/v1/audit').query({ action: 'apikey.break-glass' }).set(as(key));
       expect(audit.status).toBe(200);
       expect(audit.body.items).toHaveLength(1);
