@@ -1,3 +1,4 @@
+import path from 'node:path';
 import type { Express, Router } from 'express';
 import type { Knex } from 'knex';
 import type { Logger } from 'pino';
@@ -16,6 +17,7 @@ import { AuditVerifyService } from './audit/audit-verify-service.js';
 import { AuditChainState, AuditChainWatch } from './audit/audit-watch.js';
 import { ReportsService } from './audit/reports-service.js';
 import { JsonlAuditSink } from './audit/audit-sink.js';
+import { CHECKPOINT_FILE_NAME, KeptCheckpoints, sinkCheckpointFile } from './audit/kept-checkpoint.js';
 import { ConfigError, type Config } from './config.js';
 import { secureDataDir } from './data-dir.js';
 import { openKeyProvider } from './crypto/create-key-provider.js';
@@ -84,6 +86,15 @@ export interface BrokerOptions {
   fastPath?: boolean;
 }
 
+/** What createServices builds for: the serving broker, or a CLI command on the broker's configuration. */
+interface ServicesRole {
+  /**
+   * Whether verified tree heads are written to the checkpoint files. Only the serving broker
+   * writes them: a CLI command may run as root and would leave a file the broker cannot read.
+   */
+  keepCheckpoints: boolean;
+}
+
 export interface Services {
   config: Config;
   db: Knex;
@@ -117,6 +128,8 @@ export interface Services {
   auditVerifier: AuditVerifyService;
   /** Whether this instance found the audit chain intact; audited writes are refused when broken. */
   auditChain: AuditChainState;
+  /** The newest verified tree head, kept outside the database (data directory, audit file). */
+  auditCheckpoints: KeptCheckpoints;
   rowIntegrity: RowIntegrity;
   /** The row-MAC backfill and background scan over the database. */
   rowIntegrityScanner: RowIntegrityScanner;
@@ -142,7 +155,7 @@ export interface Broker {
 }
 
 /** Opens the database, runs migrations, and wires every service with its dependencies. */
-export async function createServices(config: Config, options: BrokerOptions = {}): Promise<Services> {
+export async function createServices(config: Config, options: BrokerOptions = {}, role: ServicesRole = { keepCheckpoints: false }): Promise<Services> {
   const clock = options.clock ?? Date.now;
   const logger = options.logger ?? createLogger(config.logLevel);
   secureDataDir(config.dataDir, logger);
@@ -180,6 +193,18 @@ export async function createServices(config: Config, options: BrokerOptions = {}
   }
   const logSigner = await loadAuditLogSigner(systemKeys, origin.origin);
   const signer = async () => logSigner;
+  const auditCheckpoints = new KeptCheckpoints({
+    files: [path.join(config.dataDir, CHECKPOINT_FILE_NAME), ...(config.auditFile ? [sinkCheckpointFile(config.auditFile)] : [])],
+    open: logSigner.open,
+    logger,
+    persist: role.keepCheckpoints,
+  });
+  const unreadableCheckpoint = auditCheckpoints.load();
+  if (unreadableCheckpoint) {
+    // as for any other tampering: audited writes and readiness are refused, not the start
+    auditChain.fail(unreadableCheckpoint.reason, clock());
+    logger.error({ reason: unreadableCheckpoint.reason }, 'AUDIT LOG VERIFICATION FAILED: audited operations are refused until an operator investigates and restarts the broker');
+  }
   const auditSequencer = new AuditSequencer({
     db: database,
     tree: auditTree,
@@ -190,8 +215,9 @@ export async function createServices(config: Config, options: BrokerOptions = {}
     intervalMs: config.auditSequenceIntervalMs,
     resignAfterMs: config.auditCheckpointIntervalSeconds * 1000,
     sink: auditSink,
-    onTreeMismatch: (reason) => auditChain.fail(reason, clock()),
+    onTreeMismatch: (reason, firstBadLeaf) => auditChain.fail(reason, clock(), firstBadLeaf),
     chainGuard: () => auditChain.assertIntact(),
+    kept: auditCheckpoints,
   });
   const audit = new AuditService({
     db: database,
@@ -287,7 +313,7 @@ export async function createServices(config: Config, options: BrokerOptions = {}
   const signatures = new SignaturesService({ db: database, audit, registry, signingKeys, clock, policies });
   return {
     config, db, dbHandle, database, clock, logger, keyProvider, systemKeys, audit, auditSink, jwtKeys, tokens, apiKeys, clients, groups, secrets, auth, workload,
-    metrics, auditQuery, auditTree, auditLogSigner: logSigner, auditSequencer, auditProofs, auditExporter, treeHeads, auditVerifier, auditChain, rowIntegrity, rowIntegrityScanner, access, reports, registryCredentials, registry, signingKeys, policies, gate, trustedIssuers, signatures, consoleSessions,
+    metrics, auditQuery, auditTree, auditLogSigner: logSigner, auditSequencer, auditProofs, auditExporter, treeHeads, auditVerifier, auditChain, auditCheckpoints, rowIntegrity, rowIntegrityScanner, access, reports, registryCredentials, registry, signingKeys, policies, gate, trustedIssuers, signatures, consoleSessions,
   };
 }
 
@@ -324,8 +350,15 @@ export function domainRouters(s: Services): Router[] {
 }
 
 export async function createBroker(config: Config, options: BrokerOptions = {}): Promise<Broker> {
-  const services = await createServices(config, options);
+  const services = await createServices(config, options, { keepCheckpoints: true });
   const metrics = services.metrics;
+  if (services.database.dialect === 'postgres') {
+    // instances share the database but not a disk: each compares with its own kept checkpoint only
+    services.logger.warn(
+      { checkpointFile: path.join(config.dataDir, CHECKPOINT_FILE_NAME) },
+      'on PostgreSQL the audit checkpoint is kept per instance, in its own data directory: a log cut back in the database is caught only by an instance that kept a newer head. Run `keywarden audit witness` outside the database\'s trust domain (see the README, "Transparency log")',
+    );
+  }
   // events queued before the start (by an instance that died, or before migration 008) are
   // sequenced before serving, and an empty log gets its first signed head; a busy lock means
   // another instance is doing it, and the timer carries on either way
@@ -339,6 +372,7 @@ export async function createBroker(config: Config, options: BrokerOptions = {}):
     logger: services.logger,
     clock: services.clock,
     intervalMs: config.auditVerifyIntervalSeconds * 1000,
+    kept: { checkpoints: services.auditCheckpoints, tree: services.auditTree },
   });
   await auditWatch.start();
   services.auditSequencer.start();

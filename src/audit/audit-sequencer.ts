@@ -4,6 +4,7 @@ import type { Clock } from '../core/clock.js';
 import type { Database } from '../db/database.js';
 import type { AuditLogSigner } from './audit-log-key.js';
 import type { JsonlAuditSink } from './audit-sink.js';
+import type { KeptCheckpoints } from './kept-checkpoint.js';
 import { sequenceProgram, TreeStateMismatch, type AuditTreeDal, type SequenceOutcome } from './audit-tree-dal.js';
 
 export interface AuditSequencerDeps {
@@ -24,9 +25,11 @@ export interface AuditSequencerDeps {
   /** A scrape reuses the queue figures read from the database this recently (default 1000 ms): scrapers do not multiply the query. */
   queueStatsMaxAgeMs?: number;
   /** Called when the stored tree no longer matches its signed head: the log is tampered with. */
-  onTreeMismatch?: (reason: string) => void;
+  onTreeMismatch?: (reason: string, firstBadLeaf?: number) => void;
   /** Throws (503 audit_chain_broken) once the log failed verification: no head is signed over it. */
   chainGuard?: () => void;
+  /** Checkpoints kept outside the database: the tree must extend them, and each run's newest head is kept. */
+  kept?: KeptCheckpoints;
 }
 
 /**
@@ -146,31 +149,39 @@ export class AuditSequencer {
     this.deps.chainGuard?.();
     const signer = await this.deps.signer();
     const outcomes: SequenceOutcome[] = [];
-    for (let i = 0; i < MAX_BATCHES_PER_RUN; i++) {
-      const started = process.hrtime.bigint();
-      let outcome: SequenceOutcome;
-      try {
-        outcome = await this.deps.db.writeProgram(
-          sequenceProgram({ batch: this.batch, now: this.deps.clock(), resignAfterMs: this.deps.resignAfterMs > 0 ? this.deps.resignAfterMs : Infinity, sign: signer.sign, open: signer.open }),
-        );
-      } catch (err) {
-        this.metrics.runs.inc({ status: 'error' });
-        if (err instanceof TreeStateMismatch) {
-          this.deps.logger.error({ reason: err.message }, 'audit sequencer refused to extend a tree that does not match its signed head');
-          this.deps.onTreeMismatch?.(err.message);
-        } else {
-          this.deps.logger.warn({ err: { message: (err as Error).message, code: (err as { code?: string }).code } }, 'audit sequencing failed; queued events stay queued');
+    let newest: Extract<SequenceOutcome, { head: unknown }>['head'] | undefined;
+    try {
+      for (let i = 0; i < MAX_BATCHES_PER_RUN; i++) {
+        const started = process.hrtime.bigint();
+        let outcome: SequenceOutcome;
+        try {
+          outcome = await this.deps.db.writeProgram(
+            sequenceProgram({ batch: this.batch, now: this.deps.clock(), resignAfterMs: this.deps.resignAfterMs > 0 ? this.deps.resignAfterMs : Infinity, sign: signer.sign, open: signer.open, kept: this.deps.kept?.list() }),
+          );
+        } catch (err) {
+          this.metrics.runs.inc({ status: 'error' });
+          if (err instanceof TreeStateMismatch) {
+            this.deps.logger.error({ reason: err.message, firstBadLeaf: err.firstBadLeaf }, 'audit sequencer refused to extend a tree that does not match its signed head or the checkpoint kept outside the database');
+            this.deps.onTreeMismatch?.(err.message, err.firstBadLeaf);
+          } else {
+            this.deps.logger.warn({ err: { message: (err as Error).message, code: (err as { code?: string }).code } }, 'audit sequencing failed; queued events stay queued');
+          }
+          throw err;
         }
-        throw err;
+        this.metrics.duration.observe(Number(process.hrtime.bigint() - started) / 1e9);
+        this.metrics.runs.inc({ status: outcome.status });
+        outcomes.push(outcome);
+        if (outcome.status !== 'sequenced' && outcome.status !== 'resigned') break;
+        this.published(outcome);
+        newest = outcome.head;
+        if (outcome.sequenced < this.batch) break;
+        // let requests in between batches of a backlog
+        await new Promise((r) => setImmediate(r));
       }
-      this.metrics.duration.observe(Number(process.hrtime.bigint() - started) / 1e9);
-      this.metrics.runs.inc({ status: outcome.status });
-      outcomes.push(outcome);
-      if (outcome.status !== 'sequenced' && outcome.status !== 'resigned') break;
-      this.published(outcome);
-      if (outcome.sequenced < this.batch) break;
-      // let requests in between batches of a backlog
-      await new Promise((r) => setImmediate(r));
+    } finally {
+      // once per run, not per batch (an fsync each): the head this instance signed last, over a
+      // tree the program found extending every kept checkpoint
+      if (newest) this.deps.kept?.advance(newest);
     }
     return outcomes;
   }

@@ -3,6 +3,7 @@ import { rowToEvent, type AuditEventRow } from './audit-dal.js';
 import type { AuditEvent } from './audit-types.js';
 import { leafHash, perfectSubtrees, TreeFrontier, type NodeId } from './merkle.js';
 import { leafData } from './audit-leaf-data.js';
+import { compareWithKept, type KeptCheckpoint } from './kept-checkpoint.js';
 
 /** An audit_tree_heads row. */
 interface TreeHeadRow {
@@ -164,7 +165,15 @@ export type SequenceOutcome =
 export type TreeHeadSigner = (treeSize: number, rootHash: Buffer, now: number) => { note: string; keyId: string };
 
 /** Thrown when the stored tree does not match its own latest signed head: nothing is appended to it. */
-export class TreeStateMismatch extends Error {}
+export class TreeStateMismatch extends Error {
+  constructor(
+    message: string,
+    /** The first leaf that is not as signed, when known. */
+    readonly firstBadLeaf?: number,
+  ) {
+    super(message);
+  }
+}
 
 /**
  * One sequencing step, in one transaction: take up to `batch` queued events in seq order, give
@@ -182,7 +191,15 @@ export class TreeStateMismatch extends Error {}
 /** Opens a stored head's signed note with the log key: its size and root, or throws when it does not verify. */
 export type TreeHeadOpener = (note: string) => { treeSize: number; rootHash: string };
 
-export function sequenceProgram(opts: { batch: number; now: number; resignAfterMs: number; sign: TreeHeadSigner; open: TreeHeadOpener }): ProgramFactory<SequenceOutcome> {
+export function sequenceProgram(opts: {
+  batch: number;
+  now: number;
+  resignAfterMs: number;
+  sign: TreeHeadSigner;
+  open: TreeHeadOpener;
+  /** Checkpoints kept outside the database (kept-checkpoint.ts): the tree extended must extend each. */
+  kept?: ReadonlyArray<Pick<KeptCheckpoint, 'file' | 'treeSize' | 'rootHash'>>;
+}): ProgramFactory<SequenceOutcome> {
   return function* (dialect) {
     if (dialect === 'postgres') {
       const [lock] = (yield { sql: SEQUENCER_LOCK_SQL, params: [] }) as Array<{ locked: boolean }>;
@@ -215,6 +232,21 @@ export function sequenceProgram(opts: { batch: number; now: number; resignAfterM
       if (frontier.root().toString('hex') !== latest.rootHash) {
         throw new TreeStateMismatch(`the stored nodes do not hash to the signed root of tree size ${size}`);
       }
+    }
+    // a log cut back to an older signed head (events, nodes and heads together) is consistent
+    // in itself: only a checkpoint kept outside the database shows it, and nothing is signed over it
+    for (const cp of opts.kept ?? []) {
+      let rootAtKept: string | undefined = cp.treeSize === 0 ? cp.rootHash : undefined;
+      if (cp.treeSize === size && latest) rootAtKept = latest.rootHash;
+      else if (cp.treeSize > 0 && cp.treeSize < size) {
+        const ids = perfectSubtrees(0, cp.treeSize);
+        const rows = (yield selectNodesStatement(ids)) as Array<{ level: number | string; idx: number | string; hash: string }>;
+        const found = new Map(rows.map((r) => [nodeKey({ level: Number(r.level), index: Number(r.idx) }), Buffer.from(r.hash, 'hex')]));
+        const prefix = ids.map((id) => found.get(nodeKey(id)));
+        if (prefix.every((h) => h !== undefined)) rootAtKept = TreeFrontier.fromNodes(cp.treeSize, prefix as Buffer[]).root().toString('hex');
+      }
+      const mismatch = compareWithKept(cp, size, rootAtKept);
+      if (mismatch) throw new TreeStateMismatch(mismatch.reason, mismatch.firstBadLeaf);
     }
 
     const queued = (yield {

@@ -31,6 +31,8 @@ export interface TreeVerification {
 export interface VerifiedState {
   frontier: TreeFrontier;
   rootHash: string;
+  /** The newest signed head, verified up to: what the broker keeps outside the database. */
+  head?: { treeSize: number; rootHash: string; note: string };
 }
 
 type Failure = { firstBadLeaf?: number; reason: string };
@@ -190,7 +192,7 @@ export class AuditVerifyService {
     if (kept && !consistentWith) {
       return fail({ reason: `the checkpoint given (size ${kept.size}) is older than the state this pass started from; verify from the start` }, counts());
     }
-    return { ...base, ...counts(), ok: true, consistentWith, state: { frontier, rootHash: root } };
+    return { ...base, ...counts(), ok: true, consistentWith, state: { frontier, rootHash: root, head: { treeSize: latest.treeSize, rootHash: latest.rootHash, note: latest.note } } };
   }
 
   /**

@@ -6,6 +6,8 @@ import type { RowIntegrityScanner } from '../secrets/row-integrity-scanner.js';
 import type { AuditService } from './audit-service.js';
 import type { AuditVerifyService, VerifiedState } from './audit-verify-service.js';
 import type { Clock } from '../core/clock.js';
+import type { AuditTreeDal } from './audit-tree-dal.js';
+import type { KeptCheckpoints } from './kept-checkpoint.js';
 
 /** How long startup waits for the first pass before serving (the rest continues in the background). */
 const STARTUP_BUDGET_MS = 10_000;
@@ -52,6 +54,12 @@ export interface AuditChainWatchDeps {
   clock: Clock;
   /** KEYWARDEN_AUDIT_VERIFY_INTERVAL in ms; 0 verifies at startup only. */
   intervalMs: number;
+  /**
+   * The checkpoints kept outside the database (data directory, audit file): every pass checks the
+   * tree extends them, the first pass verifies the whole log against the newest, and each verified
+   * head is kept. With `tree` to read the stored nodes.
+   */
+  kept?: { checkpoints: KeptCheckpoints; tree: AuditTreeDal };
 }
 
 /**
@@ -141,10 +149,16 @@ export class AuditChainWatch {
   }
 
   private async verifyChain(): Promise<void> {
-    const { verifier, state, clock } = this.deps;
-    const result = await verifier.verify({ from: this.verified });
+    const { verifier, state, clock, kept } = this.deps;
+    const mismatch = await kept?.checkpoints.check(kept.tree);
+    if (mismatch) return this.broken(mismatch.reason, mismatch.firstBadLeaf);
+    // the first pass starts from nothing: it recomputes the log's root at the kept checkpoint's
+    // size from the leaves themselves; later passes start past it (this.verified)
+    const checkpoint = this.verified ? undefined : kept?.checkpoints.newest()?.note;
+    const result = await verifier.verify({ from: this.verified, checkpoint });
     if (!result.ok || !result.state) return this.broken(result.reason ?? 'verification failed', result.firstBadLeaf);
     this.verified = result.state;
+    if (result.state.head) kept?.checkpoints.advance(result.state.head);
     if (state.status !== 'broken') state.status = 'ok';
     this.lastVerifiedAt = clock();
     this.gauges.ok.set(1);

@@ -14,10 +14,10 @@
  */
 import fs from 'node:fs';
 import http from 'node:http';
-import path from 'node:path';
 import type { Logger } from 'pino';
 import client from 'prom-client';
 import { z } from 'zod';
+import { writeFileAtomic } from '../core/atomic-file.js';
 import { ConflictError, InvalidInputError, UnavailableError } from '../core/errors.js';
 import { checkpointTime } from './audit-log-key.js';
 import { verifyConsistency, EMPTY_ROOT } from './merkle.js';
@@ -90,33 +90,9 @@ export function readWitnessState(file: string): WitnessState | undefined {
   return result.data;
 }
 
-/** Write temp + fsync + rename (+ fsync of the directory): a crash leaves the old state or the new one, never half of one. */
+/** Written atomically (temp + fsync + rename): a crash leaves the old state or the new one, never half of one. */
 export function writeWitnessState(file: string, state: WitnessState): void {
-  const dir = path.dirname(path.resolve(file));
-  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${Date.now()}.tmp`);
-  const fd = fs.openSync(tmp, 'wx', 0o600);
-  try {
-    fs.writeFileSync(fd, JSON.stringify(stateSchema.parse(state), null, 2) + '\n');
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  try {
-    fs.renameSync(tmp, file);
-  } catch (err) {
-    fs.rmSync(tmp, { force: true });
-    throw err;
-  }
-  try {
-    const dfd = fs.openSync(dir, 'r');
-    try {
-      fs.fsyncSync(dfd);
-    } finally {
-      fs.closeSync(dfd);
-    }
-  } catch {
-    // some platforms cannot fsync a directory; the rename itself is still atomic
-  }
+  writeFileAtomic(file, JSON.stringify(stateSchema.parse(state), null, 2) + '\n');
 }
 
 export interface Alarm {

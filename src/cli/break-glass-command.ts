@@ -4,7 +4,8 @@
  * Recovery when every admin API key is lost or revoked, in the spirit of Vault's
  * `operator generate-root`: run on the broker host with the broker's own configuration (its
  * database and root key; no HTTP server, no API key), it issues a new admin API key and records
- * who ran it (OS user, host, pid) and why in the audit log, in the same transaction as the key.
+ * who ran it (uid, effective uid, the kernel's login uid, host, pid) and why in the audit log, in
+ * the same transaction as the key.
  * The key goes to stdout, once; everything else to stderr.
  *
  * It never creates a root key or a database: a missing, incomplete or different root key, or a
@@ -13,6 +14,7 @@
  * Exit codes: 0 key issued, 64 usage error, 66 root key missing/wrong or no Keywarden database,
  * 78 invalid configuration or the database cannot be opened, 70 other error.
  */
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import type { Command } from 'commander';
@@ -24,8 +26,9 @@ export const BreakGlassExit = { OK: 0, USAGE: 64, NO_INPUT: 66, INTERNAL: 70, CO
 const BREAK_GLASS_HELP = `
 Runs on the broker host with the broker's configuration (KEYWARDEN_DATA_DIR, KEYWARDEN_DATABASE_URL,
 the root key). Needs no API key and no running broker; a running broker may stay up. Prints the new
-admin API key once on stdout; records the OS user, host, pid and --reason in the audit log
-(action apikey.break-glass). Never creates a root key: restore a lost root key from backup first.
+admin API key once on stdout; records the uid, effective uid and login uid (with their user
+names), host, pid and --reason in the audit log (action apikey.break-glass); SUDO_USER only as a
+claim. Never creates a root key: restore a lost root key from backup first.
 
 Afterwards: create a regular admin key with \`keywarden api-key create --role admin\`, and revoke the
 break-glass key (\`keywarden api-key revoke ID\`).`;
@@ -55,19 +58,74 @@ export interface BreakGlassOptions {
 
 const NAME = /^[A-Za-z0-9._@-]{1,128}$/;
 
-/** Who is at the keyboard: the OS account (and sudo's caller), host and pid. */
-function whoAmI(reason: string) {
-  let osUser: string | undefined;
-  let uid: number | null = typeof process.getuid === 'function' ? process.getuid() : null;
+/** /proc/self/loginuid holds this value when no login set it (a daemon, a container, a kernel without audit). */
+const LOGIN_UID_UNSET = 4294967295;
+
+/**
+ * The audit login uid: set by PAM at login and inherited by every process after it, across sudo
+ * and su, and only a privileged process may set it (once). Unlike SUDO_USER it is not the
+ * runner's say-so. Null when unset or where there is no /proc (not Linux).
+ */
+export function readLoginUid(file = '/proc/self/loginuid'): number | null {
+  let text: string;
   try {
-    const info = os.userInfo();
-    osUser = info.username;
-    uid = info.uid >= 0 ? info.uid : uid;
+    text = fs.readFileSync(file, 'utf8').trim();
+  } catch {
+    return null;
+  }
+  if (!/^\d{1,10}$/.test(text)) return null;
+  const uid = Number(text);
+  return uid === LOGIN_UID_UNSET ? null : uid;
+}
+
+/** The account name of `uid` from the passwd database (/etc/passwd, then getent for NSS); null when it has none. */
+export function userName(uid: number | null, passwdFile = '/etc/passwd'): string | null {
+  if (uid === null) return null;
+  try {
+    for (const line of fs.readFileSync(passwdFile, 'utf8').split('\n')) {
+      const [name, , id] = line.split(':');
+      if (name && id !== undefined && Number(id) === uid && /^\d+$/.test(id)) return name;
+    }
+  } catch {
+    // no passwd file (a minimal container): try NSS
+  }
+  try {
+    const entry = execFileSync('getent', ['passwd', String(uid)], { encoding: 'utf8', timeout: 2000, stdio: ['ignore', 'pipe', 'ignore'] });
+    return entry.split(':')[0] || null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Who is at the keyboard, from what this process can check: its real and effective uid, the
+ * login uid the kernel keeps across sudo and su, their names, the host and pid. SUDO_USER is an
+ * environment variable anyone can set (`SUDO_USER=alice` typed by root): it is recorded, but only
+ * as what the runner claims.
+ */
+export function whoAmI(reason: string, env: NodeJS.ProcessEnv = process.env, loginUid = readLoginUid()) {
+  const uid = typeof process.getuid === 'function' ? process.getuid() : null;
+  const euid = typeof process.geteuid === 'function' ? process.geteuid() : uid;
+  let effectiveName: string | null = null;
+  try {
+    // the effective user's passwd entry
+    effectiveName = os.userInfo().username || null;
   } catch {
     // a uid without a passwd entry (containers)
+    effectiveName = userName(euid);
   }
-  osUser ||= process.env.USER || process.env.LOGNAME || (uid !== null ? `uid-${uid}` : 'unknown');
-  return { osUser, uid, sudoUser: process.env.SUDO_USER || null, host: os.hostname(), pid: process.pid, reason };
+  return {
+    osUser: effectiveName ?? (euid !== null ? `uid-${euid}` : 'unknown'),
+    uid,
+    user: uid === euid ? effectiveName : userName(uid),
+    euid,
+    loginUid,
+    loginUser: userName(loginUid),
+    claimedSudoUser: env.SUDO_USER || null,
+    host: os.hostname(),
+    pid: process.pid,
+    reason,
+  };
 }
 
 function validate(opts: BreakGlassOptions) {

@@ -39,11 +39,21 @@ export const BREAK_GLASS_ACTION = 'apikey.break-glass';
 
 /** Who ran `keywarden break-glass` on the broker host, and why: recorded with the key. */
 export interface BreakGlassOperator {
-  /** The OS account that ran the command. */
+  /** The effective user's account name (`uid-N` when it has none). */
   osUser: string;
+  /** The real user id, and its account name. */
   uid: number | null;
-  /** The account that ran `sudo`, when it was run through sudo. */
-  sudoUser: string | null;
+  user: string | null;
+  /** The effective user id (differs from uid under a setuid program). */
+  euid: number | null;
+  /**
+   * The audit login uid (/proc/self/loginuid): who logged in, kept by the kernel across sudo and
+   * su; null when unset (4294967295) or unknown. With its account name.
+   */
+  loginUid: number | null;
+  loginUser: string | null;
+  /** SUDO_USER as the environment had it: the runner can set it to anything, so only a claim. */
+  claimedSudoUser: string | null;
   host: string;
   pid: number;
   reason: string;
@@ -202,7 +212,11 @@ export class ApiKeysService {
           expiresAt: iso(expiresAt),
           osUser: operator.osUser,
           uid: operator.uid,
-          sudoUser: operator.sudoUser,
+          user: operator.user,
+          euid: operator.euid,
+          loginUid: operator.loginUid,
+          loginUser: operator.loginUser,
+          claimedSudoUser: operator.claimedSudoUser,
           host: operator.host,
           pid: operator.pid,
           reason: operator.reason,

@@ -4,7 +4,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rowToEvent, type AuditEventRow } from '../../src/audit/audit-dal.js';
 import { eventLeafHash } from '../../src/audit/audit-leaf.js';
 import { timestampLine } from '../../src/audit/audit-log-key.js';
+import { AuditSequencer } from '../../src/audit/audit-sequencer.js';
 import { AuditChainState, AuditChainWatch } from '../../src/audit/audit-watch.js';
+import type { KeptCheckpoints } from '../../src/audit/kept-checkpoint.js';
 import { perfectSubtrees, TreeFrontier } from '../../src/audit/merkle.js';
 import { ed25519KeyFromSeed, formatCheckpoint, noteKeyId, signNote } from '../../src/audit/signed-note.js';
 import { silentLogger, startTestBroker, type TestBroker } from '../support/broker.js';
@@ -69,6 +71,11 @@ describe('audit tree tamper detection', () => {
     const chainOk = async () => (await registry.getSingleMetric('keywarden_audit_chain_ok')!.get()).values[0]?.value;
     return { w, state, chainOk };
   }
+  /** The sequencer of another instance on this database, with the checkpoints it kept (none: a new instance). */
+  const otherSequencer = (kept?: KeptCheckpoints) => {
+    const s = services();
+    return new AuditSequencer({ db: s.database, tree: s.auditTree, signer: async () => s.auditLogSigner, clock: Date.now, logger: silentLogger, registry: new client.Registry(), intervalMs: 0, resignAfterMs: 0, kept });
+  };
   const treeSize = async () => Number((await knex()('audit_tree_heads').max('tree_size as n').first())!.n);
   const eventAt = async (leaf: number): Promise<AuditEventRow> => {
     const r = await knex()('audit_events').where({ leaf_index: leaf }).first();
@@ -308,9 +315,13 @@ describe('audit tree tamper detection', () => {
       expect(r).toMatchObject({ ok: false, firstBadLeaf: k });
       expect(r.reason).toMatch(new RegExp(`checkpoint given has ${n} leaves, but the newest signed head has ${k}: the log was cut back`));
 
-      // the log then grows past n again on top of the cut: still not an extension of what was seen
+      // the log then grows past n again on top of the cut: still not an extension of what was seen.
+      // This broker kept the checkpoint of size n outside the database (kept-checkpoint.ts), so
+      // its sequencer refuses to sign over the cut; an instance that kept none does sign
       for (const g of ['regrow-1', 'regrow-2', 'regrow-3', 'regrow-4', 'regrow-5']) expect((await tb.request.post('/v1/groups').set(W).send({ name: g })).status).toBe(201);
-      await flush();
+      expect(services().auditCheckpoints.newest()?.treeSize).toBeGreaterThanOrEqual(n);
+      await expect(otherSequencer(services().auditCheckpoints).flush()).rejects.toThrow(/the log was cut back/);
+      await otherSequencer().flush();
       expect(await treeSize()).toBeGreaterThan(n);
       expect(await verify()).toMatchObject({ ok: true });
       await beforeRegrow.w.check();

@@ -8,7 +8,7 @@ import { createBroker, type Broker } from '../../src/broker.js';
 import { loadConfig } from '../../src/config.js';
 import { ROOT_KEY_UNAVAILABLE_EXIT_CODE } from '../../src/crypto/key-provider.js';
 import { silentLogger } from '../support/broker.js';
-import { breakGlass, type BreakGlassOptions } from '../../src/cli/break-glass-command.js';
+import { breakGlass, readLoginUid, userName, whoAmI, type BreakGlassOptions } from '../../src/cli/break-glass-command.js';
 import { baseEnv, runCli } from './cli-support.js';
 import { dropSite, newSite, openSite, type Site } from '../support/site.js';
 
@@ -74,7 +74,8 @@ describe('keywarden break-glass', () => {
       // run while the broker serves, as on a broker host
       const reason = `INC-${crypto.randomBytes(3).toString('hex')}: admin key revoked by mistake`;
       const started = Date.now();
-      const res = await runCli(['break-glass', '--reason', reason, '--name', 'oncall-recovery', '--expires', '2h'], siteEnv(site));
+      // SUDO_USER set by hand (as root could): recorded only as a claim
+      const res = await runCli(['break-glass', '--reason', reason, '--name', 'oncall-recovery', '--expires', '2h'], siteEnv(site, { SUDO_USER: 'alice' }));
       expect(res.code, res.stderr).toBe(0);
       expect(res.signal).toBeNull();
       // the key alone on stdout, once; nothing of it on stderr
@@ -94,7 +95,7 @@ describe('keywarden break-glass', () => {
       const created = await api.post('/v1/api-keys').set(as(key)).send({ name: 'admin-2', role: 'admin' });
       expect(created.status).toBe(201);
 
-      // the audit log says who (OS user, host, pid) and why, and holds nothing of the key
+      // the audit log says who (uids, host, pid) and why, and holds nothing of the key
       const audit = await api.get('/v1/audit').query({ action: 'apikey.break-glass' }).set(as(key));
       expect(audit.status).toBe(200);
       expect(audit.body.items).toHaveLength(1);
@@ -109,6 +110,17 @@ describe('keywarden break-glass', () => {
         reason,
         details: { role: 'admin', name: 'oncall-recovery', osUser: os.userInfo().username, host: os.hostname(), reason, expiresAt: issued.expiresAt },
       });
+      // what the process could check: its uids and the kernel's login uid, with their names
+      const loginUid = readLoginUid();
+      expect(event.details).toMatchObject({
+        uid: process.getuid!(),
+        euid: process.geteuid!(),
+        user: os.userInfo().username,
+        loginUid,
+        loginUser: userName(loginUid),
+        claimedSudoUser: 'alice',
+      });
+      expect(event.details).not.toHaveProperty('sudoUser');
       expect(event.details.pid).toBeTypeOf('number');
       expect(event.details.pid).not.toBe(process.pid);
       const text = JSON.stringify(event);
@@ -218,6 +230,38 @@ describe('keywarden break-glass', () => {
     }
     expect(await keysAndEvents(site)).toEqual(before);
   }, 90_000);
+});
+
+describe('break-glass: who ran it', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kw-who-'));
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const file = (name: string, text: string) => {
+    fs.writeFileSync(path.join(dir, name), text);
+    return path.join(dir, name);
+  };
+
+  it('reads the login uid the kernel keeps; 4294967295 (no login), garbage or no file is null', () => {
+    expect(readLoginUid(file('set', '1000\n'))).toBe(1000);
+    expect(readLoginUid(file('zero', '0'))).toBe(0);
+    expect(readLoginUid(file('unset', '4294967295'))).toBeNull();
+    expect(readLoginUid(file('garbage', 'alice'))).toBeNull();
+    expect(readLoginUid(path.join(dir, 'absent'))).toBeNull();
+  });
+
+  it('names uids from the passwd database, and null for a uid without an entry', () => {
+    const passwd = file('passwd', 'root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/sh\n');
+    expect(userName(1000, passwd)).toBe('alice');
+    expect(userName(0, passwd)).toBe('root');
+    expect(userName(null, passwd)).toBeNull();
+    expect(userName(2_000_000_000, passwd)).toBeNull();
+  });
+
+  it('records SUDO_USER only as claimedSudoUser, beside what the process can verify', () => {
+    const who = whoAmI('test', { SUDO_USER: 'alice' }, 1000);
+    expect(who).toMatchObject({ claimedSudoUser: 'alice', uid: process.getuid!(), euid: process.geteuid!(), loginUid: 1000, user: os.userInfo().username, osUser: os.userInfo().username });
+    expect(who).not.toHaveProperty('sudoUser');
+    expect(whoAmI('test', {}, null)).toMatchObject({ claimedSudoUser: null, loginUid: null, loginUser: null });
+  });
 });
 
 /** Runs `fn` over `items`, `size` at a time (CLI processes are slow to start on a busy machine). */
