@@ -226,6 +226,7 @@ export async function createServices(config: Config, options: BrokerOptions = {}
     issuer: config.issuer,
     trustDomain: config.trustDomain,
     accessTokenTtlSeconds: config.accessTokenTtlSeconds,
+    accessTokenMaxTtlSeconds: config.accessTokenMaxTtlSeconds,
     telemetry,
   });
   // a signer scope may name only existing signing keys (signingKeys is built below, before any request)

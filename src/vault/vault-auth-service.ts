@@ -4,7 +4,7 @@ import { InvalidInputError, OAuthError, UnauthenticatedError } from '../core/err
 import type { Principal, RequestMeta } from '../core/principal.js';
 import type { AuthService } from '../identity/auth-service.js';
 import type { ClientsService } from '../identity/clients-service.js';
-import type { TokenService } from '../identity/token-service.js';
+import { TokenService } from '../identity/token-service.js';
 import { BOOTSTRAP_GRANT, type WorkloadIdentityService } from '../identity/workload-identity-service.js';
 
 export interface VaultAuthDeps {
@@ -41,7 +41,7 @@ interface ClientTokenClaims {
   jti: string;
   iat: number;
   exp: number;
-  kw: { t: 'client'; id: number; cid: string; n: string; o?: number };
+  kw: { t: 'client'; id: number; cid: string; n: string; o?: number; c?: string };
 }
 
 /**
@@ -138,7 +138,9 @@ export class VaultAuthService {
    * A JWT's expiry cannot move, so renewing mints a new token (auth.client_token, which
    * node-vault adopts by itself; hvac callers set client.token). Its life ends at the latest
    * KEYWARDEN_ACCESS_TOKEN_MAX_TTL after the first token of the chain was issued, as Vault's
-   * max TTL does. The renewed token stays valid until its own expiry.
+   * max TTL does. The renewed token stays valid until its own expiry, unless any token of its
+   * chain is revoked: revoking one (by jti, revoke-self, or bootstrap reuse detection) revokes
+   * every token renewed from the same login (TokenService.revoke).
    */
   async renewSelf(principal: Principal, token: string | undefined, increment: unknown, meta: RequestMeta): Promise<{ auth: VaultAuthBlock; warnings: string[] | null }> {
     if (principal.kind !== 'client') throw new InvalidInputError('only client tokens can be renewed');
@@ -151,23 +153,24 @@ export class VaultAuthService {
     const ttl = Math.min(requested, left);
     const warnings = ttl < requested ? [`TTL of "${requested}s" exceeded the effective max_ttl of "${left}s"; TTL value is capped accordingly`] : null;
     const client = { id: claims.kw.id, clientId: claims.kw.cid, name: claims.kw.n };
-    const issued = await this.deps.tokens.issueClientToken(client, ttl, { originSeconds: origin });
+    const chain = TokenService.chainOf(claims);
+    const issued = await this.deps.tokens.issueClientToken(client, ttl, { originSeconds: origin, chainId: chain });
     await this.deps.audit.record({
       actor: { kind: 'client', id: client.clientId, name: client.name },
       action: 'auth.token.issue',
       resource: { kind: 'client', name: client.name },
       outcome: 'allow',
-      details: { jti: issued.jti, grantType: 'vault:renew-self', renewedFrom: claims.jti, expiresAt: iso(issued.expiresAt) },
+      details: { jti: issued.jti, grantType: 'vault:renew-self', renewedFrom: claims.jti, chain, expiresAt: iso(issued.expiresAt) },
       request: meta,
     });
     return { auth: await this.describe(issued.token), warnings };
   }
 
-  /** Revokes the caller's own token (its jti), audited as token.revoke. */
+  /** Revokes the caller's own token (its jti) and its renewal chain, audited as token.revoke. */
   async revokeSelf(principal: Principal, token: string | undefined, meta: RequestMeta): Promise<void> {
     if (principal.kind !== 'client') throw new InvalidInputError('only client tokens can be revoked with revoke-self; operator API keys are revoked with DELETE /v1/api-keys/{id}');
     const claims = this.claimsOf(principal, token);
-    await this.deps.workload.revoke(principal, meta, claims.jti, claims.exp * 1000);
+    await this.deps.workload.revoke(principal, meta, claims.jti, claims.exp * 1000, TokenService.chainOf(claims));
   }
 
   /**
