@@ -1,3 +1,4 @@
+import type { TLSSocket } from 'node:tls';
 import { Router, type Request } from 'express';
 import { UnauthenticatedError } from '../core/errors.js';
 import { requestMeta } from '../http/request-context.js';
@@ -18,7 +19,7 @@ function bodyOf(req: Request): Record<string, unknown> {
 }
 
 /**
- * Vault's token and AppRole auth endpoints, and response unwrapping (see VaultAuthService).
+ * Vault's token, AppRole and cert auth endpoints, and response unwrapping (see VaultAuthService).
  * `logins` are mounted before the authentication step: like Vault's unauthenticated login paths
  * they ignore whatever token comes along (node-vault and hvac send their current one, expired or
  * revoked, with every request, the login that replaces it included). `tokens` read the caller's.
@@ -34,6 +35,17 @@ export function vaultAuthRoutes(deps: VaultAuthDeps): { logins: Router; tokens: 
       handler: async (req, res) => {
         const body = bodyOf(req);
         const auth = await service.login(body.role_id, body.secret_id, requestMeta(req));
+        res.set('Cache-Control', 'no-store').json(vaultResponse(req.requestId, { auth }));
+      },
+    },
+    {
+      // Vault's cert auth method: the credential is the TLS client certificate of the connection
+      method: 'post',
+      path: '/v1/auth/cert/login',
+      access: 'public',
+      handler: async (req, res) => {
+        const socket = req.socket as TLSSocket;
+        const auth = await service.certLogin(socket.encrypted ? socket : undefined, bodyOf(req).name, requestMeta(req));
         res.set('Cache-Control', 'no-store').json(vaultResponse(req.requestId, { auth }));
       },
     },

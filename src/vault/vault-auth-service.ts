@@ -1,3 +1,4 @@
+import type { TLSSocket } from 'node:tls';
 import type { AuditService } from '../audit/audit-service.js';
 import { iso, type Clock } from '../core/clock.js';
 import { InvalidInputError, OAuthError, UnauthenticatedError } from '../core/errors.js';
@@ -17,6 +18,9 @@ export interface VaultAuthDeps {
   accessTokenTtlSeconds: number;
   accessTokenMaxTtlSeconds: number;
 }
+
+/** The grant type cert logins are audited under (auth.token.issue, auth.failure). */
+export const CERT_LOGIN_GRANT = 'vault:cert';
 
 /** Vault's `auth` block of a login, renewal or unwrapped login response. */
 export interface VaultAuthBlock {
@@ -65,6 +69,35 @@ export class VaultAuthService {
       throw err;
     }
     return this.describe(token);
+  }
+
+  /**
+   * Vault's `cert` auth method over the native mTLS authentication: the verified TLS client
+   * certificate is mapped to a client as on the native API (SPIFFE URI SAN, else CN, against the
+   * client's certIdentity), and the client gets an access token, audited as auth.token.issue
+   * (grant `vault:cert`). `name` (Vault's certificate role) must then be the client's name. Every
+   * refusal is Vault's 400 with Vault's text; the audit log (auth.failure) has the reason.
+   */
+  async certLogin(socket: TLSSocket | undefined, name: unknown, meta: RequestMeta): Promise<VaultAuthBlock> {
+    const refuse = async (reason: string, actor: { kind: string; id?: string; name?: string } = { kind: 'unknown' }) => {
+      await this.deps.auth.recordFailure(meta, actor, reason, { grantType: CERT_LOGIN_GRANT });
+      return new InvalidInputError('invalid certificate or no client certificate supplied', { code: 'invalid_client_certificate' });
+    };
+    if (name !== undefined && name !== null && name !== '' && typeof name !== 'string') throw new InvalidInputError('name must be a string', { code: 'invalid_request' });
+    if (!socket) throw await refuse('no client certificate (not a TLS connection)');
+    let principal: Principal | undefined;
+    try {
+      principal = await this.deps.workload.authenticateCertificate(socket);
+    } catch (err) {
+      if (err instanceof UnauthenticatedError) throw await refuse(err.code);
+      throw err;
+    }
+    if (!principal || principal.kind !== 'client') throw await refuse('no client certificate');
+    if (typeof name === 'string' && name !== '' && name !== principal.name) {
+      throw await refuse('certificate role name does not match the certificate\'s client', { kind: 'client', id: principal.clientId, name: principal.name });
+    }
+    const { response } = await this.deps.auth.issueForClient({ id: principal.id, clientId: principal.clientId, name: principal.name }, meta, CERT_LOGIN_GRANT);
+    return this.describe(response.access_token);
   }
 
   /**

@@ -9,7 +9,7 @@ import { vaultSysRoutes, type HealthProbe } from './vault-sys-routes.js';
 /** The /v1 prefixes that belong to the Vault-compatible API (the KV mount comes from the config). */
 export function vaultPrefixes(kvMount: string): string[] {
   // '/v1/auth/token/' with the slash: POST /v1/auth/token itself is the native token endpoint
-  return ['/v1/sys/', '/v1/auth/approle/', '/v1/auth/token/', `/v1/${kvMount}/`];
+  return ['/v1/sys/', '/v1/auth/approle/', '/v1/auth/cert/', '/v1/auth/token/', `/v1/${kvMount}/`];
 }
 
 /**

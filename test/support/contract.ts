@@ -23,7 +23,7 @@ const SPEC_ID = 'keywarden:openapi.yaml';
 const PROBLEM_POINTER = '#/components/schemas/Problem';
 const VAULT_ERROR_POINTER = '#/components/schemas/VaultError';
 /** The Vault-compatible API's prefixes (the KV mount as the test brokers configure it: the default). */
-const VAULT_PREFIX = /^\/v1\/(sys|auth\/approle|auth\/token|secret)\//;
+const VAULT_PREFIX = /^\/v1\/(sys|auth\/approle|auth\/cert|auth\/token|secret)\//;
 
 /**
  * The one allowlist of responses to requests that openapi.yaml does not describe (no operation
