@@ -45,7 +45,7 @@ import { opsRoutes, readinessProbe } from './http/ops-routes.js';
 import { vaultRouters } from './vault/vault-routes.js';
 import { kvRoutes } from './vault/kv-routes.js';
 import type { MountedRoute } from './http/routes.js';
-import { ApiKeysService } from './identity/api-keys-service.js';
+import { API_KEY_FAILURE_BUCKET, ApiKeysService } from './identity/api-keys-service.js';
 import { AuthService } from './identity/auth-service.js';
 import { ClientsService } from './identity/clients-service.js';
 import { GroupsService } from './identity/groups-service.js';
@@ -253,17 +253,19 @@ export async function createServices(config: Config, options: BrokerOptions = {}
     issuer: config.issuer,
     trustDomain: config.trustDomain,
     accessTokenTtlSeconds: config.accessTokenTtlSeconds,
+    accessTokenMaxTtlSeconds: config.accessTokenMaxTtlSeconds,
     telemetry,
   });
-  // a signer scope may name only existing signing keys (signingKeys is built below, before any request)
-  const apiKeys = new ApiKeysService({ dal: new ApiKeysDal(database), audit, clock, unknownSigningKeys: (names) => signingKeys.unknownNames(names) });
-  const secrets = new SecretsService({ db: database, access, keyProvider, systemKeys, audit, clock, rowIntegrity, delegation: clients, telemetry });
-  const groups = new GroupsService({ access, secrets, clients: clientsDal, audit, clock });
   const windowMs = config.authRateLimit.windowSeconds * 1000;
   const rateLimiter = new FailureRateLimiter(new AuthFailuresDal(database), clock, {
     client: { maxFailures: config.authRateLimit.maxFailuresPerClient, windowMs },
     address: { maxFailures: config.authRateLimit.maxFailuresPerAddress, windowMs },
+    [API_KEY_FAILURE_BUCKET]: { maxFailures: config.authRateLimit.maxApiKeyFailuresPerAddress, windowMs },
   }, telemetry);
+  // a signer scope may name only existing signing keys (signingKeys is built below, before any request)
+  const apiKeys = new ApiKeysService({ dal: new ApiKeysDal(database), audit, clock, rateLimiter, unknownSigningKeys: (names) => signingKeys.unknownNames(names) });
+  const secrets = new SecretsService({ db: database, access, keyProvider, systemKeys, audit, clock, rowIntegrity, delegation: clients, telemetry });
+  const groups = new GroupsService({ access, secrets, clients: clientsDal, audit, clock });
   const auth = new AuthService({ clients, tokens, audit, rateLimiter, telemetry });
   const workload = new WorkloadIdentityService({
     bootstrapTokens: new BootstrapTokensDal(database),

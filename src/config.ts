@@ -48,6 +48,7 @@ const envSchema = z.object({
   KEYWARDEN_EGRESS_ALLOW: z.string().default(''),
   KEYWARDEN_AUTH_MAX_FAILURES_PER_CLIENT: z.coerce.number().int().positive().default(10),
   KEYWARDEN_AUTH_MAX_FAILURES_PER_ADDRESS: z.coerce.number().int().positive().default(30),
+  KEYWARDEN_AUTH_MAX_API_KEY_FAILURES_PER_ADDRESS: z.coerce.number().int().positive().default(50),
   KEYWARDEN_AUTH_FAILURE_WINDOW: durationSeconds.default(60),
   KEYWARDEN_AUDIT_CHECKPOINT_INTERVAL: z.coerce.number().int().min(0).default(3600),
   KEYWARDEN_AUDIT_VERIFY_INTERVAL: z.coerce.number().int().min(0).max(86_400).default(60),
@@ -108,7 +109,11 @@ export interface Config {
   insecureRegistries: string[];
   /** KEYWARDEN_EGRESS_ALLOW: hosts the gate, signing and Notary checks may reach besides registries named in policies. */
   egressAllow: string[];
-  authRateLimit: { maxFailuresPerClient: number; maxFailuresPerAddress: number; windowSeconds: number };
+  /**
+   * Failed authentications counted per window: per client id from one address and per address at
+   * the token endpoint and console login; API keys that fail on any route (and the console login) per address.
+   */
+  authRateLimit: { maxFailuresPerClient: number; maxFailuresPerAddress: number; maxApiKeyFailuresPerAddress: number; windowSeconds: number };
   /** KEYWARDEN_VAULT_KV_MOUNT: the Vault-compatible KV v2 mount, /v1/<mount>/data/... */
   vaultKvMount: string;
   /** The auditors' console: session cookie lifetime in seconds, and the directory of its built files (default dist/console-app/). */
@@ -285,6 +290,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     authRateLimit: {
       maxFailuresPerClient: e.KEYWARDEN_AUTH_MAX_FAILURES_PER_CLIENT,
       maxFailuresPerAddress: e.KEYWARDEN_AUTH_MAX_FAILURES_PER_ADDRESS,
+      maxApiKeyFailuresPerAddress: e.KEYWARDEN_AUTH_MAX_API_KEY_FAILURES_PER_ADDRESS,
       windowSeconds: e.KEYWARDEN_AUTH_FAILURE_WINDOW,
     },
     bootstrapTokenMaxTtlSeconds: e.KEYWARDEN_BOOTSTRAP_TOKEN_MAX_TTL,

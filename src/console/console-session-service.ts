@@ -76,7 +76,8 @@ export class ConsoleSessionService {
     await this.deps.rateLimiter?.check(buckets);
     let principal: Principal;
     try {
-      principal = await this.deps.apiKeys.authenticate(apiKey);
+      // counted per address with the API keys that fail on every other route, too
+      principal = await this.deps.apiKeys.authenticate(apiKey, meta);
     } catch (err) {
       if (err instanceof UnauthenticatedError) {
         await this.deps.rateLimiter?.recordFailure(buckets);

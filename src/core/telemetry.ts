@@ -66,7 +66,7 @@ export type RootKeyProviderKind = (typeof ROOT_KEY_PROVIDERS)[number];
 export const ROOT_KEY_OPS = ['wrap', 'unwrap'] as const;
 export type RootKeyOp = (typeof ROOT_KEY_OPS)[number];
 
-export const RATE_LIMIT_SCOPES = ['client', 'address'] as const;
+export const RATE_LIMIT_SCOPES = ['client', 'address', 'api-key'] as const;
 export type RateLimitScope = (typeof RATE_LIMIT_SCOPES)[number];
 
 export interface Telemetry {

@@ -44,7 +44,7 @@ export function authenticate(deps: {
       const token = typeof vaultToken === 'string' ? vaultToken.trim() : header!.slice(7).trim();
       if (!token || token.length > 8192) throw problems.unauthenticated('the bearer token is malformed', 'invalid_token');
       try {
-        req.principal = token.startsWith('kw_') ? await deps.apiKeys.authenticate(token) : await deps.tokens.authenticate(token);
+        req.principal = token.startsWith('kw_') ? await deps.apiKeys.authenticate(token, requestMeta(req)) : await deps.tokens.authenticate(token);
       } catch (err) {
         if (isUnauthenticated(err)) {
           await deps.audit.record({

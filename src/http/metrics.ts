@@ -143,7 +143,7 @@ export function createMetrics(): Metrics {
 
   const rateLimits = new client.Counter({
     name: 'keywarden_rate_limit_refusals_total',
-    help: 'Token requests refused with 429 after too many failed attempts, by the bucket that was full (client: one client id from one address; address: one source address)',
+    help: 'Authentications refused with 429 after too many failed attempts, by the bucket that was full (client: one client id from one address; address: one source address; api-key: API keys from one source address)',
     labelNames: ['scope'],
     registers,
   });

@@ -16,7 +16,7 @@ import { ProblemError } from './problem.js';
  */
 export function vaultPrefixes(kvMount: string): string[] {
   // '/v1/auth/token/' with the slash: POST /v1/auth/token itself is the native token endpoint
-  return ['/v1/sys/', '/v1/auth/approle/', '/v1/auth/token/', `/v1/${kvMount}/`];
+  return ['/v1/sys/', '/v1/auth/approle/', '/v1/auth/cert/', '/v1/auth/token/', `/v1/${kvMount}/`];
 }
 
 /** Whether the Vault-compatible API answers `path` (a path without its query), so errors there take Vault's shape. */

@@ -8,6 +8,7 @@ import { iso, type Clock } from '../core/clock.js';
 import { isUniqueViolation } from './identity-util.js';
 import type { ApiKeyRow, ApiKeysDal } from './api-keys-dal.js';
 import { actorOf, principalLabel, OPERATOR_ROLES, type Principal, type SignerScope } from './identity-types.js';
+import type { FailureRateLimiter } from './rate-limiter.js';
 
 /** An API key's name (not unique; the id is). */
 export const API_KEY_NAME = /^[A-Za-z0-9._@-]{1,128}$/;
@@ -33,6 +34,12 @@ export const createApiKeySchema = z
   .describe('`scope` applies to signer keys only.');
 
 export const BOOTSTRAP_ADMIN_KEY_ID = 'bootstrap-admin';
+
+/**
+ * The rate-limit bucket kind of failed API keys, one bucket per source address
+ * (KEYWARDEN_AUTH_MAX_API_KEY_FAILURES_PER_ADDRESS per KEYWARDEN_AUTH_FAILURE_WINDOW).
+ */
+export const API_KEY_FAILURE_BUCKET = 'api-key';
 
 /** The audit action of a break-glass admin key (`keywarden break-glass`). */
 export const BREAK_GLASS_ACTION = 'apikey.break-glass';
@@ -79,6 +86,8 @@ export class ApiKeysService {
       dal: ApiKeysDal;
       audit: AuditService;
       clock: Clock;
+      /** Counts failed keys per source address (see authenticate). */
+      rateLimiter?: FailureRateLimiter;
       /**
        * The names among a signer scope's `keys` that are not signing keys (the composition root
        * binds it to SigningKeysService.unknownNames); such a scope is refused at create.
@@ -87,7 +96,25 @@ export class ApiKeysService {
     },
   ) {}
 
-  async authenticate(presented: string): Promise<Principal> {
+  /**
+   * The operator of a presented key. With `from` (where the request came from), failures count
+   * per source address, in one bucket for every route, the Vault API and the console login: once
+   * the address is over its limit, every key from it is refused with 429 until the window ends,
+   * the right one included, so that keys cannot be guessed through any of them.
+   */
+  async authenticate(presented: string, from?: Pick<RequestMeta, 'sourceIp'>): Promise<Principal> {
+    if (!from || !this.deps.rateLimiter) return this.verify(presented);
+    const buckets = [{ kind: API_KEY_FAILURE_BUCKET, key: from.sourceIp ?? 'unknown' }];
+    await this.deps.rateLimiter.check(buckets);
+    try {
+      return await this.verify(presented);
+    } catch (err) {
+      if (err instanceof UnauthenticatedError) await this.deps.rateLimiter.recordFailure(buckets);
+      throw err;
+    }
+  }
+
+  private async verify(presented: string): Promise<Principal> {
     const row = await this.deps.dal.findByHash(sha256Hex(presented));
     const now = this.deps.clock();
     if (!row) throw new UnauthenticatedError('the API key is not valid', 'invalid_api_key');

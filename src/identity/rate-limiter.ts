@@ -1,7 +1,7 @@
 import { TooManyRequestsError } from '../core/errors.js';
 import type { AuthFailuresDal } from './auth-failures-dal.js';
 import type { Clock } from '../core/clock.js';
-import type { RateLimitScope, Telemetry } from '../core/telemetry.js';
+import { RATE_LIMIT_SCOPES, type RateLimitScope, type Telemetry } from '../core/telemetry.js';
 
 export interface RateLimitPolicy {
   /** Failures allowed per window before further attempts are refused. */
@@ -35,7 +35,7 @@ export class FailureRateLimiter {
       const windowEnd = Number(row.window_start) + policy.windowMs;
       if (windowEnd > now && row.failures >= policy.maxFailures) {
         const retryAfter = Math.max(1, Math.ceil((windowEnd - now) / 1000));
-        if (kind === 'client' || kind === 'address') this.telemetry?.rateLimitRefusal(kind satisfies RateLimitScope);
+        if ((RATE_LIMIT_SCOPES as readonly string[]).includes(kind)) this.telemetry?.rateLimitRefusal(kind as RateLimitScope);
         throw new TooManyRequestsError(retryAfter, 'too many failed authentication attempts; try again later');
       }
     }

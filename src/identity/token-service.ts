@@ -17,14 +17,19 @@ export interface TokenServiceDeps {
   issuer: string;
   trustDomain: string;
   accessTokenTtlSeconds: number;
+  /** The longest a renewal chain lives (KEYWARDEN_ACCESS_TOKEN_MAX_TTL): how long a revoked chain id must be kept. */
+  accessTokenMaxTtlSeconds: number;
   /** Counts renewals (the token endpoint's grants are counted by AuthService). */
   telemetry?: Telemetry;
 }
 
 /** Claims private to Keywarden access tokens. */
 type KwClaim =
-  /** `o`: when the first token of a renewal chain was issued (unix seconds; Vault's renew-self caps the chain's life) */
-  | { t: 'client'; id: number; cid: string; n: string; via: 'token'; rot?: number; o?: number }
+  /**
+   * `o`: when the first token of a renewal chain was issued (unix seconds; Vault's renew-self caps the chain's life).
+   * `c`: the renewal chain, the jti of its first token (renewed tokens only; a token without it is its own chain).
+   */
+  | { t: 'client'; id: number; cid: string; n: string; via: 'token'; rot?: number; o?: number; c?: string }
   | { t: 'signer'; sub: string; n: string; scope: SignerScope; g?: string };
 
 /**
@@ -83,16 +88,35 @@ export class TokenService {
     return { token, jti, expiresAt: exp * 1000, lifetimeSeconds: options.ttlSeconds };
   }
 
-  async issueClientToken(client: { id: number; clientId: string; name: string }, ttlSeconds = this.deps.accessTokenTtlSeconds, renewalOf?: { originSeconds: number }) {
+  /**
+   * `renewalOf`: the token is a renewal (Vault's renew-self) in the chain `chainId`, which began at
+   * `originSeconds`. It carries the chain id, and its jti is recorded with the chain before it is
+   * handed out, so revoking either this token or any other of the chain ends them all. A
+   * revocation racing the renewal still catches the new token: it carries the chain id, which
+   * the revocation puts into revoked_tokens.
+   */
+  async issueClientToken(client: { id: number; clientId: string; name: string }, ttlSeconds = this.deps.accessTokenTtlSeconds, renewalOf?: { originSeconds: number; chainId: string }) {
     // the secret generation the token was issued under (ms precision), so a rotation revokes
     // exactly the tokens issued before it, independent of whole-second iat and clock skew
     const generation = await this.deps.clients.tokenGeneration(client.id);
     const kw: KwClaim = { t: 'client', id: client.id, cid: client.clientId, n: client.name, via: 'token' };
     if (generation !== undefined) kw.rot = generation;
-    if (renewalOf) kw.o = renewalOf.originSeconds;
+    if (renewalOf) {
+      kw.o = renewalOf.originSeconds;
+      kw.c = renewalOf.chainId;
+    }
     const issued = await this.sign({ kw }, { audience: this.accessAudience, subject: this.spiffeId(client.name), ttlSeconds, typ: ACCESS_TOKEN_TYPE });
-    if (renewalOf) this.deps.telemetry?.tokenIssuance('renew', 'allow');
+    if (renewalOf) {
+      await this.deps.dal.recordRenewal({ jti: issued.jti, chain_id: renewalOf.chainId, expires_at: issued.expiresAt });
+      this.deps.telemetry?.tokenIssuance('renew', 'allow');
+    }
     return issued;
+  }
+
+  /** The renewal chain of a client token's claims: `kw.c`, or the token's own jti (a first token, or one from before chains). */
+  static chainOf(claims: { jti?: unknown; kw?: unknown }): string {
+    const c = (claims.kw as { c?: unknown } | undefined)?.c;
+    return typeof c === 'string' && c.length > 0 ? c : String(claims.jti);
   }
 
   registerSignerTokenCheck(check: SignerTokenCheck): void {
@@ -155,7 +179,7 @@ export class TokenService {
     const jti = payload.jti as string;
     const kw = payload.kw;
     if (kw.t === 'client') {
-      const row = await this.deps.dal.clientTokenState(jti, kw.id);
+      const row = await this.deps.dal.clientTokenState(jti, TokenService.chainOf(payload), kw.id);
       if (!row || row.name !== kw.n) throw new UnauthenticatedError('the client no longer exists', 'client_deleted');
       if (!row.enabled) throw new UnauthenticatedError('the client is disabled', 'client_disabled');
       if (Number(row.revoked) > 0) throw new UnauthenticatedError('the access token was revoked', 'token_revoked');
@@ -180,8 +204,22 @@ export class TokenService {
     return this.deps.dal.isRevoked(jti);
   }
 
-  /** Revokes one token by jti (idempotent); pass `trx` to commit with an audit event. */
-  async revoke(jti: string, expiresAt: number, by: string, trx?: Queryable): Promise<void> {
-    await this.deps.dal.revoke({ jti, expires_at: expiresAt, revoked_at: this.deps.clock(), revoked_by: by }, trx);
+  /**
+   * Revokes a token by jti, and with it its whole renewal chain: every token renewed from it,
+   * and the ones it was renewed from (idempotent). The chain is `chainId` when the caller read it
+   * from the verified token, else looked up by jti (a renewed token's jti is recorded at
+   * renewal; any other jti is its own chain). Pass `trx` to commit with an audit event. Returns
+   * the chain id when it differs from `jti`.
+   */
+  async revoke(jti: string, expiresAt: number, by: string, trx?: Queryable, chainId?: string): Promise<{ chain?: string }> {
+    const chain = chainId ?? (await this.deps.dal.chainOf(jti, trx)) ?? jti;
+    const now = this.deps.clock();
+    // a chain lives at most the max TTL after its first token, which was issued before now (a
+    // jti that is its own chain may head one: its row is kept as long)
+    const chainExpiresAt = Math.max(expiresAt, now + this.deps.accessTokenMaxTtlSeconds * 1000);
+    const rows = [{ jti, expires_at: chain === jti ? chainExpiresAt : expiresAt, revoked_at: now, revoked_by: by }];
+    if (chain !== jti) rows.push({ jti: chain, expires_at: chainExpiresAt, revoked_at: now, revoked_by: by });
+    await this.deps.dal.revoke(rows, trx);
+    return chain !== jti ? { chain } : {};
   }
 }

@@ -224,10 +224,14 @@ export class WorkloadIdentityService {
     return { token: issued.token, jti: issued.jti, audience, subject: this.deps.tokens.spiffeId(principal.name), expiresAt: iso(issued.expiresAt) };
   }
 
-  async revoke(principal: Principal, meta: RequestMeta, jti: string, expiresAt?: number) {
+  /**
+   * Revokes a token and its renewal chain (every token renewed from it or it from). `chainId`:
+   * the chain as read from the caller's own verified token (revoke-self); else it is looked up.
+   */
+  async revoke(principal: Principal, meta: RequestMeta, jti: string, expiresAt?: number, chainId?: string) {
     await this.deps.audit.transact(async (trx, record) => {
-      await this.deps.tokens.revoke(jti, expiresAt ?? this.deps.clock() + this.deps.accessTokenMaxTtlSeconds * 1000, principalLabel(principal), trx);
-      await record({ actor: actorOf(principal), action: 'token.revoke', resource: { kind: 'token', name: jti }, outcome: 'allow', request: meta });
+      const { chain } = await this.deps.tokens.revoke(jti, expiresAt ?? this.deps.clock() + this.deps.accessTokenMaxTtlSeconds * 1000, principalLabel(principal), trx, chainId);
+      await record({ actor: actorOf(principal), action: 'token.revoke', resource: { kind: 'token', name: jti }, outcome: 'allow', details: chain ? { chain } : undefined, request: meta });
     });
     return { jti, revoked: true };
   }

@@ -1,3 +1,4 @@
+import type { TLSSocket } from 'node:tls';
 import { Router, type Request } from 'express';
 import { UnauthenticatedError } from '../core/errors.js';
 import { requestMeta } from '../http/request-context.js';
@@ -17,11 +18,16 @@ function bodyOf(req: Request): Record<string, unknown> {
   return req.body && typeof req.body === 'object' && !Array.isArray(req.body) ? (req.body as Record<string, unknown>) : {};
 }
 
-/** Vault's token and AppRole auth endpoints, and response unwrapping (see VaultAuthService). */
-export function vaultAuthRoutes(deps: VaultAuthDeps): Router {
+/**
+ * Vault's token, AppRole and cert auth endpoints, and response unwrapping (see VaultAuthService).
+ * `logins` are mounted before the authentication step: like Vault's unauthenticated login paths
+ * they ignore whatever token comes along (node-vault and hvac send their current one, expired or
+ * revoked, with every request, the login that replaces it included). `tokens` read the caller's.
+ */
+export function vaultAuthRoutes(deps: VaultAuthDeps): { logins: Router; tokens: Router } {
   const service = new VaultAuthService(deps);
-  const router = Router();
-  defineRoutes(router, [
+  const logins = Router();
+  defineRoutes(logins, [
     {
       method: 'post',
       path: '/v1/auth/approle/login',
@@ -32,6 +38,20 @@ export function vaultAuthRoutes(deps: VaultAuthDeps): Router {
         res.set('Cache-Control', 'no-store').json(vaultResponse(req.requestId, { auth }));
       },
     },
+    {
+      // Vault's cert auth method: the credential is the TLS client certificate of the connection
+      method: 'post',
+      path: '/v1/auth/cert/login',
+      access: 'public',
+      handler: async (req, res) => {
+        const socket = req.socket as TLSSocket;
+        const auth = await service.certLogin(socket.encrypted ? socket : undefined, bodyOf(req).name, requestMeta(req));
+        res.set('Cache-Control', 'no-store').json(vaultResponse(req.requestId, { auth }));
+      },
+    },
+  ], { accepts: 'any' });
+  const router = Router();
+  defineRoutes(router, [
     {
       // any authenticated caller (client token or operator API key): hvac's is_authenticated() asks this
       method: 'get',
@@ -75,5 +95,5 @@ export function vaultAuthRoutes(deps: VaultAuthDeps): Router {
       },
     },
   ], { accepts: 'any' }); // Vault reads every body as JSON, whatever its content type (vault-routes.ts parses it so)
-  return router;
+  return { logins, tokens: router };
 }

@@ -1,10 +1,11 @@
+import type { TLSSocket } from 'node:tls';
 import type { AuditService } from '../audit/audit-service.js';
 import { iso, type Clock } from '../core/clock.js';
 import { InvalidInputError, OAuthError, UnauthenticatedError } from '../core/errors.js';
 import type { Principal, RequestMeta } from '../core/principal.js';
 import type { AuthService } from '../identity/auth-service.js';
 import type { ClientsService } from '../identity/clients-service.js';
-import type { TokenService } from '../identity/token-service.js';
+import { TokenService } from '../identity/token-service.js';
 import { BOOTSTRAP_GRANT, type WorkloadIdentityService } from '../identity/workload-identity-service.js';
 
 export interface VaultAuthDeps {
@@ -17,6 +18,9 @@ export interface VaultAuthDeps {
   accessTokenTtlSeconds: number;
   accessTokenMaxTtlSeconds: number;
 }
+
+/** The grant type cert logins are audited under (auth.token.issue, auth.failure). */
+export const CERT_LOGIN_GRANT = 'vault:cert';
 
 /** Vault's `auth` block of a login, renewal or unwrapped login response. */
 export interface VaultAuthBlock {
@@ -41,7 +45,7 @@ interface ClientTokenClaims {
   jti: string;
   iat: number;
   exp: number;
-  kw: { t: 'client'; id: number; cid: string; n: string; o?: number };
+  kw: { t: 'client'; id: number; cid: string; n: string; o?: number; c?: string };
 }
 
 /**
@@ -65,6 +69,35 @@ export class VaultAuthService {
       throw err;
     }
     return this.describe(token);
+  }
+
+  /**
+   * Vault's `cert` auth method over the native mTLS authentication: the verified TLS client
+   * certificate is mapped to a client as on the native API (SPIFFE URI SAN, else CN, against the
+   * client's certIdentity), and the client gets an access token, audited as auth.token.issue
+   * (grant `vault:cert`). `name` (Vault's certificate role) must then be the client's name. Every
+   * refusal is Vault's 400 with Vault's text; the audit log (auth.failure) has the reason.
+   */
+  async certLogin(socket: TLSSocket | undefined, name: unknown, meta: RequestMeta): Promise<VaultAuthBlock> {
+    const refuse = async (reason: string, actor: { kind: string; id?: string; name?: string } = { kind: 'unknown' }) => {
+      await this.deps.auth.recordFailure(meta, actor, reason, { grantType: CERT_LOGIN_GRANT });
+      return new InvalidInputError('invalid certificate or no client certificate supplied', { code: 'invalid_client_certificate' });
+    };
+    if (name !== undefined && name !== null && name !== '' && typeof name !== 'string') throw new InvalidInputError('name must be a string', { code: 'invalid_request' });
+    if (!socket) throw await refuse('no client certificate (not a TLS connection)');
+    let principal: Principal | undefined;
+    try {
+      principal = await this.deps.workload.authenticateCertificate(socket);
+    } catch (err) {
+      if (err instanceof UnauthenticatedError) throw await refuse(err.code);
+      throw err;
+    }
+    if (!principal || principal.kind !== 'client') throw await refuse('no client certificate');
+    if (typeof name === 'string' && name !== '' && name !== principal.name) {
+      throw await refuse('certificate role name does not match the certificate\'s client', { kind: 'client', id: principal.clientId, name: principal.name });
+    }
+    const { response } = await this.deps.auth.issueForClient({ id: principal.id, clientId: principal.clientId, name: principal.name }, meta, CERT_LOGIN_GRANT);
+    return this.describe(response.access_token);
   }
 
   /**
@@ -138,7 +171,9 @@ export class VaultAuthService {
    * A JWT's expiry cannot move, so renewing mints a new token (auth.client_token, which
    * node-vault adopts by itself; hvac callers set client.token). Its life ends at the latest
    * KEYWARDEN_ACCESS_TOKEN_MAX_TTL after the first token of the chain was issued, as Vault's
-   * max TTL does. The renewed token stays valid until its own expiry.
+   * max TTL does. The renewed token stays valid until its own expiry, unless any token of its
+   * chain is revoked: revoking one (by jti, revoke-self, or bootstrap reuse detection) revokes
+   * every token renewed from the same login (TokenService.revoke).
    */
   async renewSelf(principal: Principal, token: string | undefined, increment: unknown, meta: RequestMeta): Promise<{ auth: VaultAuthBlock; warnings: string[] | null }> {
     if (principal.kind !== 'client') throw new InvalidInputError('only client tokens can be renewed');
@@ -151,23 +186,24 @@ export class VaultAuthService {
     const ttl = Math.min(requested, left);
     const warnings = ttl < requested ? [`TTL of "${requested}s" exceeded the effective max_ttl of "${left}s"; TTL value is capped accordingly`] : null;
     const client = { id: claims.kw.id, clientId: claims.kw.cid, name: claims.kw.n };
-    const issued = await this.deps.tokens.issueClientToken(client, ttl, { originSeconds: origin });
+    const chain = TokenService.chainOf(claims);
+    const issued = await this.deps.tokens.issueClientToken(client, ttl, { originSeconds: origin, chainId: chain });
     await this.deps.audit.record({
       actor: { kind: 'client', id: client.clientId, name: client.name },
       action: 'auth.token.issue',
       resource: { kind: 'client', name: client.name },
       outcome: 'allow',
-      details: { jti: issued.jti, grantType: 'vault:renew-self', renewedFrom: claims.jti, expiresAt: iso(issued.expiresAt) },
+      details: { jti: issued.jti, grantType: 'vault:renew-self', renewedFrom: claims.jti, chain, expiresAt: iso(issued.expiresAt) },
       request: meta,
     });
     return { auth: await this.describe(issued.token), warnings };
   }
 
-  /** Revokes the caller's own token (its jti), audited as token.revoke. */
+  /** Revokes the caller's own token (its jti) and its renewal chain, audited as token.revoke. */
   async revokeSelf(principal: Principal, token: string | undefined, meta: RequestMeta): Promise<void> {
     if (principal.kind !== 'client') throw new InvalidInputError('only client tokens can be revoked with revoke-self; operator API keys are revoked with DELETE /v1/api-keys/{id}');
     const claims = this.claimsOf(principal, token);
-    await this.deps.workload.revoke(principal, meta, claims.jti, claims.exp * 1000);
+    await this.deps.workload.revoke(principal, meta, claims.jti, claims.exp * 1000, TokenService.chainOf(claims));
   }
 
   /**

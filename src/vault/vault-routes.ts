@@ -6,7 +6,6 @@ import type { Services } from '../broker.js';
 import { vaultAuthRoutes } from './vault-auth-routes.js';
 import { vaultSysRoutes, type HealthProbe } from './vault-sys-routes.js';
 
-export { vaultPrefixes };
 
 /**
  * The Vault-compatible API as one router, mounted before the app's own body parser and
@@ -24,8 +23,11 @@ export function vaultRouters(s: Services, deps: { health: HealthProbe; kv?: Rout
   // before authentication: like /healthz and /readyz, health and mount discovery ignore whatever
   // token comes along (clients send their token on every call, a stale one included)
   mountRoutes(router, vaultSysRoutes({ health: deps.health, kvMount: s.config.vaultKvMount }));
+  const auth = vaultAuthRoutes({ auth: s.auth, tokens: s.tokens, clients: s.clients, workload: s.workload, audit: s.audit, clock: s.clock, accessTokenTtlSeconds: s.config.accessTokenTtlSeconds, accessTokenMaxTtlSeconds: s.config.accessTokenMaxTtlSeconds });
+  // login paths ignore any token, as Vault's do: a client whose token expired must be able to log in again
+  mountRoutes(router, auth.logins);
   router.use(authenticate({ apiKeys: s.apiKeys, tokens: s.tokens, audit: s.audit, vaultTokenHeader: true }));
-  mountRoutes(router, vaultAuthRoutes({ auth: s.auth, tokens: s.tokens, clients: s.clients, workload: s.workload, audit: s.audit, clock: s.clock, accessTokenTtlSeconds: s.config.accessTokenTtlSeconds, accessTokenMaxTtlSeconds: s.config.accessTokenMaxTtlSeconds }));
+  mountRoutes(router, auth.tokens);
   for (const kv of deps.kv ?? []) mountRoutes(router, kv);
   // Vault's 405 for an operation a path does not support, with Allow
   router.use(methodNotAllowed(() => routesOf(router)));

@@ -360,6 +360,17 @@ describe('the response contract check (test/support/contract.ts) and its hook', 
     expect(contractViolations({ method: 'GET', url: '/healthz', status: 200, contentType: 'application/json', body: 'ok' })[0]).toMatch(/not valid JSON/);
   });
 
+  it('accepts a 429 (stated once, components/responses/TooManyRequests) from operations that authenticate a credential, and only there', () => {
+    const limited = JSON.stringify({ type: 'https://keywarden.dev/problems/rate_limited', title: 'Too many requests', status: 429, code: 'rate_limited', detail: 'x', instance: 'req-1', retryAfter: 30 });
+    expect(contractViolations({ method: 'GET', url: '/v1/secrets', status: 429, contentType: 'application/problem+json', body: limited })).toEqual([]);
+    expect(contractViolations({ method: 'GET', url: '/v1/secrets', status: 429, contentType: 'application/json', body: '{}' })[0]).toMatch(/must be a problem document/);
+    // the Vault routes answer it in Vault's shape
+    expect(contractViolations({ method: 'GET', url: '/v1/secret/data/app/db', status: 429, contentType: 'application/json', body: '{"errors":["too many failed authentication attempts; try again later"]}' })).toEqual([]);
+    expect(contractViolations({ method: 'GET', url: '/v1/secret/data/app/db', status: 429, contentType: 'application/problem+json', body: limited })[0]).toMatch(/Vault's error/);
+    // an operation that authenticates nobody (health) does not
+    expect(contractViolations({ method: 'GET', url: '/healthz', status: 429, contentType: 'application/problem+json', body: limited })[0]).toMatch(/documents no 429 response/);
+  });
+
   it('accepts only allowlisted problem documents for requests openapi.yaml does not describe', () => {
     expect(contractViolations({ method: 'GET', url: '/v1/nothing-here', status: 404, contentType: 'application/problem+json', body: problem(404, 'route_not_found') })).toEqual([]);
     expect(contractViolations({ method: 'GET', url: '/v1/nothing-here', status: 200, contentType: 'application/json', body: '{}' })[0]).toMatch(/no operation in openapi.yaml/);

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { allowedMethods, type MountedRoute } from '../../src/http/routes.js';
-import { vaultPrefixes } from '../../src/vault/vault-routes.js';
+import { vaultPrefixes } from '../../src/http/vault-errors.js';
 import { auth, expectProblem } from '../core/helpers.js';
 import { startTestBroker, type TestBroker } from '../support/broker.js';
 import { contractViolations } from '../support/contract.js';

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import supertest from 'supertest';
 import type { MountedRoute } from '../../src/http/routes.js';
-import { vaultPrefixes } from '../../src/vault/vault-routes.js';
+import { vaultPrefixes } from '../../src/http/vault-errors.js';
 import { bearer, startTestBroker, type TestBroker } from '../support/broker.js';
 
 /**

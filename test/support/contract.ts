@@ -23,7 +23,7 @@ const SPEC_ID = 'keywarden:openapi.yaml';
 const PROBLEM_POINTER = '#/components/schemas/Problem';
 const VAULT_ERROR_POINTER = '#/components/schemas/VaultError';
 /** The Vault-compatible API's prefixes (the KV mount as the test brokers configure it: the default). */
-const VAULT_PREFIX = /^\/v1\/(sys|auth\/approle|auth\/token|secret)\//;
+const VAULT_PREFIX = /^\/v1\/(sys|auth\/approle|auth\/cert|auth\/token|secret)\//;
 
 /**
  * The one allowlist of responses to requests that openapi.yaml does not describe (no operation
@@ -37,11 +37,15 @@ export const UNDOCUMENTED_REQUEST_RESPONSES: ReadonlyArray<{ status: number; cod
 
 /**
  * Answers openapi.yaml states once, in components/responses, instead of on every operation:
- * 405 to a method a documented path does not list (there is no operation to put it on), and 415
- * from any operation that takes a request body, to a body of another type.
+ * 405 to a method a documented path does not list (there is no operation to put it on), 415
+ * from any operation that takes a request body, to a body of another type, and 429 from any
+ * operation that authenticates a credential (it documents 401, or Vault's 403 on the Vault
+ * routes) once too many API keys failed from the caller's address.
  */
 const METHOD_NOT_ALLOWED_POINTER = '#/components/responses/MethodNotAllowed';
 const UNSUPPORTED_MEDIA_TYPE_POINTER = '#/components/responses/UnsupportedMediaType';
+const RATE_LIMITED_POINTER = '#/components/responses/TooManyRequests';
+const VAULT_RATE_LIMITED_POINTER = '#/components/responses/VaultTooManyRequests';
 
 export interface ObservedResponse {
   method: string;
@@ -233,6 +237,18 @@ export function contractViolations(r: ObservedResponse, c: Contract = contract()
     // any operation with a body may refuse a body of another type (components/responses/UnsupportedMediaType)
     if (mediaType !== 'application/problem+json') return [`${what}: a 415 must be a problem document`];
     return hasBody ? validateJson(c, `${UNSUPPORTED_MEDIA_TYPE_POINTER}/content/application~1problem+json/schema`, body, what) : [];
+  }
+  if (!key && r.status === 429) {
+    // any operation that authenticates a credential may refuse a caller whose address failed too often
+    const vault = VAULT_PREFIX.test(op.template);
+    if (vault && '403' in op.responses) {
+      if (mediaType !== 'application/json') return [`${what}: a 429 on a Vault route must be Vault's error (application/json)`];
+      return hasBody ? validateJson(c, `${VAULT_RATE_LIMITED_POINTER}/content/application~1json/schema`, body, what) : [];
+    }
+    if (!vault && '401' in op.responses) {
+      if (mediaType !== 'application/problem+json') return [`${what}: a 429 must be a problem document`];
+      return hasBody ? validateJson(c, `${RATE_LIMITED_POINTER}/content/application~1problem+json/schema`, body, what) : [];
+    }
   }
   if (!key) {
     return [`${what}: openapi.yaml documents no ${r.status} response (nor ${rangeKey} or default) for ${opName}; documented: ${Object.keys(op.responses).join(', ')}`];

@@ -77,6 +77,30 @@ describe('Vault-compatible auth, sys and errors', () => {
     expectVaultError(await tb.request.post('/v1/auth/approle/login').set('Content-Type', 'application/json').send('{"role_id":'), 400);
   });
 
+  it('AppRole login ignores any token sent with it (expired, revoked, garbage; X-Vault-Token or Bearer), as Vault does', async () => {
+    const expired = (await login()).body.auth.client_token as string;
+    const revoked = (await login()).body.auth.client_token as string;
+    expect((await tb.request.post('/v1/auth/token/revoke-self').set(vaultToken(revoked))).status).toBe(204);
+    const t0 = now;
+    now += 910_000; // past exp and the 5 s clock tolerance
+    try {
+      expectVaultError(await tb.request.get('/v1/auth/token/lookup-self').set(vaultToken(expired)), 403, 'permission denied');
+      const stale = [expired, revoked, 'eyJhbGciOiJFUzI1NiJ9.e30.x', `kw_${'A'.repeat(43)}`];
+      for (const token of stale) {
+        for (const header of [vaultToken(token), auth(token)]) {
+          const res = await tb.request.post('/v1/auth/approle/login').set(header).send({ role_id: app.clientId, secret_id: app.clientSecret });
+          expect(res.status, res.text).toBe(200);
+          // the new token is what counts
+          expect((await tb.request.get('/v1/auth/token/lookup-self').set(vaultToken(res.body.auth.client_token))).status).toBe(200);
+        }
+      }
+      // ignoring the token does not make a wrong secret right
+      expectVaultError(await tb.request.post('/v1/auth/approle/login').set(vaultToken(expired)).send({ role_id: app.clientId, secret_id: 'wrong' }), 400, 'invalid role or secret ID');
+    } finally {
+      now = t0;
+    }
+  });
+
   it('lookup-self describes the token from X-Vault-Token and from Authorization: Bearer alike', async () => {
     const token = (await login()).body.auth.client_token as string;
     const viaVault = await tb.request.get('/v1/auth/token/lookup-self').set(vaultToken(token));
@@ -244,9 +268,10 @@ describe('Vault authorization matrix (auth and sys routes)', () => {
   const CALLERS: Caller[] = ['anonymous', 'badApiKey', 'badJwt', 'client', 'auditor', 'writer', 'admin'];
   // `who`: which callers get past authorization (the probe status proves it); everyone else gets
   // Vault's 403 "permission denied". A public route answers every caller with a valid or no token;
-  // an ops route (health, mount discovery) ignores tokens altogether, as /healthz and /readyz do
-  const ROUTES: Array<{ method: 'get' | 'post'; path: string; body?: object; who: 'ops' | 'public' | 'client' | 'authenticated'; probe: number }> = [
-    { method: 'post', path: '/v1/auth/approle/login', body: {}, who: 'public', probe: 400 },
+  // an ops route (health, mount discovery) and a login path ignore tokens altogether, as /healthz
+  // and /readyz do and as Vault's login paths do
+  const ROUTES: Array<{ method: 'get' | 'post'; path: string; body?: object; who: 'ops' | 'login' | 'public' | 'client' | 'authenticated'; probe: number }> = [
+    { method: 'post', path: '/v1/auth/approle/login', body: {}, who: 'login', probe: 400 },
     { method: 'get', path: '/v1/auth/token/lookup-self', who: 'authenticated', probe: 200 },
     { method: 'post', path: '/v1/auth/token/renew-self', body: { increment: 'never' }, who: 'client', probe: 400 },
     { method: 'post', path: '/v1/auth/token/revoke-self', body: {}, who: 'client', probe: 204 },
@@ -280,7 +305,7 @@ describe('Vault authorization matrix (auth and sys routes)', () => {
         if (token) req = req.set('X-Vault-Token', token);
         const res = route.body !== undefined ? await req.send(route.body) : await req;
         const invalid = caller === 'badApiKey' || caller === 'badJwt';
-        const allowed = route.who === 'ops' || (!invalid && (route.who === 'public' || (route.who === 'client' ? caller === 'client' : caller !== 'anonymous')));
+        const allowed = route.who === 'ops' || route.who === 'login' || (!invalid && (route.who === 'public' || (route.who === 'client' ? caller === 'client' : caller !== 'anonymous')));
         if (allowed) expect(res.status, `${caller}: ${res.text.slice(0, 200)}`).toBe(route.probe);
         else expectVaultError(res, 403, 'permission denied');
       }

@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -113,5 +113,75 @@ describe('Vault clients against Keywarden: AppRole, token self-service, unwrap',
     expect(r.after_revoke.errors[0]).toBe('permission denied');
     expect(r.is_authenticated_after_revoke).toBe(false);
     expect(r.bad_login).toEqual({ exception: 'InvalidRequest', errors: ['invalid role or secret ID'] });
+  });
+});
+
+/**
+ * Issue 28: a client whose token expired logs in again with the same client object. node-vault
+ * and hvac send their current token with every request, the login included; the broker's login
+ * path ignores it, as Vault's does. The broker runs on a test clock, moved past the token's
+ * expiry while the script waits (it says when it has logged in, and goes on when told).
+ */
+describe('Vault clients log in again after their token expired', () => {
+  let tb: TestBroker;
+  let server: RunningServer;
+  let role: { clientId: string; clientSecret: string };
+  let now = Date.now();
+
+  beforeAll(async () => {
+    tb = await startTestBroker({ clock: () => now, env: { KEYWARDEN_ACCESS_TOKEN_TTL: '900', KEYWARDEN_ACCESS_TOKEN_MAX_TTL: '3600' } });
+    const c = await tb.client('relogin', []);
+    markSensitive(c.clientSecret);
+    role = { clientId: c.clientId, clientSecret: c.clientSecret };
+    server = await listen(tb.broker.app, { listen: { host: '127.0.0.1', port: 0 }, tls: undefined });
+  });
+  afterAll(async () => {
+    await server?.close();
+    await tb?.close();
+  });
+
+  /** Runs the script; when it prints "logged-in", moves the clock past the token's expiry and lets it go on. */
+  function runAcrossExpiry(command: string, script: string): Promise<any> {
+    return new Promise((resolve, reject) => {
+      const child = spawn(command, [path.join(here, 'clients', script)], {
+        env: { PATH: process.env.PATH ?? '/usr/bin:/bin', VAULT_ADDR: server.url, ROLE_ID: role.clientId, SECRET_ID: role.clientSecret },
+        stdio: ['pipe', 'pipe', 'pipe'],
+      });
+      const bound = setTimeout(() => child.kill(), 60_000);
+      let stdout = '';
+      let stderr = '';
+      child.stderr.on('data', (d) => (stderr += d));
+      child.stdout.on('data', (d) => {
+        const before = stdout;
+        stdout += d;
+        if (!before.includes('logged-in\n') && stdout.includes('logged-in\n')) {
+          now += 910_000; // past the 900 s token and the 5 s clock tolerance
+          child.stdin.write('go\n');
+        }
+      });
+      child.on('error', reject);
+      child.on('close', (code) => {
+        clearTimeout(bound);
+        const last = stdout.trim().split('\n').pop() ?? '';
+        if (code !== 0 || !last.startsWith('{')) reject(new Error(`${script} exited ${code}: ${stderr.slice(-2000)} ${stdout.slice(-500)}`));
+        else resolve(JSON.parse(last));
+      });
+    });
+  }
+
+  it('node-vault: the expired token is refused (403), approleLogin on the same client succeeds although it sends it', async () => {
+    const r = await runAcrossExpiry(process.execPath, 'node-vault-relogin.mjs');
+    expect(r.expiredLookup).toMatchObject({ name: 'ApiResponseError', message: 'permission denied', statusCode: 403 });
+    expect(r.stillSendsExpiredToken).toBe(true);
+    expect(r.relogin).toEqual({ newToken: true, adopted: true });
+    expect(r.lookupAfterRelogin).toBe('approle-relogin');
+  });
+
+  it.skipIf(!hvac.ok)('hvac: the expired token is not authenticated, auth.approle.login on the same client succeeds although it sends it', async () => {
+    const r = await runAcrossExpiry(SYSTEM_PYTHON, 'hvac-relogin.py');
+    expect(r.expired_is_authenticated).toBe(false);
+    expect(r.still_sends_expired_token).toBe(true);
+    expect(r.relogin).toEqual({ renewed_token: true, adopted: true });
+    expect(r.lookup_after_relogin).toBe('approle-relogin');
   });
 });
