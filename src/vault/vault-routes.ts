@@ -6,7 +6,6 @@ import type { Services } from '../broker.js';
 import { vaultAuthRoutes } from './vault-auth-routes.js';
 import { vaultSysRoutes, type HealthProbe } from './vault-sys-routes.js';
 
-
 /**
  * The Vault-compatible API as one router, mounted before the app's own body parser and
  * authentication step (a "public" router in buildApp): it parses, authenticates (X-Vault-Token or
