@@ -13,6 +13,7 @@ import { pluginEventsRoutes } from './audit/plugin-events-routes.js';
 import { PluginEventsService } from './audit/plugin-events-service.js';
 import { AuditService } from './audit/audit-service.js';
 import { AuditVerifyService } from './audit/audit-verify-service.js';
+import { AuditHeavyPasses } from './audit/audit-heavy-passes.js';
 import { AuditChainState, AuditChainWatch } from './audit/audit-watch.js';
 import { ReportsService } from './audit/reports-service.js';
 import { JsonlAuditSink } from './audit/audit-sink.js';
@@ -49,7 +50,7 @@ import { ClientsService } from './identity/clients-service.js';
 import { GroupsService } from './identity/groups-service.js';
 import { apiKeyRoutes, authRoutes, clientRoutes, groupRoutes } from './identity/identity-routes.js';
 import { JwtKeyService } from './identity/jwt-key-service.js';
-import { FailureRateLimiter } from './identity/rate-limiter.js';
+import { FailureRateLimiter, UsageRateLimiter } from './identity/rate-limiter.js';
 import { TokenService } from './identity/token-service.js';
 import { BOOTSTRAP_GRANT, WorkloadIdentityService } from './identity/workload-identity-service.js';
 import { workloadIdentityRoutes } from './identity/workload-identity-routes.js';
@@ -115,6 +116,7 @@ export interface Services {
   auditExporter: AuditExporter;
   treeHeads: TreeHeadsService;
   auditVerifier: AuditVerifyService;
+  auditHeavyPasses: AuditHeavyPasses;
   /** Whether this instance found the audit chain intact; audited writes are refused when broken. */
   auditChain: AuditChainState;
   rowIntegrity: RowIntegrity;
@@ -257,6 +259,15 @@ export async function createServices(config: Config, options: BrokerOptions = {}
   const auditExporter = new AuditExporter({ tree: auditTree, events: auditQuery, proofs: auditProofs, signer });
   const treeHeads = new TreeHeadsService({ tree: auditTree, signer });
   const auditVerifier = new AuditVerifyService({ tree: auditTree, signer });
+  const auditHeavyPasses = new AuditHeavyPasses({
+    limit: new UsageRateLimiter(new AuthFailuresDal(database), clock, {
+      kind: 'audit-pass',
+      maxPerWindow: config.auditPassLimit.maxPerWindow,
+      windowMs: config.auditPassLimit.windowSeconds * 1000,
+      code: 'audit_pass_limit',
+      detail: `this key has started ${config.auditPassLimit.maxPerWindow} verifications or exports of the audit log in ${config.auditPassLimit.windowSeconds} s (KEYWARDEN_AUDIT_PASS_LIMIT); retry later`,
+    }),
+  });
   const reports = new ReportsService({ access, clients, secrets, events: auditQuery, clock, tree: auditTree, chain: auditChain, sink: auditSink });
   // one set of egress rules for every registry and Notary connection (see egress-policy.ts)
   const egress = new EgressPolicy({ insecureHosts: config.insecureRegistries, allowedHosts: config.egressAllow, logger });
@@ -287,7 +298,7 @@ export async function createServices(config: Config, options: BrokerOptions = {}
   const signatures = new SignaturesService({ db: database, audit, registry, signingKeys, clock, policies });
   return {
     config, db, dbHandle, database, clock, logger, keyProvider, systemKeys, audit, auditSink, jwtKeys, tokens, apiKeys, clients, groups, secrets, auth, workload,
-    metrics, auditQuery, auditTree, auditLogSigner: logSigner, auditSequencer, auditProofs, auditExporter, treeHeads, auditVerifier, auditChain, rowIntegrity, rowIntegrityScanner, access, reports, registryCredentials, registry, signingKeys, policies, gate, trustedIssuers, signatures, consoleSessions,
+    metrics, auditQuery, auditTree, auditLogSigner: logSigner, auditSequencer, auditProofs, auditExporter, treeHeads, auditVerifier, auditHeavyPasses, auditChain, rowIntegrity, rowIntegrityScanner, access, reports, registryCredentials, registry, signingKeys, policies, gate, trustedIssuers, signatures, consoleSessions,
   };
 }
 
@@ -310,6 +321,7 @@ export function domainRouters(s: Services): Router[] {
       treeHeads: s.treeHeads,
       sequencer: s.auditSequencer,
       reports: s.reports,
+      heavyPasses: s.auditHeavyPasses,
     }),
     policyRoutes(s.policies),
     releaseRoutes(s.gate),
@@ -319,7 +331,7 @@ export function domainRouters(s: Services): Router[] {
     signingRoutes({ registryCredentials: s.registryCredentials, signingKeys: s.signingKeys, issuers: s.trustedIssuers, signatures: s.signatures }),
     // the auditors' console (issue 16): sessions, and the reports the API lacked
     consoleSessionRoutes(s.consoleSessions, { tls: s.config.tls !== undefined }),
-    consoleReportRoutes({ reports: s.reports, audit: s.audit }),
+    consoleReportRoutes({ reports: s.reports, audit: s.audit, heavyPasses: s.auditHeavyPasses }),
   ];
 }
 
@@ -339,6 +351,7 @@ export async function createBroker(config: Config, options: BrokerOptions = {}):
     logger: services.logger,
     clock: services.clock,
     intervalMs: config.auditVerifyIntervalSeconds * 1000,
+    fullIntervalMs: config.auditFullVerifyIntervalSeconds * 1000,
   });
   await auditWatch.start();
   services.auditSequencer.start();

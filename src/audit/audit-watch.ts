@@ -50,13 +50,19 @@ export interface AuditChainWatchDeps {
   registry: client.Registry;
   logger: Logger;
   clock: Clock;
-  /** KEYWARDEN_AUDIT_VERIFY_INTERVAL in ms; 0 verifies at startup only. */
+  /** KEYWARDEN_AUDIT_VERIFY_INTERVAL in ms: the incremental passes; 0 verifies at startup only. */
   intervalMs: number;
+  /** KEYWARDEN_AUDIT_FULL_VERIFY_INTERVAL in ms: passes over the whole tree again; 0 at startup only. */
+  fullIntervalMs?: number;
 }
 
 /**
  * Verifies the Merkle tree at startup (every leaf, node and signed head) and then, every
- * interval, the leaves added since (AuditVerifyService, from the state it verified last). That
+ * interval, the leaves added since (AuditVerifyService, from the state it verified last). An
+ * incremental pass never looks at leaves it verified before, so every full interval a pass goes
+ * over the whole tree again, which finds an event, node or head edited after it was verified;
+ * that pass must also find the tree verified before (its size and root) as a prefix. Both give
+ * the event loop a turn every few milliseconds, so a large log slows requests down, not stops them. That
  * remembered state is this instance's own witness: a newest head below it, or leaves that no
  * longer hash to the root it verified, is a truncation or rewrite that a consistent re-signing
  * could not hide either (the key is not in the database's hands). The database alone decides
@@ -68,9 +74,14 @@ export class AuditChainWatch {
   private verified?: VerifiedState;
   private running?: Promise<void>;
   private timer?: NodeJS.Timeout;
+  private fullTimer?: NodeJS.Timeout;
+  /** The next pass goes over the whole tree (set by the full-interval timer). */
+  private fullDue = false;
   private readonly reported = new Set<string>();
-  private readonly gauges: { ok: client.Gauge; seq: client.Gauge; at: client.Gauge; rows: client.Gauge; errors: client.Counter };
+  private readonly gauges: { ok: client.Gauge; seq: client.Gauge; at: client.Gauge; fullAt: client.Gauge; rows: client.Gauge; errors: client.Counter };
   lastVerifiedAt?: number;
+  /** When a pass over the whole tree last succeeded (startup's included). */
+  lastFullVerifiedAt?: number;
   rowViolations: IntegrityViolation[] = [];
 
   constructor(private readonly deps: AuditChainWatchDeps) {
@@ -87,6 +98,7 @@ export class AuditChainWatch {
       }),
       seq: new client.Gauge({ name: 'keywarden_audit_chain_verified_tree_size', help: 'Size of the audit Merkle tree this instance has verified', registers }),
       at: new client.Gauge({ name: 'keywarden_audit_chain_last_verified_timestamp_seconds', help: 'When this instance last verified the audit chain successfully (Unix time)', registers }),
+      fullAt: new client.Gauge({ name: 'keywarden_audit_chain_last_full_verify_timestamp_seconds', help: 'When this instance last verified the whole audit tree successfully, every leaf again (Unix time)', registers }),
       rows: new client.Gauge({ name: 'keywarden_row_integrity_violations', help: 'Secret, grant and version rows whose integrity MAC did not verify in the last scan', registers }),
       errors: new client.Counter({ name: 'keywarden_audit_chain_verify_errors_total', help: 'Verification passes that could not run (database unavailable)', registers }),
     };
@@ -100,11 +112,24 @@ export class AuditChainWatch {
       this.timer = setInterval(() => void this.check(), this.deps.intervalMs);
       this.timer.unref();
     }
+    const fullIntervalMs = this.deps.fullIntervalMs ?? 0;
+    if (fullIntervalMs > 0) {
+      this.fullTimer = setInterval(() => void this.checkAll(), fullIntervalMs);
+      this.fullTimer.unref();
+    }
+  }
+
+  /** A pass over the whole tree: after the one in progress, if any (that may be an incremental one). */
+  async checkAll(): Promise<void> {
+    this.fullDue = true;
+    await this.running?.catch(() => undefined);
+    await this.check();
   }
 
   /** Stops the timer and waits for a pass in progress, so nothing queries a closed database. */
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
+    if (this.fullTimer) clearInterval(this.fullTimer);
     await this.running?.catch(() => undefined);
   }
 
@@ -142,7 +167,11 @@ export class AuditChainWatch {
 
   private async verifyChain(): Promise<void> {
     const { verifier, state, clock } = this.deps;
-    const result = await verifier.verify({ from: this.verified });
+    // the first pass has nothing to start from, so it is a full one too
+    const full = this.fullDue || !this.verified;
+    const result = full ? await verifier.verify({ extending: this.verified }) : await verifier.verify({ from: this.verified });
+    // a pass that could not run (it threw) leaves the full pass due
+    if (full) this.fullDue = false;
     if (!result.ok || !result.state) return this.broken(result.reason ?? 'verification failed', result.firstBadLeaf);
     this.verified = result.state;
     if (state.status !== 'broken') state.status = 'ok';
@@ -150,6 +179,10 @@ export class AuditChainWatch {
     this.gauges.ok.set(1);
     this.gauges.seq.set(result.state.frontier.size);
     this.gauges.at.set(Math.floor(this.lastVerifiedAt / 1000));
+    if (full) {
+      this.lastFullVerifiedAt = this.lastVerifiedAt;
+      this.gauges.fullAt.set(Math.floor(this.lastFullVerifiedAt / 1000));
+    }
   }
 
   private async scanRows(): Promise<void> {

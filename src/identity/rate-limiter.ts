@@ -60,3 +60,36 @@ export class FailureRateLimiter {
     await this.dal.deleteWindowsBefore(this.clock() - longest);
   }
 }
+
+/**
+ * Fixed-window counters of uses (not failures), in the same shared table: every instance counts
+ * into one window per key, so a key cannot multiply its allowance by spreading its requests over
+ * instances. `consume` counts first and refuses when the count passes the limit, so concurrent
+ * calls cannot all slip under it.
+ */
+export class UsageRateLimiter {
+  constructor(
+    private readonly dal: AuthFailuresDal,
+    private readonly clock: Clock,
+    private readonly options: {
+      /** Bucket prefix, e.g. `audit-pass` (distinct from the failure kinds). */
+      kind: string;
+      maxPerWindow: number;
+      windowMs: number;
+      /** The refusal's stable code and its detail. */
+      code: string;
+      detail: string;
+    },
+  ) {}
+
+  /** Counts one use by `key`; throws 429 with Retry-After when it is over the limit of its window. */
+  async consume(key: string): Promise<void> {
+    const { kind, maxPerWindow, windowMs, code, detail } = this.options;
+    const now = this.clock();
+    const window = await this.dal.increment(`${kind}:${key}`, now, windowMs);
+    if (window.failures > maxPerWindow) {
+      const retryAfter = Math.max(1, Math.ceil((window.window_start + windowMs - now) / 1000));
+      throw new TooManyRequestsError(retryAfter, detail, code);
+    }
+  }
+}

@@ -1,0 +1,43 @@
+import { TooManyRequestsError } from '../core/errors.js';
+
+/** Counts one heavy pass by a key; throws TooManyRequestsError when the key is over its limit. */
+export interface PassRateLimit {
+  consume(key: string): Promise<void>;
+}
+
+/** Retry-After of a pass refused because another one is running on this instance. */
+export const BUSY_RETRY_AFTER_SECONDS = 5;
+
+/**
+ * Bounds what auditors' passes over the whole log cost. A verification or an export of a large
+ * log takes seconds of hashing and reading; both give the event loop a turn every few
+ * milliseconds (LoopSlicer), so deliveries and token issuance go on meanwhile, and this keeps
+ * their number small: one at a time per instance (another one is refused at once with 429
+ * `audit_pass_busy`, never queued), and at most a configured number per key and window, counted
+ * in the database for all instances (429 `audit_pass_limit`). The background watch's passes are
+ * the instance's own and do not take this slot, so no auditor can hold them off.
+ */
+export class AuditHeavyPasses {
+  private current = false;
+
+  constructor(private readonly deps: { limit?: PassRateLimit } = {}) {}
+
+  /** Whether an auditor's pass is running on this instance now. */
+  get busy(): boolean {
+    return this.current;
+  }
+
+  /** Runs `pass` for `key` as this instance's one heavy pass (the slot is held until it settles). */
+  async run<T>(key: string, pass: () => Promise<T>): Promise<T> {
+    if (this.current) {
+      throw new TooManyRequestsError(BUSY_RETRY_AFTER_SECONDS, 'another verification or export of the audit log is running on this instance; retry later', 'audit_pass_busy');
+    }
+    this.current = true;
+    try {
+      await this.deps.limit?.consume(key);
+      return await pass();
+    } finally {
+      this.current = false;
+    }
+  }
+}
