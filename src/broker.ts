@@ -50,7 +50,7 @@ import { ClientsService } from './identity/clients-service.js';
 import { GroupsService } from './identity/groups-service.js';
 import { apiKeyRoutes, authRoutes, clientRoutes, groupRoutes } from './identity/identity-routes.js';
 import { JwtKeyService } from './identity/jwt-key-service.js';
-import { FailureRateLimiter, UsageRateLimiter } from './identity/rate-limiter.js';
+import { FailureRateLimiter, UsageBudget } from './identity/rate-limiter.js';
 import { TokenService } from './identity/token-service.js';
 import { BOOTSTRAP_GRANT, WorkloadIdentityService } from './identity/workload-identity-service.js';
 import { workloadIdentityRoutes } from './identity/workload-identity-routes.js';
@@ -260,12 +260,12 @@ export async function createServices(config: Config, options: BrokerOptions = {}
   const treeHeads = new TreeHeadsService({ tree: auditTree, signer });
   const auditVerifier = new AuditVerifyService({ tree: auditTree, signer });
   const auditHeavyPasses = new AuditHeavyPasses({
-    limit: new UsageRateLimiter(new AuthFailuresDal(database), clock, {
+    budget: new UsageBudget(new AuthFailuresDal(database), clock, {
       kind: 'audit-pass',
-      maxPerWindow: config.auditPassLimit.maxPerWindow,
-      windowMs: config.auditPassLimit.windowSeconds * 1000,
+      budget: config.auditPassBudget.budgetMs,
+      windowMs: config.auditPassBudget.windowSeconds * 1000,
       code: 'audit_pass_limit',
-      detail: `this key has started ${config.auditPassLimit.maxPerWindow} verifications or exports of the audit log in ${config.auditPassLimit.windowSeconds} s (KEYWARDEN_AUDIT_PASS_LIMIT); retry later`,
+      detail: `this key has used its ${config.auditPassBudget.budgetMs} ms of audit log verification and export for this ${config.auditPassBudget.windowSeconds} s window (KEYWARDEN_AUDIT_PASS_BUDGET_MS); retry later`,
     }),
   });
   const reports = new ReportsService({ access, clients, secrets, events: auditQuery, clock, tree: auditTree, chain: auditChain, sink: auditSink });

@@ -1,8 +1,10 @@
 import { TooManyRequestsError } from '../core/errors.js';
 
-/** Counts one heavy pass by a key; throws TooManyRequestsError when the key is over its limit. */
-export interface PassRateLimit {
-  consume(key: string): Promise<void>;
+/** Milliseconds of heavy passes per key and window, shared by all instances (identity's UsageBudget). */
+export interface PassBudget {
+  /** Throws TooManyRequestsError when the key has used its budget. */
+  check(key: string): Promise<void>;
+  spend(key: string, ms: number): Promise<void>;
 }
 
 /** Retry-After of a pass refused because another one is running on this instance. */
@@ -13,14 +15,15 @@ export const BUSY_RETRY_AFTER_SECONDS = 5;
  * log takes seconds of hashing and reading; both give the event loop a turn every few
  * milliseconds (LoopSlicer), so deliveries and token issuance go on meanwhile, and this keeps
  * their number small: one at a time per instance (another one is refused at once with 429
- * `audit_pass_busy`, never queued), and at most a configured number per key and window, counted
- * in the database for all instances (429 `audit_pass_limit`). The background watch's passes are
+ * `audit_pass_busy`, never queued), and per key a budget of pass time per window, counted in
+ * the database for all instances (429 `audit_pass_limit`): a key that runs long passes gets few,
+ * one that checks a small log often is not in anyone's way. The background watch's passes are
  * the instance's own and do not take this slot, so no auditor can hold them off.
  */
 export class AuditHeavyPasses {
   private current = false;
 
-  constructor(private readonly deps: { limit?: PassRateLimit } = {}) {}
+  constructor(private readonly deps: { budget?: PassBudget } = {}) {}
 
   /** Whether an auditor's pass is running on this instance now. */
   get busy(): boolean {
@@ -34,8 +37,15 @@ export class AuditHeavyPasses {
     }
     this.current = true;
     try {
-      await this.deps.limit?.consume(key);
-      return await pass();
+      await this.deps.budget?.check(key);
+      const started = performance.now();
+      try {
+        return await pass();
+      } finally {
+        // a pass that failed cost its time too; a budget that cannot be written (database down)
+        // must not turn the pass's own answer into a different error
+        await this.deps.budget?.spend(key, performance.now() - started).catch(() => undefined);
+      }
     } finally {
       this.current = false;
     }

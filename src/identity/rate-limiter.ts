@@ -62,19 +62,19 @@ export class FailureRateLimiter {
 }
 
 /**
- * Fixed-window counters of uses (not failures), in the same shared table: every instance counts
- * into one window per key, so a key cannot multiply its allowance by spreading its requests over
- * instances. `consume` counts first and refuses when the count passes the limit, so concurrent
- * calls cannot all slip under it.
+ * A budget of use per key and fixed window (milliseconds of work, say), in the same shared
+ * table: every instance spends from one window per key, so a key cannot multiply its allowance
+ * by spreading its requests over instances. `check` before the work, `spend` after it; two
+ * instances that check at once may each run one more piece of work than the budget allows.
  */
-export class UsageRateLimiter {
+export class UsageBudget {
   constructor(
     private readonly dal: AuthFailuresDal,
     private readonly clock: Clock,
     private readonly options: {
       /** Bucket prefix, e.g. `audit-pass` (distinct from the failure kinds). */
       kind: string;
-      maxPerWindow: number;
+      budget: number;
       windowMs: number;
       /** The refusal's stable code and its detail. */
       code: string;
@@ -82,14 +82,20 @@ export class UsageRateLimiter {
     },
   ) {}
 
-  /** Counts one use by `key`; throws 429 with Retry-After when it is over the limit of its window. */
-  async consume(key: string): Promise<void> {
-    const { kind, maxPerWindow, windowMs, code, detail } = this.options;
+  /** Throws 429, with Retry-After until the window ends, when `key` has used its budget. */
+  async check(key: string): Promise<void> {
+    const { kind, budget, windowMs, code, detail } = this.options;
     const now = this.clock();
-    const window = await this.dal.increment(`${kind}:${key}`, now, windowMs);
-    if (window.failures > maxPerWindow) {
-      const retryAfter = Math.max(1, Math.ceil((window.window_start + windowMs - now) / 1000));
-      throw new TooManyRequestsError(retryAfter, detail, code);
+    const [row] = await this.dal.find([`${kind}:${key}`]);
+    if (!row) return;
+    const windowEnd = Number(row.window_start) + windowMs;
+    if (windowEnd > now && Number(row.failures) >= budget) {
+      throw new TooManyRequestsError(Math.max(1, Math.ceil((windowEnd - now) / 1000)), detail, code);
     }
+  }
+
+  /** Adds `amount` to what `key` used in the current window (a new window starts when the last one ended). */
+  async spend(key: string, amount: number): Promise<void> {
+    await this.dal.increment(`${this.options.kind}:${key}`, this.clock(), this.options.windowMs, Math.max(1, Math.round(amount)));
   }
 }
