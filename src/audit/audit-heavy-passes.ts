@@ -36,18 +36,18 @@ export class AuditHeavyPasses {
       throw new TooManyRequestsError(BUSY_RETRY_AFTER_SECONDS, 'another verification or export of the audit log is running on this instance; retry later', 'audit_pass_busy');
     }
     this.current = true;
+    let started: number | undefined;
     try {
       await this.deps.budget?.check(key);
-      const started = performance.now();
-      try {
-        return await pass();
-      } finally {
-        // a pass that failed cost its time too; a budget that cannot be written (database down)
-        // must not turn the pass's own answer into a different error
-        await this.deps.budget?.spend(key, performance.now() - started).catch(() => undefined);
-      }
+      started = performance.now();
+      return await pass();
     } finally {
+      // free before the answer's last byte reaches the client (an export has sent it already), so
+      // a client that starts its next pass at once does not find its own last one still running
       this.current = false;
+      // a pass that failed cost its time too; a budget that cannot be written (database down)
+      // must not turn the pass's own answer into a different error
+      if (started !== undefined) await this.deps.budget?.spend(key, performance.now() - started).catch(() => undefined);
     }
   }
 }

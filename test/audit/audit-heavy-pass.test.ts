@@ -12,7 +12,7 @@ import { bearer, startTestBroker, type TestBroker } from '../support/broker.js';
  * running), never a duration.
  */
 
-const EVENTS = 30_000;
+const EVENTS = 25_000;
 
 /** Polls `probe` every 5 ms until it holds, at most `ms`. */
 async function until(ms: number, probe: () => boolean | Promise<boolean>): Promise<boolean> {
