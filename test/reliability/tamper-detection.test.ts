@@ -255,6 +255,37 @@ describe('tamper detection: the periodic full re-verification of a running insta
   });
 });
 
+describe('tamper detection: a full pass must still find the tree it verified before', () => {
+  it('a tail cut back consistently passes a pass from scratch, but not one that extends the state verified before', async () => {
+    const tb = await startTestBroker({ env: { KEYWARDEN_AUDIT_VERIFY_INTERVAL: '0', KEYWARDEN_AUDIT_FULL_VERIFY_INTERVAL: '0' } });
+    try {
+      const W = bearer(await tb.apiKey('writer'));
+      expect((await tb.request.post('/v1/groups').set(W).send({ name: 'g' })).status).toBe(201);
+      await tb.broker.services.auditSequencer.flush();
+      const cutTo = await treeSize(tb);
+      for (let i = 0; i < 3; i++) expect((await tb.request.post('/v1/secrets').set(W).send({ name: `s${i}`, value: `value-${i}`, groups: ['g'] })).status).toBe(201);
+      await tb.broker.services.auditSequencer.flush();
+      const verifier = tb.broker.services.auditVerifier;
+      const before = await verifier.verify();
+      expect(before).toMatchObject({ ok: true });
+      expect(before.treeSize).toBeGreaterThan(cutTo);
+
+      await tb.broker.services.db.transaction(async (trx) => {
+        await trx('audit_events').where('leaf_index', '>=', cutTo).delete();
+        await trx('audit_tree_heads').where('tree_size', '>', cutTo).delete();
+        const nodes: Array<{ level: number; idx: number }> = await trx('audit_tree_nodes').select('level', 'idx');
+        for (const { level, idx } of nodes) if ((Number(idx) + 1) * 2 ** Number(level) > cutTo) await trx('audit_tree_nodes').where({ level, idx }).delete();
+      });
+      expect(await verifier.verify()).toMatchObject({ ok: true, treeSize: cutTo });
+      const again = await verifier.verify({ extending: before.state });
+      expect(again).toMatchObject({ ok: false, firstBadLeaf: cutTo });
+      expect(again.reason).toMatch(/the log was cut back/);
+    } finally {
+      await tb.close();
+    }
+  });
+});
+
 describe('tamper detection: a new instance checks from the last signed checkpoint', () => {
   it('(b) rehashing the whole tree consistently (without the signing key) is found at startup', async () => {
     const tdb = freshDatabase();
