@@ -88,10 +88,11 @@ export class AuditVerifyService {
    * newest signed head. `checkpoint` (a signed note the caller kept) must be a prefix of the log,
    * and so must `extending` (a state verified earlier, for a pass that starts again from leaf 0:
    * the watch's periodic full pass, which must still find the tree it vouched for before).
+   * An aborted `signal` stops the pass: it rejects with the signal's reason.
    */
-  async verify(options: { from?: VerifiedState; checkpoint?: string; extending?: VerifiedState } = {}): Promise<TreeVerification & { state?: VerifiedState }> {
+  async verify(options: { from?: VerifiedState; checkpoint?: string; extending?: VerifiedState; signal?: AbortSignal } = {}): Promise<TreeVerification & { state?: VerifiedState }> {
     const { tree } = this.deps;
-    const slicer = new LoopSlicer();
+    const slicer = new LoopSlicer(options.signal);
     const seen = options.from ? undefined : options.extending;
     const latest = await tree.latestHead();
     const start = options.from?.frontier.clone() ?? TreeFrontier.empty();

@@ -77,6 +77,8 @@ export class AuditChainWatch {
   private fullTimer?: NodeJS.Timeout;
   /** The next pass goes over the whole tree (set by the full-interval timer). */
   private fullDue = false;
+  /** Aborted by stop(): a pass over a large log gives up instead of holding the shutdown. */
+  private readonly stopping = new AbortController();
   private readonly reported = new Set<string>();
   private readonly gauges: { ok: client.Gauge; seq: client.Gauge; at: client.Gauge; fullAt: client.Gauge; rows: client.Gauge; errors: client.Counter };
   lastVerifiedAt?: number;
@@ -130,6 +132,7 @@ export class AuditChainWatch {
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     if (this.fullTimer) clearInterval(this.fullTimer);
+    this.stopping.abort(new Error('the broker is stopping'));
     await this.running?.catch(() => undefined);
   }
 
@@ -146,9 +149,11 @@ export class AuditChainWatch {
     try {
       if (state.status !== 'broken') await this.verifyChain();
     } catch (err) {
+      if (this.stopping.signal.aborted) return;
       this.gauges.errors.inc();
       logger.warn({ err: { message: (err as Error).message } }, 'audit chain verification could not run');
     }
+    if (this.stopping.signal.aborted) return;
     try {
       await this.scanRows();
     } catch (err) {
@@ -169,7 +174,8 @@ export class AuditChainWatch {
     const { verifier, state, clock } = this.deps;
     // the first pass has nothing to start from, so it is a full one too
     const full = this.fullDue || !this.verified;
-    const result = full ? await verifier.verify({ extending: this.verified }) : await verifier.verify({ from: this.verified });
+    const { signal } = this.stopping;
+    const result = full ? await verifier.verify({ extending: this.verified, signal }) : await verifier.verify({ from: this.verified, signal });
     // a pass that could not run (it threw) leaves the full pass due
     if (full) this.fullDue = false;
     if (!result.ok || !result.state) return this.broken(result.reason ?? 'verification failed', result.firstBadLeaf);

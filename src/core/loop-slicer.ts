@@ -14,9 +14,14 @@ export const DEFAULT_SLICE_MS = 5;
 export class LoopSlicer {
   private sliceStart = performance.now();
 
-  constructor(private readonly sliceMs = DEFAULT_SLICE_MS) {}
+  /** `signal`: the pass is given up (pause() throws its reason) once it is aborted, e.g. at shutdown. */
+  constructor(
+    private readonly signal?: AbortSignal,
+    private readonly sliceMs = DEFAULT_SLICE_MS,
+  ) {}
 
   async pause(): Promise<void> {
+    this.signal?.throwIfAborted();
     if (performance.now() - this.sliceStart < this.sliceMs) return;
     await nextTurn();
     this.sliceStart = performance.now();

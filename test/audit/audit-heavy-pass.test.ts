@@ -117,6 +117,15 @@ describe("an auditor's heavy pass over a large log", () => {
     expect(lines.filter((l) => l.type === undefined).length).toBeGreaterThanOrEqual(size);
   });
 
+  it('a pass given up (the watch at shutdown) stops at its next slice instead of running to the end', async () => {
+    const stopping = new AbortController();
+    const pass = tb.broker.services.auditVerifier.verify({ signal: stopping.signal });
+    stopping.abort(new Error('the broker is stopping'));
+    await expect(pass).rejects.toThrow('the broker is stopping');
+    // a pass not given up runs to the end
+    expect(await tb.broker.services.auditVerifier.verify({ signal: new AbortController().signal })).toMatchObject({ ok: true });
+  });
+
   it("deliveries answer while the console's search export runs (GET /v1/reports/audit-events?max=100000)", async () => {
     const exported = started(tb.request.get('/v1/reports/audit-events').query({ max: 100_000 }).set(AU).buffer(true).parse((res, cb) => {
       let text = '';
