@@ -138,6 +138,8 @@ export class AuditChainWatch {
 
   /** One pass; concurrent callers share the pass in progress. */
   check(): Promise<void> {
+    // nothing starts after stop(): the database may be closed already
+    if (this.stopping.signal.aborted) return this.running ?? Promise.resolve();
     this.running ??= this.pass().finally(() => {
       this.running = undefined;
     });
