@@ -14,6 +14,7 @@ import { pluginEventsRoutes } from './audit/plugin-events-routes.js';
 import { PluginEventsService } from './audit/plugin-events-service.js';
 import { AuditService } from './audit/audit-service.js';
 import { AuditVerifyService } from './audit/audit-verify-service.js';
+import { AuditHeavyPasses } from './audit/audit-heavy-passes.js';
 import { AuditChainState, AuditChainWatch } from './audit/audit-watch.js';
 import { ReportsService } from './audit/reports-service.js';
 import { JsonlAuditSink } from './audit/audit-sink.js';
@@ -51,7 +52,7 @@ import { ClientsService } from './identity/clients-service.js';
 import { GroupsService } from './identity/groups-service.js';
 import { apiKeyRoutes, authRoutes, clientRoutes, groupRoutes } from './identity/identity-routes.js';
 import { JwtKeyService } from './identity/jwt-key-service.js';
-import { FailureRateLimiter } from './identity/rate-limiter.js';
+import { FailureRateLimiter, UsageBudget } from './identity/rate-limiter.js';
 import { TokenService } from './identity/token-service.js';
 import { BOOTSTRAP_GRANT, WorkloadIdentityService } from './identity/workload-identity-service.js';
 import { workloadIdentityRoutes } from './identity/workload-identity-routes.js';
@@ -126,6 +127,7 @@ export interface Services {
   auditExporter: AuditExporter;
   treeHeads: TreeHeadsService;
   auditVerifier: AuditVerifyService;
+  auditHeavyPasses: AuditHeavyPasses;
   /** Whether this instance found the audit chain intact; audited writes are refused when broken. */
   auditChain: AuditChainState;
   /** The newest verified tree head, kept outside the database (data directory, audit file). */
@@ -285,6 +287,15 @@ export async function createServices(config: Config, options: BrokerOptions = {}
   const auditExporter = new AuditExporter({ tree: auditTree, events: auditQuery, proofs: auditProofs, signer });
   const treeHeads = new TreeHeadsService({ tree: auditTree, signer });
   const auditVerifier = new AuditVerifyService({ tree: auditTree, signer });
+  const auditHeavyPasses = new AuditHeavyPasses({
+    budget: new UsageBudget(new AuthFailuresDal(database), clock, {
+      kind: 'audit-pass',
+      budget: config.auditPassBudget.budgetMs,
+      windowMs: config.auditPassBudget.windowSeconds * 1000,
+      code: 'audit_pass_limit',
+      detail: `this key has used its ${config.auditPassBudget.budgetMs} ms of audit log verification and export for this ${config.auditPassBudget.windowSeconds} s window (KEYWARDEN_AUDIT_PASS_BUDGET_MS); retry later`,
+    }),
+  });
   const reports = new ReportsService({ access, clients, secrets, events: auditQuery, clock, tree: auditTree, chain: auditChain, sink: auditSink });
   // one set of egress rules for every registry and Notary connection (see egress-policy.ts)
   const egress = new EgressPolicy({ insecureHosts: config.insecureRegistries, allowedHosts: config.egressAllow, logger });
@@ -315,7 +326,7 @@ export async function createServices(config: Config, options: BrokerOptions = {}
   const signatures = new SignaturesService({ db: database, audit, registry, signingKeys, clock, policies });
   return {
     config, db, dbHandle, database, clock, logger, keyProvider, systemKeys, audit, auditSink, jwtKeys, tokens, apiKeys, clients, groups, secrets, auth, workload,
-    metrics, auditQuery, auditTree, auditLogSigner: logSigner, auditSequencer, auditProofs, auditExporter, treeHeads, auditVerifier, auditChain, auditCheckpoints, rowIntegrity, rowIntegrityScanner, access, reports, registryCredentials, registry, signingKeys, policies, gate, trustedIssuers, signatures, consoleSessions,
+    metrics, auditQuery, auditTree, auditLogSigner: logSigner, auditSequencer, auditProofs, auditExporter, treeHeads, auditVerifier, auditHeavyPasses, auditChain, auditCheckpoints, rowIntegrity, rowIntegrityScanner, access, reports, registryCredentials, registry, signingKeys, policies, gate, trustedIssuers, signatures, consoleSessions,
   };
 }
 
@@ -338,6 +349,7 @@ export function domainRouters(s: Services): Router[] {
       treeHeads: s.treeHeads,
       sequencer: s.auditSequencer,
       reports: s.reports,
+      heavyPasses: s.auditHeavyPasses,
     }),
     policyRoutes(s.policies),
     releaseRoutes(s.gate),
@@ -347,7 +359,7 @@ export function domainRouters(s: Services): Router[] {
     signingRoutes({ registryCredentials: s.registryCredentials, signingKeys: s.signingKeys, issuers: s.trustedIssuers, signatures: s.signatures }),
     // the auditors' console (issue 16): sessions, and the reports the API lacked
     consoleSessionRoutes(s.consoleSessions, { tls: s.config.tls !== undefined }),
-    consoleReportRoutes({ reports: s.reports, audit: s.audit }),
+    consoleReportRoutes({ reports: s.reports, audit: s.audit, heavyPasses: s.auditHeavyPasses }),
   ];
 }
 
@@ -374,6 +386,7 @@ export async function createBroker(config: Config, options: BrokerOptions = {}):
     logger: services.logger,
     clock: services.clock,
     intervalMs: config.auditVerifyIntervalSeconds * 1000,
+    fullIntervalMs: config.auditFullVerifyIntervalSeconds * 1000,
     kept: { checkpoints: services.auditCheckpoints, tree: services.auditTree },
   });
   await auditWatch.start();

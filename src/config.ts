@@ -52,6 +52,9 @@ const envSchema = z.object({
   KEYWARDEN_AUTH_FAILURE_WINDOW: durationSeconds.default(60),
   KEYWARDEN_AUDIT_CHECKPOINT_INTERVAL: z.coerce.number().int().min(0).default(3600),
   KEYWARDEN_AUDIT_VERIFY_INTERVAL: z.coerce.number().int().min(0).max(86_400).default(60),
+  KEYWARDEN_AUDIT_FULL_VERIFY_INTERVAL: z.coerce.number().int().min(0).max(604_800).default(3600),
+  KEYWARDEN_AUDIT_PASS_BUDGET_MS: z.coerce.number().int().positive().max(86_400_000).default(60_000),
+  KEYWARDEN_AUDIT_PASS_WINDOW: durationSeconds.max(86_400).default(300),
   KEYWARDEN_AUDIT_SEQUENCE_INTERVAL_MS: z.coerce.number().int().min(0).max(60_000).default(500),
   KEYWARDEN_AUDIT_ORIGIN: z
     .string()
@@ -134,6 +137,17 @@ export interface Config {
    * log's tail goes unnoticed by a running instance for at most this long.
    */
   auditVerifyIntervalSeconds: number;
+  /**
+   * Seconds between the watch's passes over the whole tree again (KEYWARDEN_AUDIT_FULL_VERIFY_INTERVAL),
+   * which find an edit of a leaf verified before; 0: at startup only.
+   */
+  auditFullVerifyIntervalSeconds: number;
+  /**
+   * Auditors' heavy passes (verifications and exports of the log): how many milliseconds of them
+   * one key may use per window on all instances together (KEYWARDEN_AUDIT_PASS_BUDGET_MS,
+   * KEYWARDEN_AUDIT_PASS_WINDOW).
+   */
+  auditPassBudget: { budgetMs: number; windowSeconds: number };
   /** Release gate: decision without a matching policy, decision cache TTL cap (0 = no caching), remote timeout. */
   gate: { defaultDecision: 'deny' | 'allow'; cacheTtlSeconds: number; timeoutMs: number };
   /**
@@ -298,6 +312,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     auditSequenceIntervalMs: e.KEYWARDEN_AUDIT_SEQUENCE_INTERVAL_MS,
     auditOrigin: e.KEYWARDEN_AUDIT_ORIGIN,
     auditVerifyIntervalSeconds: e.KEYWARDEN_AUDIT_VERIFY_INTERVAL,
+    auditFullVerifyIntervalSeconds: e.KEYWARDEN_AUDIT_FULL_VERIFY_INTERVAL,
+    auditPassBudget: { budgetMs: e.KEYWARDEN_AUDIT_PASS_BUDGET_MS, windowSeconds: e.KEYWARDEN_AUDIT_PASS_WINDOW },
     gate: {
       defaultDecision: e.KEYWARDEN_GATE_DEFAULT,
       cacheTtlSeconds: e.KEYWARDEN_GATE_CACHE_TTL,

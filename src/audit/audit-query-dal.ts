@@ -105,8 +105,8 @@ export class AuditQueryDal {
     return rows.map(rowToEvent);
   }
 
-  /** Sequenced events with leaf indexes in [from, to), ascending, in batches (export). */
-  async *leafRange(from: number, to: number, batch = 1000): AsyncGenerator<AuditEvent> {
+  /** Sequenced events with leaf indexes in [from, to), ascending, in batches (export; small ones on SQLite, which reads synchronously). */
+  async *leafRange(from: number, to: number, batch = this.dialect === 'sqlite' ? 250 : 1000): AsyncGenerator<AuditEvent> {
     let next = from;
     while (next < to) {
       const rows: AuditEventRow[] = await this.db<AuditEventRow>('audit_events').where('leaf_index', '>=', next).andWhere('leaf_index', '<', to).orderBy('leaf_index', 'asc').limit(batch);

@@ -7,12 +7,19 @@ import type { AuditSequencer } from './audit-sequencer.js';
 import type { TreeHeadsService } from './tree-heads-service.js';
 import type { AuditQueryDal } from './audit-query-dal.js';
 import type { AuditVerifyService } from './audit-verify-service.js';
+import type { AuditHeavyPasses } from './audit-heavy-passes.js';
 import { ReportsService, toCsv } from './reports-service.js';
 import { requestMeta } from '../http/request-context.js';
 import { streamLines } from '../http/streaming.js';
 import { defineRoutes } from '../http/routes.js';
 import { decodeCursor, encodeCursor, limitSchema, parseWith } from '../http/validation.js';
-import { actorOf } from '../identity/identity-types.js';
+import { actorOf, type Principal } from '../identity/identity-types.js';
+
+/** Whose allowance a heavy pass counts against: the API key (a console session counts as its key). */
+export function passKey(principal: Principal | undefined): string {
+  const actor = actorOf(principal);
+  return `${actor.kind}:${actor.id ?? 'anonymous'}`;
+}
 
 const isoDate = z.string().datetime({ offset: true });
 const shortText = z.string().min(1).max(200);
@@ -78,6 +85,7 @@ export function auditRoutes(deps: {
   treeHeads: TreeHeadsService;
   sequencer: AuditSequencer;
   reports: ReportsService;
+  heavyPasses: AuditHeavyPasses;
 }): Router {
   const router = Router();
   defineRoutes(router, [
@@ -102,11 +110,14 @@ export function auditRoutes(deps: {
       access: ['auditor'],
       handler: async (req, res) => {
         const q = parseWith(z.object({ from: leafIndexSchema.optional(), to: leafIndexSchema.optional() }).strict(), req.query, 'query');
-        const plan = await deps.exporter.plan(q);
-        // export itself is an access to the log, recorded before any byte is sent
-        await deps.audit.record({ actor: actorOf(req.principal), action: 'audit.export', resource: { kind: 'audit-log', name: 'events' }, outcome: 'allow', details: { fromLeaf: plan.fromLeaf, toLeaf: plan.toLeaf, treeSize: plan.head.treeSize }, request: requestMeta(req) });
-        res.status(200).type('application/x-ndjson').set('Content-Disposition', 'attachment; filename="keywarden-audit.ndjson"');
-        await streamLines(res, withNewlines(deps.exporter.lines(plan)));
+        // the slot is held until the last line is written (streamLines drops a client that stops reading)
+        await deps.heavyPasses.run(passKey(req.principal), async () => {
+          const plan = await deps.exporter.plan(q);
+          // export itself is an access to the log, recorded before any byte is sent
+          await deps.audit.record({ actor: actorOf(req.principal), action: 'audit.export', resource: { kind: 'audit-log', name: 'events' }, outcome: 'allow', details: { fromLeaf: plan.fromLeaf, toLeaf: plan.toLeaf, treeSize: plan.head.treeSize }, request: requestMeta(req) });
+          res.status(200).type('application/x-ndjson').set('Content-Disposition', 'attachment; filename="keywarden-audit.ndjson"');
+          await streamLines(res, withNewlines(deps.exporter.lines(plan)));
+        });
       },
     },
     {
@@ -115,13 +126,12 @@ export function auditRoutes(deps: {
       access: ['auditor'],
       handler: async (req, res) => {
         const body = parseWith(auditVerifyRequestSchema, req.body ?? {});
-        let result: Omit<Awaited<ReturnType<AuditVerifyService['verify']>>, 'state'>;
-        if (body.fromLeaf !== undefined && body.toLeaf !== undefined) {
-          result = await deps.verifier.verifyRange(body.fromLeaf, body.toLeaf);
-        } else {
+        const { fromLeaf, toLeaf } = body;
+        const result: Omit<Awaited<ReturnType<AuditVerifyService['verify']>>, 'state'> = await deps.heavyPasses.run(passKey(req.principal), async () => {
+          if (fromLeaf !== undefined && toLeaf !== undefined) return deps.verifier.verifyRange(fromLeaf, toLeaf);
           const { state: _state, ...whole } = await deps.verifier.verify({ checkpoint: body.checkpoint });
-          result = whole;
-        }
+          return whole;
+        });
         await deps.audit.record({ actor: actorOf(req.principal), action: 'audit.verify', resource: { kind: 'audit-log', name: 'events' }, outcome: result.ok ? 'allow' : 'error', reason: result.reason ?? null, details: { treeSize: result.treeSize, leavesChecked: result.leavesChecked, firstBadLeaf: result.firstBadLeaf ?? null, checkpointSize: result.consistentWith?.treeSize ?? null, ...(result.range ? { fromLeaf: result.range.fromLeaf, toLeaf: result.range.toLeaf } : {}) }, request: requestMeta(req) });
         res.json(result);
       },

@@ -97,6 +97,26 @@ export class AuditTreeDal {
     return rows.map(rowToHead);
   }
 
+  /**
+   * The same heads a page at a time: a long-lived log has a head for every sequencing run, too
+   * many to read (and, on SQLite, to read synchronously) in one statement.
+   */
+  async *headPages(afterSize: number, upToSize: number, page = 500): AsyncGenerator<StoredTreeHead[]> {
+    let after: StoredTreeHead | undefined;
+    for (;;) {
+      const q = this.db.reader<TreeHeadRow>('audit_tree_heads').where('tree_size', '<=', upToSize);
+      const last = after;
+      if (last) q.andWhere((w) => w.where('tree_size', '>', last.treeSize).orWhere((same) => same.where('tree_size', last.treeSize).andWhere('id', '>', last.id)));
+      else q.andWhere('tree_size', '>', afterSize);
+      const rows: TreeHeadRow[] = await q.orderBy([{ column: 'tree_size' }, { column: 'id' }]).limit(page);
+      if (rows.length === 0) return;
+      const heads = rows.map(rowToHead);
+      yield heads;
+      if (rows.length < page) return;
+      after = heads[heads.length - 1];
+    }
+  }
+
   /** Stored hashes of the given perfect subtrees, by nodeKey; missing nodes are absent from the map. */
   async nodes(ids: NodeId[]): Promise<Map<string, Buffer>> {
     const found = new Map<string, Buffer>();
@@ -111,9 +131,10 @@ export class AuditTreeDal {
   /**
    * Leaves [from, to) in index order, in batches: each level-0 node with the event it hashes
    * (an event missing where a node exists was pruned, or deleted). Driven by the nodes, so a
-   * deleted node shows as a gap the caller detects.
+   * deleted node shows as a gap the caller detects. On SQLite a page is read synchronously, so
+   * pages stay small there (a few milliseconds each); PostgreSQL pays a round trip per page.
    */
-  async *leaves(from: number, to: number, batch = 1000): AsyncGenerator<StoredLeaf[]> {
+  async *leaves(from: number, to: number, batch = this.db.dialect === 'sqlite' ? 250 : 1000): AsyncGenerator<StoredLeaf[]> {
     let next = from;
     while (next < to) {
       const end = Math.min(next + batch, to);

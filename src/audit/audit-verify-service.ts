@@ -6,6 +6,7 @@ import { eventLeafHash } from './audit-leaf.js';
 import { chainHash } from './audit-chain.js';
 import { perfectSubtrees, TreeFrontier, type NodeId } from './merkle.js';
 import { InvalidInputError } from '../core/errors.js';
+import { LoopSlicer } from '../core/loop-slicer.js';
 
 /** What a verification pass established, up to `treeSize`. */
 export interface TreeVerification {
@@ -37,13 +38,40 @@ export interface VerifiedState {
 
 type Failure = { firstBadLeaf?: number; reason: string };
 
+/** The signed heads of a pass in size order, read a page at a time as the pass reaches them. */
+class HeadQueue {
+  private page: StoredTreeHead[] = [];
+  private pos = 0;
+  private done = false;
+
+  constructor(private readonly pages: AsyncGenerator<StoredTreeHead[]>) {}
+
+  async peek(): Promise<StoredTreeHead | undefined> {
+    while (this.pos >= this.page.length && !this.done) {
+      const next = await this.pages.next();
+      if (next.done) this.done = true;
+      else {
+        this.page = next.value;
+        this.pos = 0;
+      }
+    }
+    return this.page[this.pos];
+  }
+
+  skip(): void {
+    this.pos++;
+  }
+}
+
 /**
  * Re-derives the Merkle tree from stored rows and checks it against the signed tree heads:
  * each event against its leaf hash, each stored perfect subtree against its children, every
  * signed head's signature (with the log key) and root, and the leaves past the newest head
  * (there must be none). Editing an event, a node or a head, deleting or reordering rows, or
  * cutting the tail together with its heads (against a state verified before, or a checkpoint
- * the caller kept) all fail it. Runs in batches: memory stays O(batch + log n).
+ * the caller kept) all fail it. Runs in batches: memory stays O(batch + log n), and it gives
+ * the event loop a turn every few milliseconds (LoopSlicer), so a pass over a million leaves
+ * slows other requests down a little instead of stopping them.
  */
 export class AuditVerifyService {
   constructor(private readonly deps: { tree: AuditTreeDal; signer: () => Promise<AuditLogSigner> }) {}
@@ -59,10 +87,15 @@ export class AuditVerifyService {
 
   /**
    * Verifies leaves from `from` (a state verified earlier; the empty tree when absent) to the
-   * newest signed head. `checkpoint` (a signed note the caller kept) must be a prefix of the log.
+   * newest signed head. `checkpoint` (a signed note the caller kept) must be a prefix of the log,
+   * and so must `extending` (a state verified earlier, for a pass that starts again from leaf 0:
+   * the watch's periodic full pass, which must still find the tree it vouched for before).
+   * An aborted `signal` stops the pass: it rejects with the signal's reason.
    */
-  async verify(options: { from?: VerifiedState; checkpoint?: string } = {}): Promise<TreeVerification & { state?: VerifiedState }> {
+  async verify(options: { from?: VerifiedState; checkpoint?: string; extending?: VerifiedState; signal?: AbortSignal } = {}): Promise<TreeVerification & { state?: VerifiedState }> {
     const { tree } = this.deps;
+    const slicer = new LoopSlicer(options.signal);
+    const seen = options.from ? undefined : options.extending;
     const latest = await tree.latestHead();
     const start = options.from?.frontier.clone() ?? TreeFrontier.empty();
     const base = { treeSize: latest?.treeSize ?? 0, rootHash: latest?.rootHash ?? '', leavesChecked: 0, leavesWithoutEvent: 0, headsChecked: 0 };
@@ -86,21 +119,24 @@ export class AuditVerifyService {
       const orphans = await tree.leavesBeyondNewestHead();
       return orphans > 0 ? fail({ firstBadLeaf: 0, reason: `${orphans} events have leaf indexes but no signed tree head covers them` }) : { ...base, ok: true };
     }
-    if (start.size > latest.treeSize) {
-      return fail({ firstBadLeaf: latest.treeSize, reason: `the newest signed head has ${latest.treeSize} leaves, but ${start.size} were verified before: the log was cut back` });
+    const verifiedBefore = Math.max(start.size, seen?.frontier.size ?? 0);
+    if (verifiedBefore > latest.treeSize) {
+      return fail({ firstBadLeaf: latest.treeSize, reason: `the newest signed head has ${latest.treeSize} leaves, but ${verifiedBefore} were verified before: the log was cut back` });
     }
     const latestProblem = await this.checkHead(latest);
     if (latestProblem) return fail({ reason: latestProblem });
 
     // a full pass checks every head, the size-0 head of an empty log included
-    const heads = await tree.headsBetween(options.from ? start.size : -1, latest.treeSize);
-    let headPos = 0;
+    const heads = new HeadQueue(tree.headPages(options.from ? start.size : -1, latest.treeSize));
     let headsChecked = 0;
     let leavesChecked = 0;
     let leavesWithoutEvent = 0;
     let consistentWith: TreeVerification['consistentWith'];
     const frontier = start;
     const checkKept = (): Failure | undefined => {
+      if (seen && frontier.size === seen.frontier.size && frontier.root().toString('hex') !== seen.rootHash) {
+        return { firstBadLeaf: Math.max(seen.frontier.size - 1, 0), reason: `the log's first ${seen.frontier.size} leaves no longer hash to the root this instance verified before: the log was rewritten` };
+      }
       if (!kept || frontier.size !== kept.size) return undefined;
       const root = frontier.root();
       if (!root.equals(kept.rootHash)) return { firstBadLeaf: kept.size - 1, reason: `the log's first ${kept.size} leaves do not hash to the root of the checkpoint given: the log was rewritten` };
@@ -108,8 +144,8 @@ export class AuditVerifyService {
       return undefined;
     };
     const checkHeadsAtSize = async (): Promise<Failure | undefined> => {
-      while (headPos < heads.length && heads[headPos].treeSize === frontier.size) {
-        const head = heads[headPos++];
+      for (let head = await heads.peek(); head !== undefined && head.treeSize === frontier.size; head = await heads.peek()) {
+        heads.skip();
         const problem = await this.checkHead(head);
         if (problem) return { firstBadLeaf: head.treeSize - 1, reason: problem };
         if (frontier.root().toString('hex') !== head.rootHash) {
@@ -140,6 +176,7 @@ export class AuditVerifyService {
     for await (const batch of tree.leaves(frontier.size, latest.treeSize)) {
       const emitted: Array<{ node: NodeId; hash: Buffer }> = [];
       for (const leaf of batch) {
+        await slicer.pause();
         if (leaf.index !== frontier.size) {
           return fail({ firstBadLeaf: frontier.size, reason: `leaf ${frontier.size} is missing from the tree` }, counts());
         }
@@ -206,6 +243,7 @@ export class AuditVerifyService {
    */
   async verifyRange(fromLeaf: number, toLeaf: number): Promise<TreeVerification> {
     const { tree } = this.deps;
+    const slicer = new LoopSlicer();
     const latest = await tree.latestHead();
     const size = latest?.treeSize ?? 0;
     if (!(Number.isSafeInteger(fromLeaf) && Number.isSafeInteger(toLeaf) && fromLeaf >= 0 && fromLeaf < toLeaf)) {
@@ -233,11 +271,12 @@ export class AuditVerifyService {
     if (missingLeft) return fail({ firstBadLeaf: missingLeft.index * 2 ** missingLeft.level, reason: `stored subtree ${nodeKey(missingLeft)} is missing` });
     const frontier = TreeFrontier.fromNodes(fromLeaf, left.map((n) => leftStored.get(nodeKey(n))!));
 
-    const heads = (await tree.headsBetween(fromLeaf - 1, toLeaf)).filter((h) => h.id !== latest.id);
-    let headPos = 0;
+    const heads = new HeadQueue(tree.headPages(fromLeaf - 1, toLeaf));
     const checkHeadsAtSize = async (): Promise<Failure | undefined> => {
-      while (headPos < heads.length && heads[headPos].treeSize === frontier.size) {
-        const head = heads[headPos++];
+      for (let head = await heads.peek(); head !== undefined && head.treeSize === frontier.size; head = await heads.peek()) {
+        heads.skip();
+        // the newest head was checked first, on its own
+        if (head.id === latest.id) continue;
         const problem = await this.checkHead(head);
         if (problem) return { firstBadLeaf: Math.max(head.treeSize - 1, 0), reason: problem };
         if (frontier.root().toString('hex') !== head.rootHash) {
@@ -271,6 +310,7 @@ export class AuditVerifyService {
     for await (const batch of tree.leaves(fromLeaf, toLeaf)) {
       const emitted: Array<{ node: NodeId; hash: Buffer }> = [];
       for (const leaf of batch) {
+        await slicer.pause();
         if (leaf.index !== frontier.size) return fail({ firstBadLeaf: frontier.size, reason: `leaf ${frontier.size} is missing from the tree` });
         if (leaf.event) {
           sawEvent = true;

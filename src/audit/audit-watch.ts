@@ -52,8 +52,10 @@ export interface AuditChainWatchDeps {
   registry: client.Registry;
   logger: Logger;
   clock: Clock;
-  /** KEYWARDEN_AUDIT_VERIFY_INTERVAL in ms; 0 verifies at startup only. */
+  /** KEYWARDEN_AUDIT_VERIFY_INTERVAL in ms: the incremental passes; 0 verifies at startup only. */
   intervalMs: number;
+  /** KEYWARDEN_AUDIT_FULL_VERIFY_INTERVAL in ms: passes over the whole tree again; 0 at startup only. */
+  fullIntervalMs?: number;
   /**
    * The checkpoints kept outside the database (data directory, audit file): every pass checks the
    * tree extends them, the first pass verifies the whole log against the newest, and each verified
@@ -64,7 +66,11 @@ export interface AuditChainWatchDeps {
 
 /**
  * Verifies the Merkle tree at startup (every leaf, node and signed head) and then, every
- * interval, the leaves added since (AuditVerifyService, from the state it verified last). That
+ * interval, the leaves added since (AuditVerifyService, from the state it verified last). An
+ * incremental pass never looks at leaves it verified before, so every full interval a pass goes
+ * over the whole tree again, which finds an event, node or head edited after it was verified;
+ * that pass must also find the tree verified before (its size and root) as a prefix. Both give
+ * the event loop a turn every few milliseconds, so a large log slows requests down, not stops them. That
  * remembered state is this instance's own witness: a newest head below it, or leaves that no
  * longer hash to the root it verified, is a truncation or rewrite that a consistent re-signing
  * could not hide either (the key is not in the database's hands). The database alone decides
@@ -76,9 +82,16 @@ export class AuditChainWatch {
   private verified?: VerifiedState;
   private running?: Promise<void>;
   private timer?: NodeJS.Timeout;
+  private fullTimer?: NodeJS.Timeout;
+  /** The next pass goes over the whole tree (set by the full-interval timer). */
+  private fullDue = false;
+  /** Aborted by stop(): a pass over a large log gives up instead of holding the shutdown. */
+  private readonly stopping = new AbortController();
   private readonly reported = new Set<string>();
-  private readonly gauges: { ok: client.Gauge; seq: client.Gauge; at: client.Gauge; rows: client.Gauge; errors: client.Counter };
+  private readonly gauges: { ok: client.Gauge; seq: client.Gauge; at: client.Gauge; fullAt: client.Gauge; rows: client.Gauge; errors: client.Counter };
   lastVerifiedAt?: number;
+  /** When a pass over the whole tree last succeeded (startup's included). */
+  lastFullVerifiedAt?: number;
   rowViolations: IntegrityViolation[] = [];
 
   constructor(private readonly deps: AuditChainWatchDeps) {
@@ -95,6 +108,7 @@ export class AuditChainWatch {
       }),
       seq: new client.Gauge({ name: 'keywarden_audit_chain_verified_tree_size', help: 'Size of the audit Merkle tree this instance has verified', registers }),
       at: new client.Gauge({ name: 'keywarden_audit_chain_last_verified_timestamp_seconds', help: 'When this instance last verified the audit chain successfully (Unix time)', registers }),
+      fullAt: new client.Gauge({ name: 'keywarden_audit_chain_last_full_verify_timestamp_seconds', help: 'When this instance last verified the whole audit tree successfully, every leaf again (Unix time)', registers }),
       rows: new client.Gauge({ name: 'keywarden_row_integrity_violations', help: 'Secret, grant, membership, delegation and version rows whose integrity MAC did not verify in the last scan', registers }),
       errors: new client.Counter({ name: 'keywarden_audit_chain_verify_errors_total', help: 'Verification passes that could not run (database unavailable)', registers }),
     };
@@ -108,16 +122,32 @@ export class AuditChainWatch {
       this.timer = setInterval(() => void this.check(), this.deps.intervalMs);
       this.timer.unref();
     }
+    const fullIntervalMs = this.deps.fullIntervalMs ?? 0;
+    if (fullIntervalMs > 0) {
+      this.fullTimer = setInterval(() => void this.checkAll(), fullIntervalMs);
+      this.fullTimer.unref();
+    }
+  }
+
+  /** A pass over the whole tree: after the one in progress, if any (that may be an incremental one). */
+  async checkAll(): Promise<void> {
+    this.fullDue = true;
+    await this.running?.catch(() => undefined);
+    await this.check();
   }
 
   /** Stops the timer and waits for a pass in progress, so nothing queries a closed database. */
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
+    if (this.fullTimer) clearInterval(this.fullTimer);
+    this.stopping.abort(new Error('the broker is stopping'));
     await this.running?.catch(() => undefined);
   }
 
   /** One pass; concurrent callers share the pass in progress. */
   check(): Promise<void> {
+    // nothing starts after stop(): the database may be closed already
+    if (this.stopping.signal.aborted) return this.running ?? Promise.resolve();
     this.running ??= this.pass().finally(() => {
       this.running = undefined;
     });
@@ -129,9 +159,11 @@ export class AuditChainWatch {
     try {
       if (state.status !== 'broken') await this.verifyChain();
     } catch (err) {
+      if (this.stopping.signal.aborted) return;
       this.gauges.errors.inc();
       logger.warn({ err: { message: (err as Error).message } }, 'audit chain verification could not run');
     }
+    if (this.stopping.signal.aborted) return;
     try {
       await this.scanRows();
     } catch (err) {
@@ -152,10 +184,14 @@ export class AuditChainWatch {
     const { verifier, state, clock, kept } = this.deps;
     const mismatch = await kept?.checkpoints.check(kept.tree);
     if (mismatch) return this.broken(mismatch.reason, mismatch.firstBadLeaf);
-    // the first pass starts from nothing: it recomputes the log's root at the kept checkpoint's
-    // size from the leaves themselves; later passes start past it (this.verified)
+    // the first pass has nothing to start from, so it is a full one too; it recomputes the log's
+    // root at the kept checkpoint's size from the leaves themselves
+    const full = this.fullDue || !this.verified;
+    const { signal } = this.stopping;
     const checkpoint = this.verified ? undefined : kept?.checkpoints.newest()?.note;
-    const result = await verifier.verify({ from: this.verified, checkpoint });
+    const result = full ? await verifier.verify({ extending: this.verified, checkpoint, signal }) : await verifier.verify({ from: this.verified, signal });
+    // a pass that could not run (it threw) leaves the full pass due
+    if (full) this.fullDue = false;
     if (!result.ok || !result.state) return this.broken(result.reason ?? 'verification failed', result.firstBadLeaf);
     this.verified = result.state;
     if (result.state.head) kept?.checkpoints.advance(result.state.head);
@@ -164,6 +200,10 @@ export class AuditChainWatch {
     this.gauges.ok.set(1);
     this.gauges.seq.set(result.state.frontier.size);
     this.gauges.at.set(Math.floor(this.lastVerifiedAt / 1000));
+    if (full) {
+      this.lastFullVerifiedAt = this.lastVerifiedAt;
+      this.gauges.fullAt.set(Math.floor(this.lastFullVerifiedAt / 1000));
+    }
   }
 
   private async scanRows(): Promise<void> {

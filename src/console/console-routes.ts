@@ -2,7 +2,8 @@ import express, { Router, type Request, type Response } from 'express';
 import type { Logger } from 'pino';
 import client from 'prom-client';
 import { z } from 'zod';
-import { auditFilterSchema } from '../audit/audit-routes.js';
+import { auditFilterSchema, passKey } from '../audit/audit-routes.js';
+import type { AuditHeavyPasses } from '../audit/audit-heavy-passes.js';
 import { ACTIVITY_WINDOWS, AUDIT_EVENT_CSV_HEADER, auditEventCsvRow, csvLine, type ActivityWindow, type ReportsService } from '../audit/reports-service.js';
 import type { AuditService } from '../audit/audit-service.js';
 import type { AuditEvent } from '../audit/audit-types.js';
@@ -202,7 +203,7 @@ async function* eventLines(events: AsyncIterable<AuditEvent>, format: 'ndjson' |
 }
 
 /** What the console needs that the API lacked: activity over time, the log's status, export of a filter. */
-export function consoleReportRoutes(deps: { reports: ReportsService; audit: AuditService }): Router {
+export function consoleReportRoutes(deps: { reports: ReportsService; audit: AuditService; heavyPasses: AuditHeavyPasses }): Router {
   const router = Router();
   defineRoutes(router, [
     {
@@ -230,24 +231,27 @@ export function consoleReportRoutes(deps: { reports: ReportsService; audit: Audi
         const { format, max, ...filter } = parseWith(exportQuery, req.query, 'query');
         const since = filter.since ? Date.parse(filter.since) : undefined;
         const until = filter.until ? Date.parse(filter.until) : undefined;
-        // an export is an access to the log, recorded before any byte is sent
-        await deps.audit.record({
-          actor: actorOf(req.principal),
-          action: 'audit.export',
-          resource: { kind: 'audit-log', name: 'events' },
-          outcome: 'allow',
-          details: { format, max, filter },
-          request: requestMeta(req),
+        // a heavy pass like GET /v1/audit/export: one at a time per instance, counted per key
+        await deps.heavyPasses.run(passKey(req.principal), async () => {
+          // an export is an access to the log, recorded before any byte is sent
+          await deps.audit.record({
+            actor: actorOf(req.principal),
+            action: 'audit.export',
+            resource: { kind: 'audit-log', name: 'events' },
+            outcome: 'allow',
+            details: { format, max, filter },
+            request: requestMeta(req),
+          });
+          const events = deps.reports.auditEvents({ ...filter, since, until }, max);
+          res.status(200).set('Cache-Control', 'no-store');
+          if (format === 'csv') {
+            res.type('text/csv; charset=utf-8').set('Content-Disposition', 'attachment; filename="keywarden-audit-events.csv"');
+            res.write(csvLine(AUDIT_EVENT_CSV_HEADER));
+          } else {
+            res.type('application/x-ndjson').set('Content-Disposition', 'attachment; filename="keywarden-audit-events.ndjson"');
+          }
+          await streamLines(res, eventLines(events, format));
         });
-        const events = deps.reports.auditEvents({ ...filter, since, until }, max);
-        res.status(200).set('Cache-Control', 'no-store');
-        if (format === 'csv') {
-          res.type('text/csv; charset=utf-8').set('Content-Disposition', 'attachment; filename="keywarden-audit-events.csv"');
-          res.write(csvLine(AUDIT_EVENT_CSV_HEADER));
-        } else {
-          res.type('application/x-ndjson').set('Content-Disposition', 'attachment; filename="keywarden-audit-events.ndjson"');
-        }
-        await streamLines(res, eventLines(events, format));
       },
     },
   ]);

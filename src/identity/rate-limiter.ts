@@ -60,3 +60,42 @@ export class FailureRateLimiter {
     await this.dal.deleteWindowsBefore(this.clock() - longest);
   }
 }
+
+/**
+ * A budget of use per key and fixed window (milliseconds of work, say), in the same shared
+ * table: every instance spends from one window per key, so a key cannot multiply its allowance
+ * by spreading its requests over instances. `check` before the work, `spend` after it; two
+ * instances that check at once may each run one more piece of work than the budget allows.
+ */
+export class UsageBudget {
+  constructor(
+    private readonly dal: AuthFailuresDal,
+    private readonly clock: Clock,
+    private readonly options: {
+      /** Bucket prefix, e.g. `audit-pass` (distinct from the failure kinds). */
+      kind: string;
+      budget: number;
+      windowMs: number;
+      /** The refusal's stable code and its detail. */
+      code: string;
+      detail: string;
+    },
+  ) {}
+
+  /** Throws 429, with Retry-After until the window ends, when `key` has used its budget. */
+  async check(key: string): Promise<void> {
+    const { kind, budget, windowMs, code, detail } = this.options;
+    const now = this.clock();
+    const [row] = await this.dal.find([`${kind}:${key}`]);
+    if (!row) return;
+    const windowEnd = Number(row.window_start) + windowMs;
+    if (windowEnd > now && Number(row.failures) >= budget) {
+      throw new TooManyRequestsError(Math.max(1, Math.ceil((windowEnd - now) / 1000)), detail, code);
+    }
+  }
+
+  /** Adds `amount` to what `key` used in the current window (a new window starts when the last one ended). */
+  async spend(key: string, amount: number): Promise<void> {
+    await this.dal.increment(`${this.options.kind}:${key}`, this.clock(), this.options.windowMs, Math.max(1, Math.round(amount)));
+  }
+}

@@ -215,6 +215,78 @@ describe('tamper detection: the audit chain watched by a running instance', () =
   });
 });
 
+describe('tamper detection: the periodic full re-verification of a running instance', () => {
+  let tb: TestBroker;
+
+  beforeAll(async () => {
+    // incremental passes every second, and the whole tree again every 2 s
+    tb = await startTestBroker({ env: { ...fastVerify, KEYWARDEN_AUDIT_FULL_VERIFY_INTERVAL: '2' } });
+  });
+  afterAll(async () => {
+    await tb?.close();
+  });
+
+  it('an event edited after the watch verified it is found by the next full pass (issue 28, finding 6); audited operations then get 503', async () => {
+    const W = bearer(await tb.apiKey('writer'));
+    expect((await tb.request.post('/v1/groups').set(W).send({ name: 'g' })).status).toBe(201);
+    for (let i = 0; i < 4; i++) expect((await tb.request.post('/v1/secrets').set(W).send({ name: `s${i}`, value: `value-${i}`, groups: ['g'] })).status).toBe(201);
+    await tb.broker.services.auditSequencer.flush();
+    const size = await treeSize(tb);
+    // the watch has verified every one of these leaves, incrementally
+    expect(await within(5000, async () => ((await metric(tb, 'keywarden_audit_chain_verified_tree_size')) ?? 0) >= size)).toBeDefined();
+    expect(await metric(tb, 'keywarden_audit_chain_ok')).toBe(1);
+    const fullBefore = (await metric(tb, 'keywarden_audit_chain_last_full_verify_timestamp_seconds')) ?? 0;
+    expect(fullBefore).toBeGreaterThan(0);
+
+    // an old, already verified event is edited in the database: incremental passes never read it again
+    const edited = 2;
+    const changed = await tb.broker.services.db('audit_events').where({ leaf_index: edited }).update({ actor_name: 'mallory' });
+    expect(changed).toBe(1);
+
+    const detectedAfterMs = await within(10_000, async () => (await tb.request.get('/readyz')).status === 503);
+    expect(detectedAfterMs, 'the edit was not detected').toBeDefined();
+    console.info(`an edit of verified leaf ${edited} detected after ${detectedAfterMs} ms (KEYWARDEN_AUDIT_FULL_VERIFY_INTERVAL=2)`);
+    expect(tb.broker.services.auditChain.failure).toMatchObject({ firstBadLeaf: edited });
+    expect(tb.broker.services.auditChain.failure?.reason).toMatch(/does not match its leaf hash: it was edited/);
+    expect((await tb.request.get('/readyz')).body).toMatchObject({ status: 'not ready', checks: { auditChain: 'broken' } });
+    expect(await metric(tb, 'keywarden_audit_chain_ok')).toBe(0);
+    // fail closed, as for a failed incremental pass
+    expectProblem(await tb.request.post('/v1/groups').set(W).send({ name: 'after-edit' }), 503, 'audit_chain_broken');
+    expectProblem(await tb.request.post('/v1/secrets').set(W).send({ name: 'after-edit', value: 'x-after-edit' }), 503, 'audit_chain_broken');
+  });
+});
+
+describe('tamper detection: a full pass must still find the tree it verified before', () => {
+  it('a tail cut back consistently passes a pass from scratch, but not one that extends the state verified before', async () => {
+    const tb = await startTestBroker({ env: { KEYWARDEN_AUDIT_VERIFY_INTERVAL: '0', KEYWARDEN_AUDIT_FULL_VERIFY_INTERVAL: '0' } });
+    try {
+      const W = bearer(await tb.apiKey('writer'));
+      expect((await tb.request.post('/v1/groups').set(W).send({ name: 'g' })).status).toBe(201);
+      await tb.broker.services.auditSequencer.flush();
+      const cutTo = await treeSize(tb);
+      for (let i = 0; i < 3; i++) expect((await tb.request.post('/v1/secrets').set(W).send({ name: `s${i}`, value: `value-${i}`, groups: ['g'] })).status).toBe(201);
+      await tb.broker.services.auditSequencer.flush();
+      const verifier = tb.broker.services.auditVerifier;
+      const before = await verifier.verify();
+      expect(before).toMatchObject({ ok: true });
+      expect(before.treeSize).toBeGreaterThan(cutTo);
+
+      await tb.broker.services.db.transaction(async (trx) => {
+        await trx('audit_events').where('leaf_index', '>=', cutTo).delete();
+        await trx('audit_tree_heads').where('tree_size', '>', cutTo).delete();
+        const nodes: Array<{ level: number; idx: number }> = await trx('audit_tree_nodes').select('level', 'idx');
+        for (const { level, idx } of nodes) if ((Number(idx) + 1) * 2 ** Number(level) > cutTo) await trx('audit_tree_nodes').where({ level, idx }).delete();
+      });
+      expect(await verifier.verify()).toMatchObject({ ok: true, treeSize: cutTo });
+      const again = await verifier.verify({ extending: before.state });
+      expect(again).toMatchObject({ ok: false, firstBadLeaf: cutTo });
+      expect(again.reason).toMatch(/the log was cut back/);
+    } finally {
+      await tb.close();
+    }
+  });
+});
+
 describe('tamper detection: a new instance checks from the last signed checkpoint', () => {
   it('(b) rehashing the whole tree consistently (without the signing key) is found at startup', async () => {
     const tdb = freshDatabase();

@@ -1,0 +1,198 @@
+// Issue 28, finding 1: what an auditor's pass over the whole audit log costs secret deliveries.
+// A log of `--events` events is built (queued through the DAL program, sequenced in large
+// batches, as bench/audit-tlog.ts does), then `--workers` clients deliver in a loop (a new
+// access token, then GET the secret) over a loopback port, in three phases: idle for
+// `--idle-seconds`; while an auditor runs POST /v1/audit/verify {}; while an auditor downloads
+// GET /v1/audit/export (read to the end). Per phase: delivery latency percentiles, how many
+// deliveries, the longest /healthz answer (probed every 50 ms), the event loop's delay (p99 and
+// max: the longest the loop was held, node:perf_hooks monitorEventLoopDelay at 5 ms resolution),
+// and how long the pass took.
+// The broker and the clients share one process (and event loop), as in audit-tlog.ts: what a
+// held loop costs shows in both.
+// Prints JSON lines as it goes, and the whole result as one JSON document at the end (`--out FILE` too).
+// Usage: node --import tsx bench/audit-heavy-pass.ts [--database-url postgres://postgres@127.0.0.1:5432/test]
+//          [--events 1000000] [--workers 4] [--idle-seconds 5] [--out FILE]
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
+import pino from 'pino';
+import { createBroker } from '../src/broker.js';
+import { loadConfig } from '../src/config.js';
+import { openDatabase } from '../src/db/connection.js';
+import { appendEventsProgram } from '../src/audit/audit-dal.js';
+import { sequenceProgram } from '../src/audit/audit-tree-dal.js';
+import type { AuditEventInput } from '../src/audit/audit-types.js';
+
+const { values } = parseArgs({
+  options: {
+    'database-url': { type: 'string' },
+    events: { type: 'string', default: '1000000' },
+    workers: { type: 'string', default: '4' },
+    'idle-seconds': { type: 'string', default: '5' },
+    out: { type: 'string' },
+  },
+});
+const pgUrl = values['database-url'];
+const events = Number(values.events);
+const workers = Number(values.workers);
+const idleSeconds = Number(values['idle-seconds']);
+const issuer = 'http://127.0.0.1:8750';
+const round = (x: number, digits = 1) => Math.round(x * 10 ** digits) / 10 ** digits;
+
+function emit(record: Record<string, unknown>): Record<string, unknown> {
+  const withLoad = { ...record, loadAverage: os.loadavg().map((l) => round(l, 2)) };
+  process.stdout.write(JSON.stringify(withLoad) + '\n');
+  return withLoad;
+}
+
+function percentiles(xs: number[]): { n: number; p50: number; p90: number; p99: number; max: number } | { n: 0 } {
+  if (xs.length === 0) return { n: 0 };
+  const s = [...xs].sort((a, b) => a - b);
+  const at = (p: number) => round(s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))], 2);
+  return { n: s.length, p50: at(50), p90: at(90), p99: at(99), max: at(100) };
+}
+
+function readEvent(i: number): AuditEventInput {
+  return {
+    actor: { kind: 'client', id: String(1 + (i % 50)), name: `bench-client-${i % 50}` },
+    action: 'secret.read',
+    resource: { kind: 'secret', name: `bench/secret-${i % 1000}` },
+    outcome: 'allow',
+    details: { version: 1 + (i % 7), via: 'client', group: 'bench' },
+    request: { requestId: crypto.randomUUID(), sourceIp: '127.0.0.1', userAgent: 'keywarden-bench/1' },
+  };
+}
+
+async function main(): Promise<void> {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kw-bench-heavy-'));
+  const schema = pgUrl ? `kw_bench_${crypto.randomBytes(5).toString('hex')}` : undefined;
+  const config = loadConfig({
+    KEYWARDEN_DATA_DIR: dataDir,
+    ...(pgUrl ? { KEYWARDEN_DATABASE_URL: pgUrl } : {}),
+    KEYWARDEN_ROOT_KEY: crypto.randomBytes(32).toString('base64'),
+    KEYWARDEN_LOG_LEVEL: 'silent',
+    KEYWARDEN_ISSUER: issuer,
+    // only the measured passes: no background verification, sequencing on demand, no budget in the way
+    KEYWARDEN_AUDIT_SEQUENCE_INTERVAL_MS: '0',
+    KEYWARDEN_AUDIT_VERIFY_INTERVAL: '0',
+    KEYWARDEN_AUDIT_FULL_VERIFY_INTERVAL: '0',
+    KEYWARDEN_AUDIT_PASS_BUDGET_MS: '86400000',
+  });
+  const broker = await createBroker(config, { ...(schema ? { dbSchema: schema } : {}), logger: pino({ level: 'silent' }) });
+  const server = http.createServer(broker.app);
+  // building the log holds the loop for seconds (SQLite sequences a batch in one tick): keep-alive
+  // timers that fire late would reset pooled sockets under the first measured requests
+  server.keepAliveTimeout = 120_000;
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const results: Record<string, unknown> = { database: pgUrl ? 'postgres' : 'sqlite', events, workers, node: process.version, cpus: os.cpus().length, startedAt: new Date().toISOString() };
+  try {
+    const adminKey = await broker.services.apiKeys.bootstrapAdmin();
+    if (!adminKey) throw new Error('fresh database has an API key already');
+    const post = async (p: string, body: unknown) => {
+      const res = await fetch(`${base}${p}`, { method: 'POST', headers: { authorization: `Bearer ${adminKey}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      if (res.status !== 201) throw new Error(`${p}: ${res.status} ${await res.text()}`);
+      return res.json() as Promise<Record<string, string>>;
+    };
+    const auditorKey = (await post('/v1/api-keys', { name: 'bench-auditor', role: 'auditor' })).key;
+    await post('/v1/groups', { name: 'bench' });
+    await post('/v1/secrets', { name: 'bench-secret', value: 'bench-value', groups: ['bench'] });
+    const client = await post('/v1/clients', { name: 'bench-app', groups: ['bench'] });
+
+    // the log
+    const db = broker.services.database;
+    const signer = broker.services.auditLogSigner;
+    const t0 = performance.now();
+    for (let i = 0; i < events; i += 10_000) {
+      const inputs = Array.from({ length: Math.min(10_000, events - i) }, (_, k) => readEvent(i + k));
+      await db.writeProgram(appendEventsProgram(inputs, [], Date.now()));
+    }
+    const batch = 50_000;
+    for (;;) {
+      const outcome = await db.writeProgram(sequenceProgram({ batch, now: Date.now(), resignAfterMs: Infinity, sign: signer.sign, open: signer.open }));
+      if (outcome.status === 'busy') continue;
+      if (outcome.status !== 'sequenced' || outcome.sequenced < batch) break;
+    }
+    const treeSize = (await broker.services.auditTree.latestHead())?.treeSize ?? 0;
+    results.build = emit({ part: 'build', treeSize, seconds: round((performance.now() - t0) / 1000) });
+    await new Promise((r) => setTimeout(r, 500));
+
+    const deliver = async (): Promise<number> => {
+      const started = performance.now();
+      const token = await fetch(`${base}/v1/auth/token`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ grant_type: 'client_credentials', client_id: client.clientId, client_secret: client.clientSecret }),
+      });
+      if (token.status !== 200) throw new Error(`token: ${token.status} ${await token.text()}`);
+      const { access_token } = (await token.json()) as { access_token: string };
+      const read = await fetch(`${base}/v1/client/secrets/bench-secret`, { headers: { authorization: `Bearer ${access_token}` } });
+      if (read.status !== 200) throw new Error(`read: ${read.status} ${await read.text()}`);
+      await read.arrayBuffer();
+      return performance.now() - started;
+    };
+
+    /** Deliveries and /healthz probes until `during` settles; answers their timings and what `during` answered. */
+    const phase = async (name: string, during: () => Promise<Record<string, unknown>>) => {
+      const latencies: number[] = [];
+      const health: number[] = [];
+      let running = true;
+      const loops = Array.from({ length: workers }, async () => {
+        while (running) latencies.push(await deliver());
+      });
+      const prober = (async () => {
+        while (running) {
+          const s = performance.now();
+          await (await fetch(`${base}/healthz`)).arrayBuffer();
+          health.push(performance.now() - s);
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      })();
+      const loopDelay = monitorEventLoopDelay({ resolution: 5 });
+      loopDelay.enable();
+      const started = performance.now();
+      const pass = await during();
+      loopDelay.disable();
+      const passSeconds = round((performance.now() - started) / 1000, 2);
+      running = false;
+      await Promise.all([...loops, prober]);
+      return emit({ part: name, passSeconds, ...pass, deliveryMs: percentiles(latencies), healthzMaxMs: round(Math.max(0, ...health), 1), loopDelayMs: { p99: round(loopDelay.percentile(99) / 1e6), max: round(loopDelay.max / 1e6) }, deliveriesPerSecond: round(latencies.length / passSeconds) });
+    };
+    const auditor = { authorization: `Bearer ${auditorKey}` };
+
+    results.idle = await phase('idle', async () => {
+      await new Promise((r) => setTimeout(r, idleSeconds * 1000));
+      return {};
+    });
+    results.verify = await phase('during POST /v1/audit/verify', async () => {
+      const res = await fetch(`${base}/v1/audit/verify`, { method: 'POST', headers: { ...auditor, 'content-type': 'application/json' }, body: '{}' });
+      const body = (await res.json()) as { ok?: boolean; leavesChecked?: number };
+      return { status: res.status, ok: body.ok, leavesChecked: body.leavesChecked };
+    });
+    results.export = await phase('during GET /v1/audit/export', async () => {
+      const res = await fetch(`${base}/v1/audit/export`, { headers: auditor });
+      let bytes = 0;
+      for await (const chunk of res.body!) bytes += (chunk as Uint8Array).length;
+      return { status: res.status, megabytes: round(bytes / 1e6) };
+    });
+  } finally {
+    server.closeAllConnections();
+    server.close();
+    await broker.close();
+    if (schema) {
+      const admin = await openDatabase(pgUrl!);
+      await admin.knex.raw(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).finally(() => admin.close());
+    }
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  }
+  const doc = JSON.stringify(results, null, 2);
+  process.stdout.write(doc + '\n');
+  if (values.out) fs.writeFileSync(values.out, doc + '\n');
+}
+
+await main();
