@@ -26,7 +26,7 @@ import { loadConfig } from '../src/config.js';
 import { openDatabase } from '../src/db/connection.js';
 import { appendEventsProgram } from '../src/audit/audit-dal.js';
 import { sequenceProgram } from '../src/audit/audit-tree-dal.js';
-import type { AuditEventInput } from '../src/audit/audit-types.js';
+import { emit, percentiles, readEvent, round } from './audit-bench-support.js';
 
 const { values } = parseArgs({
   options: {
@@ -42,31 +42,9 @@ const events = Number(values.events);
 const workers = Number(values.workers);
 const idleSeconds = Number(values['idle-seconds']);
 const issuer = 'http://127.0.0.1:8750';
-const round = (x: number, digits = 1) => Math.round(x * 10 ** digits) / 10 ** digits;
 
-function emit(record: Record<string, unknown>): Record<string, unknown> {
-  const withLoad = { ...record, loadAverage: os.loadavg().map((l) => round(l, 2)) };
-  process.stdout.write(JSON.stringify(withLoad) + '\n');
-  return withLoad;
-}
 
-function percentiles(xs: number[]): { n: number; p50: number; p90: number; p99: number; max: number } | { n: 0 } {
-  if (xs.length === 0) return { n: 0 };
-  const s = [...xs].sort((a, b) => a - b);
-  const at = (p: number) => round(s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))], 2);
-  return { n: s.length, p50: at(50), p90: at(90), p99: at(99), max: at(100) };
-}
 
-function readEvent(i: number): AuditEventInput {
-  return {
-    actor: { kind: 'client', id: String(1 + (i % 50)), name: `bench-client-${i % 50}` },
-    action: 'secret.read',
-    resource: { kind: 'secret', name: `bench/secret-${i % 1000}` },
-    outcome: 'allow',
-    details: { version: 1 + (i % 7), via: 'client', group: 'bench' },
-    request: { requestId: crypto.randomUUID(), sourceIp: '127.0.0.1', userAgent: 'keywarden-bench/1' },
-  };
-}
 
 async function main(): Promise<void> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kw-bench-heavy-'));

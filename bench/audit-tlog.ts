@@ -31,7 +31,7 @@ import { appendEventsProgram } from '../src/audit/audit-dal.js';
 import { sequenceProgram } from '../src/audit/audit-tree-dal.js';
 import { defaultAuditOrigin, loadAuditLogSigner } from '../src/audit/audit-log-key.js';
 import { verifyConsistency, verifyInclusion } from '../src/audit/merkle.js';
-import type { AuditEventInput } from '../src/audit/audit-types.js';
+import { emit, loadAverage, percentiles, readEvent, round } from './audit-bench-support.js';
 
 const { values } = parseArgs({
   options: {
@@ -50,32 +50,9 @@ const only = new Set(values.only!.split(','));
 const pgUrl = values['database-url'];
 const issuer = 'http://127.0.0.1:8750';
 const silent = pino({ level: 'silent' });
-const loadAverage = () => os.loadavg().map((l) => Math.round(l * 100) / 100);
-const round = (x: number, digits = 1) => Math.round(x * 10 ** digits) / 10 ** digits;
 
-function emit(record: Record<string, unknown>): Record<string, unknown> {
-  const withLoad = { ...record, loadAverage: loadAverage() };
-  process.stdout.write(JSON.stringify(withLoad) + '\n');
-  return withLoad;
-}
 
-function percentiles(xs: number[]): { n: number; p50: number; p90: number; p99: number; max: number } {
-  const s = [...xs].sort((a, b) => a - b);
-  const at = (p: number) => round(s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))], 3);
-  return { n: s.length, p50: at(50), p90: at(90), p99: at(99), max: at(100) };
-}
 
-/** A client delivery's audit event, shaped as secrets-service.deliver records it. */
-function readEvent(i: number): AuditEventInput {
-  return {
-    actor: { kind: 'client', id: String(1 + (i % 50)), name: `bench-client-${i % 50}` },
-    action: 'secret.read',
-    resource: { kind: 'secret', name: `bench/secret-${i % 1000}` },
-    outcome: 'allow',
-    details: { version: 1 + (i % 7), via: 'client', group: 'bench' },
-    request: { requestId: crypto.randomUUID(), sourceIp: '127.0.0.1', userAgent: 'keywarden-bench/1' },
-  };
-}
 
 /** A broker on a fresh SQLite directory or PostgreSQL schema, served on a loopback port; torn down by `close`. */
 async function startBroker(env: Record<string, string>) {
@@ -262,7 +239,7 @@ async function inclusionDelay(): Promise<void> {
       failed,
       notIncluded,
       headsSeen: heads.length,
-      delayMs: percentiles(delays),
+      delayMs: percentiles(delays, 3),
       histogram: { count, meanMs: count ? round((sum / count) * 1000) : null, buckets },
     });
   } finally {
@@ -306,7 +283,7 @@ async function proofLatency(): Promise<void> {
           await f(x);
           ms.push(performance.now() - s);
         }
-        return percentiles(ms);
+        return percentiles(ms, 3);
       };
       // the build blocks this process's event loop (SQLite runs a sequencing batch in one tick), so the
       // server's keep-alive timers fire late and a pooled socket can be reset under the next request:
