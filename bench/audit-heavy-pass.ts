@@ -7,8 +7,8 @@
 // deliveries, the longest /healthz answer (probed every 50 ms), the event loop's delay (p99 and
 // max: the longest the loop was held, node:perf_hooks monitorEventLoopDelay at 5 ms resolution),
 // and how long the pass took.
-// The broker and the clients share one process (and event loop), as in audit-tlog.ts: what a
-// held loop costs shows in both.
+// The clients run in a worker thread (bench/delivery-load-worker.mjs) with their own event loop,
+// so the timings are the broker's: the main thread runs only the broker and the auditor's call.
 // Prints JSON lines as it goes, and the whole result as one JSON document at the end (`--out FILE` too).
 // Usage: node --import tsx bench/audit-heavy-pass.ts [--database-url postgres://postgres@127.0.0.1:5432/test]
 //          [--events 1000000] [--workers 4] [--idle-seconds 5] [--out FILE]
@@ -20,6 +20,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
+import { Worker } from 'node:worker_threads';
 import pino from 'pino';
 import { createBroker } from '../src/broker.js';
 import { loadConfig } from '../src/config.js';
@@ -100,45 +101,29 @@ async function main(): Promise<void> {
     results.build = emit({ part: 'build', treeSize, seconds: round((performance.now() - t0) / 1000) });
     await new Promise((r) => setTimeout(r, 500));
 
-    const deliver = async (): Promise<number> => {
-      const started = performance.now();
-      const token = await fetch(`${base}/v1/auth/token`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/x-www-form-urlencoded' },
-        body: new URLSearchParams({ grant_type: 'client_credentials', client_id: client.clientId, client_secret: client.clientSecret }),
-      });
-      if (token.status !== 200) throw new Error(`token: ${token.status} ${await token.text()}`);
-      const { access_token } = (await token.json()) as { access_token: string };
-      const read = await fetch(`${base}/v1/client/secrets/bench-secret`, { headers: { authorization: `Bearer ${access_token}` } });
-      if (read.status !== 200) throw new Error(`read: ${read.status} ${await read.text()}`);
-      await read.arrayBuffer();
-      return performance.now() - started;
-    };
-
-    /** Deliveries and /healthz probes until `during` settles; answers their timings and what `during` answered. */
+    /** Deliveries and /healthz probes (in a worker thread: bench/delivery-load-worker.mjs) until `during` settles; answers their timings and what `during` answered. */
     const phase = async (name: string, during: () => Promise<Record<string, unknown>>) => {
-      const latencies: number[] = [];
-      const health: number[] = [];
-      let running = true;
-      const loops = Array.from({ length: workers }, async () => {
-        while (running) latencies.push(await deliver());
+      const load = new Worker(new URL('./delivery-load-worker.mjs', import.meta.url), { workerData: { base, workers, clientId: client.clientId, clientSecret: client.clientSecret } });
+      const done = new Promise<{ latencies: number[]; health: number[] }>((resolve, reject) => {
+        load.on('message', (m: { latencies?: number[]; health?: number[] }) => {
+          if (m.latencies && m.health) resolve({ latencies: m.latencies, health: m.health });
+        });
+        load.on('error', reject);
+        load.on('exit', (code) => reject(new Error(`the load worker exited with ${code}`)));
       });
-      const prober = (async () => {
-        while (running) {
-          const s = performance.now();
-          await (await fetch(`${base}/healthz`)).arrayBuffer();
-          health.push(performance.now() - s);
-          await new Promise((r) => setTimeout(r, 50));
-        }
-      })();
+      await new Promise<void>((resolve, reject) => {
+        load.once('message', () => resolve());
+        load.once('error', reject);
+      });
       const loopDelay = monitorEventLoopDelay({ resolution: 5 });
       loopDelay.enable();
       const started = performance.now();
       const pass = await during();
       loopDelay.disable();
       const passSeconds = round((performance.now() - started) / 1000, 2);
-      running = false;
-      await Promise.all([...loops, prober]);
+      load.postMessage('stop');
+      const { latencies, health } = await done;
+      await load.terminate();
       return emit({ part: name, passSeconds, ...pass, deliveryMs: percentiles(latencies), healthzMaxMs: round(Math.max(0, ...health), 1), loopDelayMs: { p99: round(loopDelay.percentile(99) / 1e6), max: round(loopDelay.max / 1e6) }, deliveriesPerSecond: round(latencies.length / passSeconds) });
     };
     const auditor = { authorization: `Bearer ${auditorKey}` };
