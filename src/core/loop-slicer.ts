@@ -1,7 +1,7 @@
 import { setImmediate as nextTurn } from 'node:timers/promises';
 
 /** How long a long pass may keep the event loop before it lets other work in. */
-export const DEFAULT_SLICE_MS = 5;
+export const DEFAULT_SLICE_MS = 1;
 
 /**
  * Cuts a long synchronous-looking pass (whole-log verification, exports) into slices. SQLite
