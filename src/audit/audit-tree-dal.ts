@@ -1,4 +1,4 @@
-import type { Database, ProgramFactory, SqlValue, Statement } from '../db/database.js';
+import type { Database, ProgramFactory, SqlValue, Statement, StatementProgram } from '../db/database.js';
 import { rowToEvent, type AuditEventRow } from './audit-dal.js';
 import type { AuditEvent } from './audit-types.js';
 import { leafHash, perfectSubtrees, TreeFrontier, type NodeId } from './merkle.js';
@@ -46,6 +46,21 @@ export function selectNodesStatement(ids: NodeId[]): Statement {
   const params: SqlValue[] = [];
   for (const n of ids) params.push(n.level, n.index);
   return { sql: `SELECT level, idx, hash FROM audit_tree_nodes WHERE (level, idx) IN (${ids.map(() => '(?, ?)').join(', ')})`, params };
+}
+
+type NodeRow = { level: number | string; idx: number | string; hash: string };
+
+/** The stored perfect subtrees of the first `size` leaves, as a frontier; undefined when one is missing. A program step. */
+function* storedFrontier(size: number): StatementProgram<TreeFrontier | undefined> {
+  if (size === 0) return TreeFrontier.empty();
+  const ids = perfectSubtrees(0, size);
+  const stored = new Map<string, Buffer>();
+  for (let i = 0; i < ids.length; i += NODES_PER_SELECT) {
+    const rows = (yield selectNodesStatement(ids.slice(i, i + NODES_PER_SELECT))) as NodeRow[];
+    for (const r of rows) stored.set(nodeKey({ level: Number(r.level), index: Number(r.idx) }), Buffer.from(r.hash, 'hex'));
+  }
+  const hashes = ids.map((id) => stored.get(nodeKey(id)));
+  return hashes.every((h) => h !== undefined) ? TreeFrontier.fromNodes(size, hashes as Buffer[]) : undefined;
 }
 
 export const LATEST_HEAD_SQL = 'SELECT id, tree_size, root_hash, created_at, note, key_id FROM audit_tree_heads ORDER BY tree_size DESC, id DESC LIMIT 1';
@@ -117,12 +132,21 @@ export class AuditTreeDal {
     }
   }
 
+  /** The root of the first `size` leaves from the stored perfect subtrees (hex); undefined when one is missing. */
+  async storedRootAt(size: number): Promise<string | undefined> {
+    if (size === 0) return TreeFrontier.empty().root().toString('hex');
+    const ids = perfectSubtrees(0, size);
+    const stored = await this.nodes(ids);
+    const hashes = ids.map((id) => stored.get(nodeKey(id)));
+    return hashes.every((h) => h !== undefined) ? TreeFrontier.fromNodes(size, hashes as Buffer[]).root().toString('hex') : undefined;
+  }
+
   /** Stored hashes of the given perfect subtrees, by nodeKey; missing nodes are absent from the map. */
   async nodes(ids: NodeId[]): Promise<Map<string, Buffer>> {
     const found = new Map<string, Buffer>();
     for (let i = 0; i < ids.length; i += NODES_PER_SELECT) {
       const { sql, params } = selectNodesStatement(ids.slice(i, i + NODES_PER_SELECT));
-      const rows = await this.db.readAll<{ level: number | string; idx: number | string; hash: string }>(sql, params);
+      const rows = await this.db.readAll<NodeRow>(sql, params);
       for (const r of rows) found.set(nodeKey({ level: Number(r.level), index: Number(r.idx) }), Buffer.from(r.hash, 'hex'));
     }
     return found;
@@ -229,15 +253,8 @@ export function sequenceProgram(opts: {
     const [headRow] = (yield { sql: LATEST_HEAD_SQL, params: [] }) as TreeHeadRow[];
     const latest = headRow ? rowToHead(headRow) : undefined;
     const size = latest?.treeSize ?? 0;
-    const frontierIds = size > 0 ? perfectSubtrees(0, size) : [];
-    const stored = new Map<string, Buffer>();
-    for (let i = 0; i < frontierIds.length; i += NODES_PER_SELECT) {
-      const rows = (yield selectNodesStatement(frontierIds.slice(i, i + NODES_PER_SELECT))) as Array<{ level: number | string; idx: number | string; hash: string }>;
-      for (const r of rows) stored.set(nodeKey({ level: Number(r.level), index: Number(r.idx) }), Buffer.from(r.hash, 'hex'));
-    }
-    const hashes = frontierIds.map((id) => stored.get(nodeKey(id)));
-    if (hashes.some((h) => h === undefined)) throw new TreeStateMismatch(`nodes of the tree of size ${size} are missing`);
-    const frontier = size > 0 ? TreeFrontier.fromNodes(size, hashes as Buffer[]) : TreeFrontier.empty();
+    const frontier = yield* storedFrontier(size);
+    if (!frontier) throw new TreeStateMismatch(`nodes of the tree of size ${size} are missing`);
     if (latest) {
       // the columns are only a copy: the head extended is the one the log key signed, so a tree
       // rehashed in the database, with its root column rewritten to match, is never signed over
@@ -259,13 +276,7 @@ export function sequenceProgram(opts: {
     for (const cp of opts.kept ?? []) {
       let rootAtKept: string | undefined = cp.treeSize === 0 ? cp.rootHash : undefined;
       if (cp.treeSize === size && latest) rootAtKept = latest.rootHash;
-      else if (cp.treeSize > 0 && cp.treeSize < size) {
-        const ids = perfectSubtrees(0, cp.treeSize);
-        const rows = (yield selectNodesStatement(ids)) as Array<{ level: number | string; idx: number | string; hash: string }>;
-        const found = new Map(rows.map((r) => [nodeKey({ level: Number(r.level), index: Number(r.idx) }), Buffer.from(r.hash, 'hex')]));
-        const prefix = ids.map((id) => found.get(nodeKey(id)));
-        if (prefix.every((h) => h !== undefined)) rootAtKept = TreeFrontier.fromNodes(cp.treeSize, prefix as Buffer[]).root().toString('hex');
-      }
+      else if (cp.treeSize > 0 && cp.treeSize < size) rootAtKept = (yield* storedFrontier(cp.treeSize))?.root().toString('hex');
       const mismatch = compareWithKept(cp, size, rootAtKept);
       if (mismatch) throw new TreeStateMismatch(mismatch.reason, mismatch.firstBadLeaf);
     }

@@ -3,7 +3,6 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { writeFileAtomic } from '../core/atomic-file.js';
 import type { AuditTreeDal, TreeHeadOpener } from './audit-tree-dal.js';
-import { perfectSubtrees, TreeFrontier } from './merkle.js';
 
 /** The checkpoint file in the data directory. */
 export const CHECKPOINT_FILE_NAME = 'audit-checkpoint';
@@ -118,14 +117,8 @@ export class KeptCheckpoints {
     const size = (await tree.latestHead())?.treeSize ?? 0;
     for (const cp of this.kept.values()) {
       let root: string | undefined;
-      if (cp.treeSize > 0 && cp.treeSize <= size) {
-        const ids = perfectSubtrees(0, cp.treeSize);
-        const stored = await tree.nodes(ids);
-        const hashes = ids.map((n) => stored.get(`${n.level}/${n.index}`));
-        root = hashes.every((h) => h !== undefined) ? TreeFrontier.fromNodes(cp.treeSize, hashes as Buffer[]).root().toString('hex') : undefined;
-      } else if (cp.treeSize === 0) {
-        root = cp.rootHash;
-      }
+      if (cp.treeSize > 0 && cp.treeSize <= size) root = await tree.storedRootAt(cp.treeSize);
+      else if (cp.treeSize === 0) root = cp.rootHash;
       const mismatch = compareWithKept(cp, size, root);
       if (mismatch) return mismatch;
     }
