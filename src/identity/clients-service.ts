@@ -200,6 +200,8 @@ export class ClientsService {
       .transact(async (trx, record) => {
         if (await this.find(input.name, trx)) throw new ConflictError(`client ${input.name} already exists`, 'already_exists');
         const groupRows = await this.deps.access.resolveGroups(groups, trx);
+        const actsFor = JSON.stringify([...new Set(input.actsFor ?? [])]);
+        const releaseGate = input.releaseGate ?? false;
         const id = await this.deps.dal.insert(trx, {
           name: input.name,
           client_id: clientId,
@@ -213,11 +215,11 @@ export class ClientsService {
           created_at: now,
           updated_at: now,
           secret_rotated_at: now,
-          acts_for: JSON.stringify([...new Set(input.actsFor ?? [])]),
-          release_gate: input.releaseGate ?? false,
+          acts_for: actsFor,
+          release_gate: releaseGate,
         });
-        const actsFor = JSON.stringify([...new Set(input.actsFor ?? [])]);
-        await this.deps.dal.update(trx, id, { delegation_mac: this.delegationMac({ id, name: input.name, acts_for: actsFor, release_gate: input.releaseGate ?? false }) });
+        // the MAC binds the row id, known only once inserted
+        await this.deps.dal.update(trx, id, { delegation_mac: this.delegationMac({ id, name: input.name, acts_for: actsFor, release_gate: releaseGate }) });
         for (const g of groupRows) await this.deps.access.addMember(trx, g.id, id, now);
         await record({ actor: actorOf(principal), action: 'client.create', resource: { kind: 'client', name: input.name }, outcome: 'allow', details: { clientId, groups, ...capabilityDetails(input) }, request: meta });
         for (const g of groupRows) {
