@@ -15,3 +15,15 @@ export function digestsEqual(a: string, b: string): boolean {
 export function randomToken(prefix: string, bytes = 32): string {
   return `${prefix}${crypto.randomBytes(bytes).toString('base64url')}`;
 }
+
+/**
+ * Random URL-safe identifier that a shell command line can carry as an argument: it never starts
+ * with `-` (which a CLI parser would read as an option) or `_`. One draw in 32 starts with either
+ * and is drawn again.
+ */
+export function randomIdentifier(bytes: number): string {
+  for (;;) {
+    const id = crypto.randomBytes(bytes).toString('base64url');
+    if (/^[A-Za-z0-9]/.test(id)) return id;
+  }
+}

@@ -1,7 +1,7 @@
 import crypto from 'node:crypto';
 import { z } from 'zod';
 import type { AuditService } from '../audit/audit-service.js';
-import { sha256Hex, randomToken } from '../crypto/hashing.js';
+import { sha256Hex, randomToken, randomIdentifier } from '../crypto/hashing.js';
 import { InvalidInputError, NotFoundError, UnauthenticatedError } from '../core/errors.js';
 import type { RequestMeta } from '../core/principal.js';
 import { iso, type Clock } from '../core/clock.js';
@@ -152,7 +152,7 @@ export class ApiKeysService {
         errors: unknown.map((n) => ({ path: `scope.keys.${scopeKeys.indexOf(n)}`, message: `unknown signing key ${JSON.stringify(n)}` })),
       });
     }
-    const id = crypto.randomBytes(9).toString('base64url');
+    const id = randomIdentifier(9);
     const key = randomToken('kw_');
     const now = this.deps.clock();
     await this.deps.audit.transact(async (trx, record) => {
@@ -212,7 +212,7 @@ export class ApiKeysService {
       throw new InvalidInputError(`the lifetime must be between ${API_KEY_TTL_SECONDS.min} seconds and ten years`);
     }
     if (!operator.reason.trim()) throw new InvalidInputError('a reason is required');
-    const id = crypto.randomBytes(9).toString('base64url');
+    const id = randomIdentifier(9);
     const key = randomToken('kw_');
     const now = this.deps.clock();
     const expiresAt = input.ttlSeconds ? now + input.ttlSeconds * 1000 : null;

@@ -2,7 +2,7 @@ import crypto from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import { z } from 'zod';
 import type { AuditService } from '../audit/audit-service.js';
-import { randomToken, sha256Hex } from '../crypto/hashing.js';
+import { randomToken, sha256Hex, randomIdentifier } from '../crypto/hashing.js';
 import { ConflictError, ForbiddenError, InvalidInputError, OAuthError, UnauthenticatedError } from '../core/errors.js';
 import type { RequestMeta, ClientPrincipal } from '../core/principal.js';
 import type { AccessService } from '../access/access-service.js';
@@ -61,7 +61,7 @@ export class WorkloadIdentityService {
       throw new InvalidInputError(`ttl must be at most ${this.deps.bootstrapTokenMaxTtlSeconds} seconds`);
     }
     const token = randomToken('kwb_');
-    const accessor = crypto.randomBytes(12).toString('base64url');
+    const accessor = randomIdentifier(12);
     const now = this.deps.clock();
     const expiresAt = now + ttlSeconds * 1000;
     await this.deps.audit.transact(async (trx, record) => {
