@@ -28,6 +28,7 @@ import { SystemKeys } from './crypto/system-keys.js';
 import { openDatabase, type DbHandle } from './db/connection.js';
 import { migrateLatest } from './db/migrate.js';
 import { Database } from './db/database.js';
+import { CacheEpoch } from './db/cache-epoch.js';
 import { AccessDal } from './access/access-dal.js';
 import { AccessService } from './access/access-service.js';
 import { ClientsDal } from './identity/clients-dal.js';
@@ -102,6 +103,8 @@ export interface Services {
   dbHandle: DbHandle;
   /** The database port every repository is built on (it owns the SQLite fast path). */
   database: Database;
+  /** When the delivery path's caches must drop what they hold (polled; src/db/cache-epoch.ts). */
+  cacheEpoch: CacheEpoch;
   clock: Clock;
   logger: Logger;
   keyProvider: KeyProvider;
@@ -178,6 +181,7 @@ export async function createServices(config: Config, options: BrokerOptions = {}
   await migrateLatest(db);
   const database = new Database(dbHandle, { fastPath: options.fastPath ?? config.sqliteFastPath, onFailure: (kind) => telemetry.databaseError(kind) });
   metrics.observePool(() => database.poolStats());
+  const cacheEpoch = new CacheEpoch(database, { logger });
   const systemKeys = new SystemKeys(database, keyProvider, clock);
   // loaded once up front: they are immutable, and fetching them lazily inside a transaction
   // would need a second connection (SQLite has one)
@@ -230,9 +234,10 @@ export async function createServices(config: Config, options: BrokerOptions = {}
     chainGuard: () => auditChain.assertIntact(),
     onQueued: (count) => auditSequencer.noteAppended(count),
     telemetry,
+    cacheEpoch,
   });
   // rows from before migration 007 get their MACs once; the count is on the record
-  const access = new AccessService(new AccessDal(database), rowIntegrity);
+  const access = new AccessService(new AccessDal(database), rowIntegrity, cacheEpoch);
   const secretsDal = new SecretsDal(database);
   const clientsDal = new ClientsDal(database);
   const clients = new ClientsService({ dal: clientsDal, access, audit, clock, rowIntegrity });
@@ -257,6 +262,7 @@ export async function createServices(config: Config, options: BrokerOptions = {}
     accessTokenTtlSeconds: config.accessTokenTtlSeconds,
     accessTokenMaxTtlSeconds: config.accessTokenMaxTtlSeconds,
     telemetry,
+    cacheEpoch,
   });
   const windowMs = config.authRateLimit.windowSeconds * 1000;
   const rateLimiter = new FailureRateLimiter(new AuthFailuresDal(database), clock, {
@@ -325,7 +331,7 @@ export async function createServices(config: Config, options: BrokerOptions = {}
   const consoleSessions = new ConsoleSessionService({ apiKeys, tokens, jwtKeys, audit, clock, issuer: config.issuer, ttlSeconds: config.console.sessionTtlSeconds, rateLimiter });
   const signatures = new SignaturesService({ db: database, audit, registry, signingKeys, clock, policies });
   return {
-    config, db, dbHandle, database, clock, logger, keyProvider, systemKeys, audit, auditSink, jwtKeys, tokens, apiKeys, clients, groups, secrets, auth, workload,
+    config, db, dbHandle, database, cacheEpoch, clock, logger, keyProvider, systemKeys, audit, auditSink, jwtKeys, tokens, apiKeys, clients, groups, secrets, auth, workload,
     metrics, auditQuery, auditTree, auditLogSigner: logSigner, auditSequencer, auditProofs, auditExporter, treeHeads, auditVerifier, auditHeavyPasses, auditChain, auditCheckpoints, rowIntegrity, rowIntegrityScanner, access, reports, registryCredentials, registry, signingKeys, policies, gate, trustedIssuers, signatures, consoleSessions,
   };
 }
@@ -391,6 +397,8 @@ export async function createBroker(config: Config, options: BrokerOptions = {}):
   });
   await auditWatch.start();
   services.auditSequencer.start();
+  await services.cacheEpoch.refresh();
+  services.cacheEpoch.start();
   const { app, routes } = buildApp({
     logger: services.logger,
     metrics,
@@ -428,6 +436,7 @@ export async function createBroker(config: Config, options: BrokerOptions = {}):
     routes,
     services,
     async close() {
+      await services.cacheEpoch.stop();
       await services.auditSequencer.stop();
       await auditWatch.stop();
       services.auditSink?.close();

@@ -2,6 +2,7 @@ import type { AuditEventInput } from '../audit/audit-types.js';
 import { InvalidInputError, NotFoundError } from '../core/errors.js';
 import { actorOf, type Principal, type RequestMeta } from '../core/principal.js';
 import type { Queryable, Transaction } from '../db/database.js';
+import { EpochCache, type CacheEpoch } from '../db/cache-epoch.js';
 import type { RowIntegrity } from '../secrets/row-integrity.js';
 import type { SecretRecord } from '../secrets/secrets-types.js';
 import type { AccessDal, AccessRowRecord, FoundSecret, GroupChanges, GroupRow, ListedSecretRow, NamedId, NewGroupRow } from './access-dal.js';
@@ -16,14 +17,33 @@ export type { FoundSecret, GroupChanges, GroupRow };
  * the refusal is audited); the listings here leave out any row whose MAC does not verify.
  */
 export class AccessService {
+  private static readonly MAX_CACHED_READS = 100_000;
+  /**
+   * What findForClient read, per (client, secret name), a refusal included, under the cache
+   * epoch: a grant or membership removed, a secret deleted or given a new version, a root key
+   * rotation (each rewrapped version row) and any row edited by hand move the epoch, so none is
+   * served from here past CACHE_STALENESS_BOUND_MS on any instance. The rows keep their MACs,
+   * and every read still checks them (SecretsService.assertIntact).
+   */
+  private readonly found?: EpochCache<string, FoundSecret | undefined>;
+
   constructor(
     readonly dal: AccessDal,
     private readonly rowIntegrity: RowIntegrity,
-  ) {}
+    cacheEpoch?: CacheEpoch,
+  ) {
+    if (cacheEpoch) this.found = new EpochCache(cacheEpoch, AccessService.MAX_CACHED_READS);
+  }
 
   /** The secret's current version, if one of the client's groups is granted it (the delivery path). */
-  findForClient(clientId: number, name: string): Promise<FoundSecret | undefined> {
-    return this.dal.findForClient(clientId, name);
+  async findForClient(clientId: number, name: string): Promise<FoundSecret | undefined> {
+    const key = `${clientId}/${name}`;
+    const hit = this.found?.get(key);
+    if (hit) return hit.value;
+    const stamp = this.found?.stamp();
+    const found = await this.dal.findForClient(clientId, name);
+    this.found?.set(key, found, stamp);
+    return found;
   }
 
   /**

@@ -7,6 +7,7 @@ import { appendEventsProgram, type SecretReadMark } from './audit-dal.js';
 import type { JsonlAuditSink } from './audit-sink.js';
 import type { AuditEvent, AuditEventInput } from './audit-types.js';
 import type { Clock } from '../core/clock.js';
+import type { CacheEpoch } from '../db/cache-epoch.js';
 import { noTelemetry, secondsSince, type AuditAppendPath, type Telemetry } from '../core/telemetry.js';
 
 export interface AuditDeps {
@@ -21,6 +22,8 @@ export interface AuditDeps {
   onQueued?: (count: number) => void;
   /** Append latency for /metrics. */
   telemetry?: Telemetry;
+  /** Read again after an audited change commits, so this instance's caches drop what it changed before the caller answers. */
+  cacheEpoch?: Pick<CacheEpoch, 'refresh'>;
 }
 
 interface PendingReads {
@@ -175,10 +178,23 @@ export class AuditService {
           return { result, events: queued.length ? await this.appendIn(trx, queued) : [] };
         });
         this.mirror(events);
+        await this.refreshCaches();
         return result;
       },
       { logger: this.deps.logger, what: 'audited transaction' },
     );
+  }
+
+  /**
+   * The change is committed either way; when the epoch cannot be read now, other instances'
+   * bound (src/db/cache-epoch.ts) holds for this one too.
+   */
+  private async refreshCaches(): Promise<void> {
+    try {
+      await this.deps.cacheEpoch?.refresh();
+    } catch (err) {
+      this.deps.logger?.warn({ err: { message: (err as Error).message } }, 'cache epoch could not be read after a change');
+    }
   }
 
   committed(events: AuditEvent[]): void {

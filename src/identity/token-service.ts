@@ -1,7 +1,8 @@
 import crypto from 'node:crypto';
 import type { Queryable } from '../db/database.js';
 import type { ClientsDal } from './clients-dal.js';
-import type { TokensDal } from './tokens-dal.js';
+import type { ClientTokenState, TokensDal } from './tokens-dal.js';
+import { EpochCache, type CacheEpoch } from '../db/cache-epoch.js';
 import { SignJWT, decodeProtectedHeader, jwtVerify, type JWTPayload } from 'jose';
 import { UnauthenticatedError } from '../core/errors.js';
 import type { Principal, SignerScope } from './identity-types.js';
@@ -21,6 +22,8 @@ export interface TokenServiceDeps {
   accessTokenMaxTtlSeconds: number;
   /** Counts renewals (the token endpoint's grants are counted by AuthService). */
   telemetry?: Telemetry;
+  /** Keeps each client token's revocation state between uses, within the epoch's bound; without it every use reads the database. */
+  cacheEpoch?: CacheEpoch;
 }
 
 /** Claims private to Keywarden access tokens. */
@@ -48,16 +51,32 @@ const ACCESS_TOKEN_TYPE = 'at+jwt';
 
 /**
  * Access tokens: short-lived JWTs for the broker itself (audience `${issuer}/v1`). Signature
- * checks are cached per token until expiry; revocation (client disabled or deleted, secret
- * rotated, jti revoked, trusted issuer deleted, disabled or changed) is read from the database on
- * every use, so it takes effect on every instance at once.
+ * checks are cached per token until expiry. A client token's revocation state (client disabled
+ * or deleted, secret rotated, jti or renewal chain revoked) is kept per token under the cache
+ * epoch (src/db/cache-epoch.ts): a revocation committed on any instance is honoured by every
+ * instance within CACHE_STALENESS_BOUND_MS, and at once on the instance that committed it. A
+ * signer token's trusted issuer is read from the database on every use.
  */
 export class TokenService {
   private readonly verified = new Map<string, VerifiedToken>();
   private signerTokenCheck?: SignerTokenCheck;
   private static readonly MAX_CACHE = 50_000;
+  private readonly clientStates?: EpochCache<string, ClientTokenState | undefined>;
 
-  constructor(private readonly deps: TokenServiceDeps) {}
+  constructor(private readonly deps: TokenServiceDeps) {
+    if (deps.cacheEpoch) this.clientStates = new EpochCache(deps.cacheEpoch, TokenService.MAX_CACHE);
+  }
+
+  /** The client's and the token's revocation state: from the epoch cache, or read (and kept). */
+  private async clientTokenState(jti: string, chainId: string, clientId: number): Promise<ClientTokenState | undefined> {
+    // jti alone is the key: chain and client come from the same verified token
+    const hit = this.clientStates?.get(jti);
+    if (hit) return hit.value;
+    const stamp = this.clientStates?.stamp();
+    const row = await this.deps.dal.clientTokenState(jti, chainId, clientId);
+    this.clientStates?.set(jti, row, stamp);
+    return row;
+  }
 
   get accessAudience(): string {
     return `${this.deps.issuer}/v1`;
@@ -179,7 +198,7 @@ export class TokenService {
     const jti = payload.jti as string;
     const kw = payload.kw;
     if (kw.t === 'client') {
-      const row = await this.deps.dal.clientTokenState(jti, TokenService.chainOf(payload), kw.id);
+      const row = await this.clientTokenState(jti, TokenService.chainOf(payload), kw.id);
       if (!row || row.name !== kw.n) throw new UnauthenticatedError('the client no longer exists', 'client_deleted');
       if (!row.enabled) throw new UnauthenticatedError('the client is disabled', 'client_disabled');
       if (Number(row.revoked) > 0) throw new UnauthenticatedError('the access token was revoked', 'token_revoked');
@@ -220,6 +239,8 @@ export class TokenService {
     const rows = [{ jti, expires_at: chain === jti ? chainExpiresAt : expiresAt, revoked_at: now, revoked_by: by }];
     if (chain !== jti) rows.push({ jti: chain, expires_at: chainExpiresAt, revoked_at: now, revoked_by: by });
     await this.deps.dal.revoke(rows, trx);
+    // in a caller's transaction the epoch is read once it commits (AuditService.transact)
+    if (!trx) await this.deps.cacheEpoch?.refresh().catch(() => undefined);
     return chain !== jti ? { chain } : {};
   }
 }

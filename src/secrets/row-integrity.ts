@@ -70,6 +70,14 @@ const num = (v: number | string) => String(Number(v));
  * with the root key at startup; it never changes with root key rotation.
  */
 export class RowIntegrity {
+  /**
+   * MACs already computed, by the exact message they cover. A MAC is a pure function of its
+   * message, so a hit is the same answer as computing it again: every read still compares the
+   * stored MAC with the MAC of the row as read, it just does not hash the same bytes twice.
+   */
+  private readonly computed = new Map<string, string>();
+  private static readonly MAX_COMPUTED = 100_000;
+
   private constructor(private readonly key: Buffer) {}
 
   static async load(systemKeys: SystemKeys): Promise<RowIntegrity> {
@@ -78,7 +86,14 @@ export class RowIntegrity {
   }
 
   private mac(kind: string, fields: Array<string | null>): string {
-    return crypto.createHmac('sha256', this.key).update(`${kind}\n${JSON.stringify(fields)}`).digest('hex');
+    const message = `${kind}\n${JSON.stringify(fields)}`;
+    let mac = this.computed.get(message);
+    if (mac === undefined) {
+      mac = crypto.createHmac('sha256', this.key).update(message).digest('hex');
+      if (this.computed.size >= RowIntegrity.MAX_COMPUTED) this.computed.clear();
+      this.computed.set(message, mac);
+    }
+    return mac;
   }
 
   secretMac(s: SecretRowState): string {
@@ -104,6 +119,7 @@ export class RowIntegrity {
   /** undefined when `stored` is the MAC of `expected`; otherwise why not. */
   private judge(stored: string | null | undefined, expected: string): IntegrityViolation['reason'] | undefined {
     if (typeof stored !== 'string' || !MAC_HEX.test(stored)) return 'missing';
+    // constant time: whoever can write `stored` (the threat this guards against) might time reads
     return crypto.timingSafeEqual(Buffer.from(stored, 'hex'), Buffer.from(expected, 'hex')) ? undefined : 'mismatch';
   }
 

@@ -2,6 +2,7 @@ import crypto from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { auth, expectProblem, markSensitive } from '../core/helpers.js';
 import { startTestBroker, type TestBroker } from '../support/broker.js';
+import { cachesCaughtUp } from '../support/cache-bound.js';
 import { jwtPayload } from './helpers.js';
 
 describe('revocation is seen by a second broker instance on the same database', () => {
@@ -43,19 +44,22 @@ describe('revocation is seen by a second broker instance on the same database', 
     }
   });
 
-  it('POST /v1/tokens/revoke {jti} on A → the token is 401 on B at once; other tokens unaffected', async () => {
+  it('POST /v1/tokens/revoke {jti} on A → the token is 401 on A at once and on B within the cache bound; other tokens unaffected', async () => {
     const c = await a.client('svc-multi-2', ['shared']);
     markSensitive(c.clientSecret);
     const other = await tokenFrom(a, c);
-    // warm B's signature cache first, so the revocation must be read from the database
+    // warm both instances' caches first, so the revocation must reach them
+    expect((await readOn(a, c.token)).status).toBe(200);
     expect((await readOn(b, c.token)).status).toBe(200);
     const jti = jwtPayload(c.token).jti;
     expectProblem(await a.request.post('/v1/tokens/revoke').set(wa).send({ jti }), 403);
     const revoked = await a.request.post('/v1/tokens/revoke').set(auth(a.adminKey)).send({ jti });
     expect(revoked.status, revoked.text).toBe(200);
     expect(revoked.body).toEqual({ jti, revoked: true });
-    expectProblem(await readOn(b, c.token), 401, 'token_revoked');
+    // A's own caches dropped the token when the revocation committed; B's within the cache bound
     expectProblem(await readOn(a, c.token), 401, 'token_revoked');
+    await cachesCaughtUp(b);
+    expectProblem(await readOn(b, c.token), 401, 'token_revoked');
     expect((await readOn(b, other)).status).toBe(200);
     // revoking twice is idempotent
     expect((await a.request.post('/v1/tokens/revoke').set(auth(a.adminKey)).send({ jti })).status).toBe(200);
@@ -68,11 +72,13 @@ describe('revocation is seen by a second broker instance on the same database', 
     const t = await tokenFrom(b, c);
     expect((await readOn(b, t)).status).toBe(200);
     expect((await a.request.patch('/v1/clients/svc-multi-3').set(wa).send({ enabled: false })).status).toBe(200);
+    await cachesCaughtUp(b);
     expectProblem(await readOn(b, t), 401, 'client_disabled');
     expectProblem(await readOn(b, c.token), 401, 'client_disabled');
     // and B will not issue new ones
     expectProblem(await b.request.post('/v1/auth/token').type('form').send({ grant_type: 'client_credentials', client_id: c.clientId, client_secret: c.clientSecret }), 401, 'client_disabled');
     expect((await b.request.patch('/v1/clients/svc-multi-3').set(auth(b.adminKey)).send({ enabled: true })).status).toBe(200);
+    await cachesCaughtUp(a);
     expectProblem(await readOn(a, t), 401, 'token_revoked');
     // a fresh token works again
     expect((await readOn(a, await tokenFrom(b, c))).status).toBe(200);
@@ -85,6 +91,7 @@ describe('revocation is seen by a second broker instance on the same database', 
     const rotated = await a.request.post('/v1/clients/svc-multi-4/secret').set(wa);
     expect(rotated.status).toBe(200);
     markSensitive(rotated.body.clientSecret);
+    await cachesCaughtUp(b);
     expectProblem(await readOn(b, c.token), 401, 'token_revoked');
     const fresh = await tokenFrom(b, { clientId: c.clientId, clientSecret: rotated.body.clientSecret });
     expect((await readOn(a, fresh)).status).toBe(200);
@@ -95,10 +102,12 @@ describe('revocation is seen by a second broker instance on the same database', 
     markSensitive(c.clientSecret);
     expect((await readOn(b, c.token)).status).toBe(200);
     expect((await a.request.delete('/v1/clients/svc-multi-5').set(wa)).status).toBe(204);
+    await cachesCaughtUp(b);
     expectProblem(await readOn(b, c.token), 401, 'client_deleted');
     const again = await b.client('svc-multi-5', ['shared']);
     markSensitive(again.clientSecret);
     expectProblem(await readOn(b, c.token), 401, 'client_deleted');
+    await cachesCaughtUp(a);
     expectProblem(await readOn(a, c.token), 401, 'client_deleted');
     expect((await readOn(a, again.token)).status).toBe(200);
   });

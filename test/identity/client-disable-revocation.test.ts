@@ -1,6 +1,7 @@
 import crypto from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { auth, expectProblem, markSensitive } from '../core/helpers.js';
+import { cachesCaughtUp } from '../support/cache-bound.js';
 import { startTestBroker, type TestBroker } from '../support/broker.js';
 
 /**
@@ -46,9 +47,12 @@ describe('disable then enable a client: its earlier tokens stay revoked', () => 
     expect((await read(b, c.token)).status).toBe(200);
 
     expect((await setEnabled(b, 'dr-client-1', false)).status).toBe(200);
+    // B committed the change: its own caches are current at once, A's within the cache bound
+    await cachesCaughtUp(a);
     expectProblem(await read(a, c.token), 401, 'client_disabled');
     expect((await setEnabled(b, 'dr-client-1', true)).status).toBe(200);
 
+    await cachesCaughtUp(a);
     expectProblem(await read(a, c.token), 401, 'token_revoked');
     expectProblem(await read(b, c.token), 401, 'token_revoked');
     const fresh = await login(a, c);
@@ -67,6 +71,7 @@ describe('disable then enable a client: its earlier tokens stay revoked', () => 
       expect((await read(a, t)).status).toBe(200);
       expect((await setEnabled(a, 'dr-client-2', false)).status).toBe(200);
       expect((await setEnabled(a, 'dr-client-2', true)).status).toBe(200);
+      await cachesCaughtUp(b);
       expectProblem(await read(b, t), 401, 'token_revoked');
     } finally {
       frozen = false;

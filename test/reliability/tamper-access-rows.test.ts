@@ -6,6 +6,7 @@ import type { DbHandle } from '../../src/db/connection.js';
 import { capture } from '../support/audit-events.js';
 import { bearer, freshDatabase, startTestBroker, type TestBroker } from '../support/broker.js';
 import { expectProblem, markSensitive } from '../core/helpers.js';
+import { cachesCaughtUp } from '../support/cache-bound.js';
 
 /**
  * Issue 28, tamper evidence, findings 7 and 8. Each edit is made the way someone with write
@@ -78,6 +79,7 @@ describe('finding 7: a replayed secret row (with its old, valid MAC) is refused 
 
     // the replay: the whole row as it was at version 1, with the MAC the broker wrote then
     await edit.knex('secrets').where({ id: saved.id }).update({ current_version: saved.current_version, latest_version: saved.latest_version, row_mac: saved.row_mac });
+    await cachesCaughtUp(tb);
 
     const { result: operatorRead, events } = await capture(tb, () => tb.request.get('/v1/secrets/app.db/content').set(W));
     const problem = expectProblem(operatorRead, 503, 'integrity_failure');
@@ -120,6 +122,7 @@ describe('finding 7: a replayed secret row (with its old, valid MAC) is refused 
     const saved = await edit.knex('secrets').where({ name: 'replayed.again' }).first();
     expect((await tb.request.post('/v1/secrets/replayed.again/versions').set(W).send({ value: 'replay-current-credential-v2' })).status).toBe(201);
     await edit.knex('secrets').where({ id: saved.id }).update({ current_version: saved.current_version, latest_version: saved.latest_version, row_mac: saved.row_mac });
+    await cachesCaughtUp(tb);
     expectProblem(await tb.request.get('/v1/secrets/replayed.again/content').set(W), 503, 'integrity_failure');
     const next = await tb.request.post('/v1/secrets/replayed.again/versions').set(W).send({ value: 'replay-current-credential-v2' });
     expect(next.status, next.text).toBe(201);
@@ -175,6 +178,7 @@ describe('finding 8: memberships and delegations are bound by MACs', () => {
     expectProblem(await tb.request.get('/v1/client/secrets/finance.key').set(bearer(reader)), 404, 'not_found');
 
     await edit.knex('memberships').insert({ client_id: readerId, group_id: financeId, created_at: Date.now() });
+    await cachesCaughtUp(tb);
     const { result, events } = await capture(tb, () => tb.request.get('/v1/client/secrets/finance.key').set(bearer(reader)));
     const problem = expectProblem(result, 503, 'integrity_failure');
     expect(problem.detail).toMatch(/group membership/);
@@ -192,6 +196,7 @@ describe('finding 8: memberships and delegations are bound by MACs', () => {
     // a MAC copied from another membership row does not fit this one
     const donor = await edit.knex('memberships').whereNotNull('row_mac').first();
     await edit.knex('memberships').where({ client_id: readerId, group_id: financeId }).update({ row_mac: donor.row_mac });
+    await cachesCaughtUp(tb);
     expectProblem(await tb.request.get('/v1/client/secrets/finance.key').set(bearer(reader)), 503, 'integrity_failure');
     expect(await eventually(5000, async () => (await flagged(tb, AU)).some((r) => r.includes(`membership client ${readerId} → group ${financeId}`)))).toBe(true);
 
@@ -211,6 +216,7 @@ describe('finding 8: memberships and delegations are bound by MACs', () => {
     expectProblem(await delegatedRead('finance', 'finance.key'), 403, 'not_delegated');
 
     await edit.knex('clients').where({ id: pluginId }).update({ acts_for: JSON.stringify(['payments', 'finance']) });
+    await cachesCaughtUp(tb);
     const { result, events } = await capture(tb, () => delegatedRead('finance', 'finance.key'));
     const problem = expectProblem(result, 503, 'integrity_failure');
     expect(problem.detail).toMatch(/delegation/);
@@ -223,6 +229,7 @@ describe('finding 8: memberships and delegations are bound by MACs', () => {
 
     // release_gate switched on by hand is refused too, on the record
     await edit.knex('clients').where({ id: pluginId }).update({ acts_for: JSON.stringify(['payments']), release_gate: true });
+    await cachesCaughtUp(tb);
     const gate = await capture(tb, () => tb.request.post('/v1/client/releases').set(bearer(plugin)).send({ image: 'r.example.com/x:1' }));
     expectProblem(gate.result, 503, 'integrity_failure');
     expect(gate.events.map((e) => [e.action, e.outcome])).toEqual([['authz.deny', 'error']]);
@@ -237,6 +244,7 @@ describe('finding 8: memberships and delegations are bound by MACs', () => {
   it('an admin setting only actsFor on a tampered row does not seal the release_gate set by hand', async () => {
     const pluginId = await idOf(edit.knex, 'clients', 'plugin');
     await edit.knex('clients').where({ id: pluginId }).update({ release_gate: true });
+    await cachesCaughtUp(tb);
     const res = await tb.request.patch('/v1/clients/plugin').set(admin).send({ actsFor: ['payments'] });
     expect(res.status).toBe(200);
     expect(res.body.releaseGate).toBe(false);
@@ -316,6 +324,7 @@ describe('finding 8 across a restart: the forged rows stay refused and reported'
       expect(await second.broker.services.rowIntegrityScanner.scan()).toEqual([]);
       // the backfill ran: a MAC removed now is not sealed again but refused
       await second.broker.services.db('memberships').update({ row_mac: null });
+      await cachesCaughtUp(second!);
       expectProblem(await second.request.get('/v1/client/secrets/old').set(bearer(token)), 503, 'integrity_failure');
       expect(await second.broker.services.rowIntegrityScanner.backfillOnce(Date.now)).toBe(0);
     } finally {

@@ -1,6 +1,7 @@
 import crypto from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { auth, expectProblem, markSensitive } from '../core/helpers.js';
+import { cachesCaughtUp } from '../support/cache-bound.js';
 import { capture } from '../support/audit-events.js';
 import { startTestBroker, type TestBroker } from '../support/broker.js';
 import { jwtPayload } from '../identity-workload/helpers.js';
@@ -71,6 +72,8 @@ describe('a renewal chain is revoked as one, on every instance', () => {
   /** The token is refused on KV (Vault's 403) and on the native API (401 token_revoked), on both instances. */
   async function expectRevoked(token: string) {
     for (const tb of [a, b]) {
+      // the instance that committed the revocation is current at once, the other within the cache bound
+      await cachesCaughtUp(tb);
       const kv = await tb.request.get('/v1/secret/data/app/db').set(vt(token));
       expect(kv.status, kv.text).toBe(403);
       expect(kv.body.errors[0]).toBe('permission denied');

@@ -1,0 +1,140 @@
+import type { Logger } from 'pino';
+import type { Database } from './database.js';
+
+/** How often each instance reads the epoch. */
+export const CACHE_EPOCH_POLL_MS = 250;
+/**
+ * The documented bound: a change committed on any instance (or written into the database by
+ * hand) stops being served from any instance's cache within this time. An entry is only used
+ * while the epoch was confirmed by a read that *started* less than `CACHE_STALENESS_BOUND_MS -
+ * CACHE_EPOCH_POLL_MS` ago, so a read that began after the change saw it, whatever the poll's
+ * own timing; when polls fail (the database is down) or fall behind (a stalled loop), the
+ * caches are bypassed and reads go to the database.
+ */
+export const CACHE_STALENESS_BOUND_MS = 1000;
+
+const SELECT_EPOCH_SQL = 'SELECT generation FROM cache_epoch WHERE id = 1';
+
+/**
+ * The one number that says "something a cached read depends on has changed" (migration 012:
+ * triggers move it on every write to clients, groups, memberships, access_grants, secrets,
+ * secret_versions and revoked_tokens). Each instance polls it; when it moves, every
+ * `EpochCache` drops what it holds. The table is owned here.
+ */
+export class CacheEpoch {
+  private generation: number | undefined;
+  /** performance.now() at the start of the newest read that confirmed `generation`. */
+  private confirmedAt = Number.NEGATIVE_INFINITY;
+  private readonly caches = new Set<{ clear(): void }>();
+  private timer: NodeJS.Timeout | undefined;
+  private polling: Promise<void> | undefined;
+  private readonly usableForMs: number;
+
+  constructor(
+    private readonly db: Pick<Database, 'readOne'>,
+    private readonly options: { pollMs?: number; boundMs?: number; logger?: Logger; now?: () => number } = {},
+  ) {
+    this.usableForMs = (options.boundMs ?? CACHE_STALENESS_BOUND_MS) - (options.pollMs ?? CACHE_EPOCH_POLL_MS);
+  }
+
+  private now(): number {
+    return this.options.now ? this.options.now() : performance.now();
+  }
+
+  /**
+   * The generation to stamp a read with, taken before the read; undefined when the caches may
+   * not be used now (never confirmed, or not confirmed recently enough).
+   */
+  current(): number | undefined {
+    return this.now() - this.confirmedAt < this.usableForMs ? this.generation : undefined;
+  }
+
+  register(cache: { clear(): void }): void {
+    this.caches.add(cache);
+  }
+
+  /**
+   * Reads the epoch now. Called by the poll, and by this instance after it committed a change,
+   * so that its own caches drop the old state before its caller answers.
+   */
+  async refresh(): Promise<void> {
+    const started = this.now();
+    const row = await this.db.readOne<{ generation: number | string }>(SELECT_EPOCH_SQL, []);
+    const generation = Number(row?.generation);
+    if (!Number.isSafeInteger(generation)) throw new Error('cache_epoch has no generation row');
+    // reads can finish out of order: an older generation must not replace a newer one
+    if (this.generation === undefined || generation > this.generation) {
+      this.generation = generation;
+      for (const cache of this.caches) cache.clear();
+    }
+    if (started > this.confirmedAt) this.confirmedAt = started;
+  }
+
+  start(): void {
+    if (this.timer) return;
+    const tick = () => {
+      this.polling ??= this.refresh()
+        .catch((err: unknown) => {
+          // the caches stop being used by themselves once the last confirmation is too old
+          this.options.logger?.debug({ err: { message: (err as Error).message } }, 'cache epoch poll failed');
+        })
+        .finally(() => {
+          this.polling = undefined;
+        });
+    };
+    tick();
+    this.timer = setInterval(tick, this.options.pollMs ?? CACHE_EPOCH_POLL_MS);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    await this.polling;
+  }
+}
+
+/**
+ * A bounded map whose entries live only as long as the epoch they were read under. Stamp with
+ * `epoch.current()` *before* reading the database and pass the stamp to `set`: a value read
+ * before a change that the epoch has since seen is then never stored.
+ */
+export class EpochCache<K, V> {
+  private readonly entries = new Map<K, { generation: number; value: V }>();
+
+  constructor(
+    private readonly epoch: CacheEpoch,
+    private readonly maxEntries: number,
+  ) {
+    epoch.register(this);
+  }
+
+  stamp(): number | undefined {
+    return this.epoch.current();
+  }
+
+  /** The value, when one was stored under the current generation (`has` tells a stored undefined apart). */
+  get(key: K): { value: V } | undefined {
+    const generation = this.epoch.current();
+    if (generation === undefined) return undefined;
+    const entry = this.entries.get(key);
+    return entry && entry.generation === generation ? entry : undefined;
+  }
+
+  set(key: K, value: V, stamp: number | undefined): void {
+    if (stamp === undefined || stamp !== this.epoch.current()) return;
+    if (this.entries.size >= this.maxEntries && !this.entries.has(key)) {
+      // the oldest insertion goes first (a Map iterates in insertion order)
+      this.entries.delete(this.entries.keys().next().value as K);
+    }
+    this.entries.set(key, { generation: stamp, value });
+  }
+
+  clear(): void {
+    this.entries.clear();
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+}
