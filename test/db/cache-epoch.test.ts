@@ -1,0 +1,139 @@
+import { describe, expect, it } from 'vitest';
+import { CACHE_EPOCH_POLL_MS, CACHE_STALENESS_BOUND_MS, CacheEpoch, EpochCache } from '../../src/db/cache-epoch.js';
+
+/** A database whose cache_epoch row the test moves, and a clock the test moves. */
+function harness() {
+  const state = { generation: 1, now: 0, reads: 0, failing: false };
+  const db = {
+    async readOne<T>(sql: string): Promise<T | undefined> {
+      expect(sql).toMatch(/FROM cache_epoch/);
+      state.reads++;
+      if (state.failing) throw new Error('connection refused');
+      return { generation: String(state.generation) } as T;
+    },
+  };
+  const epoch = new CacheEpoch(db, { now: () => state.now });
+  return { state, epoch, cache: new EpochCache<string, string | undefined>(epoch, 3) };
+}
+
+describe('CacheEpoch and EpochCache', () => {
+  it('serve nothing before the epoch was first read', async () => {
+    const { epoch, cache } = harness();
+    expect(epoch.current()).toBeUndefined();
+    cache.set('k', 'v', cache.stamp());
+    expect(cache.get('k')).toBeUndefined();
+    await epoch.refresh();
+    expect(epoch.current()).toBe(1);
+    expect(cache.get('k')).toBeUndefined();
+  });
+
+  it('keep a value (a stored undefined too) while the generation it was read under holds', async () => {
+    const { epoch, cache } = harness();
+    await epoch.refresh();
+    cache.set('k', 'v', cache.stamp());
+    cache.set('missing', undefined, cache.stamp());
+    expect(cache.get('k')).toEqual({ generation: 1, value: 'v' });
+    expect(cache.get('missing')).toEqual({ generation: 1, value: undefined });
+  });
+
+  it('drop everything when the generation moves, and refuse a value read before the move', async () => {
+    const { state, epoch, cache } = harness();
+    await epoch.refresh();
+    const stampBeforeRead = cache.stamp();
+    cache.set('k', 'v', stampBeforeRead);
+    // a change commits while another read is in flight; the poll sees it before that read returns
+    state.generation = 2;
+    await epoch.refresh();
+    expect(cache.get('k')).toBeUndefined();
+    expect(cache.size).toBe(0);
+    cache.set('late', 'read-before-the-change', stampBeforeRead);
+    expect(cache.get('late')).toBeUndefined();
+    cache.set('fresh', 'v2', cache.stamp());
+    expect(cache.get('fresh')?.value).toBe('v2');
+  });
+
+  it('never go back to an older generation when reads finish out of order', async () => {
+    const { state, epoch, cache } = harness();
+    state.generation = 5;
+    await epoch.refresh();
+    cache.set('k', 'v', cache.stamp());
+    state.generation = 4; // an older read's answer, arriving late
+    await epoch.refresh();
+    expect(epoch.current()).toBe(5);
+    expect(cache.get('k')?.value).toBe('v');
+  });
+
+  it('stop serving once the epoch has not been confirmed for the bound less one poll: a change is never served stale past CACHE_STALENESS_BOUND_MS', async () => {
+    const { state, epoch, cache } = harness();
+    await epoch.refresh();
+    cache.set('k', 'v', cache.stamp());
+    // a change commits at t=10 and the database then stops answering
+    state.now = 10;
+    state.generation = 2;
+    state.failing = true;
+    await expect(epoch.refresh()).rejects.toThrow(/connection refused/);
+    state.now = CACHE_STALENESS_BOUND_MS - CACHE_EPOCH_POLL_MS - 1;
+    expect(cache.get('k')?.value).toBe('v');
+    state.now = CACHE_STALENESS_BOUND_MS - CACHE_EPOCH_POLL_MS;
+    expect(epoch.current()).toBeUndefined();
+    expect(cache.get('k')).toBeUndefined();
+    cache.set('k2', 'v', 1);
+    expect(cache.size).toBe(1);
+    // the database answers again: the change is seen, the old entries are gone
+    state.failing = false;
+    await epoch.refresh();
+    expect(epoch.current()).toBe(2);
+    expect(cache.get('k')).toBeUndefined();
+  });
+
+  it('a confirmation counts from when its read started, not when it answered', async () => {
+    const { state } = harness();
+    let release: () => void = () => undefined;
+    const slow = new CacheEpoch(
+      {
+        readOne: async <T>() => {
+          await new Promise<void>((resolve) => (release = resolve));
+          return { generation: String(state.generation) } as T;
+        },
+      },
+      { now: () => state.now },
+    );
+    state.now = 100;
+    const pending = slow.refresh();
+    state.now = 100 + CACHE_STALENESS_BOUND_MS;
+    release();
+    await pending;
+    // confirmed by a read that began a whole bound ago: not usable
+    expect(slow.current()).toBeUndefined();
+  });
+
+  it('hold at most maxEntries, the oldest leaving first', async () => {
+    const { epoch, cache } = harness();
+    await epoch.refresh();
+    for (const k of ['a', 'b', 'c', 'd']) cache.set(k, k, cache.stamp());
+    expect(cache.size).toBe(3);
+    expect(cache.get('a')).toBeUndefined();
+    expect(cache.get('d')?.value).toBe('d');
+  });
+
+  it('start() keeps polling until stop()', async () => {
+    const { state } = harness();
+    const epoch = new CacheEpoch(
+      {
+        readOne: async <T>() => {
+          state.reads++;
+          return { generation: String(state.generation) } as T;
+        },
+      },
+      { pollMs: 5 },
+    );
+    epoch.start();
+    try {
+      await expect.poll(() => state.reads, { timeout: 5_000, interval: 5 }).toBeGreaterThanOrEqual(3);
+      state.generation = 7;
+      await expect.poll(() => epoch.current(), { timeout: 5_000, interval: 5 }).toBe(7);
+    } finally {
+      await epoch.stop();
+    }
+  });
+});
