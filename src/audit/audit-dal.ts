@@ -1,4 +1,4 @@
-import type { ProgramFactory, SqlValue, Statement } from '../db/database.js';
+import type { Database, ProgramFactory, SqlValue, Statement } from '../db/database.js';
 import type { AuditEvent, AuditEventInput, AuditOutcome } from './audit-types.js';
 
 /** An audit_events row as the drivers return it (bigint columns may come back as strings). */
@@ -109,6 +109,41 @@ function insertEventsStatement(events: NewEvent[]): Statement {
  * The secret_reads upserts go in (client, secret) order so that two batches (two instances)
  * cannot lock secret_reads rows in opposite orders (src/db/lock-order.md).
  */
+/**
+ * The same append as one PostgreSQL statement, for a batch small enough for one INSERT: the
+ * last-read marks are a data-modifying CTE (run once and to completion whether or not the outer
+ * INSERT reads it), so marks and events commit together without an explicit transaction. The
+ * marks keep their (client, secret) order, as the program's upserts do.
+ */
+function appendEventsInOneStatement(inputs: AuditEventInput[], reads: SecretReadMark[], now: number): ProgramFactory<AuditEvent[]> {
+  return function* () {
+    const chunk = inputs.map((input) => newEvent(input, now));
+    const insert = insertEventsStatement(chunk);
+    const marks = latestReads(reads);
+    const statement = marks.length === 0
+      ? insert
+      : {
+          sql: `WITH marks AS (INSERT INTO secret_reads (client_id, secret_id, last_read_at, last_version) VALUES ${marks.map(() => '(?, ?, ?, ?)').join(', ')} ON CONFLICT (client_id, secret_id) DO UPDATE SET last_read_at = excluded.last_read_at, last_version = excluded.last_version) ${insert.sql}`,
+          params: [...marks.flatMap((r) => [r.clientId, r.secretId, r.at, r.version]), ...insert.params],
+        };
+    const rows = (yield statement) as Array<{ seq: number | string }>;
+    const seqs = rows.map((r) => Number(r.seq)).sort((a, b) => a - b);
+    if (seqs.length !== chunk.length) throw new Error(`audit insert returned ${seqs.length} numbers for ${chunk.length} events`);
+    return chunk.map((e, k) => ({ seq: seqs[k], leafIndex: null, ...e }));
+  };
+}
+
+/**
+ * Appends events and their last-read marks in a transaction of their own: on PostgreSQL in one
+ * statement when the batch fits one INSERT (one round trip), otherwise as the program below.
+ */
+export function appendEvents(db: Pick<Database, 'dialect' | 'writeProgram' | 'writeStatement'>, inputs: AuditEventInput[], reads: SecretReadMark[], now: number): Promise<AuditEvent[]> {
+  if (db.dialect === 'postgres' && inputs.length > 0 && inputs.length <= EVENTS_PER_INSERT && reads.length <= EVENTS_PER_INSERT) {
+    return db.writeStatement(appendEventsInOneStatement(inputs, reads, now));
+  }
+  return db.writeProgram(appendEventsProgram(inputs, reads, now));
+}
+
 export function appendEventsProgram(inputs: AuditEventInput[], reads: SecretReadMark[], now: number): ProgramFactory<AuditEvent[]> {
   return function* () {
     for (const r of latestReads(reads)) {

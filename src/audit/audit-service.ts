@@ -3,7 +3,7 @@ import type { SystemKeys } from '../crypto/system-keys.js';
 import { AuditUnavailableError } from '../core/errors.js';
 import type { Database, Transaction } from '../db/database.js';
 import { isRetryableTransactionError, withTransactionRetry } from '../db/transaction-retry.js';
-import { appendEventsProgram, type SecretReadMark } from './audit-dal.js';
+import { appendEvents, appendEventsProgram, type SecretReadMark } from './audit-dal.js';
 import type { JsonlAuditSink } from './audit-sink.js';
 import type { AuditEvent, AuditEventInput } from './audit-types.js';
 import type { Clock } from '../core/clock.js';
@@ -77,7 +77,7 @@ export class AuditService {
   /** One transaction of appends, run again (whole) when the database rolled it back for a deadlock or serialization failure. */
   private async appendRetried(inputs: AuditEventInput[], reads: SecretReadMark[], what: string, path: AuditAppendPath): Promise<AuditEvent[]> {
     const started = performance.now();
-    const events = await withTransactionRetry(() => this.deps.db.writeProgram(appendEventsProgram(inputs, reads, this.deps.clock())), {
+    const events = await withTransactionRetry(() => appendEvents(this.deps.db, inputs, reads, this.deps.clock()), {
       logger: this.deps.logger,
       what,
     });

@@ -206,6 +206,21 @@ export class Database {
     return this.transaction((trx) => runProgramOn(trx, program(this.dialect)));
   }
 
+  /**
+   * A write that is one statement, atomic by itself: on PostgreSQL it runs on the pool without
+   * BEGIN and COMMIT, one round trip instead of three; on SQLite as writeProgram does. The program
+   * must yield exactly one statement (checked: a second is refused before it runs).
+   */
+  async writeStatement<T>(program: ProgramFactory<T>): Promise<T> {
+    if (this.dialect === 'sqlite') return this.writeProgram(program);
+    const steps = program(this.dialect);
+    const first = steps.next([]);
+    if (first.done) return first.value;
+    const after = steps.next(rowsOf(await this.reader.raw(first.value.sql, first.value.params)));
+    if (!after.done) throw new Error('writeStatement: the program yielded a second statement; use writeProgram');
+    return after.value;
+  }
+
   /** Runs a statement program inside the caller's transaction. */
   runIn<T>(trx: Transaction, program: ProgramFactory<T>): Promise<T> {
     return runProgramOn(trx, program(this.dialect));

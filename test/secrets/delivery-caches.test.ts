@@ -45,7 +45,7 @@ describe('delivery caches follow every change, on the instance that made it and 
     }
   }
   /** A at once; B once its epoch has caught up. */
-  async function onBoth(check: (tb: TestBroker) => Promise<void>) {
+  async function onBoth(check: (tb: TestBroker) => Promise<unknown>) {
     await check(a);
     await cachesCaughtUp(b);
     await check(b);
