@@ -65,6 +65,8 @@ import { RegistryCredentialsService } from './trust/registry/registry-credential
 import type { RegistryClient } from './trust/registry/registry-client.js';
 import { SigningKeysService } from './trust/signing/signing-keys-service.js';
 import { GateService } from './trust/gate/gate-service.js';
+import { DecisionDal } from './trust/gate/decision-dal.js';
+import { TrustEpoch } from './trust/gate/trust-epoch.js';
 import { clientReleaseRoutes, policyRoutes, releaseRoutes } from './trust/gate/gate-routes.js';
 import { PolicyService } from './trust/gate/policy-service.js';
 import { SignaturesService } from './trust/signing/signatures-service.js';
@@ -221,6 +223,8 @@ export async function createServices(config: Config, options: BrokerOptions = {}
     chainGuard: () => auditChain.assertIntact(),
     kept: auditCheckpoints,
   });
+  // the release gate's trust epoch (migration 013): a trust change committed here expires it at once
+  const trustEpoch = new TrustEpoch(() => new DecisionDal(database).trustEpoch(), { logger });
   const audit = new AuditService({
     db: database,
     systemKeys,
@@ -229,6 +233,9 @@ export async function createServices(config: Config, options: BrokerOptions = {}
     sink: auditSink,
     chainGuard: () => auditChain.assertIntact(),
     onQueued: (count) => auditSequencer.noteAppended(count),
+    onCommitted: (events) => {
+      if (events.some((e) => TrustEpoch.changesTrust(e.action))) trustEpoch.expire();
+    },
     telemetry,
   });
   // rows from before migration 007 get their MACs once; the count is on the record
@@ -316,6 +323,7 @@ export async function createServices(config: Config, options: BrokerOptions = {}
     options: config.gate,
     clientCapabilities: clients,
     telemetry,
+    trustEpoch,
   });
   const trustedIssuers = new TrustedIssuersService({ db: database, audit, tokens, auth, clock, signingKeys });
   // the token endpoint's grants beyond client_credentials (the discovery document lists what is registered)
@@ -391,6 +399,7 @@ export async function createBroker(config: Config, options: BrokerOptions = {}):
   });
   await auditWatch.start();
   services.auditSequencer.start();
+  services.gate.trustEpoch.start();
   const { app, routes } = buildApp({
     logger: services.logger,
     metrics,
@@ -429,6 +438,7 @@ export async function createBroker(config: Config, options: BrokerOptions = {}):
     services,
     async close() {
       await services.auditSequencer.stop();
+      await services.gate.trustEpoch.stop();
       await auditWatch.stop();
       services.auditSink?.close();
       services.database.close();

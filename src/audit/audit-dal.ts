@@ -109,8 +109,10 @@ function insertEventsStatement(events: NewEvent[]): Statement {
  * The secret_reads upserts go in (client, secret) order so that two batches (two instances)
  * cannot lock secret_reads rows in opposite orders (src/db/lock-order.md).
  */
-export function appendEventsProgram(inputs: AuditEventInput[], reads: SecretReadMark[], now: number): ProgramFactory<AuditEvent[]> {
+export function appendEventsProgram(inputs: AuditEventInput[], reads: SecretReadMark[], now: number, statements: readonly Statement[] = []): ProgramFactory<AuditEvent[]> {
   return function* () {
+    // rows that commit with their events (built by the DAL that owns them)
+    for (const st of statements) yield st;
     for (const r of latestReads(reads)) {
       yield {
         sql: 'INSERT INTO secret_reads (client_id, secret_id, last_read_at, last_version) VALUES (?, ?, ?, ?) ON CONFLICT (client_id, secret_id) DO UPDATE SET last_read_at = excluded.last_read_at, last_version = excluded.last_version',
