@@ -34,7 +34,9 @@ const proxy = await startCountingProxy(registry.hostPort);
 const R = proxy.hostPort;
 const notary = await startNotaryServer();
 const cli = await NotaryCli.create(notary.url);
-const env = { KEYWARDEN_INSECURE_REGISTRIES: `${R},127.0.0.1`, KEYWARDEN_GATE_TIMEOUT_MS: '5000' };
+const env: Record<string, string> = { KEYWARDEN_INSECURE_REGISTRIES: `${R},127.0.0.1`, KEYWARDEN_GATE_TIMEOUT_MS: '5000' };
+// KEYWARDEN_SQLITE_SYNCHRONOUS=normal: the same run without an fsync per commit (what the commit itself costs)
+if (process.env.KEYWARDEN_SQLITE_SYNCHRONOUS) env.KEYWARDEN_SQLITE_SYNCHRONOUS = process.env.KEYWARDEN_SQLITE_SYNCHRONOUS;
 
 // images: cosign-signed with a key of the bench's own (a PEM in the policy), and notary-published
 const signingKey = generateKeyPairSync('ec', { namedCurve: 'P-256' });
@@ -102,6 +104,7 @@ async function scenario(b: Started, image: string, concurrency: number, expect: 
   }
   const before = proxy.requests.length;
   const latencies: number[] = [];
+  const cpu0 = process.cpuUsage();
   const started = performance.now();
   const end = started + seconds * 1000;
   let wrong = 0;
@@ -117,6 +120,7 @@ async function scenario(b: Started, image: string, concurrency: number, expect: 
     }),
   );
   const elapsed = (performance.now() - started) / 1000;
+  const cpu = process.cpuUsage(cpu0);
   const asked = proxy.requests.slice(before);
   latencies.sort((a, b2) => a - b2);
   return {
@@ -128,6 +132,8 @@ async function scenario(b: Started, image: string, concurrency: number, expect: 
     p99: round(pct(latencies, 99)),
     max: round(latencies[latencies.length - 1]!),
     unexpected: wrong,
+    // the whole process: broker, load generator and registry proxy (they share it); robust to other load on the machine
+    processCpuUsPerDecision: Math.round((cpu.user + cpu.system) / latencies.length),
     registryRequestsPerDecision: round(asked.length / latencies.length),
     manifestHeadsPerDecision: round(asked.filter((r) => r.startsWith('HEAD ') && r.includes('/manifests/')).length / latencies.length),
   };
@@ -164,6 +170,6 @@ try {
   await proxy.close();
   await registry.stop();
 }
-const out = { measured: true, dialect: dialectUnderTest, date: new Date().toISOString(), loadavg: os.loadavg(), cpus: os.cpus().length, secondsPerScenario: seconds, results };
+const out = { measured: true, dialect: dialectUnderTest, sqliteSynchronous: env.KEYWARDEN_SQLITE_SYNCHRONOUS ?? 'full', date: new Date().toISOString(), loadavg: os.loadavg(), cpus: os.cpus().length, secondsPerScenario: seconds, results };
 if (outFile) fs.writeFileSync(outFile, JSON.stringify(out, null, 2) + '\n');
 process.stdout.write(JSON.stringify(out) + '\n');

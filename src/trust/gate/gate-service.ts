@@ -107,7 +107,12 @@ interface PolicySnapshot {
   generation: number;
   policies: StoredPolicy[];
   namedRegistries: string[];
+  /** selectPolicy and registryPermitted by repository: both depend only on the policies (and the static egress rules). */
+  selections: Map<string, { selected: ReturnType<typeof selectPolicy<StoredPolicy>>; registryPermitted: boolean }>;
 }
+
+/** Repositories whose selection a snapshot keeps (a new snapshot starts empty). */
+const MEMORY_SELECTIONS = 10_000;
 
 /** What a client (the Docker plugin) adds to a release request: the container's user and where it came from. */
 export interface ClientReleaseRequest {
@@ -171,7 +176,7 @@ export class GateService {
     if (this.snapshot?.generation === generation) return this.snapshot;
     const policies = await this.deps.policies.all();
     const namedRegistries = policies.flatMap((p) => p.document.images.map(literalRegistryOf).filter((r): r is string => r !== undefined));
-    const snapshot = { generation, policies, namedRegistries };
+    const snapshot: PolicySnapshot = { generation, policies, namedRegistries, selections: new Map() };
     // read under `generation`: kept only when no move was seen meanwhile
     if (this.epoch.current() === generation) this.snapshot = snapshot;
     return snapshot;
@@ -260,10 +265,18 @@ export class GateService {
     const { options, registry } = this.deps;
     const repoName = `${ref.registry}/${ref.repository}`;
     // the policies and every cached decision below are read under this epoch
-    const { policies, namedRegistries, generation } = await this.policySnapshot();
-    // chosen from the reference alone: nothing is contacted before a policy says so
-    const selected = selectPolicy(policies, repoName);
-    const registryPermitted = this.egress.registryPermitted(ref.registry, namedRegistries);
+    const snapshot = await this.policySnapshot();
+    const { generation } = snapshot;
+    let selection = snapshot.selections.get(repoName);
+    if (!selection) {
+      selection = {
+        // chosen from the reference alone: nothing is contacted before a policy says so
+        selected: selectPolicy(snapshot.policies, repoName),
+        registryPermitted: this.egress.registryPermitted(ref.registry, snapshot.namedRegistries),
+      };
+      if (snapshot.selections.size < MEMORY_SELECTIONS) snapshot.selections.set(repoName, selection);
+    }
+    const { selected, registryPermitted } = selection;
 
     if (!selected) {
       const noPolicy = (allow: boolean): GateCheck => ({
