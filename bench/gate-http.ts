@@ -4,7 +4,8 @@
 // an admission webhook calls it, for a fixed duration at 1 and at 16 concurrent callers:
 //   - cached, by digest (cosign; notary by tag@digest, as its trust data is per tag): no registry request may be made;
 //   - cached, by tag: at most one manifest HEAD per decision;
-//   - uncached (a broker with KEYWARDEN_GATE_CACHE_TTL=0), by tag: resolve + verify every time.
+//   - uncached (a broker with KEYWARDEN_GATE_CACHE_TTL=0), by tag: resolve + verify every time;
+//   - a baseline in the same run: GET /v1/policies/{name} with the same key (auth + one read).
 // Reports p50/p90/p99/max (ms), decisions/s and registry requests per decision.
 // Usage: node --import tsx bench/gate-http.ts [secondsPerScenario=2] [--out file.json]
 import { generateKeyPairSync } from 'node:crypto';
@@ -76,11 +77,13 @@ async function start(extraEnv: Record<string, string>): Promise<Started> {
 
 const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
 
+/** POST /v1/releases for `image`; for a `GET /path` "image", that GET instead (the baseline). */
 function decide(b: Started, image: string): Promise<{ status: number; body: string }> {
-  const body = JSON.stringify({ image });
+  const get = image.startsWith('GET ') ? image.slice(4) : undefined;
+  const body = get ? '' : JSON.stringify({ image });
   return new Promise((resolve, reject) => {
     const req = http.request(
-      { host: '127.0.0.1', port: b.port, method: 'POST', path: '/v1/releases', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), authorization: `Bearer ${b.signer}` } },
+      { host: '127.0.0.1', port: b.port, method: get ? 'GET' : 'POST', path: get ?? '/v1/releases', agent, headers: { ...(get ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }), authorization: `Bearer ${b.signer}` } },
       (res) => {
         let text = '';
         res.setEncoding('utf8');
@@ -114,8 +117,8 @@ async function scenario(b: Started, image: string, concurrency: number, expect: 
         const t0 = performance.now();
         const r = await decide(b, image);
         latencies.push(performance.now() - t0);
-        const d = JSON.parse(r.body) as { decision?: string; cached?: boolean };
-        if (r.status !== 200 || d.decision !== expect.decision || d.cached !== expect.cached) wrong++;
+        const d = JSON.parse(r.body) as { decision?: string; cached?: boolean; name?: string };
+        if (r.status !== 200 || (image.startsWith('GET ') ? !d.name : d.decision !== expect.decision || d.cached !== expect.cached)) wrong++;
       }
     }),
   );
@@ -144,6 +147,8 @@ const uncached = await start({ KEYWARDEN_GATE_CACHE_TTL: '0' });
 const results: Record<string, unknown> = {};
 try {
   const cases: Array<[string, Started, string, { cached: boolean; decision: string }]> = [
+    // the same broker's cheapest authenticated read (a policy by name), in the same run: what any request costs here
+    ['baselineAuthenticatedGet', cached, 'GET /v1/policies/bench-cosign', { cached: false, decision: '' }],
     ['cachedDigestCosign', cached, `${R}/bench/cosign@${cosignImg.digest}`, { cached: true, decision: 'allow' }],
     ['cachedDigestNotary', cached, `${R}/bench/notary:v1@${notaryImg.digest}`, { cached: true, decision: 'allow' }],
     ['cachedTagCosign', cached, `${R}/bench/cosign:v1`, { cached: true, decision: 'allow' }],
