@@ -106,6 +106,7 @@ async function scenario(b: Started, image: string, concurrency: number, expect: 
     if (r.status !== 200) throw new Error(`${image}: HTTP ${r.status} ${r.body}`);
   }
   const before = proxy.requests.length;
+  const connectionsBefore = proxy.connections;
   const latencies: number[] = [];
   const cpu0 = process.cpuUsage();
   const started = performance.now();
@@ -138,6 +139,9 @@ async function scenario(b: Started, image: string, concurrency: number, expect: 
     // the whole process: broker, load generator and registry proxy (they share it); robust to other load on the machine
     processCpuUsPerDecision: Math.round((cpu.user + cpu.system) / latencies.length),
     registryRequestsPerDecision: round(asked.length / latencies.length),
+    registryConnectionsOpened: proxy.connections - connectionsBefore,
+    // what one decision asked the registry (the first decision measured)
+    registryRequestsOfOne: asked.slice(0, Math.round(asked.length / latencies.length)),
     manifestHeadsPerDecision: round(asked.filter((r) => r.startsWith('HEAD ') && r.includes('/manifests/')).length / latencies.length),
   };
 }

@@ -344,6 +344,8 @@ export interface CountingProxy {
   hostPort: string;
   /** every request forwarded, as "METHOD /path" */
   requests: string[];
+  /** TCP connections accepted (a client that keeps its connections alive opens few) */
+  connections: number;
   close(): Promise<void>;
 }
 
@@ -355,7 +357,7 @@ export interface CountingProxy {
 export async function startCountingProxy(upstreamHostPort: string): Promise<CountingProxy> {
   const [upHost, upPort] = upstreamHostPort.split(':');
   const agent = new http.Agent({ keepAlive: true });
-  const state: CountingProxy = { hostPort: '', requests: [], close: async () => undefined };
+  const state: CountingProxy = { hostPort: '', requests: [], connections: 0, close: async () => undefined };
   const server = http.createServer((req, res) => {
     state.requests.push(`${req.method} ${(req.url ?? '/').split('?')[0]}`);
     const up = http.request({ host: upHost, port: Number(upPort), method: req.method, path: req.url, headers: req.headers, agent }, (upRes) => {
@@ -371,6 +373,7 @@ export async function startCountingProxy(upstreamHostPort: string): Promise<Coun
     });
     req.pipe(up);
   });
+  server.on('connection', () => state.connections++);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   state.hostPort = `127.0.0.1:${(server.address() as net.AddressInfo).port}`;
   state.close = () =>
