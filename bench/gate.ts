@@ -31,7 +31,7 @@ const first = await services.gate.decide(principal, meta, image);
 const second = await services.gate.decide(principal, meta, image);
 if (!second.cached) throw new Error(`second decision was not served from the cache: ${JSON.stringify(second)}`);
 const stored = (await services.policies.all()).find((p: any) => p.name === policyName);
-const key = gateCacheKey('registry.bench.invalid/team/app', digest, policyName, stored.version);
+const key = gateCacheKey('registry.bench.invalid/team/app', digest, policyName, stored.version, await services.gate.currentTrustEpoch());
 
 async function time(fn: () => Promise<unknown>): Promise<{ p50: number; p90: number; p99: number; max: number; mean: number; n: number }> {
   for (let i = 0; i < 200; i++) await fn(); // warm-up

@@ -235,10 +235,10 @@ async function delivery(pid: number, base: string, creds: { clientId: string; cl
   return r;
 }
 
-function runNode(script: string, args: string[], dataDir: string): string {
+function runNode(script: string, args: string[], dataDir: string, env: NodeJS.ProcessEnv = {}): string {
   const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(root, 'bench', script), ...args], {
     cwd: root,
-    env: { ...process.env, KEYWARDEN_DATA_DIR: dataDir, KEYWARDEN_LOG_LEVEL: 'warn' },
+    env: { ...process.env, KEYWARDEN_DATA_DIR: dataDir, KEYWARDEN_LOG_LEVEL: 'warn', ...env },
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'inherit'],
     maxBuffer: 64 * 1024 * 1024,
@@ -404,6 +404,11 @@ try {
     } else {
       results.d = 'not measured: bench/gate.ts missing';
     }
+    // the gate over HTTP (target 6): real registry and notary, 1 and 16 callers, cached and
+    // uncached; on PostgreSQL too when KEYWARDEN_TEST_DATABASE_URL names one
+    const gateHttp = (env: NodeJS.ProcessEnv) => JSON.parse(runNode('gate-http.ts', [String(Math.min(duration, 3))], dataDir, env).trim().split('\n').pop()!);
+    results.dHttp = { sqlite: gateHttp({ KEYWARDEN_TEST_DATABASE_URL: '' }), ...(process.env.KEYWARDEN_TEST_DATABASE_URL ? { postgres: gateHttp({}) } : {}) };
+    log(`(d, HTTP) ${JSON.stringify(results.dHttp)}`);
   }
   await stop(broker.child);
 } finally {

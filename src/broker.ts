@@ -28,7 +28,7 @@ import { SystemKeys } from './crypto/system-keys.js';
 import { openDatabase, type DbHandle } from './db/connection.js';
 import { migrateLatest } from './db/migrate.js';
 import { Database } from './db/database.js';
-import { CacheEpoch } from './db/cache-epoch.js';
+import { CacheEpoch, deliveryEpochReader } from './db/cache-epoch.js';
 import { AccessDal } from './access/access-dal.js';
 import { AccessService } from './access/access-service.js';
 import { ClientsDal } from './identity/clients-dal.js';
@@ -65,7 +65,8 @@ import { createRegistryClient } from './trust/registry/registry-access.js';
 import { RegistryCredentialsService } from './trust/registry/registry-credentials-service.js';
 import type { RegistryClient } from './trust/registry/registry-client.js';
 import { SigningKeysService } from './trust/signing/signing-keys-service.js';
-import { GateService } from './trust/gate/gate-service.js';
+import { changesTrust, GateService } from './trust/gate/gate-service.js';
+import { DecisionDal } from './trust/gate/decision-dal.js';
 import { clientReleaseRoutes, policyRoutes, releaseRoutes } from './trust/gate/gate-routes.js';
 import { PolicyService } from './trust/gate/policy-service.js';
 import { SignaturesService } from './trust/signing/signatures-service.js';
@@ -181,7 +182,7 @@ export async function createServices(config: Config, options: BrokerOptions = {}
   await migrateLatest(db);
   const database = new Database(dbHandle, { fastPath: options.fastPath ?? config.sqliteFastPath, onFailure: (kind) => telemetry.databaseError(kind) });
   metrics.observePool(() => database.poolStats());
-  const cacheEpoch = new CacheEpoch(database, { logger });
+  const cacheEpoch = new CacheEpoch(deliveryEpochReader(database), { logger, name: 'delivery cache epoch' });
   const systemKeys = new SystemKeys(database, keyProvider, clock);
   // loaded once up front: they are immutable, and fetching them lazily inside a transaction
   // would need a second connection (SQLite has one)
@@ -225,6 +226,8 @@ export async function createServices(config: Config, options: BrokerOptions = {}
     chainGuard: () => auditChain.assertIntact(),
     kept: auditCheckpoints,
   });
+  // the release gate's trust epoch (migration 013): a trust change committed here expires it at once
+  const trustEpoch = new CacheEpoch(() => new DecisionDal(database).trustEpoch(), { logger, name: 'gate trust epoch' });
   const audit = new AuditService({
     db: database,
     systemKeys,
@@ -233,6 +236,9 @@ export async function createServices(config: Config, options: BrokerOptions = {}
     sink: auditSink,
     chainGuard: () => auditChain.assertIntact(),
     onQueued: (count) => auditSequencer.noteAppended(count),
+    onCommitted: (events) => {
+      if (events.some((e) => changesTrust(e.action))) trustEpoch.expire();
+    },
     telemetry,
     cacheEpoch,
   });
@@ -322,6 +328,7 @@ export async function createServices(config: Config, options: BrokerOptions = {}
     options: config.gate,
     clientCapabilities: clients,
     telemetry,
+    trustEpoch,
   });
   const trustedIssuers = new TrustedIssuersService({ db: database, audit, tokens, auth, clock, signingKeys });
   // the token endpoint's grants beyond client_credentials (the discovery document lists what is registered)
@@ -399,6 +406,7 @@ export async function createBroker(config: Config, options: BrokerOptions = {}):
   services.auditSequencer.start();
   await services.cacheEpoch.refresh();
   services.cacheEpoch.start();
+  services.gate.trustEpoch.start();
   const { app, routes } = buildApp({
     logger: services.logger,
     metrics,
@@ -438,6 +446,7 @@ export async function createBroker(config: Config, options: BrokerOptions = {}):
     async close() {
       await services.cacheEpoch.stop();
       await services.auditSequencer.stop();
+      await services.gate.trustEpoch.stop();
       await auditWatch.stop();
       services.auditSink?.close();
       services.database.close();

@@ -98,18 +98,6 @@ function insertEventsStatement(events: NewEvent[]): Statement {
 }
 
 /**
- * Appends events to the queue of unsequenced entries, with the last-read marks they describe:
- * one statement program, run by the Database port on a knex transaction or on SQLite's
- * synchronous connection. Nothing is locked but the rows inserted here: the event number comes
- * from the table's autoincrement (a PostgreSQL sequence, which takes no row lock), and the
- * sequencer (audit-sequencer.ts) gives the events their leaf indexes after they commit. So
- * concurrent writers on any instance share no row, and an event commits or rolls back with the
- * change it records.
- *
- * The secret_reads upserts go in (client, secret) order so that two batches (two instances)
- * cannot lock secret_reads rows in opposite orders (src/db/lock-order.md).
- */
-/**
  * The same append as one PostgreSQL statement, for a batch small enough for one INSERT: the
  * last-read marks are a data-modifying CTE (run once and to completion whether or not the outer
  * INSERT reads it), so marks and events commit together without an explicit transaction. The
@@ -134,18 +122,40 @@ function appendEventsInOneStatement(inputs: AuditEventInput[], reads: SecretRead
 }
 
 /**
- * Appends events and their last-read marks in a transaction of their own: on PostgreSQL in one
- * statement when the batch fits one INSERT (one round trip), otherwise as the program below.
+ * Appends events, their last-read marks and any rows that commit with them (`statements`, built
+ * by the DAL that owns them) in a transaction of their own: on PostgreSQL in one statement when
+ * there are no such rows and the batch fits one INSERT (one round trip), otherwise as the program
+ * below.
  */
-export function appendEvents(db: Pick<Database, 'dialect' | 'writeProgram' | 'writeStatement'>, inputs: AuditEventInput[], reads: SecretReadMark[], now: number): Promise<AuditEvent[]> {
-  if (db.dialect === 'postgres' && inputs.length > 0 && inputs.length <= EVENTS_PER_INSERT && reads.length <= EVENTS_PER_INSERT) {
+export function appendEvents(
+  db: Pick<Database, 'dialect' | 'writeProgram' | 'writeStatement'>,
+  inputs: AuditEventInput[],
+  reads: SecretReadMark[],
+  now: number,
+  statements: readonly Statement[] = [],
+): Promise<AuditEvent[]> {
+  if (db.dialect === 'postgres' && statements.length === 0 && inputs.length > 0 && inputs.length <= EVENTS_PER_INSERT && reads.length <= EVENTS_PER_INSERT) {
     return db.writeStatement(appendEventsInOneStatement(inputs, reads, now));
   }
-  return db.writeProgram(appendEventsProgram(inputs, reads, now));
+  return db.writeProgram(appendEventsProgram(inputs, reads, now, statements));
 }
 
-export function appendEventsProgram(inputs: AuditEventInput[], reads: SecretReadMark[], now: number): ProgramFactory<AuditEvent[]> {
+/**
+ * Appends events to the queue of unsequenced entries, with the last-read marks they describe:
+ * one statement program, run by the Database port on a knex transaction or on SQLite's
+ * synchronous connection. Nothing is locked but the rows inserted here: the event number comes
+ * from the table's autoincrement (a PostgreSQL sequence, which takes no row lock), and the
+ * sequencer (audit-sequencer.ts) gives the events their leaf indexes after they commit. So
+ * concurrent writers on any instance share no row, and an event commits or rolls back with the
+ * change it records.
+ *
+ * The secret_reads upserts go in (client, secret) order so that two batches (two instances)
+ * cannot lock secret_reads rows in opposite orders (src/db/lock-order.md).
+ */
+export function appendEventsProgram(inputs: AuditEventInput[], reads: SecretReadMark[], now: number, statements: readonly Statement[] = []): ProgramFactory<AuditEvent[]> {
   return function* () {
+    // rows that commit with their events (built by the DAL that owns them)
+    for (const st of statements) yield st;
     for (const r of latestReads(reads)) {
       yield {
         sql: 'INSERT INTO secret_reads (client_id, secret_id, last_read_at, last_version) VALUES (?, ?, ?, ?) ON CONFLICT (client_id, secret_id) DO UPDATE SET last_read_at = excluded.last_read_at, last_version = excluded.last_version',

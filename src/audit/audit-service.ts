@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { SystemKeys } from '../crypto/system-keys.js';
 import { AuditUnavailableError } from '../core/errors.js';
-import type { Database, Transaction } from '../db/database.js';
+import type { Database, Statement, Transaction } from '../db/database.js';
 import { isRetryableTransactionError, withTransactionRetry } from '../db/transaction-retry.js';
 import { appendEvents, appendEventsProgram, type SecretReadMark } from './audit-dal.js';
 import type { JsonlAuditSink } from './audit-sink.js';
@@ -24,11 +24,15 @@ export interface AuditDeps {
   telemetry?: Telemetry;
   /** Read again after an audited change commits, so this instance's caches drop what it changed before the caller answers. */
   cacheEpoch?: Pick<CacheEpoch, 'refresh'>;
+  /** Told the events of every commit, synchronously, before the writer's caller resumes (in-memory caches that depend on what they describe). */
+  onCommitted?: (events: AuditEvent[]) => void;
 }
 
 interface PendingReads {
   inputs: AuditEventInput[];
   reads: SecretReadMark[];
+  /** Rows that must commit with the events (a release decision's own row). */
+  statements: Statement[];
   resolve: (events: AuditEvent[]) => void;
   reject: (err: unknown) => void;
 }
@@ -56,13 +60,29 @@ export class AuditService {
   async recordReads(inputs: AuditEventInput[], reads: SecretReadMark[]): Promise<AuditEvent[]> {
     this.deps.chainGuard?.();
     return new Promise<AuditEvent[]>((resolve, reject) => {
-      this.pending.push({ inputs, reads, resolve, reject });
-      if (!this.flushing) {
-        this.flushing = true;
-        // one macrotask of delay lets every request already read off the sockets join the batch
-        setImmediate(() => void this.flush());
-      }
+      this.enqueue({ inputs, reads, statements: [], resolve, reject });
     });
+  }
+
+  /**
+   * Records events together with rows of the caller's (DAL-built statements, such as a release
+   * decision's row), group-committed like `recordReads`: one transaction for every caller
+   * already waiting. Settles after the commit, so the caller answers only what is recorded.
+   */
+  async recordWithRows(inputs: AuditEventInput[], statements: Statement[]): Promise<AuditEvent[]> {
+    this.deps.chainGuard?.();
+    return new Promise<AuditEvent[]>((resolve, reject) => {
+      this.enqueue({ inputs, reads: [], statements, resolve, reject });
+    });
+  }
+
+  private enqueue(entry: PendingReads): void {
+    this.pending.push(entry);
+    if (!this.flushing) {
+      this.flushing = true;
+      // one macrotask of delay lets every request already read off the sockets join the batch
+      setImmediate(() => void this.flush());
+    }
   }
 
   private settle(batch: PendingReads[], events: AuditEvent[]): void {
@@ -75,9 +95,9 @@ export class AuditService {
   }
 
   /** One transaction of appends, run again (whole) when the database rolled it back for a deadlock or serialization failure. */
-  private async appendRetried(inputs: AuditEventInput[], reads: SecretReadMark[], what: string, path: AuditAppendPath): Promise<AuditEvent[]> {
+  private async appendRetried(inputs: AuditEventInput[], reads: SecretReadMark[], what: string, path: AuditAppendPath, statements: Statement[] = []): Promise<AuditEvent[]> {
     const started = performance.now();
-    const events = await withTransactionRetry(() => appendEvents(this.deps.db, inputs, reads, this.deps.clock()), {
+    const events = await withTransactionRetry(() => appendEvents(this.deps.db, inputs, reads, this.deps.clock(), statements), {
       logger: this.deps.logger,
       what,
     });
@@ -90,12 +110,12 @@ export class AuditService {
       while (this.pending.length > 0) {
         const batch = this.pending.splice(0, 256);
         try {
-          this.settle(batch, await this.appendRetried(batch.flatMap((b) => b.inputs), batch.flatMap((b) => b.reads), 'audit read batch', 'read_batch'));
+          this.settle(batch, await this.appendRetried(batch.flatMap((b) => b.inputs), batch.flatMap((b) => b.reads), 'audit read batch', 'read_batch', batch.flatMap((b) => b.statements)));
         } catch {
           // one bad entry must not fail its neighbours: retry each on its own
           for (const b of batch) {
             try {
-              const events = await this.appendRetried(b.inputs, b.reads, 'audit read', 'read_batch');
+              const events = await this.appendRetried(b.inputs, b.reads, 'audit read', 'read_batch', b.statements);
               this.mirror(events);
               b.resolve(events);
             } catch (inner) {
@@ -207,7 +227,10 @@ export class AuditService {
   }
 
   private mirror(events: AuditEvent[]): void {
-    if (events.length > 0) this.deps.onQueued?.(events.length);
+    if (events.length > 0) {
+      this.deps.onQueued?.(events.length);
+      this.deps.onCommitted?.(events);
+    }
     if (!this.deps.sink || events.length === 0) return;
     try {
       this.deps.sink.write(events);

@@ -15,24 +15,36 @@ export const CACHE_STALENESS_BOUND_MS = 1000;
 
 const SELECT_EPOCH_SQL = 'SELECT generation FROM cache_epoch WHERE id = 1';
 
+/** Reads the delivery path's epoch (migration 012), the table this module owns. */
+export function deliveryEpochReader(db: Pick<Database, 'readOne'>): () => Promise<number> {
+  return async () => {
+    const row = await db.readOne<{ generation: number | string }>(SELECT_EPOCH_SQL, []);
+    return Number(row?.generation);
+  };
+}
+
 /**
- * The one number that says "something a cached read depends on has changed" (migration 012:
- * triggers move it on every write to clients, groups, memberships, access_grants, secrets,
- * secret_versions and revoked_tokens). Each instance polls it; when it moves, every
- * `EpochCache` drops what it holds. The table is owned here.
+ * One number that says "something cached reads depend on has changed", read with `read`:
+ * the delivery path's (table cache_epoch, migration 012: triggers move it on every write to
+ * clients, groups, memberships, access_grants, secrets, secret_versions and revoked_tokens) and the
+ * release gate's (gate_trust_epoch, migration 013). Each instance polls it; when it moves, every
+ * `EpochCache` on it drops what it holds and every `onChange` listener is told.
  */
 export class CacheEpoch {
   private generation: number | undefined;
   /** performance.now() at the start of the newest read that confirmed `generation`. */
   private confirmedAt = Number.NEGATIVE_INFINITY;
-  private readonly caches = new Set<{ clear(): void }>();
+  /** performance.now() of the newest `expire`: a read that started before it confirms nothing. */
+  private expiredAt = Number.NEGATIVE_INFINITY;
+  private readonly listeners = new Set<() => void>();
   private timer: NodeJS.Timeout | undefined;
   private polling: Promise<void> | undefined;
   private readonly usableForMs: number;
 
   constructor(
-    private readonly db: Pick<Database, 'readOne'>,
-    private readonly options: { pollMs?: number; boundMs?: number; logger?: Logger; now?: () => number } = {},
+    /** Reads the generation (one primary-key row). */
+    private readonly read: () => Promise<number>,
+    private readonly options: { pollMs?: number; boundMs?: number; logger?: Logger; now?: () => number; name?: string } = {},
   ) {
     this.usableForMs = (options.boundMs ?? CACHE_STALENESS_BOUND_MS) - (options.pollMs ?? CACHE_EPOCH_POLL_MS);
   }
@@ -43,14 +55,36 @@ export class CacheEpoch {
 
   /**
    * The generation to stamp a read with, taken before the read; undefined when the caches may
-   * not be used now (never confirmed, or not confirmed recently enough).
+   * not be used now (never confirmed, not confirmed recently enough, or expired here).
    */
   current(): number | undefined {
     return this.now() - this.confirmedAt < this.usableForMs ? this.generation : undefined;
   }
 
+  /** The confirmed generation, reading the epoch first when it is not (rejects when the database does). */
+  async confirmed(): Promise<number> {
+    const generation = this.current();
+    if (generation !== undefined) return generation;
+    await this.refresh();
+    return this.generation!;
+  }
+
   register(cache: { clear(): void }): void {
-    this.caches.add(cache);
+    this.listeners.add(() => cache.clear());
+  }
+
+  /** Called whenever the generation moves. */
+  onChange(listener: () => void): void {
+    this.listeners.add(listener);
+  }
+
+  /**
+   * This instance committed a change: until the epoch is read again, nothing read under the old
+   * generation is used. Synchronous, so it takes effect before the writer's caller is answered.
+   */
+  expire(): void {
+    this.expiredAt = this.now();
+    this.confirmedAt = Number.NEGATIVE_INFINITY;
   }
 
   /**
@@ -59,15 +93,15 @@ export class CacheEpoch {
    */
   async refresh(): Promise<void> {
     const started = this.now();
-    const row = await this.db.readOne<{ generation: number | string }>(SELECT_EPOCH_SQL, []);
-    const generation = Number(row?.generation);
-    if (!Number.isSafeInteger(generation)) throw new Error('cache_epoch has no generation row');
+    const generation = await this.read();
+    if (!Number.isSafeInteger(generation)) throw new Error(`${this.options.name ?? 'cache epoch'}: no generation row`);
     // reads can finish out of order: an older generation must not replace a newer one
     if (this.generation === undefined || generation > this.generation) {
       this.generation = generation;
-      for (const cache of this.caches) cache.clear();
+      for (const listener of this.listeners) listener();
     }
-    if (started > this.confirmedAt) this.confirmedAt = started;
+    // a read that started before an `expire` may have missed the change it announced
+    if (started > this.confirmedAt && started >= this.expiredAt) this.confirmedAt = started;
   }
 
   start(): void {
@@ -76,7 +110,7 @@ export class CacheEpoch {
       this.polling ??= this.refresh()
         .catch((err: unknown) => {
           // the caches stop being used by themselves once the last confirmation is too old
-          this.options.logger?.debug({ err: { message: (err as Error).message } }, 'cache epoch poll failed');
+          this.options.logger?.debug({ err: { message: (err as Error).message } }, `${this.options.name ?? 'cache epoch'} poll failed`);
         })
         .finally(() => {
           this.polling = undefined;

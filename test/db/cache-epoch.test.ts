@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { CACHE_EPOCH_POLL_MS, CACHE_STALENESS_BOUND_MS, CacheEpoch, EpochCache } from '../../src/db/cache-epoch.js';
+import { CACHE_EPOCH_POLL_MS, CACHE_STALENESS_BOUND_MS, CacheEpoch, deliveryEpochReader, EpochCache } from '../../src/db/cache-epoch.js';
 
 /** A database whose cache_epoch row the test moves, and a clock the test moves. */
 function harness() {
@@ -12,7 +12,7 @@ function harness() {
       return { generation: String(state.generation) } as T;
     },
   };
-  const epoch = new CacheEpoch(db, { now: () => state.now });
+  const epoch = new CacheEpoch(deliveryEpochReader(db), { now: () => state.now });
   return { state, epoch, cache: new EpochCache<string, string | undefined>(epoch, 3) };
 }
 
@@ -90,11 +90,9 @@ describe('CacheEpoch and EpochCache', () => {
     const { state } = harness();
     let release: () => void = () => undefined;
     const slow = new CacheEpoch(
-      {
-        readOne: async <T>() => {
-          await new Promise<void>((resolve) => (release = resolve));
-          return { generation: String(state.generation) } as T;
-        },
+      async () => {
+        await new Promise<void>((resolve) => (release = resolve));
+        return state.generation;
       },
       { now: () => state.now },
     );
@@ -105,6 +103,29 @@ describe('CacheEpoch and EpochCache', () => {
     await pending;
     // confirmed by a read that began a whole bound ago: not usable
     expect(slow.current()).toBeUndefined();
+  });
+
+  it('expire(): nothing is served until a read that began after it, and a read begun before it confirms nothing', async () => {
+    const { state, epoch, cache } = harness();
+    await epoch.refresh();
+    cache.set('k', 'v', cache.stamp());
+    state.now = 5;
+    epoch.expire();
+    expect(cache.get('k')).toBeUndefined();
+    // a poll that started at t=4 and answers now (the change it may have missed was committed at 5)
+    const started = harness();
+    const slowRead = new CacheEpoch(async () => state.generation, { now: () => started.state.now });
+    await slowRead.refresh();
+    started.state.now = 5;
+    slowRead.expire();
+    started.state.now = 4;
+    await slowRead.refresh();
+    started.state.now = 6;
+    expect(slowRead.current()).toBeUndefined();
+    // a read that starts after the expiry confirms again
+    state.now = 6;
+    await expect(epoch.confirmed()).resolves.toBe(1);
+    expect(cache.get('k')?.value).toBe('v');
   });
 
   it('hold at most maxEntries, the oldest leaving first', async () => {
@@ -119,11 +140,9 @@ describe('CacheEpoch and EpochCache', () => {
   it('start() keeps polling until stop()', async () => {
     const { state } = harness();
     const epoch = new CacheEpoch(
-      {
-        readOne: async <T>() => {
-          state.reads++;
-          return { generation: String(state.generation) } as T;
-        },
+      async () => {
+        state.reads++;
+        return state.generation;
       },
       { pollMs: 5 },
     );

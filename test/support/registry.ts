@@ -337,3 +337,50 @@ export async function startTokenAuthProxy(
     });
   return state;
 }
+
+// ------------------------------------------------------------------ counting proxy
+
+export interface CountingProxy {
+  hostPort: string;
+  /** every request forwarded, as "METHOD /path" */
+  requests: string[];
+  /** TCP connections accepted (a client that keeps its connections alive opens few) */
+  connections: number;
+  close(): Promise<void>;
+}
+
+/**
+ * A loopback forwarder in front of `upstreamHostPort` that records every request, so a test
+ * (or a bench) can count what the broker asked the registry: a cached decision must ask
+ * nothing, a tag at most one manifest HEAD.
+ */
+export async function startCountingProxy(upstreamHostPort: string): Promise<CountingProxy> {
+  const [upHost, upPort] = upstreamHostPort.split(':');
+  const agent = new http.Agent({ keepAlive: true });
+  const state: CountingProxy = { hostPort: '', requests: [], connections: 0, close: async () => undefined };
+  const server = http.createServer((req, res) => {
+    state.requests.push(`${req.method} ${(req.url ?? '/').split('?')[0]}`);
+    const up = http.request({ host: upHost, port: Number(upPort), method: req.method, path: req.url, headers: req.headers, agent }, (upRes) => {
+      const headers = { ...upRes.headers };
+      // the registry's absolute Location (blob uploads) must point back through the proxy
+      if (typeof headers.location === 'string') headers.location = headers.location.replace(`//${upstreamHostPort}`, `//${state.hostPort}`);
+      res.writeHead(upRes.statusCode ?? 502, headers);
+      upRes.pipe(res);
+    });
+    up.on('error', () => {
+      res.writeHead(502);
+      res.end();
+    });
+    req.pipe(up);
+  });
+  server.on('connection', () => state.connections++);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  state.hostPort = `127.0.0.1:${(server.address() as net.AddressInfo).port}`;
+  state.close = () =>
+    new Promise<void>((resolve) => {
+      agent.destroy();
+      server.closeAllConnections();
+      server.close(() => resolve());
+    });
+  return state;
+}

@@ -333,7 +333,7 @@ describe.skipIf(!avail.ok)('signed identity at the release gate (real registry, 
       cache_key: legacyKey, subject, digest: teamApp.digest, policy: 'prod', policy_version: prod.version,
       decision_id: decisionId, decision: 'allow', checks: '[]', valid_until: Date.now() + 3_600_000,
     });
-    expect(gateCacheKey(subject, teamApp.digest, 'prod', prod.version)).not.toBe(legacyKey);
+    expect(gateCacheKey(subject, teamApp.digest, 'prod', prod.version, await tb.broker.services.gate.currentTrustEpoch())).not.toBe(legacyKey);
     const d = await decide(subject);
     expect(d).toMatchObject({ decision: 'deny', cached: false });
     expect(d.checks[0]).toMatchObject({ type: 'cosign', ok: false, code: 'identity_mismatch' });

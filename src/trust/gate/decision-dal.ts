@@ -1,4 +1,4 @@
-import type { Database, Transaction } from '../../db/database.js';
+import type { Database, Statement, Transaction } from '../../db/database.js';
 
 export type ReleaseDecision = 'allow' | 'deny' | 'warn';
 
@@ -56,6 +56,24 @@ export class DecisionDal {
       .where('cache_key', cacheKey)
       .andWhere('valid_until', '>', now)
       .first('decision_id', 'decision', 'checks', 'valid_until');
+  }
+
+  /** The gate's trust epoch (migration 013): one primary-key row. */
+  async trustEpoch(): Promise<number> {
+    const row = await this.db.readOne<{ generation: number | string }>('SELECT generation FROM gate_trust_epoch WHERE id = 1', []);
+    return Number(row?.generation);
+  }
+
+  /**
+   * The decision row as a statement, for the audit's group commit (AuditService.recordWithRows):
+   * it commits with its event, in one transaction shared with other callers'.
+   */
+  insertStatement(row: DecisionRow): Statement {
+    return {
+      sql: 'INSERT INTO release_decisions (id, image, digest, policy, policy_version, decision, checks, cached, cached_from, valid_until, decided_by, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+      // a boolean column: SQLite stores 0/1 and PostgreSQL reads '1'/'0' as true/false
+      params: [row.id, row.image, row.digest, row.policy, row.policy_version, row.decision, row.checks, row.cached ? 1 : 0, row.cached_from, row.valid_until, row.decided_by, row.decided_at],
+    };
   }
 
   async insert(trx: Transaction, row: DecisionRow): Promise<void> {

@@ -13,6 +13,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { AuditService } from '../../audit/audit-service.js';
+import type { AuditEventInput } from '../../audit/audit-types.js';
 import { ForbiddenError, IntegrityFailureError, InvalidInputError, NotFoundError } from '../../core/errors.js';
 import type { RequestMeta } from '../../core/principal.js';
 import { actorOf, principalLabel, type Principal } from '../../identity/identity-types.js';
@@ -23,8 +24,9 @@ import type { Database } from '../../db/database.js';
 import type { SigningKeysService } from '../signing/signing-keys-service.js';
 import { DecisionDal, type CacheEntry, type DecisionRow, type ReleaseDecision } from './decision-dal.js';
 import { cosignCheck, notaryCheck, overridingUser, remoteFailure, ruleChecks, withDeadline, type CheckContext, type CheckResult, type GateCheck } from './gate-checks.js';
-import { selectPolicy } from './policy-schema.js';
+import { selectPolicy, type StoredPolicy } from './policy-schema.js';
 import type { PolicyService } from './policy-service.js';
+import { CacheEpoch } from '../../db/cache-epoch.js';
 import type { Clock } from '../../core/clock.js';
 import { noTelemetry, type Telemetry } from '../../core/telemetry.js';
 
@@ -85,14 +87,37 @@ function publicCheck(c: GateCheck): CheckResult {
 export const GATE_RULES_VERSION = 2;
 
 /**
- * Cache key: hex sha256 over the rules version, subject, digest, policy name and version, and
- * the container user when one overrides the image's and the policy judges it (nonRootUser): a
- * decision for `--user 0` never answers for `--user 1000`, nor for the image's own user.
+ * Cache key: hex sha256 over the rules version, subject, digest, policy name and version, the
+ * trust epoch (migration 013: it moves on any change to policies, signing keys, trusted issuers
+ * or registry credentials, so a decision made before a key was revoked never answers after it,
+ * on any instance), and the container user when one overrides the image's and the policy judges
+ * it (nonRootUser): a decision for `--user 0` never answers for `--user 1000`, nor for the
+ * image's own user.
  */
-export function gateCacheKey(subject: string, digest: string, policy: string, policyVersion: number, containerUser?: string): string {
-  const user = containerUser === undefined ? '' : `\nuser=${containerUser}`;
-  return createHash('sha256').update(`v${GATE_RULES_VERSION}\n${subject}\n${digest}\n${policy}\n${policyVersion}${user}`).digest('hex');
+/** Whether an audited action changes what the gate's decisions depend on (the writer's instance then expires its trust epoch). */
+export function changesTrust(action: string): boolean {
+  return /^(policy|signingkey|trustedissuer|registry\.credentials)\./.test(action);
 }
+
+export function gateCacheKey(subject: string, digest: string, policy: string, policyVersion: number, trustEpoch: number, containerUser?: string): string {
+  const user = containerUser === undefined ? '' : `\nuser=${containerUser}`;
+  return createHash('sha256').update(`v${GATE_RULES_VERSION}\n${subject}\n${digest}\n${policy}\n${policyVersion}\nepoch=${trustEpoch}${user}`).digest('hex');
+}
+
+/** Decisions kept in memory per instance (the newest; the oldest insertion goes first). */
+const MEMORY_DECISIONS = 10_000;
+
+/** The current policies and the registries they name literally, read under one trust epoch. */
+interface PolicySnapshot {
+  generation: number;
+  policies: StoredPolicy[];
+  namedRegistries: string[];
+  /** selectPolicy and registryPermitted by repository: both depend only on the policies (and the static egress rules). */
+  selections: Map<string, { selected: ReturnType<typeof selectPolicy<StoredPolicy>>; registryPermitted: boolean }>;
+}
+
+/** Repositories whose selection a snapshot keeps (a new snapshot starts empty). */
+const MEMORY_SELECTIONS = 10_000;
 
 /** What a client (the Docker plugin) adds to a release request: the container's user and where it came from. */
 export interface ClientReleaseRequest {
@@ -122,10 +147,60 @@ export class GateService {
       logger?: Logger;
       /** Decisions by result and cache hits, for /metrics. */
       telemetry?: Telemetry;
+      /** The trust epoch; default: one of its own, read (not polled) when needed. */
+      trustEpoch?: CacheEpoch;
     },
   ) {
     this.dal = new DecisionDal(deps.db);
     this.telemetry = deps.telemetry ?? noTelemetry;
+    this.epoch = deps.trustEpoch ?? new CacheEpoch(() => this.dal.trustEpoch(), { logger: deps.logger, name: 'gate trust epoch' });
+    // a move of the epoch drops everything read under an older one
+    this.epoch.onChange(() => {
+      this.memory.clear();
+      this.snapshot = undefined;
+    });
+  }
+
+  private readonly epoch: CacheEpoch;
+  /**
+   * Cached decisions in memory, by cache key (which holds the trust epoch). The database row
+   * (release_gate_cache) stays the shared truth; this spares its lookup. An entry is used only
+   * while the epoch it was stored under is the current, recently confirmed one.
+   */
+  private readonly memory = new Map<string, CacheEntry & { generation: number }>();
+  private snapshot: PolicySnapshot | undefined;
+
+  /** The trust epoch the gate answers under (for the instance's own writes: refresh it after committing). */
+  get trustEpoch(): CacheEpoch {
+    return this.epoch;
+  }
+
+  /** The policies under the current epoch: read from the database once per epoch. */
+  private async policySnapshot(): Promise<PolicySnapshot> {
+    const generation = await this.epoch.confirmed();
+    if (this.snapshot?.generation === generation) return this.snapshot;
+    const policies = await this.deps.policies.all();
+    const namedRegistries = policies.flatMap((p) => p.document.images.map(literalRegistryOf).filter((r): r is string => r !== undefined));
+    const snapshot: PolicySnapshot = { generation, policies, namedRegistries, selections: new Map() };
+    // read under `generation`: kept only when no move was seen meanwhile
+    if (this.epoch.current() === generation) this.snapshot = snapshot;
+    return snapshot;
+  }
+
+  private remember(key: string, entry: CacheEntry, generation: number): void {
+    if (this.epoch.current() !== generation) return;
+    if (this.memory.size >= MEMORY_DECISIONS && !this.memory.has(key)) this.memory.delete(this.memory.keys().next().value as string);
+    this.memory.set(key, { ...entry, generation });
+  }
+
+  private recall(key: string, now: number): CacheEntry | undefined {
+    const hit = this.memory.get(key);
+    if (!hit) return undefined;
+    if (hit.generation !== this.epoch.current() || Number(hit.valid_until) <= now) {
+      this.memory.delete(key);
+      return undefined;
+    }
+    return hit;
   }
 
   private get egress(): EgressPolicy {
@@ -159,6 +234,11 @@ export class GateService {
     return this.dal.findCached(cacheKey, now);
   }
 
+  /** The current trust epoch, confirmed (for computing a cache key outside a decision: the bench). */
+  async currentTrustEpoch(): Promise<number> {
+    return this.epoch.confirmed();
+  }
+
   /**
    * A client's release request (the Docker plugin at docker run or service create): only a
    * client an admin gave releaseGate may ask; the refusal is on the record.
@@ -189,11 +269,19 @@ export class GateService {
     }
     const { options, registry } = this.deps;
     const repoName = `${ref.registry}/${ref.repository}`;
-    const policies = await this.deps.policies.all();
-    // chosen from the reference alone: nothing is contacted before a policy says so
-    const selected = selectPolicy(policies, repoName);
-    const namedRegistries = policies.flatMap((p) => p.document.images.map(literalRegistryOf).filter((r): r is string => r !== undefined));
-    const registryPermitted = this.egress.registryPermitted(ref.registry, namedRegistries);
+    // the policies and every cached decision below are read under this epoch
+    const snapshot = await this.policySnapshot();
+    const { generation } = snapshot;
+    let selection = snapshot.selections.get(repoName);
+    if (!selection) {
+      selection = {
+        // chosen from the reference alone: nothing is contacted before a policy says so
+        selected: selectPolicy(snapshot.policies, repoName),
+        registryPermitted: this.egress.registryPermitted(ref.registry, snapshot.namedRegistries),
+      };
+      if (snapshot.selections.size < MEMORY_SELECTIONS) snapshot.selections.set(repoName, selection);
+    }
+    const { selected, registryPermitted } = selection;
 
     if (!selected) {
       const noPolicy = (allow: boolean): GateCheck => ({
@@ -252,9 +340,13 @@ export class GateService {
     const subject = ref.tag ? `${repoName}:${ref.tag}` : repoName;
     // only a user the policy judges splits the cache; any other user gets the image's decision
     const containerUser = policy.document.rules?.nonRootUser ? overridingUser(request.containerUser) : undefined;
-    const cacheKey = gateCacheKey(subject, digest, policy.name, policy.version, containerUser);
+    const cacheKey = gateCacheKey(subject, digest, policy.name, policy.version, generation, containerUser);
     if (ttlMs > 0) {
-      const hit = await this.lookupCache(cacheKey, now);
+      let hit = this.recall(cacheKey, now);
+      if (!hit) {
+        hit = await this.lookupCache(cacheKey, now);
+        if (hit) this.remember(cacheKey, hit, generation);
+      }
       this.telemetry.gateCacheLookup(hit !== undefined);
       if (hit) {
         return this.record(principal, meta, request, {
@@ -305,7 +397,10 @@ export class GateService {
       const validUntil = Math.min(now + ttlMs, ...checks.map((c) => c.expiresAt ?? Infinity));
       if (validUntil > now) cache = { key: cacheKey, subject, validUntil };
     }
-    return this.record(principal, meta, request, { ...base, digest, decision, checks, cache });
+    const view = await this.record(principal, meta, request, { ...base, digest, decision, checks, cache });
+    // committed: this instance answers the next one from memory (under the epoch it was decided under)
+    if (cache) this.remember(cache.key, { decision_id: view.id, decision, checks: JSON.stringify(checks.map(publicCheck)), valid_until: cache.validUntil }, generation);
+    return view;
   }
 
   private async record(
@@ -342,6 +437,33 @@ export class GateService {
       decided_at: now,
     };
     const failing = checks.find((c) => !c.ok);
+    const event = {
+      actor: actorOf(principal),
+      action: 'release.decide',
+      resource: { kind: 'image', name: d.image.slice(0, 512) },
+      outcome: d.decision === 'deny' ? 'deny' : 'allow',
+      reason: failing ? `${failing.type}: ${failing.detail}`.slice(0, 1000) : null,
+      details: {
+        decisionId: id,
+        decision: d.decision,
+        digest: d.digest,
+        policy: d.policy,
+        policyVersion: d.policyVersion,
+        cached: !!d.cached,
+        ...(d.cached ? { cachedFrom: d.cached.from } : {}),
+        checks: checks.map((c) => ({ type: c.type, ok: c.ok })),
+        ...(request.containerUser !== undefined ? { containerUser: request.containerUser } : {}),
+        ...(request.context && Object.keys(request.context).length ? { context: request.context } : {}),
+      },
+      request: meta,
+    } satisfies AuditEventInput;
+    if (!d.cache) {
+      // no cache row to write: the decision row and its event join the audit's group commit
+      // (one transaction for every decision waiting), committed before the caller is answered
+      await this.deps.audit.recordWithRows([event], [this.dal.insertStatement(row)]);
+      this.telemetry.gateDecision(d.decision);
+      return toView(row);
+    }
     await this.deps.audit.transact(async (trx, recordEvent) => {
       await this.dal.insert(trx, row);
       if (d.cache && d.digest && d.policy !== null && d.policyVersion !== null) {
@@ -357,26 +479,7 @@ export class GateService {
           valid_until: d.cache.validUntil,
         });
       }
-      await recordEvent({
-        actor: actorOf(principal),
-        action: 'release.decide',
-        resource: { kind: 'image', name: d.image.slice(0, 512) },
-        outcome: d.decision === 'deny' ? 'deny' : 'allow',
-        reason: failing ? `${failing.type}: ${failing.detail}`.slice(0, 1000) : null,
-        details: {
-          decisionId: id,
-          decision: d.decision,
-          digest: d.digest,
-          policy: d.policy,
-          policyVersion: d.policyVersion,
-          cached: !!d.cached,
-          ...(d.cached ? { cachedFrom: d.cached.from } : {}),
-          checks: checks.map((c) => ({ type: c.type, ok: c.ok })),
-          ...(request.containerUser !== undefined ? { containerUser: request.containerUser } : {}),
-          ...(request.context && Object.keys(request.context).length ? { context: request.context } : {}),
-        },
-        request: meta,
-      });
+      await recordEvent(event);
     });
     this.telemetry.gateDecision(d.decision);
     return toView(row);

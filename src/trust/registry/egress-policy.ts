@@ -132,7 +132,13 @@ export class EgressPolicy {
   private readonly insecure: HostList;
   private readonly allowed: HostList;
   private readonly logger?: Logger;
-  private agents?: { explicit: Agent; publicOnly: Agent };
+  /**
+   * Connection pools. HEAD requests get pools of their own: undici closes the connection after
+   * every HEAD (nodejs/undici#258, against servers that send a body anyway), and in a shared pool
+   * that close takes down a kept-alive connection the GETs that follow (a signature, a config
+   * blob) would have reused.
+   */
+  private agents?: { explicit: Agent; publicOnly: Agent; explicitHead: Agent; publicOnlyHead: Agent };
   /** fetch that enforces these rules on every request (redirects must be `manual`). */
   readonly fetch: EgressFetch;
 
@@ -198,7 +204,7 @@ export class EgressPolicy {
     return 'public-only';
   }
 
-  private dispatcher(kind: 'explicit' | 'public-only'): Agent {
+  private dispatcher(kind: 'explicit' | 'public-only', head = false): Agent {
     if (!this.agents) {
       const publicOnlyLookup: LookupFunction = (hostname, options, callback) => {
         dns.lookup(hostname, { family: options.family, hints: options.hints, all: true }, (err, addresses) => {
@@ -216,8 +222,14 @@ export class EgressPolicy {
           else callback(null, addresses[0]!.address, addresses[0]!.family);
         });
       };
-      this.agents = { explicit: new Agent(), publicOnly: new Agent({ connect: { lookup: publicOnlyLookup } }) };
+      this.agents = {
+        explicit: new Agent(),
+        publicOnly: new Agent({ connect: { lookup: publicOnlyLookup } }),
+        explicitHead: new Agent(),
+        publicOnlyHead: new Agent({ connect: { lookup: publicOnlyLookup } }),
+      };
     }
+    if (head) return kind === 'explicit' ? this.agents.explicitHead : this.agents.publicOnlyHead;
     return kind === 'explicit' ? this.agents.explicit : this.agents.publicOnly;
   }
 
@@ -235,7 +247,8 @@ export class EgressPolicy {
       throw new EgressRefusedError('not_allowed', 'egress fetch needs redirect: manual');
     }
     try {
-      const res = await undiciFetch(url, { ...(init as object), dispatcher: this.dispatcher(kind) } as Parameters<typeof undiciFetch>[1]);
+      const head = (init?.method ?? 'GET').toUpperCase() === 'HEAD';
+      const res = await undiciFetch(url, { ...(init as object), dispatcher: this.dispatcher(kind, head) } as Parameters<typeof undiciFetch>[1]);
       return res as unknown as Response;
     } catch (err) {
       const name = err && typeof err === 'object' ? (err as { name?: string }).name : undefined;
@@ -252,7 +265,7 @@ export class EgressPolicy {
   async close(): Promise<void> {
     const agents = this.agents;
     this.agents = undefined;
-    if (agents) await Promise.all([agents.explicit.close(), agents.publicOnly.close()]);
+    if (agents) await Promise.all(Object.values(agents).map((a) => a.close()));
   }
 }
 
