@@ -390,8 +390,8 @@ function toMs(v: string): number {
 }
 
 /** A closed loop (each connection sends its next request when the answer arrives) of `loadOptions.duration` seconds. */
-export async function load(url: string, headers: string[] = [], wrkScript?: string): Promise<LoadResult> {
-  const { tool, connections, duration } = loadOptions;
+export async function load(url: string, headers: string[] = [], wrkScript?: string, duration = loadOptions.duration): Promise<LoadResult> {
+  const { tool, connections } = loadOptions;
   if (tool === 'wrk') {
     const [cmd, args] = pinned('load', 'wrk', ['-t1', `-c${connections}`, `-d${duration}s`, '--latency', ...headers.flatMap((h) => ['-H', h]), ...(wrkScript ? ['-s', wrkScript] : []), url]);
     const r = spawnSync(cmd, args, { encoding: 'utf8' });
@@ -424,6 +424,26 @@ export async function measure(server: ServerProc, url: string, headers: string[]
   const { serverCpuMs, databaseCpuMs, wallMs } = meter();
   const n = Math.max(r.requests, 1);
   return { ...r, serverCpuMsPerRequest: serverCpuMs / n, serverCpuUtil: serverCpuMs / wallMs, ...(databaseCpuMs !== undefined ? { databaseCpuMsPerRequest: databaseCpuMs / n } : {}), loadavg1Before };
+}
+
+/**
+ * Before a measured run on a freshly started broker: 2 s of closed-loop deliveries (JIT, pools,
+ * caches), then up to 10 s for its start-up work (first verification pass, integrity scan) to end,
+ * i.e. until it uses under 5% of a core over half a second.
+ */
+export async function warmUp(broker: ServerProc, creds: Creds): Promise<void> {
+  const { url, header } = await deliveryHeader(broker.base, creds);
+  await load(url, [header], undefined, 2);
+  await settle(broker);
+}
+
+export async function settle(server: ServerProc, maxMs = 10_000): Promise<void> {
+  const t0 = Date.now();
+  while (Date.now() - t0 < maxMs) {
+    const c0 = cpuMs(server.child.pid!);
+    await new Promise((r) => setTimeout(r, 500));
+    if (cpuMs(server.child.pid!) - c0 < 25) return;
+  }
 }
 
 export function fmt(r: LoadResult & Partial<Measured>): string {

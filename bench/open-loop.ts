@@ -4,8 +4,11 @@
 // go: a server stall shows up as the latency of every request that should have been sent during
 // it (no coordinated omission). A timer wakes every millisecond and sends every request due by
 // then; answers are never awaited before the next send.
-// Prints one JSON line: target and achieved rate, sent/completed/non-2xx/errors/unanswered,
-// latency percentiles (ms) over the measured window.
+// Prints one JSON line: target rate, achieved rate (measured answers ÷ the time from the first
+// measured send to the last answer),
+// sent/completed/non-2xx/errors/unanswered of the measured requests, their latency percentiles
+// (ms, from the scheduled time) and, for comparison with closed-loop tools, serviceLatencyMs (from
+// when the request got a connection and was written).
 // Usage: node --import tsx bench/open-loop.ts --url http://127.0.0.1:PORT/path --rate 1000 -d 10
 //          [-c 128] [--warmup 1] [-H 'Name: value']...
 import http from 'node:http';
@@ -41,11 +44,12 @@ for (const h of values.header ?? []) {
 // latency runs from the scheduled time
 const agent = new http.Agent({ keepAlive: true, maxSockets: connections, maxFreeSockets: connections });
 const latenciesMs: number[] = [];
+/** from when the request got a connection (and was written) to its answer: what a closed-loop tool would report */
+const serviceMs: number[] = [];
 let sent = 0;
 let completed = 0;
-/** answers that arrived inside the measured sending window (the achieved rate) */
-let completedInWindow = 0;
-let windowEnd = Infinity;
+/** when the last measured request was answered: the achieved rate is answers ÷ (that − first measured send) */
+let lastAnswerMs = 0;
 let non2xx = 0;
 let errors = 0;
 let inFlight = 0;
@@ -56,17 +60,19 @@ function send(scheduledMs: number, measured: boolean): void {
   sent += measured ? 1 : 0;
   inFlight++;
   maxInFlight = Math.max(maxInFlight, inFlight);
+  let onSocketMs = NaN;
   const done = (ok: boolean, status?: number) => {
     inFlight--;
+    const at = nowMs();
     if (!measured) return;
     if (!ok) {
       errors++;
       return;
     }
     completed++;
-    const at = nowMs();
-    if (at <= windowEnd) completedInWindow++;
+    lastAnswerMs = at;
     latenciesMs.push(at - scheduledMs);
+    serviceMs.push(at - onSocketMs);
     if (status! < 200 || status! >= 300) non2xx++;
   };
   const req = http.request({ host: url.hostname, port: url.port, path: url.pathname + url.search, method: 'GET', agent, headers }, (res) => {
@@ -74,6 +80,7 @@ function send(scheduledMs: number, measured: boolean): void {
     res.on('end', () => done(true, res.statusCode));
     res.on('error', () => done(false));
   });
+  req.on('socket', () => (onSocketMs = nowMs()));
   req.on('error', () => done(false));
   req.end();
 }
@@ -98,7 +105,6 @@ await new Promise<void>((resolve) => {
   tick();
 });
 const lastSend = nowMs();
-windowEnd = lastSend;
 const drainUntil = lastSend + Number(values.drain) * 1000;
 while (inFlight > 0 && nowMs() < drainUntil) await new Promise((r) => setTimeout(r, 5));
 const unanswered = inFlight;
@@ -117,10 +123,12 @@ process.stdout.write(
     errors,
     unanswered,
     maxInFlight,
-    // answers per second over the sending window: below the target when the server cannot keep up
-    achievedRate: round(completedInWindow / windowS, 1),
+    // measured answers per second, from the first measured send to the last answer: below the
+    // target when the server cannot keep up (unanswered requests are not in it)
+    achievedRate: round(completed / Math.max(1e-9, (lastAnswerMs - measureFrom) / 1000), 1),
     sendRate: round(sent / windowS, 1),
     latencyMs: percentiles(latenciesMs, 2),
+    serviceLatencyMs: percentiles(serviceMs, 2),
   }) + '\n',
 );
 process.exit(0);

@@ -6,7 +6,7 @@
 // median over rounds of large ÷ small for req/s and for the broker's CPU per delivery
 // (target: within 1.2×). Seeding 100k secrets takes minutes: run it with --only f.
 import { round } from './audit-bench-support.js';
-import { createStore, databaseLabel, deliveryHeader, dropStore, fmt, lastJson, log, measure, medianOf, runScript, setupBroker, startBroker, stop, type BenchOptions, type Creds, type Measured, type ServerProc } from './harness.js';
+import { createStore, databaseLabel, deliveryHeader, dropStore, fmt, lastJson, log, measure, medianOf, runScript, setupBroker, settle, startBroker, stop, warmUp, type BenchOptions, type Creds, type Measured, type ServerProc } from './harness.js';
 
 async function seeded(kind: 'sqlite' | 'postgres', label: string, secrets: number, clients: number): Promise<{ broker: ServerProc; creds: Creds; seed: unknown }> {
   const store = await createStore(kind, `f_${label}`);
@@ -17,6 +17,7 @@ async function seeded(kind: 'sqlite' | 'postgres', label: string, secrets: numbe
   const seed = lastJson(runScript('seed.ts', ['--total', String(secrets), '--clients', String(clients)], store));
   log(`(f) ${databaseLabel(kind)}: seeded ${JSON.stringify(seed)}`);
   broker = await startBroker(store);
+  await warmUp(broker, creds);
   return { broker, creds, seed };
 }
 
@@ -32,13 +33,12 @@ export async function flatScenario(opts: BenchOptions): Promise<Record<string, u
       const cpu: number[] = [];
       const run = async (side: 'small' | 'large', label: string) => {
         const { broker, creds } = sides[side]!;
+        await settle(broker);
         const { url, header } = await deliveryHeader(broker.base, creds);
         const r = await measure(broker, url, [header]);
         log(`(f) ${databaseLabel(kind)} ${side} (${label}): ${fmt(r)}`);
         return r;
       };
-      await run('small', 'warm-up, discarded');
-      await run('large', 'warm-up, discarded');
       for (let i = 0; i < opts.repeat; i++) {
         const s = await run('small', `run ${i + 1}/${opts.repeat}`);
         const l = await run('large', `run ${i + 1}/${opts.repeat}`);

@@ -9,7 +9,7 @@
 // window, how long each scrape took, and the sequencer's work during the run (its own counters).
 import { round } from './audit-bench-support.js';
 import { openLoop, fmtOpen } from './scenario-open-rate.js';
-import { ADMIN_KEY, createStore, databaseLabel, dropStore, log, setupBroker, startBroker, stop, type BenchOptions, type ServerProc } from './harness.js';
+import { ADMIN_KEY, createStore, databaseLabel, dropStore, log, setupBroker, startBroker, stop, warmUp, type BenchOptions, type ServerProc } from './harness.js';
 
 /** Sum of a metric's samples (over its labels) in Prometheus text format; undefined when absent. */
 export function metricValue(text: string, name: string): number | undefined {
@@ -37,6 +37,7 @@ export async function loopScenario(opts: BenchOptions): Promise<Record<string, u
     const broker = await startBroker(await createStore(kind, 'l'));
     try {
       const creds = await setupBroker(broker.base);
+      await warmUp(broker, creds);
       const first = await scrape(broker); // resets the delay histogram: the windows start now
       if (metricValue(first.text, `${LAG}_p99_seconds`) === undefined) throw new Error(`/metrics has no ${LAG}_p99_seconds`);
       const before = Object.fromEntries(COUNTERS.map((c) => [c, metricValue(first.text, c) ?? 0]));

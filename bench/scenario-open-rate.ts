@@ -3,7 +3,7 @@
 // send time (no coordinated omission). One broker per database on a fresh store, alternating
 // `repeat` times; the run with the median p99 is reported, with every run kept.
 import { round } from './audit-bench-support.js';
-import { cpuMeter, createStore, databaseLabel, deliveryHeader, dropStore, log, median, runLoadScript, setupBroker, startBroker, stop, type BenchOptions, type Creds, type DatabaseKind, type ServerProc } from './harness.js';
+import { cpuMeter, createStore, databaseLabel, deliveryHeader, dropStore, log, median, runLoadScript, setupBroker, startBroker, stop, settle, warmUp, type BenchOptions, type Creds, type DatabaseKind, type ServerProc } from './harness.js';
 
 export interface OpenLoopResult {
   targetRate: number;
@@ -40,11 +40,14 @@ export async function openRateScenario(opts: BenchOptions): Promise<Record<strin
   try {
     for (const kind of opts.databases) {
       const broker = await startBroker(await createStore(kind, 'o'));
-      brokers.set(kind, { broker, creds: await setupBroker(broker.base) });
+      const creds = await setupBroker(broker.base);
+      await warmUp(broker, creds);
+      brokers.set(kind, { broker, creds });
     }
     const runs = new Map<DatabaseKind, OpenLoopResult[]>([...brokers.keys()].map((k) => [k, []]));
     for (let i = 0; i < opts.repeat; i++) {
       for (const [kind, { broker, creds }] of brokers) {
+        await settle(broker);
         const r = await openLoop(broker, creds, opts.openRate, opts.openSeconds, opts.openConnections);
         log(`(o) ${databaseLabel(kind)} open rate, run ${i + 1}/${opts.repeat}: ${fmtOpen(r)}`);
         runs.get(kind)!.push(r);

@@ -13,7 +13,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { DEFAULT_MAX_CONNECTIONS } from '../src/config.js';
 import { round } from './audit-bench-support.js';
-import { api, cpuMeter, createStore, databaseLabel, dropStore, log, medianOf, pool, runLoadScript, startBroker, stop, type BenchOptions, type DatabaseKind, type ServerProc } from './harness.js';
+import { api, cpuMeter, createStore, databaseLabel, dropStore, log, medianOf, pool, runLoadScript, setupBroker, startBroker, settle, stop, warmUp, type BenchOptions, type DatabaseKind, type ServerProc } from './harness.js';
 
 interface StormResult {
   mode: string;
@@ -43,6 +43,7 @@ async function prepare(kind: DatabaseKind, opts: BenchOptions): Promise<{ broker
   const clientsFile = path.join(store.dataDir, 'storm-clients.json');
   fs.writeFileSync(clientsFile, JSON.stringify(clients), { mode: 0o600 });
   const setupSeconds = round((performance.now() - t0) / 1000);
+  await warmUp(broker, await setupBroker(broker.base));
   log(`(s) ${databaseLabel(kind)}: ${clients.length} clients and ${secrets.length} secrets created in ${setupSeconds} s`);
   return { broker, clientsFile, secrets, setupSeconds };
 }
@@ -73,6 +74,7 @@ export async function stormScenario(opts: BenchOptions): Promise<Record<string, 
       const spreads: StormResult[] = [];
       for (let i = 0; i < opts.repeat; i++) {
         for (const mode of ['storm', 'spread'] as const) {
+          await settle(broker);
           const r = await run(broker, clientsFile, secrets, mode, opts);
           log(`(s) ${databaseLabel(kind)} ${i + 1}/${opts.repeat} ${fmtStorm(r)}`);
           (mode === 'storm' ? storms : spreads).push(r);
