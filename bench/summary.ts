@@ -15,7 +15,7 @@ export function printSummary(results: Doc, databases: DatabaseKind[]): void {
 
   if (results.b?.baseline) rows.push(['(a) bare node:http req/s; CPU µs/request', ...databases.map(() => ''), `${results.b.baseline.rps}; ${results.b.baseline.serverCpuUsPerRequest}`, '']);
   add('(b) deliveries/s (closed loop)', 'b', (r) => r.rps, 'PG ≥ 0.6× SQLite', results.b?.postgresOverSqlite ? `PG ÷ SQLite ${results.b.postgresOverSqlite.throughput}` : '');
-  add('(b) broker CPU µs/delivery', 'b', (r) => `${r.serverCpuUsPerRequest}${r.databaseCpuUsPerRequest !== undefined ? ` (+PG ${r.databaseCpuUsPerRequest})` : ''}`, 'PG ≤ 1.5× SQLite', results.b?.postgresOverSqlite ? `PG ÷ SQLite ${results.b.postgresOverSqlite.cpuPerDelivery}` : '');
+  add('(b) broker CPU µs/delivery', 'b', (r) => `${r.serverCpuUsPerRequest}${r.databaseCpuUsPerRequest !== undefined ? ` (+PG ${r.databaseCpuUsPerRequest})` : ''}`, 'PG ≤ 1.5× SQLite', results.b?.postgresOverSqlite ? `PG ÷ SQLite ${results.b.postgresOverSqlite.cpuPerDelivery} (${results.b.postgresOverSqlite.cpuPerDeliveryWithDatabaseBackends} with PG's)` : '');
   add('(b) CPU ÷ bare node:http', 'b', (r) => `${r.cpuOverBaseline}×`, 'SQLite ≤ 10×');
   add(`(o) ${results.o?.rate}/s open: achieved/s`, 'o', (r) => r.median.achievedRate, 'the rate');
   add(`(o) ${results.o?.rate}/s open: p50 / p99 / max ms`, 'o', (r) => lat(r.median.latencyMs), 'SQLite ≤ 2/10/50, PG ≤ 5/20/80');
