@@ -2,6 +2,7 @@
 // open rate (--loop-rate/s for --loop-seconds, bench/open-loop.ts) keep the audit sequencer busy
 // (every delivery queues an audit event; the sequencer batches them on its timer), with the
 // broker's other background work (verification watch, row-integrity scan) on its defaults, and
+// the rate below both databases' capacity (default 250/s; `overloaded` says when it was not), and
 // /metrics scraped every --scrape-seconds as Prometheus would. The broker's own event-loop delay
 // comes from prom-client's default metrics (keywarden_nodejs_eventloop_lag_{p99,max}_seconds:
 // a monitorEventLoopDelay histogram, 10 ms resolution, reset at every scrape), so each scrape
@@ -55,6 +56,8 @@ export async function loopScenario(opts: BenchOptions): Promise<Record<string, u
       const work = Object.fromEntries(COUNTERS.map((c) => [c.replace(/^keywarden_/, ''), (metricValue(last, c) ?? 0) - before[c]]));
       const r = {
         loopDelayMs: { p99: Math.max(...windows.map((w) => w.p99Ms)), max: Math.max(...windows.map((w) => w.maxMs)) },
+        // an overloaded broker's loop is held by its queue of requests: lower --loop-rate to see the background work's share
+        overloaded: deliveries.overloaded,
         windows,
         scrapeMs: { max: Math.max(...windows.map((w) => w.scrapeMs)) },
         backgroundWork: work,

@@ -26,6 +26,8 @@ export async function openLoop(broker: ServerProc, creds: Creds, rate: number, s
   const n = Math.max(1, r.completed);
   return {
     ...r,
+    // the broker did not keep up: its latencies are a growing queue's, not its own
+    overloaded: r.unanswered > 0 || r.errors > 0 || r.achievedRate < 0.95 * rate,
     serverCpuUsPerRequest: round((cpu.serverCpuMs * 1000) / n),
     serverCpuUtil: round(cpu.serverCpuMs / cpu.wallMs, 2),
     ...(cpu.databaseCpuMs !== undefined ? { databaseCpuUsPerRequest: round((cpu.databaseCpuMs * 1000) / n) } : {}),
@@ -33,7 +35,7 @@ export async function openLoop(broker: ServerProc, creds: Creds, rate: number, s
 }
 
 export const fmtOpen = (r: OpenLoopResult) =>
-  `${r.achievedRate}/s of ${r.targetRate}/s, p50 ${r.latencyMs.p50} ms, p99 ${r.latencyMs.p99} ms, max ${r.latencyMs.max} ms (${r.completed} answered, ${r.non2xx} non-2xx, ${r.errors} errors, ${r.unanswered} unanswered; server CPU ${r.serverCpuUsPerRequest} us/request${r.databaseCpuUsPerRequest !== undefined ? `, PostgreSQL backends ${r.databaseCpuUsPerRequest} us/request` : ''})`;
+  `${r.overloaded ? 'OVERLOADED ' : ''}${r.achievedRate}/s of ${r.targetRate}/s, p50 ${r.latencyMs.p50} ms, p99 ${r.latencyMs.p99} ms, max ${r.latencyMs.max} ms (${r.completed} answered, ${r.non2xx} non-2xx, ${r.errors} errors, ${r.unanswered} unanswered; server CPU ${r.serverCpuUsPerRequest} us/request${r.databaseCpuUsPerRequest !== undefined ? `, PostgreSQL backends ${r.databaseCpuUsPerRequest} us/request` : ''})`;
 
 export async function openRateScenario(opts: BenchOptions): Promise<Record<string, unknown>> {
   const brokers = new Map<DatabaseKind, { broker: ServerProc; creds: Creds }>();

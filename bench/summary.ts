@@ -13,16 +13,17 @@ export function printSummary(results: Doc, databases: DatabaseKind[]): void {
   };
   const lat = (l: Doc | undefined) => (l ? `${l.p50} / ${l.p99} / ${l.max}` : '–');
 
-  if (results.b?.baseline) rows.push(['(a) bare node:http req/s; CPU µs/request', ...databases.map(() => ''), `${results.b.baseline.rps}; ${results.b.baseline.serverCpuUsPerRequest}`, '']);
+  const baseline = (results.b ?? results.a)?.baseline;
+  if (baseline) rows.push(['(a) bare node:http req/s; CPU µs/request', ...databases.map(() => ''), `${baseline.rps}; ${baseline.serverCpuUsPerRequest}`, '']);
   add('(b) deliveries/s (closed loop)', 'b', (r) => r.rps, 'PG ≥ 0.6× SQLite', results.b?.postgresOverSqlite ? `PG ÷ SQLite ${results.b.postgresOverSqlite.throughput}` : '');
   add('(b) broker CPU µs/delivery', 'b', (r) => `${r.serverCpuUsPerRequest}${r.databaseCpuUsPerRequest !== undefined ? ` (+PG ${r.databaseCpuUsPerRequest})` : ''}`, 'PG ≤ 1.5× SQLite', results.b?.postgresOverSqlite ? `PG ÷ SQLite ${results.b.postgresOverSqlite.cpuPerDelivery} (${results.b.postgresOverSqlite.cpuPerDeliveryWithDatabaseBackends} with PG's)` : '');
   add('(b) CPU ÷ bare node:http', 'b', (r) => `${r.cpuOverBaseline}×`, 'SQLite ≤ 10×');
-  add(`(o) ${results.o?.rate}/s open: achieved/s`, 'o', (r) => r.median.achievedRate, 'the rate');
+  add(`(o) ${results.o?.rate}/s open: achieved/s`, 'o', (r) => `${r.median.achievedRate}${r.median.overloaded ? ' (overloaded)' : ''}`, 'the rate');
   add(`(o) ${results.o?.rate}/s open: p50 / p99 / max ms`, 'o', (r) => lat(r.median.latencyMs), 'SQLite ≤ 2/10/50, PG ≤ 5/20/80');
   add(`(s) storm ${results.s?.clients}×(1+${results.s?.secretsPerClient}): wall s storm / spread`, 's', (r) => `${r.storm.wallS} / ${r.spread.wallS} = ${r.stormOverSpreadWallTime}×`, '≤ 1.5×');
   add('(s) storm p50 / p99 / max ms', 's', (r) => lat(r.storm.latencyMs.all), 'report');
   add('(s) storm 5xx; 429', 's', (r) => `${r.storm.statuses.serverError}; ${r.storm.statuses.tooMany}`, '0; 0 unless documented');
-  add(`(l) loop delay p99 / max ms (${results.l?.rate}/s, ${results.l?.seconds} s)`, 'l', (r) => `${r.loopDelayMs.p99} / ${r.loopDelayMs.max}`, 'max ≤ 20');
+  add(`(l) loop delay p99 / max ms (${results.l?.rate}/s, ${results.l?.seconds} s)`, 'l', (r) => `${r.loopDelayMs.p99} / ${r.loopDelayMs.max}${r.overloaded ? ' (overloaded)' : ''}`, 'max ≤ 20');
   add('(d) cached gate decision p50 ms (in-process)', 'd', (r) => (r.decideCached ? r.decideCached.p50.toFixed(3) : r.reason), '≤ 1 (over HTTP)');
   add('(f) large ÷ small: req/s; CPU/delivery', 'f', (r) => `${r.largeOverSmall.rps}; ${r.largeOverSmall.serverCpuPerDelivery}`, 'within 1.2×');
   if (results.c) {
