@@ -50,6 +50,8 @@ let sent = 0;
 let completed = 0;
 /** when the last measured request was answered: the achieved rate is answers ÷ (that − first measured send) */
 let lastAnswerMs = 0;
+/** every answer, warm-up ones included: what the server's CPU over the whole run is divided by */
+let answeredTotal = 0;
 let non2xx = 0;
 let errors = 0;
 let inFlight = 0;
@@ -64,6 +66,7 @@ function send(scheduledMs: number, measured: boolean): void {
   const done = (ok: boolean, status?: number) => {
     inFlight--;
     const at = nowMs();
+    if (ok) answeredTotal++;
     if (!measured) return;
     if (!ok) {
       errors++;
@@ -119,6 +122,7 @@ process.stdout.write(
     durationS: round(windowS, 2),
     sent,
     completed,
+    answeredTotal,
     non2xx,
     errors,
     unanswered,

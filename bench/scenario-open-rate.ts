@@ -23,7 +23,8 @@ export async function openLoop(broker: ServerProc, creds: Creds, rate: number, s
   const meter = cpuMeter(broker.child.pid!, broker.store?.dbName);
   const r = (await runLoadScript('open-loop.ts', ['--url', url, '--rate', String(rate), '-d', String(seconds), '-c', String(connections), '-H', header])) as OpenLoopResult;
   const cpu = meter();
-  const n = Math.max(1, r.completed);
+  // the meter ran over the warm-up too: divide by every answer (requests still unanswered cost CPU as well: an overloaded run's figure is high)
+  const n = Math.max(1, (r.answeredTotal as number | undefined) ?? r.completed);
   return {
     ...r,
     // the broker did not keep up: its latencies are a growing queue's, not its own
