@@ -174,7 +174,7 @@ export function stop(child: ChildProcess): Promise<void> {
   });
 }
 
-/** Stops every server this process started and has not stopped yet. */
+/** Stops every server and load generator this process started and has not stopped yet. */
 export async function stopAll(): Promise<void> {
   await Promise.all([...children].map(stop));
 }
@@ -343,10 +343,12 @@ export function runLoadScript(script: string, args: string[]): Promise<any> {
   const [cmd, argv] = pinned('load', process.execPath, ['--import', 'tsx', path.join(root, 'bench', script), ...args]);
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, argv, { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] });
+    children.add(child); // stopped with the servers when the run is interrupted
     let out = '';
     child.stdout!.setEncoding('utf8').on('data', (d) => (out += d));
     child.on('error', reject);
     child.on('exit', (code) => {
+      children.delete(child);
       if (code !== 0) return reject(new Error(`${script} exited with ${code}`));
       try {
         resolve(lastJson(out));
