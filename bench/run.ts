@@ -83,7 +83,8 @@ const { values } = parseArgs({
     'open-connections': { type: 'string', default: '128' },
     'storm-clients': { type: 'string' },
     'storm-secrets': { type: 'string', default: '10' },
-    'spread-concurrency': { type: 'string', default: '16' },
+    // default: --connections, the concurrency at which (b) measures throughput
+    'spread-concurrency': { type: 'string' },
     'loop-seconds': { type: 'string' },
     // below both databases' capacity: the delay measured is the background work's, not a queue's
     'loop-rate': { type: 'string', default: '250' },
@@ -110,7 +111,7 @@ const opts: BenchOptions = {
   openConnections: num('open-connections', 128),
   stormClients: num('storm-clients', 2000, 200),
   stormSecrets: num('storm-secrets', 10),
-  spreadConcurrency: num('spread-concurrency', 16),
+  spreadConcurrency: num('spread-concurrency', num('connections', 64)),
   loopSeconds: num('loop-seconds', 60, 10),
   loopRate: num('loop-rate', 250),
   scrapeSeconds: num('scrape-seconds', 5),

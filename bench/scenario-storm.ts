@@ -1,8 +1,8 @@
 // (s) Startup storm (issue 27, target 5): --storm-clients clients, created up front through the
 // admin API in the group `storm`, which is granted --storm-secrets secrets. Each client takes a
 // token (client_credentials) and reads every secret, on its own connection (bench/storm.ts):
-// all at once (storm), then the same sessions --spread-concurrency at a time (spread: the same
-// requests as a steady stream at the rate the broker sustains). Per database, alternating storm
+// all at once (storm), then the same sessions --spread-concurrency at a time (default
+// --connections; spread: the same requests as a steady stream at the rate the broker sustains). Per database, alternating storm
 // and spread `repeat` times: wall times and their ratio, per-request p50/p99/max, 5xx and 429.
 //
 // Limits that could shape the storm, from src/config.ts: the token endpoint counts FAILED
