@@ -14,9 +14,11 @@ const principal = { kind: 'client' as const, id: client.id, name: client.name, c
 const meta = { requestId: 'bench-components', sourceIp: '127.0.0.1', userAgent: 'keywarden-bench-components' };
 const issued = await s.tokens.issueClientToken(principal);
 const found = (await s.access.findForClient(client.id, 'bench-secret'))!;
-const sqlite = s.db.client.acquireRawConnection ? await (s.db.client as any).acquireConnection() : undefined;
-const stmt = sqlite?.prepare('select * from secrets where name = ? and deleted_at is null');
-if (sqlite) await (s.db.client as any).releaseConnection(sqlite);
+// the raw better-sqlite3 reference row needs knex's own connection object: on PostgreSQL (or a
+// knex whose connection is wrapped) there is none, and the row is skipped
+const conn = s.db.client.acquireRawConnection ? await (s.db.client as any).acquireConnection() : undefined;
+const stmt = typeof conn?.prepare === 'function' ? conn.prepare('select * from secrets where name = ? and deleted_at is null') : undefined;
+if (conn) await (s.db.client as any).releaseConnection(conn);
 
 async function time(label: string, fn: () => unknown): Promise<[string, number, number]> {
   for (let i = 0; i < 200; i++) await fn();
@@ -31,7 +33,7 @@ async function time(label: string, fn: () => unknown): Promise<[string, number, 
 }
 
 const rows = [
-  await time('raw better-sqlite3: prepared select by name (reference)', () => stmt?.get('bench-secret')),
+  ...(stmt ? [await time('raw better-sqlite3: prepared select by name (reference)', () => stmt.get('bench-secret'))] : []),
   await time('knex: select secret by name (build SQL, prepare, run)', () => s.db('secrets').where('name', 'bench-secret').whereNull('deleted_at').first()),
   await time('tokens.authenticate (verified-token cache + client/revocation query)', () => s.tokens.authenticate(issued.token)),
   await time('access.findForClient (5-table join)', () => s.access.findForClient(client.id, 'bench-secret')),

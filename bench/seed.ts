@@ -1,7 +1,9 @@
 // Seeds secrets through the broker's own service layer (envelope encryption, audit events and
-// all), so every row is a real, decryptable secret. Run while the server is stopped (SQLite has
-// one writer). Configured by the same KEYWARDEN_* environment variables as `keywarden serve`.
-// Usage: node --import tsx bench/seed.ts --total 100000 [--group bench] [--concurrency 8]
+// all), so every row is a real, decryptable secret; and with --clients, clients the same way
+// (ClientsService.create: row MAC, memberships, audit events). Run while the server is stopped
+// (SQLite has one writer). Configured by the same KEYWARDEN_* environment variables as
+// `keywarden serve` (KEYWARDEN_DATABASE_URL for PostgreSQL).
+// Usage: node --import tsx bench/seed.ts --total 100000 [--clients 10000] [--group bench] [--concurrency 8]
 import { parseArgs } from 'node:util';
 import { createServices } from '../src/broker.js';
 import { loadConfig } from '../src/config.js';
@@ -13,6 +15,9 @@ const { values } = parseArgs({
     group: { type: 'string', default: 'bench' },
     concurrency: { type: 'string', default: '8' },
     prefix: { type: 'string', default: 'seed-' },
+    // live clients wanted in all (seeded ones are named <client-prefix>NNNNNN)
+    clients: { type: 'string', default: '0' },
+    'client-prefix': { type: 'string', default: 'seed-client-' },
   },
 });
 const total = Number(values.total);
@@ -47,5 +52,29 @@ async function worker() {
 }
 await Promise.all(Array.from({ length: concurrency }, () => worker()));
 const elapsed = (Date.now() - t0) / 1000;
-process.stdout.write(JSON.stringify({ created: done, seconds: elapsed, perSecond: done / Math.max(elapsed, 1e-9) }) + '\n');
+
+// clients, up to --clients live ones; every 10th in the group, so the group's membership grows too
+const liveClients = Number((await services.db('clients').count<{ n: number }[]>('* as n').first())?.n ?? 0);
+const seededClients = Number((await services.db('clients').where('name', 'like', `${values['client-prefix']}%`).count<{ n: number }[]>('* as n').first())?.n ?? 0);
+const clientsToCreate = Math.max(0, Number(values.clients) - liveClients);
+let nextClient = 0;
+let clientsDone = 0;
+const c0 = Date.now();
+async function clientWorker() {
+  while (nextClient < clientsToCreate) {
+    const i = seededClients + nextClient++;
+    await services.clients.create(principal, { requestId: `seed-client-${i}`, sourceIp: null, userAgent: 'keywarden-bench-seed' }, {
+      name: `${values['client-prefix']}${String(i).padStart(6, '0')}`,
+      groups: i % 10 === 0 ? [values.group!] : [],
+    });
+    clientsDone++;
+    if (clientsDone % 5000 === 0) process.stderr.write(`seed: ${clientsDone}/${clientsToCreate} clients\n`);
+  }
+}
+if (clientsToCreate) process.stderr.write(`seed: ${liveClients} clients, creating ${clientsToCreate}\n`);
+await Promise.all(Array.from({ length: concurrency }, () => clientWorker()));
+const clientSeconds = (Date.now() - c0) / 1000;
+process.stdout.write(
+  JSON.stringify({ created: done, seconds: elapsed, perSecond: done / Math.max(elapsed, 1e-9), clientsCreated: clientsDone, clientSeconds, clientsPerSecond: clientsDone / Math.max(clientSeconds, 1e-9) }) + '\n',
+);
 await services.dbHandle.close();
