@@ -86,6 +86,11 @@ function publicCheck(c: GateCheck): CheckResult {
  */
 export const GATE_RULES_VERSION = 2;
 
+/** Whether an audited action changes what the gate's decisions depend on (the writer's instance then expires its trust epoch). */
+export function changesTrust(action: string): boolean {
+  return /^(policy|signingkey|trustedissuer|registry\.credentials)\./.test(action);
+}
+
 /**
  * Cache key: hex sha256 over the rules version, subject, digest, policy name and version, the
  * trust epoch (migration 013: it moves on any change to policies, signing keys, trusted issuers
@@ -94,11 +99,6 @@ export const GATE_RULES_VERSION = 2;
  * it (nonRootUser): a decision for `--user 0` never answers for `--user 1000`, nor for the
  * image's own user.
  */
-/** Whether an audited action changes what the gate's decisions depend on (the writer's instance then expires its trust epoch). */
-export function changesTrust(action: string): boolean {
-  return /^(policy|signingkey|trustedissuer|registry\.credentials)\./.test(action);
-}
-
 export function gateCacheKey(subject: string, digest: string, policy: string, policyVersion: number, trustEpoch: number, containerUser?: string): string {
   const user = containerUser === undefined ? '' : `\nuser=${containerUser}`;
   return createHash('sha256').update(`v${GATE_RULES_VERSION}\n${subject}\n${digest}\n${policy}\n${policyVersion}\nepoch=${trustEpoch}${user}`).digest('hex');
