@@ -25,9 +25,20 @@ export interface SecretListFilter {
 
 export type SecretWithVersionRow = SecretRow & Pick<SecretVersionRow, 'checksum' | 'size'>;
 
+/** Secret ids from `from` to `to`, both included: one page of the integrity scan. */
+export interface IdRange {
+  from: number;
+  to: number;
+}
+
 /** The secrets, secret_versions and secret_labels tables. */
 export class SecretsDal {
   constructor(private readonly db: Database) {}
+
+  /** Which database: a caller that pages through a table sizes its pages by it. */
+  get dialect(): Database['dialect'] {
+    return this.db.dialect;
+  }
 
   private q(trx?: Queryable): Queryable {
     return trx ?? this.db.reader;
@@ -191,23 +202,25 @@ export class SecretsDal {
   }
 
   /** Secrets whose latest_version is not their highest stored version (a replayed older row). */
-  async secretsBehindNewestVersion(): Promise<Array<Pick<SecretRow, 'id' | 'name'>>> {
+  async secretsBehindNewestVersion(ids?: IdRange): Promise<Array<Pick<SecretRow, 'id' | 'name'>>> {
     const db = this.db.reader;
-    return db('secrets as s')
-      .join(db('secret_versions').groupBy('secret_id').select('secret_id').max('version as newest').as('n'), 'n.secret_id', 's.id')
-      .whereRaw('n.newest <> s.latest_version')
-      .select('s.id', 's.name');
+    const newest = db('secret_versions').groupBy('secret_id').select('secret_id').max('version as newest');
+    if (ids) newest.where('secret_id', '>=', ids.from).andWhere('secret_id', '<=', ids.to);
+    const q = db('secrets as s').join(newest.as('n'), 'n.secret_id', 's.id').whereRaw('n.newest <> s.latest_version');
+    if (ids) q.where('s.id', '>=', ids.from).andWhere('s.id', '<=', ids.to);
+    return q.select('s.id', 's.name');
   }
 
   /** Live secrets whose current version does not exist. */
-  async secretsWithoutCurrentVersion(): Promise<Array<Pick<SecretRow, 'id' | 'name'>>> {
-    return this.db
+  async secretsWithoutCurrentVersion(ids?: IdRange): Promise<Array<Pick<SecretRow, 'id' | 'name'>>> {
+    const q = this.db
       .reader('secrets as s')
       .leftJoin('secret_versions as v', function () {
         this.on('v.secret_id', '=', 's.id').andOn('v.version', '=', 's.current_version');
       })
       .whereNull('s.deleted_at')
-      .whereNull('v.id')
-      .select('s.id', 's.name');
+      .whereNull('v.id');
+    if (ids) q.where('s.id', '>=', ids.from).andWhere('s.id', '<=', ids.to);
+    return q.select('s.id', 's.name');
   }
 }
