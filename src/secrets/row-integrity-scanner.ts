@@ -80,7 +80,7 @@ export class RowIntegrityScanner {
       // a replayed older state of a secret row (with its then valid MAC) lags behind its versions
       for (const s of await secrets.secretsBehindNewestVersion(ids)) add({ table: 'secrets', row: `secret ${s.id} (${s.name}): older than its newest version`, reason: 'mismatch' });
       for (const s of await secrets.secretsWithoutCurrentVersion(ids)) add({ table: 'secrets', row: `secret ${s.id} (${s.name}): its current version does not exist`, reason: 'mismatch' });
-      checkedTo = ids.to;
+      checkedTo = ids.to ?? Infinity;
     };
     await pages(
       0,
@@ -96,7 +96,7 @@ export class RowIntegrityScanner {
       },
     );
     // the last (short) page, and every id after it: secrets created during the scan
-    await againstVersions({ from: checkedTo + 1, to: Number.MAX_SAFE_INTEGER });
+    await againstVersions({ from: checkedTo + 1 });
     await pages<Awaited<ReturnType<typeof access.dal.grantPage>>[number], [number, number]>([0, 0], (after, n) => access.dal.grantPage(after, n), (g) => [Number(g.group_id), Number(g.secret_id)], (g) => {
       const reason = rowIntegrity.checkGrant({ groupId: g.group_id, secretId: g.secret_id }, g.row_mac);
       if (reason) add({ table: 'access_grants', row: `grant group ${g.group_id} → secret ${g.secret_id}`, reason });

@@ -1,3 +1,4 @@
+import type { Knex } from 'knex';
 import type { Database, Queryable, Transaction } from '../db/database.js';
 import { rowToSecret, rowToVersion, type SecretRecord, type SecretRow, type SecretVersionRecord, type SecretVersionRow } from './secrets-types.js';
 
@@ -25,10 +26,16 @@ export interface SecretListFilter {
 
 export type SecretWithVersionRow = SecretRow & Pick<SecretVersionRow, 'checksum' | 'size'>;
 
-/** Secret ids from `from` to `to`, both included: one page of the integrity scan. */
+/** Secret ids from `from` to `to`, both included (no `to`: every id from `from` on): one page of the integrity scan. */
 export interface IdRange {
   from: number;
-  to: number;
+  to?: number;
+}
+
+/** Restricts `column` to `ids`. */
+function inRange(q: Knex.QueryBuilder, column: string, ids: IdRange): void {
+  q.where(column, '>=', ids.from);
+  if (ids.to !== undefined) q.andWhere(column, '<=', ids.to);
 }
 
 /** The secrets, secret_versions and secret_labels tables. */
@@ -205,9 +212,9 @@ export class SecretsDal {
   async secretsBehindNewestVersion(ids?: IdRange): Promise<Array<Pick<SecretRow, 'id' | 'name'>>> {
     const db = this.db.reader;
     const newest = db('secret_versions').groupBy('secret_id').select('secret_id').max('version as newest');
-    if (ids) newest.where('secret_id', '>=', ids.from).andWhere('secret_id', '<=', ids.to);
+    if (ids) inRange(newest, 'secret_id', ids);
     const q = db('secrets as s').join(newest.as('n'), 'n.secret_id', 's.id').whereRaw('n.newest <> s.latest_version');
-    if (ids) q.where('s.id', '>=', ids.from).andWhere('s.id', '<=', ids.to);
+    if (ids) inRange(q, 's.id', ids);
     return q.select('s.id', 's.name');
   }
 
@@ -220,7 +227,7 @@ export class SecretsDal {
       })
       .whereNull('s.deleted_at')
       .whereNull('v.id');
-    if (ids) q.where('s.id', '>=', ids.from).andWhere('s.id', '<=', ids.to);
+    if (ids) inRange(q, 's.id', ids);
     return q.select('s.id', 's.name');
   }
 }
