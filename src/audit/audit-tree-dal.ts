@@ -200,6 +200,12 @@ export class AuditTreeDal {
     return this.db.readAll<AuditEventRow>(QUEUED_EVENTS_SQL, [limit]);
   }
 
+  /** The lowest leaf whose event is still stored (retention removes the oldest first); undefined when none is. */
+  async firstStoredEventLeaf(): Promise<number | undefined> {
+    const row = await this.db.readOne<{ l: number | string | null }>('SELECT MIN(leaf_index) AS l FROM audit_events', []);
+    return row?.l === null || row?.l === undefined ? undefined : Number(row.l);
+  }
+
   /** Events still waiting for the sequencer, and the age of the oldest (for metrics and readiness). */
   async queueStats(): Promise<{ queued: number; oldestTs: number | null }> {
     const row = (await this.db.reader('audit_events').whereNull('leaf_index').count('* as n').min('ts as oldest').first()) as { n: number | string; oldest: number | string | null } | undefined;
