@@ -115,8 +115,9 @@ export class Database {
     this.reader = handle.knex;
     if (handle.sqliteFile && options.fastPath !== false) {
       this.fast = new SqliteFastPath(handle.sqliteFile, () => this.openTransactions > 0, handle.sqliteSynchronous);
-      this.checkpointer = new SqliteCheckpointer(handle.sqliteFile, handle.sqliteSynchronous ?? 'full');
     }
+    // with or without the fast path: the knex connection's automatic checkpoint is only a fallback (connection.ts)
+    if (handle.sqliteFile) this.checkpointer = new SqliteCheckpointer(handle.sqliteFile, handle.sqliteSynchronous ?? 'full');
     const onFailure = options.onFailure;
     if (onFailure) {
       this.onFailure = onFailure;
