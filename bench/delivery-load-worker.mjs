@@ -2,11 +2,12 @@
 // that what the bench measures is the broker's loop, not its own clients' work on the same loop.
 // `workers` clients deliver in a loop (a new access token, then GET the secret) and one prober
 // asks /healthz every 50 ms, until the parent posts 'stop'; then the timings are posted back.
+// With `scrapeMs` it also GETs /metrics that often, as a Prometheus server would (bench/loop-stalls.ts).
 import { parentPort, workerData } from 'node:worker_threads';
 
 // plain JavaScript: Node 20's worker threads do not take the tsx loader the bench runs under
-/** @type {{ base: string, workers: number, clientId: string, clientSecret: string }} */
-const { base, workers, clientId, clientSecret } = workerData;
+/** @type {{ base: string, workers: number, clientId: string, clientSecret: string, scrapeMs?: number }} */
+const { base, workers, clientId, clientSecret, scrapeMs } = workerData;
 if (!new URL(base).hostname.startsWith('127.')) throw new Error('the bench load only targets loopback');
 
 async function deliver() {
@@ -41,6 +42,17 @@ const prober = (async () => {
     await new Promise((r) => setTimeout(r, 50));
   }
 })();
+const scrapes = [];
+const scraper = (async () => {
+  while (running && scrapeMs) {
+    const s = performance.now();
+    const res = await fetch(`${base}/metrics`);
+    if (res.status !== 200) throw new Error(`metrics: ${res.status}`);
+    await res.arrayBuffer();
+    scrapes.push(performance.now() - s);
+    await new Promise((r) => setTimeout(r, scrapeMs));
+  }
+})();
 parentPort.postMessage({ started: true });
-await Promise.all([...loops, prober]);
-parentPort.postMessage({ latencies, health });
+await Promise.all([...loops, prober, scraper]);
+parentPort.postMessage({ latencies, health, scrapes });

@@ -37,7 +37,8 @@ export interface ActivityBucketRow {
  */
 export class AuditQueryDal {
   private readonly db: Database['reader'];
-  private readonly dialect: Dialect;
+  /** Which database: retention sizes its steps by it. */
+  readonly dialect: Dialect;
 
   constructor(database: Database) {
     this.db = database.reader;

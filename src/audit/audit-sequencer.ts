@@ -5,11 +5,12 @@ import type { Database } from '../db/database.js';
 import type { AuditLogSigner } from './audit-log-key.js';
 import type { JsonlAuditSink } from './audit-sink.js';
 import type { KeptCheckpoints } from './kept-checkpoint.js';
-import { sequenceProgram, TreeStateMismatch, type AuditTreeDal, type SequenceOutcome } from './audit-tree-dal.js';
+import { LoopSlicer } from '../core/loop-slicer.js';
+import { queuedLeafHash, sequenceProgram, TreeStateMismatch, type AuditTreeDal, type SequenceOutcome } from './audit-tree-dal.js';
 
 export interface AuditSequencerDeps {
   db: Database;
-  /** Read at each metrics scrape for the queue gauges. */
+  /** Read at each metrics scrape for the queue gauges, and before each batch for the events to hash. */
   tree: AuditTreeDal;
   signer: () => Promise<AuditLogSigner>;
   clock: Clock;
@@ -34,10 +35,14 @@ export interface AuditSequencerDeps {
 
 /**
  * Leaves per sequencing transaction. On SQLite a batch runs synchronously (the port's fast
- * path), about 135 µs per event with the fsync: smaller batches, with the event loop let in
- * between, keep a backlog from stalling deliveries for long.
+ * path), so one batch is one stall of the event loop: its leaves are hashed before the
+ * transaction, in slices (hashLeaves), and what is left, the UPDATE of the leaf indexes, the node
+ * inserts, signing and the commit, is a fixed 1-2 ms and about 10-20 µs per event
+ * (bench/loop-stalls.ts). 100 keeps a batch at a few milliseconds; a backlog drains in batches
+ * with the event loop let in between. Every batch signs a tree head, so a smaller one costs a
+ * head row per 100 events under sustained load.
  */
-const DEFAULT_BATCH = { postgres: 1000, sqlite: 250 } as const;
+const DEFAULT_BATCH = { postgres: 1000, sqlite: 100 } as const;
 /** A run drains the queue in batches, but never for longer than this, so stop() stays prompt. */
 const MAX_BATCHES_PER_RUN = 50;
 
@@ -152,11 +157,13 @@ export class AuditSequencer {
     let newest: Extract<SequenceOutcome, { head: unknown }>['head'] | undefined;
     try {
       for (let i = 0; i < MAX_BATCHES_PER_RUN; i++) {
-        const started = process.hrtime.bigint();
         let outcome: SequenceOutcome;
+        let started = process.hrtime.bigint();
         try {
+          const leafHashes = await this.hashLeaves();
+          started = process.hrtime.bigint();
           outcome = await this.deps.db.writeProgram(
-            sequenceProgram({ batch: this.batch, now: this.deps.clock(), resignAfterMs: this.deps.resignAfterMs > 0 ? this.deps.resignAfterMs : Infinity, sign: signer.sign, open: signer.open, kept: this.deps.kept?.list() }),
+            sequenceProgram({ batch: this.batch, now: this.deps.clock(), resignAfterMs: this.deps.resignAfterMs > 0 ? this.deps.resignAfterMs : Infinity, sign: signer.sign, open: signer.open, kept: this.deps.kept?.list(), leafHashes }),
           );
         } catch (err) {
           this.metrics.runs.inc({ status: 'error' });
@@ -184,6 +191,22 @@ export class AuditSequencer {
       if (newest) this.deps.kept?.advance(newest);
     }
     return outcomes;
+  }
+
+  /**
+   * The leaf hashes of the next batch, computed before its transaction and giving the event loop
+   * a turn after each millisecond (LoopSlicer): hashing is most of a batch's work, and on SQLite
+   * the transaction runs in one synchronous step. Events queued meanwhile, or taken by another
+   * instance, are simply hashed in the transaction or not needed.
+   */
+  private async hashLeaves(): Promise<Map<number, Buffer>> {
+    const hashes = new Map<number, Buffer>();
+    const slicer = new LoopSlicer();
+    for (const row of await this.deps.tree.queuedEvents(this.batch)) {
+      hashes.set(Number(row.seq), queuedLeafHash(row));
+      await slicer.pause();
+    }
+    return hashes;
   }
 
   private published(outcome: Extract<SequenceOutcome, { head: unknown }>): void {

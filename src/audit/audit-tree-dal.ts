@@ -63,6 +63,14 @@ function* storedFrontier(size: number): StatementProgram<TreeFrontier | undefine
   return hashes.every((h) => h !== undefined) ? TreeFrontier.fromNodes(size, hashes as Buffer[]) : undefined;
 }
 
+/** The head of the sequencer's queue: events without a leaf, in seq order. */
+const QUEUED_EVENTS_SQL = 'SELECT * FROM audit_events WHERE leaf_index IS NULL ORDER BY seq LIMIT ?';
+
+/** The Merkle leaf hash of a stored event: what its leaf commits to. */
+export function queuedLeafHash(row: AuditEventRow): Buffer {
+  return leafHash(leafData(rowToEvent(row)));
+}
+
 export const LATEST_HEAD_SQL = 'SELECT id, tree_size, root_hash, created_at, note, key_id FROM audit_tree_heads ORDER BY tree_size DESC, id DESC LIMIT 1';
 
 /** A leaf as stored: its level-0 node, and its event unless retention removed that. */
@@ -184,6 +192,20 @@ export class AuditTreeDal {
     return Number(row?.n ?? 0);
   }
 
+  /**
+   * The next `limit` events waiting for the sequencer, in the order it takes them: the sequencer
+   * hashes their leaves before its transaction (queuedLeafHash), outside the synchronous step.
+   */
+  async queuedEvents(limit: number): Promise<AuditEventRow[]> {
+    return this.db.readAll<AuditEventRow>(QUEUED_EVENTS_SQL, [limit]);
+  }
+
+  /** The lowest leaf whose event is still stored (retention removes the oldest first); undefined when none is. */
+  async firstStoredEventLeaf(): Promise<number | undefined> {
+    const row = await this.db.readOne<{ l: number | string | null }>('SELECT MIN(leaf_index) AS l FROM audit_events', []);
+    return row?.l === null || row?.l === undefined ? undefined : Number(row.l);
+  }
+
   /** Events still waiting for the sequencer, and the age of the oldest (for metrics and readiness). */
   async queueStats(): Promise<{ queued: number; oldestTs: number | null }> {
     const row = (await this.db.reader('audit_events').whereNull('leaf_index').count('* as n').min('ts as oldest').first()) as { n: number | string; oldest: number | string | null } | undefined;
@@ -244,6 +266,14 @@ export function sequenceProgram(opts: {
   open: TreeHeadOpener;
   /** Checkpoints kept outside the database (kept-checkpoint.ts): the tree extended must extend each. */
   kept?: ReadonlyArray<Pick<KeptCheckpoint, 'file' | 'treeSize' | 'rootHash'>>;
+  /**
+   * Leaf hashes of queued events by seq, computed before the transaction (queuedLeafHash), so
+   * that the transaction, synchronous on SQLite, does not hash: the hashing is most of a batch's
+   * work. A queued event's row is written once and never updated by the broker, so the hash of
+   * the row read a moment earlier is the hash of the row sequenced; an event not in the map
+   * (queued since, or the map left out) is hashed here.
+   */
+  leafHashes?: ReadonlyMap<number, Buffer>;
 }): ProgramFactory<SequenceOutcome> {
   return function* (dialect) {
     if (dialect === 'postgres') {
@@ -281,10 +311,7 @@ export function sequenceProgram(opts: {
       if (mismatch) throw new TreeStateMismatch(mismatch.reason, mismatch.firstBadLeaf);
     }
 
-    const queued = (yield {
-      sql: 'SELECT * FROM audit_events WHERE leaf_index IS NULL ORDER BY seq LIMIT ?',
-      params: [opts.batch],
-    }) as AuditEventRow[];
+    const queued = (yield { sql: QUEUED_EVENTS_SQL, params: [opts.batch] }) as AuditEventRow[];
     // an empty log still gets a signed head of size 0, so there is always one to publish
     if (queued.length === 0 && latest && opts.now - latest.createdAt < opts.resignAfterMs) return { status: 'idle', treeSize: size };
 
@@ -292,8 +319,9 @@ export function sequenceProgram(opts: {
     const newNodes: Array<{ node: NodeId; hash: Buffer }> = [];
     for (const row of queued) {
       const index = frontier.size;
-      frontier.appendLeafHash(leafHash(leafData(rowToEvent(row))), (node, hash) => newNodes.push({ node, hash }));
-      assigned.push({ seq: Number(row.seq), index });
+      const seq = Number(row.seq);
+      frontier.appendLeafHash(opts.leafHashes?.get(seq) ?? queuedLeafHash(row), (node, hash) => newNodes.push({ node, hash }));
+      assigned.push({ seq, index });
     }
     for (let i = 0; i < assigned.length; i += ROWS_PER_STATEMENT) {
       const chunk = assigned.slice(i, i + ROWS_PER_STATEMENT);

@@ -167,6 +167,7 @@ export class AuditVerifyService {
     // an incremental pass starts past leaves already verified, so the last of them tells whether
     // retention has reached this far (else deleting the first new events would pass as pruning)
     let sawEvent = false;
+    const removedByRetention = prunedSince(tree);
     if (options.from && frontier.size > 0) {
       for await (const [last] of tree.leaves(frontier.size - 1, frontier.size)) sawEvent = last?.event !== undefined;
     }
@@ -194,7 +195,7 @@ export class AuditVerifyService {
             chainPrev = hash;
           }
           leavesChecked++;
-        } else if (sawEvent) {
+        } else if (sawEvent && !(await removedByRetention(leaf.index))) {
           return fail({ firstBadLeaf: leaf.index, reason: `the event of leaf ${leaf.index} was deleted` }, counts());
         } else {
           leavesWithoutEvent++;
@@ -303,6 +304,7 @@ export class AuditVerifyService {
     // as in the whole-log pass: an event may be missing only where retention removed it, i.e.
     // below the lowest event still stored; the leaf before the range tells whether it reached here
     let sawEvent = false;
+    const removedByRetention = prunedSince(tree);
     if (fromLeaf > 0) {
       for await (const [last] of tree.leaves(fromLeaf - 1, fromLeaf)) sawEvent = last?.event !== undefined;
     }
@@ -326,7 +328,7 @@ export class AuditVerifyService {
             chainPrev = hash;
           }
           leavesChecked++;
-        } else if (sawEvent) {
+        } else if (sawEvent && !(await removedByRetention(leaf.index))) {
           return fail({ firstBadLeaf: leaf.index, reason: `the event of leaf ${leaf.index} was deleted` });
         } else {
           leavesWithoutEvent++;
@@ -378,4 +380,21 @@ export class AuditVerifyService {
     }
     return undefined;
   }
+}
+
+/**
+ * Whether the event of a leaf is missing because retention removed it while the pass ran: the
+ * pass read events below it, and retention (which removes the oldest first, in steps) has since
+ * removed every event up to it. A pass over a large log and `keywarden audit prune` may run at
+ * the same time; what is accepted is what the pass accepts at its start, a missing prefix of
+ * the log, so a deletion anywhere else is still found. Asks the database once per advance of
+ * the removed prefix.
+ */
+function prunedSince(tree: AuditTreeDal): (leafIndex: number) => Promise<boolean> {
+  let removedBelow = 0;
+  return async (leafIndex) => {
+    if (leafIndex < removedBelow) return true;
+    removedBelow = (await tree.firstStoredEventLeaf()) ?? Infinity;
+    return leafIndex < removedBelow;
+  };
 }

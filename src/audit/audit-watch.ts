@@ -167,6 +167,7 @@ export class AuditChainWatch {
     try {
       await this.scanRows();
     } catch (err) {
+      if (this.stopping.signal.aborted) return;
       logger.warn({ err: { message: (err as Error).message } }, 'row integrity scan could not run');
     }
   }
@@ -207,7 +208,7 @@ export class AuditChainWatch {
   }
 
   private async scanRows(): Promise<void> {
-    const violations = await this.deps.rowIntegrity.scan();
+    const violations = await this.deps.rowIntegrity.scan({ signal: this.stopping.signal });
     this.rowViolations = violations;
     this.gauges.rows.set(violations.length);
     for (const v of violations) {

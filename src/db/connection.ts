@@ -4,6 +4,7 @@ import path from 'node:path';
 import knexFactory, { type Knex } from 'knex';
 import pg from 'pg';
 import { databaseConnectError, isClientSideTimeout } from './db-errors.js';
+import { AUTOCHECKPOINT_FALLBACK_PAGES } from './sqlite-checkpointer.js';
 
 /**
  * Timestamps are stored as epoch milliseconds in BIGINT columns; node-postgres returns int8 as
@@ -69,6 +70,9 @@ export function applySqlitePragmas(conn: { pragma(source: string): unknown }, op
   conn.pragma(`synchronous = ${options.synchronous === 'normal' ? 'NORMAL' : 'FULL'}`);
   conn.pragma('foreign_keys = ON');
   conn.pragma(`busy_timeout = ${options.busyTimeoutMs}`);
+  // the broker checkpoints from a worker thread (SqliteCheckpointer): a commit on the event loop
+  // checkpoints only if that falls far behind (a short-lived CLI process checkpoints at close)
+  conn.pragma(`wal_autocheckpoint = ${AUTOCHECKPOINT_FALLBACK_PAGES}`);
 }
 
 // knex's PostgreSQL dialect (no typings of its own; knex accepts a dialect class as `client`)

@@ -2,6 +2,7 @@ import type { Knex } from 'knex';
 import type { DbHandle, Dialect } from './connection.js';
 import { classifyDatabaseError, type DatabaseFailureKind } from './db-errors.js';
 import { SqliteFastPath } from './sqlite-fast-path.js';
+import { SqliteCheckpointer } from './sqlite-checkpointer.js';
 
 /** The query builder on the pool, or on an open transaction: what repositories query with. */
 export type Queryable = Knex;
@@ -104,6 +105,7 @@ export class Database {
   /** Reads outside a transaction. */
   readonly reader: Knex;
   private readonly fast?: SqliteFastPath;
+  private readonly checkpointer?: SqliteCheckpointer;
   private openTransactions = 0;
   private readonly onFailure?: (kind: DatabaseFailureKind) => void;
   private readonly unwatch: Array<() => void> = [];
@@ -114,6 +116,8 @@ export class Database {
     if (handle.sqliteFile && options.fastPath !== false) {
       this.fast = new SqliteFastPath(handle.sqliteFile, () => this.openTransactions > 0, handle.sqliteSynchronous);
     }
+    // with or without the fast path: the knex connection's automatic checkpoint is only a fallback (connection.ts)
+    if (handle.sqliteFile) this.checkpointer = new SqliteCheckpointer(handle.sqliteFile, handle.sqliteSynchronous ?? 'full');
     const onFailure = options.onFailure;
     if (onFailure) {
       this.onFailure = onFailure;
@@ -226,8 +230,14 @@ export class Database {
     return runProgramOn(trx, program(this.dialect));
   }
 
+  /** The worker's last WAL checkpoint on SQLite (diagnostics and tests): frames in the log, and how many it copied. */
+  get lastCheckpoint(): { log: number; checkpointed: number; busy: number } | undefined {
+    return this.checkpointer?.last;
+  }
+
   close(): void {
     for (const unwatch of this.unwatch.splice(0)) unwatch();
+    this.checkpointer?.close();
     this.fast?.close();
   }
 }

@@ -1,3 +1,4 @@
+import type { Knex } from 'knex';
 import type { Database, Queryable, Transaction } from '../db/database.js';
 import { rowToSecret, rowToVersion, type SecretRecord, type SecretRow, type SecretVersionRecord, type SecretVersionRow } from './secrets-types.js';
 
@@ -25,9 +26,26 @@ export interface SecretListFilter {
 
 export type SecretWithVersionRow = SecretRow & Pick<SecretVersionRow, 'checksum' | 'size'>;
 
+/** Secret ids from `from` to `to`, both included (no `to`: every id from `from` on): one page of the integrity scan. */
+export interface IdRange {
+  from: number;
+  to?: number;
+}
+
+/** Restricts `column` to `ids`. */
+function inRange(q: Knex.QueryBuilder, column: string, ids: IdRange): void {
+  q.where(column, '>=', ids.from);
+  if (ids.to !== undefined) q.andWhere(column, '<=', ids.to);
+}
+
 /** The secrets, secret_versions and secret_labels tables. */
 export class SecretsDal {
   constructor(private readonly db: Database) {}
+
+  /** Which database: a caller that pages through a table sizes its pages by it. */
+  get dialect(): Database['dialect'] {
+    return this.db.dialect;
+  }
 
   private q(trx?: Queryable): Queryable {
     return trx ?? this.db.reader;
@@ -191,23 +209,25 @@ export class SecretsDal {
   }
 
   /** Secrets whose latest_version is not their highest stored version (a replayed older row). */
-  async secretsBehindNewestVersion(): Promise<Array<Pick<SecretRow, 'id' | 'name'>>> {
+  async secretsBehindNewestVersion(ids?: IdRange): Promise<Array<Pick<SecretRow, 'id' | 'name'>>> {
     const db = this.db.reader;
-    return db('secrets as s')
-      .join(db('secret_versions').groupBy('secret_id').select('secret_id').max('version as newest').as('n'), 'n.secret_id', 's.id')
-      .whereRaw('n.newest <> s.latest_version')
-      .select('s.id', 's.name');
+    const newest = db('secret_versions').groupBy('secret_id').select('secret_id').max('version as newest');
+    if (ids) inRange(newest, 'secret_id', ids);
+    const q = db('secrets as s').join(newest.as('n'), 'n.secret_id', 's.id').whereRaw('n.newest <> s.latest_version');
+    if (ids) inRange(q, 's.id', ids);
+    return q.select('s.id', 's.name');
   }
 
   /** Live secrets whose current version does not exist. */
-  async secretsWithoutCurrentVersion(): Promise<Array<Pick<SecretRow, 'id' | 'name'>>> {
-    return this.db
+  async secretsWithoutCurrentVersion(ids?: IdRange): Promise<Array<Pick<SecretRow, 'id' | 'name'>>> {
+    const q = this.db
       .reader('secrets as s')
       .leftJoin('secret_versions as v', function () {
         this.on('v.secret_id', '=', 's.id').andOn('v.version', '=', 's.current_version');
       })
       .whereNull('s.deleted_at')
-      .whereNull('v.id')
-      .select('s.id', 's.name');
+      .whereNull('v.id');
+    if (ids) inRange(q, 's.id', ids);
+    return q.select('s.id', 's.name');
   }
 }

@@ -277,6 +277,20 @@ describe('operational metrics on /metrics', () => {
     }
   });
 
+  it("exports the event loop's delay since the previous scrape, a stall of the loop included", async () => {
+    await scrape(tb); // the figures are since the previous scrape
+    // hold the loop (the broker serves in this process) for 40 ms
+    const until = performance.now() + 40;
+    while (performance.now() < until);
+    const { samples } = await scrape(tb);
+    // sampled every 2 ms: a 40 ms stall reads as at least 38 ms
+    expect(value(samples, 'keywarden_nodejs_eventloop_lag_max_seconds')).toBeGreaterThanOrEqual(0.035);
+    expect(value(samples, 'keywarden_nodejs_eventloop_lag_p99_seconds')).toBeGreaterThan(0);
+    const { samples: next } = await scrape(tb);
+    // reset by the scrape: the stall is not reported twice
+    expect(value(next, 'keywarden_nodejs_eventloop_lag_max_seconds')).toBeLessThan(0.035);
+  });
+
   it('carries no secret or client names, values, credentials, tokens or image names', async () => {
     const { text } = await scrape(tb);
     for (const v of leaks) expect(text.includes(v), `metrics contain ${v.slice(0, 12)}…`).toBe(false);
