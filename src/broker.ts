@@ -174,7 +174,7 @@ export async function createServices(config: Config, options: BrokerOptions = {}
   try {
     // before migrations and before any key is made: a missing root key must not be replaced
     // (a port without the fast path: that connection opens after the migrations)
-    keyProvider = instrumentKeyProvider(options.keyProvider ?? (await openKeyProvider(config.keyProvider, new Database(dbHandle, { fastPath: false }))), telemetry);
+    keyProvider = instrumentKeyProvider(options.keyProvider ?? (await openKeyProvider(config.keyProvider, new Database(dbHandle, { fastPath: false, checkpoints: false }))), telemetry);
   } catch (err) {
     if (!options.db) await dbHandle.close();
     throw err;
@@ -194,7 +194,7 @@ export async function createServices(config: Config, options: BrokerOptions = {}
   const auditTree = new AuditTreeDal(database);
   const origin = resolveAuditOrigin({ configured: config.auditOrigin, stored: await auditTree.storedOrigin(), issuer: config.issuer });
   if ('conflict' in origin) {
-    database.close();
+    await database.close();
     if (!options.db) await dbHandle.close();
     throw new ConfigError([origin.conflict]);
   }
@@ -449,7 +449,7 @@ export async function createBroker(config: Config, options: BrokerOptions = {}):
       await services.gate.trustEpoch.stop();
       await auditWatch.stop();
       services.auditSink?.close();
-      services.database.close();
+      await services.database.close();
       await services.registry.egress.close();
       if (!options.db) await services.dbHandle.close();
     },

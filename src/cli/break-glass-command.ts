@@ -180,7 +180,7 @@ export async function breakGlass(opts: BreakGlassOptions, out: NodeJS.WritableSt
     try {
       let keyProvider;
       try {
-        keyProvider = await openKeyProviderForRecovery(config.keyProvider, new Database(dbHandle, { fastPath: false }));
+        keyProvider = await openKeyProviderForRecovery(config.keyProvider, new Database(dbHandle, { fastPath: false, checkpoints: false }));
       } catch (e) {
         if (e instanceof KeyProviderError) throw new BreakGlassError(BreakGlassExit.NO_INPUT, e.message);
         throw e;
@@ -212,7 +212,7 @@ export async function breakGlass(opts: BreakGlassOptions, out: NodeJS.WritableSt
       if (services) {
         await services.auditSequencer.stop();
         services.auditSink?.close();
-        services.database.close();
+        await services.database.close();
         await services.registry.egress.close();
       }
       await dbHandle.close();

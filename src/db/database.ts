@@ -40,6 +40,12 @@ export interface DatabaseOptions {
    * Failures that are not a database failure (a unique violation, say) are not reported.
    */
   onFailure?: (kind: DatabaseFailureKind) => void;
+  /**
+   * The WAL checkpoint worker (sqlite-checkpointer.ts; default on, SQLite files only). Off for a
+   * short-lived port opened beside the serving one (the root key's, before migrations): one
+   * worker per database file is enough, and a port nobody closes must not hold a connection open.
+   */
+  checkpoints?: boolean;
 }
 
 /** The pool's connections, as tarn counts them. */
@@ -117,7 +123,7 @@ export class Database {
       this.fast = new SqliteFastPath(handle.sqliteFile, () => this.openTransactions > 0, handle.sqliteSynchronous);
     }
     // with or without the fast path: the knex connection's automatic checkpoint is only a fallback (connection.ts)
-    if (handle.sqliteFile) this.checkpointer = new SqliteCheckpointer(handle.sqliteFile, handle.sqliteSynchronous ?? 'full');
+    if (handle.sqliteFile && options.checkpoints !== false) this.checkpointer = new SqliteCheckpointer(handle.sqliteFile, handle.sqliteSynchronous ?? 'full');
     const onFailure = options.onFailure;
     if (onFailure) {
       this.onFailure = onFailure;
@@ -235,9 +241,15 @@ export class Database {
     return this.checkpointer?.last;
   }
 
-  close(): void {
+  /**
+   * Closes the port's own connections. Resolves once the checkpoint worker's connection is closed
+   * too: a connection left open would keep whichever connection closes last from folding the log
+   * back into the database file, so a stopped broker would leave the file and its log apart.
+   */
+  async close(): Promise<void> {
     for (const unwatch of this.unwatch.splice(0)) unwatch();
-    this.checkpointer?.close();
+    const checkpointer = this.checkpointer?.close();
     this.fast?.close();
+    await checkpointer;
   }
 }

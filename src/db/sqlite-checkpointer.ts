@@ -36,10 +36,18 @@ export class SqliteCheckpointer {
     this.worker.unref();
   }
 
-  close(): void {
-    if (this.closed) return;
+  /** Asks the worker to close its connection and end; resolves when it has (or, stuck, was terminated). */
+  close(): Promise<void> {
+    if (this.closed) return Promise.resolve();
     this.closed = true;
-    void this.worker.terminate();
+    return new Promise((resolve) => {
+      const stuck = setTimeout(() => void this.worker.terminate(), 2_000);
+      this.worker.once('exit', () => {
+        clearTimeout(stuck);
+        resolve();
+      });
+      this.worker.postMessage('close');
+    });
   }
 }
 
@@ -62,5 +70,11 @@ const run = () => {
     // the file is locked for something else (a schema change): the next turn tries again
   }
 };
-setInterval(run, workerData.intervalMs);
+const timer = setInterval(run, workerData.intervalMs);
+parentPort.on('message', (m) => {
+  if (m !== 'close') return;
+  clearInterval(timer);
+  try { db.close(); } catch {}
+  parentPort.close();
+});
 `;

@@ -363,7 +363,7 @@ describe('database pool gauges and failure counts (db/database.ts)', () => {
       const last = await read();
       expect(['unavailable', 'timeout', 'storage_full', 'read_only', 'busy'].reduce((n, kind) => n + value(last, 'keywarden_db_errors_total', { kind }), 0)).toBe(1);
     } finally {
-      database.close();
+      await database.close();
       await handle.close();
       await testDb.drop();
     }
@@ -378,7 +378,7 @@ describe('database pool gauges and failure counts (db/database.ts)', () => {
       await expect(database.readAll('select pg_sleep(1)', [])).rejects.toMatchObject({ code: '57014' });
       expect(value(parseSamples(await metrics.registry.metrics()), 'keywarden_db_errors_total', { kind: 'timeout' })).toBe(1);
     } finally {
-      database.close();
+      await database.close();
       await handle.close();
       await testDb.drop();
     }

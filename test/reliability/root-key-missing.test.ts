@@ -144,7 +144,7 @@ describe('a missing root key is never replaced', () => {
       expect(await services.keyProvider.rotate()).toBe('2');
       await rewrapAll(services.database, services.keyProvider);
     } finally {
-      services.database.close();
+      await services.database.close();
       await services.dbHandle.close();
     }
     fs.writeFileSync(site.keyFile, savedKey, { mode: 0o600 });
