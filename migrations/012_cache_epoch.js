@@ -4,7 +4,9 @@
 // attacker with database access), so no code path can forget to; each instance polls it
 // (src/db/cache-epoch.ts). On PostgreSQL the trigger is deferred to commit and bumps once per
 // transaction: the row lock is taken last and held for an instant, so writers cannot deadlock on
-// it, and a bulk change (a backfill, a root key rotation) is one bump, not one per row.
+// it, and a bulk change (a backfill, a root key rotation) is one bump, not one per row. The
+// function keeps the search_path it was created under, so a write from a session with another
+// search_path (an operator's psql) still finds cache_epoch instead of failing.
 
 const WATCHED = {
   clients: 'INSERT OR UPDATE OR DELETE',
@@ -25,7 +27,7 @@ export async function up(knex) {
   await knex('cache_epoch').insert({ id: 1, generation: 1 });
   if (knex.client.config.client === 'pg') {
     await knex.raw(`
-      CREATE FUNCTION keywarden_bump_cache_epoch() RETURNS trigger LANGUAGE plpgsql AS $$
+      CREATE FUNCTION keywarden_bump_cache_epoch() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
       BEGIN
         IF current_setting('keywarden.cache_epoch_bumped', true) IS DISTINCT FROM 'yes' THEN
           PERFORM set_config('keywarden.cache_epoch_bumped', 'yes', true);

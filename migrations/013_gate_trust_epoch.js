@@ -22,7 +22,7 @@ export async function up(knex) {
   await knex('gate_trust_epoch').insert({ id: 1, generation: 1 });
   if (knex.client.config.client === 'pg') {
     await knex.raw(`
-      CREATE FUNCTION keywarden_bump_gate_trust_epoch() RETURNS trigger LANGUAGE plpgsql AS $$
+      CREATE FUNCTION keywarden_bump_gate_trust_epoch() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
       BEGIN
         IF current_setting('keywarden.gate_trust_epoch_bumped', true) IS DISTINCT FROM 'yes' THEN
           PERFORM set_config('keywarden.gate_trust_epoch_bumped', 'yes', true);
