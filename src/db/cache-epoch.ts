@@ -147,7 +147,7 @@ export class EpochCache<K, V> {
     return this.epoch.current();
   }
 
-  /** The value, when one was stored under the current generation (`has` tells a stored undefined apart). */
+  /** The entry stored under the current generation, if any: wrapped, so that a stored undefined (a refusal) is told apart from a miss. */
   get(key: K): { value: V } | undefined {
     const generation = this.epoch.current();
     if (generation === undefined) return undefined;
