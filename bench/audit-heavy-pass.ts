@@ -12,22 +12,14 @@
 // Prints JSON lines as it goes, and the whole result as one JSON document at the end (`--out FILE` too).
 // Usage: node --import tsx bench/audit-heavy-pass.ts [--database-url postgres://postgres@127.0.0.1:5432/test]
 //          [--events 1000000] [--workers 4] [--idle-seconds 5] [--out FILE]
-import crypto from 'node:crypto';
 import fs from 'node:fs';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import os from 'node:os';
-import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { Worker } from 'node:worker_threads';
-import pino from 'pino';
-import { createBroker } from '../src/broker.js';
-import { loadConfig } from '../src/config.js';
-import { openDatabase } from '../src/db/connection.js';
 import { appendEventsProgram } from '../src/audit/audit-dal.js';
 import { sequenceProgram } from '../src/audit/audit-tree-dal.js';
-import { emit, percentiles, readEvent, round } from './audit-bench-support.js';
+import { emit, percentiles, readEvent, round, startBenchBroker } from './audit-bench-support.js';
 
 const { values } = parseArgs({
   options: {
@@ -48,36 +40,23 @@ const issuer = 'http://127.0.0.1:8750';
 
 
 async function main(): Promise<void> {
-  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kw-bench-heavy-'));
-  const schema = pgUrl ? `kw_bench_${crypto.randomBytes(5).toString('hex')}` : undefined;
-  const config = loadConfig({
-    KEYWARDEN_DATA_DIR: dataDir,
-    ...(pgUrl ? { KEYWARDEN_DATABASE_URL: pgUrl } : {}),
-    KEYWARDEN_ROOT_KEY: crypto.randomBytes(32).toString('base64'),
-    KEYWARDEN_LOG_LEVEL: 'silent',
-    KEYWARDEN_ISSUER: issuer,
+  const bench = await startBenchBroker({
+    pgUrl,
+    issuer,
+    tmpPrefix: 'kw-bench-heavy-',
     // only the measured passes: no background verification, sequencing on demand, no budget in the way
-    KEYWARDEN_AUDIT_SEQUENCE_INTERVAL_MS: '0',
-    KEYWARDEN_AUDIT_VERIFY_INTERVAL: '0',
-    KEYWARDEN_AUDIT_FULL_VERIFY_INTERVAL: '0',
-    KEYWARDEN_AUDIT_PASS_BUDGET_MS: '86400000',
+    env: {
+      KEYWARDEN_AUDIT_SEQUENCE_INTERVAL_MS: '0',
+      KEYWARDEN_AUDIT_VERIFY_INTERVAL: '0',
+      KEYWARDEN_AUDIT_FULL_VERIFY_INTERVAL: '0',
+      KEYWARDEN_AUDIT_PASS_BUDGET_MS: '86400000',
+    },
+    // building the log holds the loop for seconds (SQLite sequences a batch in one tick)
+    keepAliveTimeoutMs: 120_000,
   });
-  const broker = await createBroker(config, { ...(schema ? { dbSchema: schema } : {}), logger: pino({ level: 'silent' }) });
-  const server = http.createServer(broker.app);
-  // building the log holds the loop for seconds (SQLite sequences a batch in one tick): keep-alive
-  // timers that fire late would reset pooled sockets under the first measured requests
-  server.keepAliveTimeout = 120_000;
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const { broker, base, post } = bench;
   const results: Record<string, unknown> = { database: pgUrl ? 'postgres' : 'sqlite', events, workers, node: process.version, cpus: os.cpus().length, startedAt: new Date().toISOString() };
   try {
-    const adminKey = await broker.services.apiKeys.bootstrapAdmin();
-    if (!adminKey) throw new Error('fresh database has an API key already');
-    const post = async (p: string, body: unknown) => {
-      const res = await fetch(`${base}${p}`, { method: 'POST', headers: { authorization: `Bearer ${adminKey}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
-      if (res.status !== 201) throw new Error(`${p}: ${res.status} ${await res.text()}`);
-      return res.json() as Promise<Record<string, string>>;
-    };
     const auditorKey = (await post('/v1/api-keys', { name: 'bench-auditor', role: 'auditor' })).key;
     await post('/v1/groups', { name: 'bench' });
     await post('/v1/secrets', { name: 'bench-secret', value: 'bench-value', groups: ['bench'] });
@@ -144,14 +123,7 @@ async function main(): Promise<void> {
       return { status: res.status, megabytes: round(bytes / 1e6) };
     });
   } finally {
-    server.closeAllConnections();
-    server.close();
-    await broker.close();
-    if (schema) {
-      const admin = await openDatabase(pgUrl!);
-      await admin.knex.raw(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).finally(() => admin.close());
-    }
-    fs.rmSync(dataDir, { recursive: true, force: true });
+    await bench.close();
   }
   const doc = JSON.stringify(results, null, 2);
   process.stdout.write(doc + '\n');

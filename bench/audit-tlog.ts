@@ -18,20 +18,13 @@
 //          [--proofs 500] [--build-batch 50000] [--out FILE]
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import os from 'node:os';
-import path from 'node:path';
 import { parseArgs } from 'node:util';
-import pino from 'pino';
-import { createBroker } from '../src/broker.js';
-import { loadConfig } from '../src/config.js';
-import { openDatabase } from '../src/db/connection.js';
 import { appendEventsProgram } from '../src/audit/audit-dal.js';
 import { sequenceProgram } from '../src/audit/audit-tree-dal.js';
 import { defaultAuditOrigin, loadAuditLogSigner } from '../src/audit/audit-log-key.js';
 import { verifyConsistency, verifyInclusion } from '../src/audit/merkle.js';
-import { emit, loadAverage, percentiles, readEvent, round } from './audit-bench-support.js';
+import { emit, loadAverage, percentiles, readEvent, round, startBenchBroker } from './audit-bench-support.js';
 
 const { values } = parseArgs({
   options: {
@@ -49,52 +42,22 @@ const { values } = parseArgs({
 const only = new Set(values.only!.split(','));
 const pgUrl = values['database-url'];
 const issuer = 'http://127.0.0.1:8750';
-const silent = pino({ level: 'silent' });
 
 
 
 
-/** A broker on a fresh SQLite directory or PostgreSQL schema, served on a loopback port; torn down by `close`. */
+/** A broker on a fresh SQLite directory or PostgreSQL schema, served on a loopback port, with an auditor key; torn down by `close`. */
 async function startBroker(env: Record<string, string>) {
-  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kw-bench-tlog-'));
-  const schema = pgUrl ? `kw_bench_${crypto.randomBytes(5).toString('hex')}` : undefined;
-  const config = loadConfig({
-    KEYWARDEN_DATA_DIR: dataDir,
-    ...(pgUrl ? { KEYWARDEN_DATABASE_URL: pgUrl } : {}),
-    KEYWARDEN_ROOT_KEY: crypto.randomBytes(32).toString('base64'),
-    KEYWARDEN_LOG_LEVEL: 'silent',
-    KEYWARDEN_ISSUER: issuer,
-    ...env,
-  });
-  const broker = await createBroker(config, { ...(schema ? { dbSchema: schema } : {}), logger: silent });
-  const server = http.createServer(broker.app);
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  const adminKey = await broker.services.apiKeys.bootstrapAdmin();
-  if (!adminKey) throw new Error('fresh database has an API key already');
-  const created = await fetch(`${base}/v1/api-keys`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${adminKey}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ name: 'bench-auditor', role: 'auditor' }),
-  });
-  if (created.status !== 201) throw new Error(`auditor key: ${created.status} ${await created.text()}`);
-  const auditorKey = ((await created.json()) as { key: string }).key;
-  return {
-    broker,
-    base,
-    auditorKey,
-    async close() {
-      server.closeAllConnections();
-      server.close();
-      await broker.close();
-      if (schema) {
-        const admin = await openDatabase(pgUrl!);
-        await admin.knex.raw(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).finally(() => admin.close());
-      }
-      fs.rmSync(dataDir, { recursive: true, force: true });
-    },
-  };
+  const bench = await startBenchBroker({ pgUrl, issuer, tmpPrefix: 'kw-bench-tlog-', env });
+  try {
+    const auditorKey = (await bench.post('/v1/api-keys', { name: 'bench-auditor', role: 'auditor' })).key;
+    return { ...bench, auditorKey };
+  } catch (err) {
+    await bench.close();
+    throw err;
+  }
 }
+
 type Bench = Awaited<ReturnType<typeof startBroker>>;
 
 /** Queues `count` events through the DAL program, `perTransaction` to a transaction. */

@@ -19,21 +19,13 @@
 // fast-path transaction since the previous tick (on SQLite, statements run on the loop).
 // Usage: node --import tsx bench/loop-stalls.ts [--database-url postgres://postgres@127.0.0.1:5432/test]
 //          [--seconds 60] [--workers 4] [--events 20000] [--secrets 2000] [--skip-prune] [--out FILE]
-import crypto from 'node:crypto';
 import fs from 'node:fs';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import os from 'node:os';
-import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import BetterSqlite3 from 'better-sqlite3';
-import pino from 'pino';
-import { createBroker } from '../src/broker.js';
-import { loadConfig } from '../src/config.js';
-import { openDatabase } from '../src/db/connection.js';
 import { appendEventsProgram } from '../src/audit/audit-dal.js';
 import { sequenceProgram } from '../src/audit/audit-tree-dal.js';
 import { AuditSequencer } from '../src/audit/audit-sequencer.js';
@@ -42,7 +34,7 @@ import { AuditVerifyService } from '../src/audit/audit-verify-service.js';
 import { RowIntegrityScanner } from '../src/secrets/row-integrity-scanner.js';
 import { pruneAuditLog } from '../src/audit/audit-retention.js';
 import { SqliteFastPath } from '../src/db/sqlite-fast-path.js';
-import { emit, percentiles, readEvent, round } from './audit-bench-support.js';
+import { emit, percentiles, readEvent, round, startBenchBroker } from './audit-bench-support.js';
 
 const { values } = parseArgs({
   options: {
@@ -155,33 +147,17 @@ function mainThreadCpuMs(): number {
 }
 
 async function main(): Promise<void> {
-  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kw-bench-stalls-'));
-  const schema = pgUrl ? `kw_bench_${crypto.randomBytes(5).toString('hex')}` : undefined;
-  const config = loadConfig({
-    KEYWARDEN_DATA_DIR: dataDir,
-    ...(pgUrl ? { KEYWARDEN_DATABASE_URL: pgUrl } : {}),
-    KEYWARDEN_ROOT_KEY: crypto.randomBytes(32).toString('base64'),
-    KEYWARDEN_LOG_LEVEL: 'silent',
-    KEYWARDEN_ISSUER: issuer,
-    KEYWARDEN_AUDIT_VERIFY_INTERVAL: values['verify-interval'],
-    KEYWARDEN_AUDIT_FULL_VERIFY_INTERVAL: values['full-verify-interval'],
+  const bench = await startBenchBroker({
+    pgUrl,
+    issuer,
+    tmpPrefix: 'kw-bench-stalls-',
+    env: { KEYWARDEN_AUDIT_VERIFY_INTERVAL: values['verify-interval']!, KEYWARDEN_AUDIT_FULL_VERIFY_INTERVAL: values['full-verify-interval']! },
+    keepAliveTimeoutMs: 120_000,
   });
-  const broker = await createBroker(config, { ...(schema ? { dbSchema: schema } : {}), logger: pino({ level: 'silent' }) });
-  const registry = broker.services.metrics.registry;
-  track(registry, 'metrics', 'metrics-scrape');
-  const server = http.createServer(broker.app);
-  server.keepAliveTimeout = 120_000;
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const { broker, base, post } = bench;
+  track(broker.services.metrics.registry, 'metrics', 'metrics-scrape');
   const results: Record<string, unknown> = { database: pgUrl ? 'postgres' : 'sqlite', seconds, workers, events, secrets: secretCount, node: process.version, cpus: os.cpus().length, startedAt: new Date().toISOString() };
   try {
-    const adminKey = await broker.services.apiKeys.bootstrapAdmin();
-    if (!adminKey) throw new Error('fresh database has an API key already');
-    const post = async (p: string, body: unknown) => {
-      const res = await fetch(`${base}${p}`, { method: 'POST', headers: { authorization: `Bearer ${adminKey}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
-      if (res.status !== 201) throw new Error(`${p}: ${res.status} ${await res.text()}`);
-      return res.json() as Promise<Record<string, string>>;
-    };
     await post('/v1/groups', { name: 'bench' });
     await post('/v1/secrets', { name: 'bench-secret', value: 'bench-value', groups: ['bench'] });
     const client = await post('/v1/clients', { name: 'bench-app', groups: ['bench'] });
@@ -299,14 +275,7 @@ async function main(): Promise<void> {
     results.longestStatements = steps;
     results.stalls = stalls.sort((a, b) => b.cpuMs - a.cpuMs).slice(0, 40);
   } finally {
-    server.closeAllConnections();
-    server.close();
-    await broker.close();
-    if (schema) {
-      const admin = await openDatabase(pgUrl!);
-      await admin.knex.raw(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).finally(() => admin.close());
-    }
-    fs.rmSync(dataDir, { recursive: true, force: true });
+    await bench.close();
   }
   const doc = JSON.stringify(results, null, 2);
   process.stdout.write(doc + '\n');
