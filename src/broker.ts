@@ -65,7 +65,7 @@ import { createRegistryClient } from './trust/registry/registry-access.js';
 import { RegistryCredentialsService } from './trust/registry/registry-credentials-service.js';
 import type { RegistryClient } from './trust/registry/registry-client.js';
 import { SigningKeysService } from './trust/signing/signing-keys-service.js';
-import { changesTrust, GateService } from './trust/gate/gate-service.js';
+import { GateService } from './trust/gate/gate-service.js';
 import { DecisionDal } from './trust/gate/decision-dal.js';
 import { clientReleaseRoutes, policyRoutes, releaseRoutes } from './trust/gate/gate-routes.js';
 import { PolicyService } from './trust/gate/policy-service.js';
@@ -226,7 +226,7 @@ export async function createServices(config: Config, options: BrokerOptions = {}
     chainGuard: () => auditChain.assertIntact(),
     kept: auditCheckpoints,
   });
-  // the release gate's trust epoch (migration 013): a trust change committed here expires it at once
+  // the release gate's trust epoch (migration 013); like the delivery path's, read again after each audited change here
   const trustEpoch = new CacheEpoch(() => new DecisionDal(database).trustEpoch(), { logger, name: 'gate trust epoch' });
   const audit = new AuditService({
     db: database,
@@ -236,11 +236,8 @@ export async function createServices(config: Config, options: BrokerOptions = {}
     sink: auditSink,
     chainGuard: () => auditChain.assertIntact(),
     onQueued: (count) => auditSequencer.noteAppended(count),
-    onCommitted: (events) => {
-      if (events.some((e) => changesTrust(e.action))) trustEpoch.expire();
-    },
     telemetry,
-    cacheEpoch,
+    cacheEpochs: [cacheEpoch, trustEpoch],
   });
   // rows from before migration 007 get their MACs once; the count is on the record
   const access = new AccessService(new AccessDal(database), rowIntegrity, cacheEpoch);

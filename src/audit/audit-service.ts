@@ -22,10 +22,11 @@ export interface AuditDeps {
   onQueued?: (count: number) => void;
   /** Append latency for /metrics. */
   telemetry?: Telemetry;
-  /** Read again after an audited change commits, so this instance's caches drop what it changed before the caller answers. */
-  cacheEpoch?: Pick<CacheEpoch, 'refresh'>;
-  /** Told the events of every commit, synchronously, before the writer's caller resumes (in-memory caches that depend on what they describe). */
-  onCommitted?: (events: AuditEvent[]) => void;
+  /**
+   * Read again after each audited change commits (`transact`), before the caller answers, so
+   * this instance's caches (the delivery path's, the release gate's) drop what it changed.
+   */
+  cacheEpochs?: Array<Pick<CacheEpoch, 'refreshAfterChange'>>;
 }
 
 interface PendingReads {
@@ -205,16 +206,8 @@ export class AuditService {
     );
   }
 
-  /**
-   * The change is committed either way; when the epoch cannot be read now, other instances'
-   * bound (src/db/cache-epoch.ts) holds for this one too.
-   */
   private async refreshCaches(): Promise<void> {
-    try {
-      await this.deps.cacheEpoch?.refresh();
-    } catch (err) {
-      this.deps.logger?.warn({ err: { message: (err as Error).message } }, 'cache epoch could not be read after a change');
-    }
+    await Promise.all((this.deps.cacheEpochs ?? []).map((epoch) => epoch.refreshAfterChange()));
   }
 
   committed(events: AuditEvent[]): void {
@@ -227,10 +220,7 @@ export class AuditService {
   }
 
   private mirror(events: AuditEvent[]): void {
-    if (events.length > 0) {
-      this.deps.onQueued?.(events.length);
-      this.deps.onCommitted?.(events);
-    }
+    if (events.length > 0) this.deps.onQueued?.(events.length);
     if (!this.deps.sink || events.length === 0) return;
     try {
       this.deps.sink.write(events);

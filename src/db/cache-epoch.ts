@@ -104,6 +104,20 @@ export class CacheEpoch {
     if (started > this.confirmedAt && started >= this.expiredAt) this.confirmedAt = started;
   }
 
+  /**
+   * After this instance committed a change: reads the epoch before the caller answers, so its
+   * own caches drop what the change made stale. When the epoch cannot be read now, `expire`
+   * keeps them unused until a read that starts later succeeds; the change stands either way.
+   */
+  async refreshAfterChange(): Promise<void> {
+    try {
+      await this.refresh();
+    } catch (err) {
+      this.expire();
+      this.options.logger?.warn({ err: { message: (err as Error).message } }, `${this.options.name ?? 'cache epoch'} could not be read after a change; its caches are unused until it is`);
+    }
+  }
+
   start(): void {
     if (this.timer) return;
     const tick = () => {

@@ -240,7 +240,7 @@ export class TokenService {
     if (chain !== jti) rows.push({ jti: chain, expires_at: chainExpiresAt, revoked_at: now, revoked_by: by });
     await this.deps.dal.revoke(rows, trx);
     // in a caller's transaction the epoch is read once it commits (AuditService.transact)
-    if (!trx) await this.deps.cacheEpoch?.refresh().catch(() => undefined);
+    if (!trx) await this.deps.cacheEpoch?.refreshAfterChange();
     return chain !== jti ? { chain } : {};
   }
 }

@@ -128,6 +128,21 @@ describe('CacheEpoch and EpochCache', () => {
     expect(cache.get('k')?.value).toBe('v');
   });
 
+  it('refreshAfterChange(): when the epoch cannot be read after a change, nothing cached is served until it can', async () => {
+    const { state, epoch, cache } = harness();
+    await epoch.refresh();
+    cache.set('k', 'v', cache.stamp());
+    state.now = 10;
+    state.failing = true;
+    await expect(epoch.refreshAfterChange()).resolves.toBeUndefined();
+    expect(cache.get('k')).toBeUndefined();
+    state.failing = false;
+    state.generation = 2;
+    await epoch.refreshAfterChange();
+    expect(epoch.current()).toBe(2);
+    expect(cache.size).toBe(0);
+  });
+
   it('hold at most maxEntries, the oldest leaving first', async () => {
     const { epoch, cache } = harness();
     await epoch.refresh();

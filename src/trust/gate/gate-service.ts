@@ -86,11 +86,6 @@ function publicCheck(c: GateCheck): CheckResult {
  */
 export const GATE_RULES_VERSION = 2;
 
-/** Whether an audited action changes what the gate's decisions depend on (the writer's instance then expires its trust epoch). */
-export function changesTrust(action: string): boolean {
-  return /^(policy|signingkey|trustedissuer|registry\.credentials)\./.test(action);
-}
-
 /**
  * Cache key: hex sha256 over the rules version, subject, digest, policy name and version, the
  * trust epoch (migration 013: it moves on any change to policies, signing keys, trusted issuers
