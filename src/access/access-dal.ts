@@ -89,6 +89,16 @@ const FIND_FOR_CLIENT_SQL = `
    ORDER BY gr.name
    LIMIT 1`;
 
+/**
+ * FIND_FOR_CLIENT_SQL with the cache epoch's generation read in the same statement (one row
+ * even when nothing is found): the delivery cache files what it read under the generation it was
+ * read at (src/db/cache-epoch.ts), not one taken before or after.
+ */
+const FIND_FOR_CLIENT_WITH_EPOCH_SQL = `
+  SELECT e.generation AS epoch_generation, f.*
+    FROM cache_epoch e LEFT JOIN (${FIND_FOR_CLIENT_SQL}) f ON 1 = 1
+   WHERE e.id = 1`;
+
 /** The row FIND_FOR_CLIENT_SQL returns: the secret, its current version (v_*) and the grant (g_*). */
 interface FoundSecretRow extends SecretRow {
   group_name: string;
@@ -229,12 +239,18 @@ export class AccessDal {
 
   /**
    * The access rule in one indexed query: the secret's current version, only if one of the
-   * client's groups is granted it. The port runs it as a prepared statement on SQLite's
-   * synchronous connection.
+   * client's groups is granted it, and the cache epoch's generation the answer was read at. The
+   * port runs it as a prepared statement on SQLite's synchronous connection.
    */
-  async findForClient(clientId: number, name: string): Promise<FoundSecret | undefined> {
-    const row = await this.db.readOne<FoundSecretRow>(FIND_FOR_CLIENT_SQL, [clientId, name]);
-    if (!row) return undefined;
+  async findForClient(clientId: number, name: string): Promise<{ found: FoundSecret | undefined; epochGeneration: number }> {
+    const row = await this.db.readOne<Partial<FoundSecretRow> & { epoch_generation: number | string }>(FIND_FOR_CLIENT_WITH_EPOCH_SQL, [clientId, name]);
+    if (!row) throw new Error('cache_epoch has no generation row');
+    const epochGeneration = Number(row.epoch_generation);
+    if (row.id === null || row.id === undefined) return { found: undefined, epochGeneration };
+    return { found: this.foundSecret(clientId, row as FoundSecretRow), epochGeneration };
+  }
+
+  private foundSecret(clientId: number, row: FoundSecretRow): FoundSecret {
     return {
       secret: rowToSecret(row),
       group: row.group_name,

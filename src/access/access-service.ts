@@ -40,9 +40,8 @@ export class AccessService {
     const key = `${clientId}/${name}`;
     const hit = this.found?.get(key);
     if (hit) return hit.value;
-    const stamp = this.found?.stamp();
-    const found = await this.dal.findForClient(clientId, name);
-    this.found?.set(key, found, stamp);
+    const { found, epochGeneration } = await this.dal.findForClient(clientId, name);
+    this.found?.set(key, found, epochGeneration);
     return found;
   }
 

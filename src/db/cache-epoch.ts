@@ -37,6 +37,8 @@ export class CacheEpoch {
   /** performance.now() of the newest `expire`: a read that started before it confirms nothing. */
   private expiredAt = Number.NEGATIVE_INFINITY;
   private readonly listeners = new Set<() => void>();
+  /** Whether the caches were emptied when the last confirmation lapsed (and nothing was confirmed since). */
+  private emptiedAtLapse = false;
   private timer: NodeJS.Timeout | undefined;
   private polling: Promise<void> | undefined;
   private readonly usableForMs: number;
@@ -58,7 +60,19 @@ export class CacheEpoch {
    * not be used now (never confirmed, not confirmed recently enough, or expired here).
    */
   current(): number | undefined {
-    return this.now() - this.confirmedAt < this.usableForMs ? this.generation : undefined;
+    if (this.now() - this.confirmedAt < this.usableForMs) return this.generation;
+    // While unconfirmed, reads go to the database and may see newer rows than the caches hold. A
+    // confirmation that began before a change and answers late would make those entries usable
+    // again, and a client would see a version go back: they go now.
+    if (!this.emptiedAtLapse) {
+      this.emptiedAtLapse = true;
+      this.changed();
+    }
+    return undefined;
+  }
+
+  private changed(): void {
+    for (const listener of this.listeners) listener();
   }
 
   /** The confirmed generation, reading the epoch first when it is not (rejects when the database does). */
@@ -98,10 +112,24 @@ export class CacheEpoch {
     // reads can finish out of order: an older generation must not replace a newer one
     if (this.generation === undefined || generation > this.generation) {
       this.generation = generation;
-      for (const listener of this.listeners) listener();
+      this.changed();
     }
     // a read that started before an `expire` may have missed the change it announced
-    if (started > this.confirmedAt && started >= this.expiredAt) this.confirmedAt = started;
+    if (started > this.confirmedAt && started >= this.expiredAt) {
+      this.confirmedAt = started;
+      this.emptiedAtLapse = false;
+    }
+  }
+
+  /**
+   * A generation read together with rows (a repository's statement): a newer one than this
+   * instance knew empties the caches at once. It confirms nothing (the bound's clock runs on polls).
+   */
+  observe(generation: number): void {
+    if (this.generation !== undefined && Number.isSafeInteger(generation) && generation > this.generation) {
+      this.generation = generation;
+      this.changed();
+    }
   }
 
   /**
@@ -143,9 +171,11 @@ export class CacheEpoch {
 }
 
 /**
- * A bounded map whose entries live only as long as the epoch they were read under. Stamp with
- * `epoch.current()` *before* reading the database and pass the stamp to `set`: a value read
- * before a change that the epoch has since seen is then never stored.
+ * A bounded map whose entries live only as long as the epoch they were read under. A repository
+ * reads the epoch's generation in the same statement as the rows (`epochGeneration`), so an
+ * entry holds exactly the database's state at that generation: one read at an older generation
+ * is never stored, and one at a newer generation tells the epoch at once (`observe`), so this
+ * instance never serves, from here, anything older than what it has already read.
  */
 export class EpochCache<K, V> {
   private readonly entries = new Map<K, { generation: number; value: V }>();
@@ -157,10 +187,6 @@ export class EpochCache<K, V> {
     epoch.register(this);
   }
 
-  stamp(): number | undefined {
-    return this.epoch.current();
-  }
-
   /** The entry stored under the current generation, if any: wrapped, so that a stored undefined (a refusal) is told apart from a miss. */
   get(key: K): { value: V } | undefined {
     const generation = this.epoch.current();
@@ -169,13 +195,15 @@ export class EpochCache<K, V> {
     return entry && entry.generation === generation ? entry : undefined;
   }
 
-  set(key: K, value: V, stamp: number | undefined): void {
-    if (stamp === undefined || stamp !== this.epoch.current()) return;
+  /** `generation`: the epoch's generation read with `value`, in the same statement. */
+  set(key: K, value: V, generation: number): void {
+    this.epoch.observe(generation);
+    if (generation !== this.epoch.current()) return;
     if (this.entries.size >= this.maxEntries && !this.entries.has(key)) {
       // the oldest insertion goes first (a Map iterates in insertion order)
       this.entries.delete(this.entries.keys().next().value as K);
     }
-    this.entries.set(key, { generation: stamp, value });
+    this.entries.set(key, { generation, value });
   }
 
   clear(): void {

@@ -72,10 +72,9 @@ export class TokenService {
     // jti alone is the key: chain and client come from the same verified token
     const hit = this.clientStates?.get(jti);
     if (hit) return hit.value;
-    const stamp = this.clientStates?.stamp();
-    const row = await this.deps.dal.clientTokenState(jti, chainId, clientId);
-    this.clientStates?.set(jti, row, stamp);
-    return row;
+    const { state, epochGeneration } = await this.deps.dal.clientTokenState(jti, chainId, clientId);
+    this.clientStates?.set(jti, state, epochGeneration);
+    return state;
   }
 
   get accessAudience(): string {

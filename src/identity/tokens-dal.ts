@@ -21,10 +21,10 @@ export interface RevokedTokenRow {
  * A token is revoked when its own jti or its renewal chain's id is in revoked_tokens.
  */
 const CLIENT_TOKEN_STATE_SQL = `
-  SELECT c.enabled, c.name, c.secret_rotated_at,
+  SELECT e.generation AS epoch_generation, c.enabled, c.name, c.secret_rotated_at,
          (SELECT COUNT(*) FROM revoked_tokens r WHERE r.jti IN (?, ?)) AS revoked
-    FROM clients c
-   WHERE c.id = ?`;
+    FROM cache_epoch e LEFT JOIN clients c ON c.id = ?
+   WHERE e.id = 1`;
 
 /** A token_chains row: a renewed token's jti and the chain it belongs to (migration 010). */
 export interface TokenChainRow {
@@ -39,8 +39,15 @@ export class TokensDal {
   constructor(private readonly db: Database) {}
 
   /** `chainId`: the token's renewal chain (its own jti for a token that was not renewed). */
-  clientTokenState(jti: string, chainId: string, clientId: number): Promise<ClientTokenState | undefined> {
-    return this.db.readOne<ClientTokenState>(CLIENT_TOKEN_STATE_SQL, [jti, chainId, clientId]);
+  /**
+   * The state (undefined: no such client) and the cache epoch's generation it was read at, in one
+   * statement: the token cache files it under that generation (src/db/cache-epoch.ts).
+   */
+  async clientTokenState(jti: string, chainId: string, clientId: number): Promise<{ state: ClientTokenState | undefined; epochGeneration: number }> {
+    const row = await this.db.readOne<Omit<ClientTokenState, 'name'> & { name: string | null; epoch_generation: number | string }>(CLIENT_TOKEN_STATE_SQL, [jti, chainId, clientId]);
+    if (!row) throw new Error('cache_epoch has no generation row');
+    const { epoch_generation, ...state } = row;
+    return { state: state.name === null ? undefined : (state as ClientTokenState), epochGeneration: Number(epoch_generation) };
   }
 
   /** Records that `row.jti` was renewed into the chain `row.chain_id`, before the token is handed out. */

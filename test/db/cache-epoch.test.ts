@@ -18,9 +18,9 @@ function harness() {
 
 describe('CacheEpoch and EpochCache', () => {
   it('serve nothing before the epoch was first read', async () => {
-    const { epoch, cache } = harness();
+    const { state, epoch, cache } = harness();
     expect(epoch.current()).toBeUndefined();
-    cache.set('k', 'v', cache.stamp());
+    cache.set('k', 'v', state.generation);
     expect(cache.get('k')).toBeUndefined();
     await epoch.refresh();
     expect(epoch.current()).toBe(1);
@@ -28,10 +28,10 @@ describe('CacheEpoch and EpochCache', () => {
   });
 
   it('keep a value (a stored undefined too) while the generation it was read under holds', async () => {
-    const { epoch, cache } = harness();
+    const { state, epoch, cache } = harness();
     await epoch.refresh();
-    cache.set('k', 'v', cache.stamp());
-    cache.set('missing', undefined, cache.stamp());
+    cache.set('k', 'v', state.generation);
+    cache.set('missing', undefined, state.generation);
     expect(cache.get('k')).toEqual({ generation: 1, value: 'v' });
     expect(cache.get('missing')).toEqual({ generation: 1, value: undefined });
   });
@@ -39,16 +39,16 @@ describe('CacheEpoch and EpochCache', () => {
   it('drop everything when the generation moves, and refuse a value read before the move', async () => {
     const { state, epoch, cache } = harness();
     await epoch.refresh();
-    const stampBeforeRead = cache.stamp();
-    cache.set('k', 'v', stampBeforeRead);
+    const readBeforeTheChange = state.generation;
+    cache.set('k', 'v', readBeforeTheChange);
     // a change commits while another read is in flight; the poll sees it before that read returns
     state.generation = 2;
     await epoch.refresh();
     expect(cache.get('k')).toBeUndefined();
     expect(cache.size).toBe(0);
-    cache.set('late', 'read-before-the-change', stampBeforeRead);
+    cache.set('late', 'read-before-the-change', readBeforeTheChange);
     expect(cache.get('late')).toBeUndefined();
-    cache.set('fresh', 'v2', cache.stamp());
+    cache.set('fresh', 'v2', state.generation);
     expect(cache.get('fresh')?.value).toBe('v2');
   });
 
@@ -56,7 +56,7 @@ describe('CacheEpoch and EpochCache', () => {
     const { state, epoch, cache } = harness();
     state.generation = 5;
     await epoch.refresh();
-    cache.set('k', 'v', cache.stamp());
+    cache.set('k', 'v', state.generation);
     state.generation = 4; // an older read's answer, arriving late
     await epoch.refresh();
     expect(epoch.current()).toBe(5);
@@ -66,7 +66,7 @@ describe('CacheEpoch and EpochCache', () => {
   it('stop serving once the epoch has not been confirmed for the bound less one poll: a change is never served stale past CACHE_STALENESS_BOUND_MS', async () => {
     const { state, epoch, cache } = harness();
     await epoch.refresh();
-    cache.set('k', 'v', cache.stamp());
+    cache.set('k', 'v', state.generation);
     // a change commits at t=10 and the database then stops answering
     state.now = 10;
     state.generation = 2;
@@ -77,8 +77,9 @@ describe('CacheEpoch and EpochCache', () => {
     state.now = CACHE_STALENESS_BOUND_MS - CACHE_EPOCH_POLL_MS;
     expect(epoch.current()).toBeUndefined();
     expect(cache.get('k')).toBeUndefined();
+    // the lapse emptied the cache, and nothing is stored while it lasts
     cache.set('k2', 'v', 1);
-    expect(cache.size).toBe(1);
+    expect(cache.size).toBe(0);
     // the database answers again: the change is seen, the old entries are gone
     state.failing = false;
     await epoch.refresh();
@@ -108,7 +109,7 @@ describe('CacheEpoch and EpochCache', () => {
   it('expire(): nothing is served until a read that began after it, and a read begun before it confirms nothing', async () => {
     const { state, epoch, cache } = harness();
     await epoch.refresh();
-    cache.set('k', 'v', cache.stamp());
+    cache.set('k', 'v', state.generation);
     state.now = 5;
     epoch.expire();
     expect(cache.get('k')).toBeUndefined();
@@ -122,16 +123,18 @@ describe('CacheEpoch and EpochCache', () => {
     await slowRead.refresh();
     started.state.now = 6;
     expect(slowRead.current()).toBeUndefined();
-    // a read that starts after the expiry confirms again
+    // a read that starts after the expiry confirms again; what was cached before it is gone
     state.now = 6;
     await expect(epoch.confirmed()).resolves.toBe(1);
-    expect(cache.get('k')?.value).toBe('v');
+    expect(cache.get('k')).toBeUndefined();
+    cache.set('k', 'v2', state.generation);
+    expect(cache.get('k')?.value).toBe('v2');
   });
 
   it('refreshAfterChange(): when the epoch cannot be read after a change, nothing cached is served until it can', async () => {
     const { state, epoch, cache } = harness();
     await epoch.refresh();
-    cache.set('k', 'v', cache.stamp());
+    cache.set('k', 'v', state.generation);
     state.now = 10;
     state.failing = true;
     await expect(epoch.refreshAfterChange()).resolves.toBeUndefined();
@@ -143,10 +146,44 @@ describe('CacheEpoch and EpochCache', () => {
     expect(cache.size).toBe(0);
   });
 
-  it('hold at most maxEntries, the oldest leaving first', async () => {
-    const { epoch, cache } = harness();
+  it('empty the caches when the confirmation lapses: a late answer from a read that began before a change cannot bring old entries back', async () => {
+    const { state } = harness();
+    // a poll begins; a change commits; the poll's answer (the old generation) arrives late
+    let answer: (g: number) => void = () => undefined;
+    const slow = new CacheEpoch(() => new Promise<number>((resolve) => (answer = resolve)), { now: () => state.now });
+    const slowCache = new EpochCache<string, string>(slow, 10);
+    await Promise.all([slow.refresh(), Promise.resolve().then(() => answer(1))]);
+    slowCache.set('k', 'version-18', 1);
+    state.now = 500;
+    const late = slow.refresh();
+    state.now = CACHE_STALENESS_BOUND_MS; // lapsed: reads meanwhile go to the database (version 19)
+    expect(slowCache.get('k')).toBeUndefined();
+    answer(1);
+    await late;
+    // confirmed again (by the read that began at 500), but version 18 is gone
+    expect(slow.current()).toBe(1);
+    expect(slowCache.get('k')).toBeUndefined();
+  });
+
+  it('a value read at a newer generation than the instance knew empties the caches at once, and an older read is not stored after it', async () => {
+    const { state, epoch, cache } = harness();
     await epoch.refresh();
-    for (const k of ['a', 'b', 'c', 'd']) cache.set(k, k, cache.stamp());
+    cache.set('k', 'version-10', 1);
+    // another request's read (one statement: rows and generation) saw a change the poll has not seen yet
+    cache.set('other', 'version-11', 2);
+    expect(epoch.current()).toBe(2);
+    expect(cache.get('k')).toBeUndefined();
+    expect(cache.get('other')?.value).toBe('version-11');
+    // a read that began earlier, at generation 1, finishes now: not stored over the newer state
+    cache.set('k', 'version-10', 1);
+    expect(cache.get('k')).toBeUndefined();
+    expect(state.reads).toBe(1);
+  });
+
+  it('hold at most maxEntries, the oldest leaving first', async () => {
+    const { state, epoch, cache } = harness();
+    await epoch.refresh();
+    for (const k of ['a', 'b', 'c', 'd']) cache.set(k, k, state.generation);
     expect(cache.size).toBe(3);
     expect(cache.get('a')).toBeUndefined();
     expect(cache.get('d')?.value).toBe('d');

@@ -77,7 +77,7 @@ describe('database port and the SQLite fast path', () => {
     expect(res!.status).toBe(200);
     expect(Buffer.from(res!.body.content, 'base64').toString()).toBe('s3cret');
     // the token check, the access rule, the last-read mark and the audit append
-    expect(sql.some((s) => /FROM clients c/.test(s))).toBe(true);
+    expect(sql.some((s) => /JOIN clients c /.test(s))).toBe(true);
     expect(sql.some((s) => /JOIN access_grants g/.test(s))).toBe(true);
     expect(sql.some((s) => /^INSERT INTO secret_reads/.test(s))).toBe(true);
     expect(sql.some((s) => /^INSERT INTO audit_events/.test(s))).toBe(true);

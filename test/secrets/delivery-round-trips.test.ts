@@ -29,8 +29,8 @@ describe('statements of one delivery', () => {
   async function statementsOfOneDelivery(): Promise<string[]> {
     const seen: string[] = [];
     const onQuery = (q: { sql: string }) => {
-      // the sequencer and the cache epoch poll run on their own timers: not this delivery's
-      if (!/cache_epoch|audit_tree|audit_heads|leaf_index|pg_advisory|audit_sequencer/i.test(q.sql)) seen.push(q.sql);
+      // the sequencer and the epoch polls run on their own timers: not this delivery's
+      if (!/^SELECT generation FROM (cache_epoch|gate_trust_epoch)|audit_tree|audit_heads|leaf_index|pg_advisory|audit_sequencer/i.test(q.sql)) seen.push(q.sql);
     };
     tb.broker.services.db.on('query', onQuery);
     try {
@@ -44,7 +44,7 @@ describe('statements of one delivery', () => {
 
   it.runIf(dialectUnderTest === 'postgres')('PostgreSQL: after the first read, one statement per delivery, the append with its last-read mark', async () => {
     const first = await statementsOfOneDelivery();
-    expect(first.some((sql) => /FROM clients c/.test(sql))).toBe(true);
+    expect(first.some((sql) => /JOIN clients c /.test(sql))).toBe(true);
     expect(first.some((sql) => /FROM secrets s/.test(sql))).toBe(true);
     for (let i = 0; i < 3; i++) {
       const again = await statementsOfOneDelivery();
